@@ -1,0 +1,34 @@
+//! dumpconv-core: the model of a memory dump and the contracts every reader, walker and
+//! writer follows. Nothing here knows an on-disk format.
+//!
+//! The flow (see DESIGN.md): a reader in `dumpconv-formats` opens an input into a
+//! [`Dump`]; an [`ArchWalker`] may turn each CPU's page tables into a [`MappingList`];
+//! the pieces are gathered into a [`DumpPlan`], which a [`DumpWriter`] writes into a
+//! [`Sink`] while reporting to a [`Progress`].
+
+pub mod cpu;
+pub mod dump;
+pub mod error;
+pub mod mapping;
+pub mod memory;
+pub mod note;
+pub mod progress;
+pub mod sink;
+pub mod vmcoreinfo;
+pub mod walker;
+pub mod writer;
+
+pub use cpu::{Arch, CpuState, GeneralRegs, PagingMode, SegmentReg};
+pub use dump::Dump;
+pub use error::{Error, Result};
+pub use mapping::{Mapping, MappingList};
+pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource};
+pub use note::Note;
+pub use progress::{NoProgress, Progress};
+pub use sink::{FileSink, Sink, StreamSink};
+pub use vmcoreinfo::VmcoreInfo;
+pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
+pub use writer::{DumpPlan, DumpWriter};
+
+/// Size of a page on every architecture dumpconv handles today (x86).
+pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,391 @@
+//! Physical memory of a dump: a sorted list of RAM ranges and positioned reads.
+//!
+//! There is no shared cursor: `read_at` takes `&self`, so any number of threads can read
+//! at once. Reading an address outside RAM is an error ([`Error::Hole`]), never zeros:
+//! a writer must know holes from zero pages.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// A half-open range of physical addresses `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PhysRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// `[start, end)`; an `end` below `start` gives an empty range at `start`.
+    pub fn new(start: u64, end: u64) -> Self {
+        PhysRange {
+            start,
+            end: end.max(start),
+        }
+    }
+
+    /// `[start, start + len)`, saturating at the top of the address space.
+    pub fn with_len(start: u64, len: u64) -> Self {
+        PhysRange::new(start, start.saturating_add(len))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// The overlap of two ranges, if not empty.
+    pub fn intersect(&self, other: &PhysRange) -> Option<PhysRange> {
+        let r = PhysRange::new(self.start.max(other.start), self.end.min(other.end));
+        (!r.is_empty()).then_some(r)
+    }
+}
+
+/// Sort ranges and merge the ones that overlap or touch.
+pub fn normalize_ranges(mut ranges: Vec<PhysRange>) -> Vec<PhysRange> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort();
+    let mut out: Vec<PhysRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Intersect a normalized range list with `[begin, begin+len)`.
+pub fn clip_ranges(ranges: &[PhysRange], window: PhysRange) -> Vec<PhysRange> {
+    ranges.iter().filter_map(|r| r.intersect(&window)).collect()
+}
+
+/// Where the bytes at a physical address come from, for writers that can copy without
+/// reading (`copy_file_range`) or skip known zeros.
+#[derive(Debug, Clone, Copy)]
+pub enum Backing<'a> {
+    /// `len` bytes stored in `file` at `offset`.
+    File {
+        file: &'a File,
+        offset: u64,
+        len: u64,
+    },
+    /// `len` bytes known to be zero without reading anything.
+    Zero { len: u64 },
+}
+
+/// The physical memory of a dump.
+pub trait PhysicalMemory: Send + Sync {
+    /// RAM ranges, sorted, non-overlapping, non-adjacent.
+    fn ranges(&self) -> &[PhysRange];
+
+    /// Fill `buf` with the bytes at `paddr..paddr+buf.len()`. Errors if any byte is
+    /// outside RAM or unavailable.
+    fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Where the bytes starting at `paddr` live, as far as they stay contiguous in one
+    /// backing. `None` when the memory cannot tell (compressed pages, for instance).
+    fn backing(&self, _paddr: u64) -> Option<Backing<'_>> {
+        None
+    }
+
+    /// Total RAM bytes.
+    fn total_bytes(&self) -> u64 {
+        self.ranges().iter().map(PhysRange::len).sum()
+    }
+
+    /// True if every byte of `[paddr, paddr+len)` is RAM.
+    fn is_ram(&self, paddr: u64, len: u64) -> bool {
+        let end = match paddr.checked_add(len) {
+            Some(e) => e,
+            None => return false,
+        };
+        let ranges = self.ranges();
+        let i = ranges.partition_point(|r| r.end <= paddr);
+        ranges
+            .get(i)
+            .is_some_and(|r| r.start <= paddr && end <= r.end)
+    }
+}
+
+/// Where one segment's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentSource {
+    /// In source file number `file`, starting at byte `offset`.
+    File { file: usize, offset: u64 },
+    /// All zeros (an ELF `p_filesz < p_memsz` tail, for instance).
+    Zero,
+}
+
+/// A run of physical memory stored contiguously in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub range: PhysRange,
+    pub source: SegmentSource,
+}
+
+/// Physical memory made of segments stored uncompressed in files: raw images, ELF
+/// cores, LiME. Overlaps are resolved at build time: the first segment added wins.
+#[derive(Debug)]
+pub struct SegmentMemory {
+    files: Vec<(PathBuf, Arc<File>)>,
+    segments: Vec<Segment>,
+    ranges: Vec<PhysRange>,
+}
+
+impl SegmentMemory {
+    /// Build from source files and segments in any order. Parts of a segment that
+    /// overlap an earlier one are dropped (the earlier segment wins), as /proc/vmcore's
+    /// kernel-text PT_LOAD overlaps a RAM PT_LOAD holding the same bytes.
+    pub fn new(files: Vec<(PathBuf, Arc<File>)>, segments: Vec<Segment>) -> Result<Self> {
+        for s in &segments {
+            if let SegmentSource::File { file, .. } = s.source {
+                if file >= files.len() {
+                    return Err(Error::invalid(format!(
+                        "segment at {:#x} names source file {file}, but there are {}",
+                        s.range.start,
+                        files.len()
+                    )));
+                }
+            }
+        }
+        let mut kept: Vec<Segment> = Vec::with_capacity(segments.len());
+        for seg in segments.into_iter().filter(|s| !s.range.is_empty()) {
+            // Cut `seg` into the pieces not covered by segments already kept.
+            let mut pieces = vec![seg];
+            for k in &kept {
+                let mut next = Vec::with_capacity(pieces.len() + 1);
+                for p in pieces {
+                    match p.range.intersect(&k.range) {
+                        None => next.push(p),
+                        Some(ov) => {
+                            if p.range.start < ov.start {
+                                next.push(sub_segment(&p, PhysRange::new(p.range.start, ov.start)));
+                            }
+                            if ov.end < p.range.end {
+                                next.push(sub_segment(&p, PhysRange::new(ov.end, p.range.end)));
+                            }
+                        }
+                    }
+                }
+                pieces = next;
+                if pieces.is_empty() {
+                    break;
+                }
+            }
+            kept.extend(pieces);
+        }
+        kept.sort_by_key(|s| s.range.start);
+        let ranges = normalize_ranges(kept.iter().map(|s| s.range).collect());
+        Ok(SegmentMemory {
+            files,
+            segments: kept,
+            ranges,
+        })
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    fn segment_index(&self, paddr: u64) -> Option<usize> {
+        let i = self.segments.partition_point(|s| s.range.end <= paddr);
+        self.segments
+            .get(i)
+            .filter(|s| s.range.contains(paddr))
+            .map(|_| i)
+    }
+}
+
+fn sub_segment(seg: &Segment, range: PhysRange) -> Segment {
+    let source = match seg.source {
+        SegmentSource::File { file, offset } => SegmentSource::File {
+            file,
+            offset: offset + (range.start - seg.range.start),
+        },
+        SegmentSource::Zero => SegmentSource::Zero,
+    };
+    Segment { range, source }
+}
+
+impl PhysicalMemory for SegmentMemory {
+    fn ranges(&self) -> &[PhysRange] {
+        &self.ranges
+    }
+
+    fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let addr = paddr
+                .checked_add(done as u64)
+                .ok_or(Error::Hole { paddr: u64::MAX })?;
+            let i = self
+                .segment_index(addr)
+                .ok_or(Error::Hole { paddr: addr })?;
+            let seg = &self.segments[i];
+            let avail = seg.range.end - addr;
+            let n = avail.min((buf.len() - done) as u64) as usize;
+            let out = &mut buf[done..done + n];
+            match seg.source {
+                SegmentSource::Zero => out.fill(0),
+                SegmentSource::File { file, offset } => {
+                    let (path, f) = &self.files[file];
+                    let off = offset + (addr - seg.range.start);
+                    f.read_exact_at(out, off).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            Error::format(
+                                path.clone(),
+                                off,
+                                "input",
+                                format!(
+                                    "file ends inside the data of physical address {addr:#x} \
+                                     (truncated file?)"
+                                ),
+                            )
+                        } else {
+                            Error::io(path.clone(), e)
+                        }
+                    })?;
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn backing(&self, paddr: u64) -> Option<Backing<'_>> {
+        let seg = &self.segments[self.segment_index(paddr)?];
+        let len = seg.range.end - paddr;
+        Some(match seg.source {
+            SegmentSource::Zero => Backing::Zero { len },
+            SegmentSource::File { file, offset } => Backing::File {
+                file: &self.files[file].1,
+                offset: offset + (paddr - seg.range.start),
+                len,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn mem_with(data: &[u8], segs: Vec<Segment>) -> SegmentMemory {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        SegmentMemory::new(vec![(PathBuf::from("t"), Arc::new(f))], segs).unwrap()
+    }
+
+    #[test]
+    fn normalize_merges_touching_and_overlapping() {
+        let r = normalize_ranges(vec![
+            PhysRange::new(10, 20),
+            PhysRange::new(0, 5),
+            PhysRange::new(20, 25),
+            PhysRange::new(22, 30),
+            PhysRange::new(40, 40),
+        ]);
+        assert_eq!(r, vec![PhysRange::new(0, 5), PhysRange::new(10, 30)]);
+    }
+
+    #[test]
+    fn reads_span_segments_and_holes_error() {
+        let data: Vec<u8> = (0..=255).collect();
+        let m = mem_with(
+            &data,
+            vec![
+                Segment {
+                    range: PhysRange::new(0x1000, 0x1010),
+                    source: SegmentSource::File {
+                        file: 0,
+                        offset: 16,
+                    },
+                },
+                Segment {
+                    range: PhysRange::new(0x1010, 0x1020),
+                    source: SegmentSource::Zero,
+                },
+                Segment {
+                    range: PhysRange::new(0x2000, 0x2004),
+                    source: SegmentSource::File { file: 0, offset: 0 },
+                },
+            ],
+        );
+        assert_eq!(
+            m.ranges(),
+            &[
+                PhysRange::new(0x1000, 0x1020),
+                PhysRange::new(0x2000, 0x2004)
+            ]
+        );
+        let mut b = [0xAAu8; 20];
+        m.read_at(0x100c, &mut b).unwrap();
+        assert_eq!(&b[..4], &[28, 29, 30, 31]);
+        assert!(b[4..].iter().all(|&x| x == 0));
+        let mut b = [0u8; 4];
+        m.read_at(0x2000, &mut b).unwrap();
+        assert_eq!(b, [0, 1, 2, 3]);
+        assert!(matches!(
+            m.read_at(0x1ffe, &mut b),
+            Err(Error::Hole { paddr: 0x1ffe })
+        ));
+        assert!(matches!(
+            m.read_at(0x2002, &mut b),
+            Err(Error::Hole { paddr: 0x2004 })
+        ));
+        assert!(m.is_ram(0x1000, 0x20));
+        assert!(!m.is_ram(0x1000, 0x21));
+    }
+
+    #[test]
+    fn earlier_segment_wins_overlap() {
+        let data: Vec<u8> = (0..=255).collect();
+        let m = mem_with(
+            &data,
+            vec![
+                Segment {
+                    range: PhysRange::new(100, 200),
+                    source: SegmentSource::File { file: 0, offset: 0 },
+                },
+                // Overlaps the middle of the first; only [80,100) and [200,220) survive.
+                Segment {
+                    range: PhysRange::new(80, 220),
+                    source: SegmentSource::Zero,
+                },
+            ],
+        );
+        assert_eq!(m.segments().len(), 3);
+        let mut b = [0xFFu8; 1];
+        m.read_at(150, &mut b).unwrap();
+        assert_eq!(b[0], 50);
+        m.read_at(90, &mut b).unwrap();
+        assert_eq!(b[0], 0);
+        assert_eq!(m.ranges(), &[PhysRange::new(80, 220)]);
+    }
+
+    #[test]
+    fn truncated_file_is_a_format_error() {
+        let m = mem_with(
+            &[1, 2, 3],
+            vec![Segment {
+                range: PhysRange::new(0, 10),
+                source: SegmentSource::File { file: 0, offset: 0 },
+            }],
+        );
+        let mut b = [0u8; 10];
+        let e = m.read_at(0, &mut b).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}

@@ -1,0 +1,65 @@
+//! The contract of an output writer and the plan it writes.
+
+use std::collections::BTreeMap;
+
+use crate::cpu::{Arch, CpuState};
+use crate::error::Result;
+use crate::mapping::MappingList;
+use crate::memory::{PhysRange, PhysicalMemory};
+use crate::note::Note;
+use crate::progress::Progress;
+use crate::sink::Sink;
+use crate::vmcoreinfo::VmcoreInfo;
+
+/// Everything a writer needs besides the memory itself. Built by the conversion
+/// pipeline; writers never look at the input file.
+#[derive(Debug, Clone)]
+pub struct DumpPlan {
+    pub arch: Arch,
+    /// Page size of the dumped machine.
+    pub page_size: u64,
+    /// Physical ranges to write: RAM, clipped to `--begin/--length`; sorted, disjoint.
+    pub ranges: Vec<PhysRange>,
+    /// Virtual mappings (`--paging`), or None for the physical view.
+    pub mappings: Option<MappingList>,
+    /// Notes to write, already in output order (NT_PRSTATUS…, QEMU…, VMCOREINFO).
+    pub notes: Vec<Note>,
+    pub cpus: Vec<CpuState>,
+    pub vmcoreinfo: Option<VmcoreInfo>,
+    /// Writer-specific options as `key=value` (compression, level, threads...), so
+    /// plugins loaded at run time receive them too.
+    pub options: BTreeMap<String, String>,
+}
+
+impl DumpPlan {
+    /// Total bytes of memory the plan writes.
+    pub fn total_bytes(&self) -> u64 {
+        self.ranges.iter().map(PhysRange::len).sum()
+    }
+
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
+}
+
+/// An output format.
+pub trait DumpWriter: Send + Sync {
+    /// Name used by `--format` ("elf", "raw", "kdump").
+    fn name(&self) -> &str;
+
+    /// One line for `--help` and `dumpconv plugins`.
+    fn description(&self) -> &str;
+
+    /// Output file name endings that select this writer (without the dot).
+    fn extensions(&self) -> &[&str];
+
+    /// Write the plan. Bytes of memory come from `mem`, output goes to `sink`, progress
+    /// is reported in bytes of memory written. On error the caller discards the output.
+    fn write(
+        &self,
+        plan: &DumpPlan,
+        mem: &dyn PhysicalMemory,
+        sink: &mut dyn Sink,
+        progress: &dyn Progress,
+    ) -> Result<()>;
+}
