@@ -1,0 +1,4 @@
+//! ELF cores: layouts (through the `object` crate's `elf` structs), the note blob, the
+//! reader and the header encoders the ELF writer uses.
+
+pub mod note;
