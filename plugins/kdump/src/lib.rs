@@ -1,0 +1,1 @@
+//! kdump-compressed writer.

@@ -1,0 +1,1 @@
+//! x86 page-table walkers.

@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Real-guest capture harness: boots small Debian guests under QEMU TCG and caches their
+# memory dumps (ELF, kdump, raw) plus everything needed to check them, outside git.
+#
+#   tests/real-guests/ensure-guests.sh [--force] [--list] [GUEST...]
+#
+# Idempotent: a guest whose cache dir holds a `complete` stamp is skipped.
+# See README.md beside this file for the cache layout and the timings.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+exec </dev/null
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
+DEBS=${DUMPCONV_DEB_CACHE:-$HOME/.cache/dumpconv/debs}
+BUILD=${DUMPCONV_BUILD_CACHE:-$HOME/.cache/dumpconv/build}
+BOOT_TIMEOUT=${DUMPCONV_BOOT_TIMEOUT:-300}     # seconds until the guest prints READY
+DUMP_TIMEOUT=${DUMPCONV_DUMP_TIMEOUT:-900}     # seconds per dump-guest-memory / pmemsave
+# The highmem guest's files are ~4.5 GiB each: set DUMPCONV_HIGHMEM_LITE=1 to skip its
+# paging.elf and lzo/snappy kdumps (README: "disk use").
+HIGHMEM_LITE=${DUMPCONV_HIGHMEM_LITE:-0}
+
+# name            arch    flavor   cpu                mem   kaslr  expected paging
+GUEST_TABLE="
+x86_64-4level     x86_64  amd64    qemu64             512   0      4level
+x86_64-kaslr      x86_64  amd64    qemu64             512   1      4level
+x86_64-la57       x86_64  amd64    qemu64,+la57       512   0      5level
+x86_64-highmem    x86_64  amd64    qemu64             4608  0      4level
+i386-pae          i386    686-pae  qemu32,+nx         512   0      pae
+i386-2level       i386    686      qemu32             512   0      32bit
+"
+ALL_GUESTS=$(awk 'NF {print $1}' <<<"$GUEST_TABLE")
+
+FORCE=0
+WANT=()
+for a in "$@"; do
+    case "$a" in
+        --force) FORCE=1 ;;
+        --list) echo "$ALL_GUESTS"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -*) echo "unknown option $a" >&2; exit 2 ;;
+        *) grep -qx -- "$a" <<<"$ALL_GUESTS" || { echo "unknown guest $a (have: $(echo $ALL_GUESTS))" >&2; exit 2; }
+           WANT+=("$a") ;;
+    esac
+done
+[ ${#WANT[@]} -gt 0 ] || read -r -a WANT <<<"$(echo $ALL_GUESTS)"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+TIMINGS=()
+# step NAME CMD...: run CMD, print and remember how long it took.
+step() {
+    local name=$1; shift
+    local t0 t1 dt
+    t0=$(date +%s.%N)
+    log "== $name"
+    "$@"
+    t1=$(date +%s.%N)
+    dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+    log "== $name: ${dt}s"
+    TIMINGS+=("$(printf '%-40s %8ss' "$name" "$dt")")
+}
+T_START=$(date +%s.%N)
+
+[ "$(id -u)" = 0 ] || die "run as root (apt-get install, mknod for the initramfs)"
+mkdir -p "$CACHE" "$DEBS" "$BUILD"
+
+guest_field() { awk -v g="$1" -v c="$2" '$1 == g {print $c}' <<<"$GUEST_TABLE"; }
+guest_done() { [ "$FORCE" = 0 ] && [ -f "$CACHE/$1/complete" ]; }
+
+TODO=()
+for g in "${WANT[@]}"; do
+    if guest_done "$g"; then log "$g: cached ($CACHE/$g), skipping"; else TODO+=("$g"); fi
+done
+if [ ${#TODO[@]} -eq 0 ]; then
+    log "all requested guests are cached in $CACHE"
+    exit 0
+fi
+NEED_AMD64=0; NEED_I386=0; NEED_FLAVORS=()
+for g in "${TODO[@]}"; do
+    case "$(guest_field "$g" 2)" in x86_64) NEED_AMD64=1 ;; i386) NEED_I386=1 ;; esac
+    f=$(guest_field "$g" 3)
+    [[ " ${NEED_FLAVORS[*]-} " == *" $f "* ]] || NEED_FLAVORS+=("$f")
+done
+
+# ---------------------------------------------------------------------------------------
+# 1. host tools (apt). QEMU itself is not installed: the Debian 12 qemu-system-x86 package
+#    conflicts with the qemu-utils 10.x this machine kind ships, so it is unpacked with
+#    dpkg -x into $BUILD and only its shared-library dependencies are installed.
+APT_UPDATED=0
+apt_update() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    local i
+    for i in 1 2 3; do
+        if apt-get update -q >"$BUILD/apt-update.log" 2>&1; then APT_UPDATED=1; return 0; fi
+        log "apt-get update failed (try $i): $(tail -2 "$BUILD/apt-update.log" | tr '\n' ' ')"
+        sleep 3
+    done
+    APT_UPDATED=1   # partial index failures (a mirror in sync) are not fatal: go on
+}
+apt_install() {   # apt_install PKG...: install what is missing
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    apt_update
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >"$BUILD/apt-install.log" 2>&1 \
+        || { tail -20 "$BUILD/apt-install.log" >&2; die "apt-get install failed"; }
+}
+# apt_download DIR PKG...: fetch .debs into DIR unless already there (amd64 / all)
+apt_download() {
+    local dir=$1; shift
+    local p need=()
+    mkdir -p "$dir"
+    for p in "$@"; do
+        ls "$dir/${p%%=*}_"*.deb >/dev/null 2>&1 || need+=("$p")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    apt_update
+    (cd "$dir" && apt-get download -q "${need[@]}" >"$BUILD/apt-download.log" 2>&1) \
+        || { tail -20 "$BUILD/apt-download.log" >&2; die "apt-get download ${need[*]} failed"; }
+}
+
+# A private apt state for i386 packages, so the host's dpkg architectures stay as they are.
+APT386_DIR=$BUILD/apt-i386
+APT386=(-o APT::Architecture=i386 -o APT::Architectures::=i386
+        -o Dir::State::Lists="$APT386_DIR/lists" -o Dir::State::status="$APT386_DIR/status"
+        -o Dir::Cache="$APT386_DIR/cache")
+apt386_update() {
+    mkdir -p "$APT386_DIR/lists/partial" "$APT386_DIR/cache/archives/partial"
+    touch "$APT386_DIR/status"
+    if [ -f "$APT386_DIR/updated" ] && [ -n "$(find "$APT386_DIR/updated" -mmin -720)" ]; then return 0; fi
+    local i
+    for i in 1 2 3; do
+        apt-get "${APT386[@]}" update -q >"$APT386_DIR/update.log" 2>&1 && break
+        sleep 3
+    done
+    # a security index that fails its size check ("Mirror sync in progress?") leaves the
+    # main suite usable; give up only when nothing resolves
+    grep -E '^(E|W):' "$APT386_DIR/update.log" >&2 || true
+    apt-cache "${APT386[@]}" show linux-image-686-pae >/dev/null 2>&1 || die "i386 package lists unusable"
+    touch "$APT386_DIR/updated"
+}
+apt386_download() {
+    local dir=$1; shift
+    local p need=()
+    mkdir -p "$dir"
+    for p in "$@"; do ls "$dir/${p}_"*_i386.deb >/dev/null 2>&1 || need+=("$p"); done
+    [ ${#need[@]} -eq 0 ] && return 0
+    apt386_update
+    (cd "$dir" && apt-get "${APT386[@]}" download -q "${need[@]}" >"$APT386_DIR/download.log" 2>&1) \
+        || { tail -20 "$APT386_DIR/download.log" >&2; die "i386 download ${need[*]} failed"; }
+}
+
+host_tools() {
+    apt_install gdb crash makedumpfile cpio gzip xz-utils zstd binutils util-linux python3 kmod
+}
+
+QEMU_DIR=""
+qemu_setup() {
+    apt_download "$DEBS" qemu-system-x86 qemu-system-data seabios
+    local deb ver
+    deb=$(ls "$DEBS"/qemu-system-x86_*_amd64.deb | sort -V | tail -1)
+    ver=$(dpkg-deb -f "$deb" Version | tr ':~+' '___')
+    QEMU_DIR=$BUILD/qemu-$ver
+    # shared libraries the binary needs (its Depends minus the qemu-* / firmware packages)
+    # shellcheck disable=SC2046
+    apt_install $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g' \
+                  | grep -v -E '^(qemu-.*|ipxe-qemu|seabios|)$')
+    if [ ! -f "$QEMU_DIR/ok" ]; then
+        rm -rf "$QEMU_DIR"; mkdir -p "$QEMU_DIR"
+        dpkg -x "$deb" "$QEMU_DIR"
+        dpkg -x "$(ls "$DEBS"/qemu-system-data_*.deb | sort -V | tail -1)" "$QEMU_DIR"
+        dpkg -x "$(ls "$DEBS"/seabios_*.deb | sort -V | tail -1)" "$QEMU_DIR"
+        touch "$QEMU_DIR/ok"
+    fi
+    "$QEMU_DIR/usr/bin/qemu-system-x86_64" --version | head -1 >&2
+    "$QEMU_DIR/usr/libexec/qemu-system-i386" --version >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------
+# 2. kernels: image .deb (vmlinuz, config, modules) + -dbg .deb (System.map, vmlinux)
+declare -A KDIR   # flavor -> $BUILD/kernel-<release>
+kernel_pkg() {    # kernel_pkg FLAVOR -> linux-image-<abi>-<flavor>
+    local meta=linux-image-$1 dep
+    if [ "$1" = amd64 ]; then
+        apt_update
+        dep=$(apt-cache show "$meta" 2>/dev/null | awk '/^Depends:/ {print $2; exit}')
+    else
+        apt386_update
+        dep=$(apt-cache "${APT386[@]}" show "$meta" 2>/dev/null | awk '/^Depends:/ {print $2; exit}')
+    fi
+    [ -n "$dep" ] || die "cannot resolve $meta"
+    echo "$dep"
+}
+kernel_setup() {
+    local flavor=$1 pkg rel dir deb dbg
+    # reuse an extracted kernel when one exists (re-runs need no apt look-up at all)
+    dir=$(ls -d "$BUILD"/kernel-*-"$flavor" 2>/dev/null | sort -V | tail -1 || true)
+    if [ -n "$dir" ] && [ -f "$dir/ok" ] && [ "${DUMPCONV_REFRESH_KERNELS:-0}" = 0 ]; then
+        KDIR[$flavor]=$dir; log "kernel $flavor: $(basename "$dir") (cached)"; return 0
+    fi
+    pkg=$(kernel_pkg "$flavor")
+    rel=${pkg#linux-image-}
+    dir=$BUILD/kernel-$rel
+    KDIR[$flavor]=$dir
+    [ -f "$dir/ok" ] && return 0
+    if [ "$flavor" = amd64 ]; then
+        apt_download "$DEBS" "$pkg" "$pkg-dbg"
+        deb=$(ls "$DEBS/${pkg}_"*_amd64.deb | sort -V | tail -1)
+        dbg=$(ls "$DEBS/${pkg}-dbg_"*_amd64.deb | sort -V | tail -1)
+    else
+        apt386_download "$DEBS" "$pkg" "$pkg-dbg"
+        deb=$(ls "$DEBS/${pkg}_"*_i386.deb | sort -V | tail -1)
+        dbg=$(ls "$DEBS/${pkg}-dbg_"*_i386.deb | sort -V | tail -1)
+    fi
+    rm -rf "$dir"; mkdir -p "$dir/x"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/x" --wildcards \
+        "./boot/vmlinuz-$rel" "./boot/config-$rel" "./lib/modules/$rel/kernel/drivers/firmware/qemu_fw_cfg.ko*"
+    # qemu_fw_cfg's dependencies (none on Debian 6.1, but follow them if a kernel has any)
+    local mods want dep i
+    for i in 1 2 3 4; do
+        want=()
+        for m in $(find "$dir/x/lib/modules" -name '*.ko*'); do
+            for dep in $(modinfo -F depends "$m" | tr ',' ' '); do
+                [ -n "$(find "$dir/x/lib/modules" -name "$dep.ko*" -o -name "${dep//_/-}.ko*")" ] || want+=("*/$dep.ko*")
+            done
+        done
+        [ ${#want[@]} -eq 0 ] && break
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/x" --wildcards "${want[@]}"
+    done
+    # System.map (the image .deb carries a one-line stub) and the debug vmlinux live at the
+    # start of the -dbg archive: stop reading once both are out (--occurrence), which
+    # makes dpkg-deb die of SIGPIPE, so check the files rather than the pipe status.
+    local members=("./usr/lib/debug/boot/System.map-$rel")
+    [ "$flavor" = amd64 ] && members+=("./usr/lib/debug/boot/vmlinux-$rel")
+    dpkg-deb --fsys-tarfile "$dbg" 2>/dev/null | tar -x -C "$dir/x" --occurrence=1 "${members[@]}" || true
+    mv "$dir/x/boot/vmlinuz-$rel" "$dir/vmlinuz"
+    mv "$dir/x/boot/config-$rel" "$dir/config"
+    mv "$dir/x/usr/lib/debug/boot/System.map-$rel" "$dir/System.map" || die "no System.map in $dbg"
+    if [ "$flavor" = amd64 ]; then
+        mv "$dir/x/usr/lib/debug/boot/vmlinux-$rel" "$dir/vmlinux" || die "no vmlinux in $dbg"
+        readelf -h "$dir/vmlinux" >/dev/null || die "truncated vmlinux from $dbg"
+    fi
+    [ "$(wc -l <"$dir/System.map")" -gt 1000 ] || die "System.map from $dbg looks like a stub"
+    # modules, decompressed on the host (busybox insmod cannot read .ko.xz/.ko.zst)
+    mkdir -p "$dir/modules"
+    for m in $(find "$dir/x/lib/modules" -name '*.ko*'); do
+        case "$m" in
+            *.ko.xz) xz -dc "$m" ;; *.ko.zst) zstd -qdc "$m" ;; *.ko.gz) gzip -dc "$m" ;; *) cat "$m" ;;
+        esac >"$dir/modules/$(basename "${m%.ko*}").ko"
+    done
+    # load order: dependencies first
+    python3 - "$dir/modules" >"$dir/modules/order" <<'EOF'
+import os, subprocess, sys
+d = sys.argv[1]
+mods = {f[:-3]: f for f in os.listdir(d) if f.endswith(".ko")}
+deps = {}
+for m, f in mods.items():
+    out = subprocess.run(["modinfo", "-F", "depends", os.path.join(d, f)], capture_output=True, text=True).stdout
+    deps[m] = [x.replace("-", "_") for x in out.strip().split(",") if x]
+done = []
+def visit(m):
+    if m in done or m not in mods: return
+    for x in deps[m]: visit(x)
+    done.append(m)
+for m in sorted(mods): visit(m)
+print("\n".join(mods[m] for m in done))
+EOF
+    echo "$rel" >"$dir/release"
+    echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >"$dir/package"
+    rm -rf "$dir/x"
+    touch "$dir/ok"
+    log "kernel $flavor: $rel ($(du -sh "$dir" | cut -f1))"
+}
+
+# ---------------------------------------------------------------------------------------
+# 3. busybox + initramfs (one per kernel flavor: the modules belong to the kernel)
+declare -A BUSYBOX
+busybox_setup() {   # busybox_setup ARCH(amd64|i386)
+    local arch=$1 out=$BUILD/busybox-$1 deb
+    BUSYBOX[$arch]=$out/busybox
+    [ -x "$out/busybox" ] && return 0
+    if [ "$arch" = amd64 ]; then
+        apt_download "$DEBS" busybox-static
+        deb=$(ls "$DEBS"/busybox-static_*_amd64.deb | sort -V | tail -1)
+    else
+        apt386_download "$DEBS" busybox-static
+        deb=$(ls "$DEBS"/busybox-static_*_i386.deb | sort -V | tail -1)
+    fi
+    rm -rf "$out"; mkdir -p "$out/x"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$out/x" ./bin/busybox
+    mv "$out/x/bin/busybox" "$out/busybox"; rm -rf "$out/x"
+    file_arch=$(readelf -h "$out/busybox" | awk '/Machine:/ {print $2}')
+    log "busybox $arch: $file_arch"
+}
+
+initramfs_setup() {   # initramfs_setup FLAVOR -> $KDIR/initramfs.cpio.gz
+    local flavor=$1 dir=${KDIR[$1]} arch=amd64
+    [ "$flavor" = amd64 ] || arch=i386
+    local out=$dir/initramfs.cpio.gz
+    if [ -f "$out" ] && [ "$out" -nt "$HERE/init.sh" ]; then return 0; fi
+    local st=$dir/initramfs
+    rm -rf "$st"; mkdir -p "$st"/{bin,dev,proc,sys,tmp,run,lib/modules,etc}
+    cp "${BUSYBOX[$arch]}" "$st/bin/busybox"
+    ln -s busybox "$st/bin/sh"
+    cp "$dir"/modules/*.ko "$dir/modules/order" "$st/lib/modules/"
+    cp "$HERE/init.sh" "$st/init"; chmod 755 "$st/init"
+    mknod -m 600 "$st/dev/console" c 5 1
+    mknod -m 666 "$st/dev/null" c 1 3
+    (cd "$st" && find . | sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 >"$out.tmp")
+    mv "$out.tmp" "$out"
+    rm -rf "$st"
+}
+
+# ---------------------------------------------------------------------------------------
+# 4. one guest: boot, capture, crash reference, meta.json, stamp
+capture_guest() {
+    local g=$1 arch flavor cpu mem kaslr paging dir kd qemu append
+    arch=$(guest_field "$g" 2); flavor=$(guest_field "$g" 3); cpu=$(guest_field "$g" 4)
+    mem=$(guest_field "$g" 5); kaslr=$(guest_field "$g" 6); paging=$(guest_field "$g" 7)
+    kd=${KDIR[$flavor]}
+    dir=$CACHE/$g
+    rm -rf "$dir"; mkdir -p "$dir"
+    if [ "$arch" = x86_64 ]; then qemu=$QEMU_DIR/usr/bin/qemu-system-x86_64
+    else qemu=$QEMU_DIR/usr/libexec/qemu-system-i386; fi
+    append="console=ttyS0 panic=-1 rdinit=/init"
+    [ "$kaslr" = 1 ] || append+=" nokaslr"
+    local extra=()
+    if [ "$g" = x86_64-highmem ] && [ "$HIGHMEM_LITE" = 1 ]; then extra+=(--skip paging.elf --skip kdump-lzo --skip kdump-snappy); fi
+    cp "$kd/System.map" "$dir/System.map"
+    cp "$kd/config" "$dir/config"
+    python3 "$HERE/capture.py" capture \
+        --guest "$g" --arch "$arch" --qemu "$qemu" \
+        --datadir "$QEMU_DIR/usr/share/qemu" --datadir "$QEMU_DIR/usr/share/seabios" \
+        --kernel "$kd/vmlinuz" --initrd "$kd/initramfs.cpio.gz" --append "$append" \
+        --cpu "$cpu" --mem "$mem" --smp 2 --out "$dir" \
+        --boot-timeout "$BOOT_TIMEOUT" --dump-timeout "$DUMP_TIMEOUT" "${extra[@]}"
+    if [ "$arch" = x86_64 ]; then
+        ln "$kd/vmlinux" "$dir/vmlinux" 2>/dev/null || cp "$kd/vmlinux" "$dir/vmlinux"
+    fi
+    # the raw and ELF images are mostly zero pages: punch holes (same bytes when read)
+    local f
+    for f in "$dir"/*.elf "$dir"/ram-*.raw; do [ -f "$f" ] && fallocate --dig-holes "$f"; done
+    if [ "$arch" = x86_64 ]; then crash_ref "$dir"; fi
+    python3 "$HERE/capture.py" meta --guest "$g" --arch "$arch" --out "$dir" \
+        --paging "$paging" --kaslr "$kaslr" --release "$(cat "$kd/release")" \
+        --kernel-package "$(cat "$kd/package")" --qemu "$qemu"
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
+    log "$g: done, $(du -sh "$dir" | cut -f1) on disk ($(du -sh --apparent-size "$dir" | cut -f1) apparent)"
+}
+
+# crash's view of QEMU's own phys.elf, as a reference for dumpconv's outputs
+crash_ref() {
+    local dir=$1 rc=0
+    printf 'sys\nbt -a\nps\nlog\nquit\n' >"$dir/crash-ref.cmd"
+    (cd "$dir" && timeout 300 crash -s vmlinux phys.elf -i crash-ref.cmd) \
+        >"$dir/crash-ref.txt" 2>&1 </dev/null || rc=$?
+    if [ "$rc" != 0 ] || ! grep -q "RELEASE" "$dir/crash-ref.txt"; then
+        log "WARNING: crash failed on $dir/phys.elf (rc=$rc): $(head -5 "$dir/crash-ref.txt" | tr '\n' ' ')"
+        echo "crash rc=$rc" >"$dir/crash-ref.failed"
+    fi
+    rm -f "$dir/crash-ref.cmd"
+}
+
+# ---------------------------------------------------------------------------------------
+step "host tools (apt)" host_tools
+step "qemu (unpack 7.2 .debs)" qemu_setup
+for f in "${NEED_FLAVORS[@]}"; do
+    step "kernel $f (download + extract)" kernel_setup "$f"
+done
+[ "$NEED_AMD64" = 1 ] && step "busybox amd64" busybox_setup amd64
+[ "$NEED_I386" = 1 ] && step "busybox i386" busybox_setup i386
+for f in "${NEED_FLAVORS[@]}"; do
+    step "initramfs $f" initramfs_setup "$f"
+done
+for g in "${TODO[@]}"; do
+    step "guest $g" capture_guest "$g"
+done
+
+T_END=$(date +%s.%N)
+TIMINGS+=("$(printf '%-40s %8ss' total "$(awk -v a="$T_START" -v b="$T_END" 'BEGIN {printf "%.1f", b - a}')")")
+{
+    echo "# ensure-guests.sh run at $(date -u +%Y-%m-%dT%H:%M:%SZ) for: ${TODO[*]}"
+    printf '%s\n' "${TIMINGS[@]}"
+} | tee -a "$CACHE/timings.log" >&2
+log "cache: $CACHE ($(du -sh "$CACHE" | cut -f1) on disk)"

@@ -1,0 +1,41 @@
+#!/bin/busybox sh
+# /init of the capture guests' initramfs (busybox, static). Runs as PID 1.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+mount -t tmpfs tmpfs /tmp
+echo "DUMPCONV: init started, $(uname -r) $(uname -m)"
+
+# qemu_fw_cfg (and whatever it needs): with -device vmcoreinfo it tells QEMU where the
+# kernel's VMCOREINFO note is, so QEMU's dumps carry it.
+if [ -f /lib/modules/order ]; then
+    for m in $(cat /lib/modules/order); do
+        insmod "/lib/modules/$m" && echo "DUMPCONV: loaded $m" || echo "DUMPCONV: insmod $m failed"
+    done
+fi
+if [ -d /sys/firmware/qemu_fw_cfg ]; then echo "DUMPCONV: fw_cfg present"; fi
+if [ -r /sys/kernel/vmcoreinfo ]; then echo "DUMPCONV: vmcoreinfo-note $(cat /sys/kernel/vmcoreinfo)"; fi
+
+# A few sleeping user processes, so user page tables, mm structs and stacks exist.
+# No busy loops: under TCG they would eat the host's cores.
+sleep 1000001 &
+sleep 1000002 &
+mkfifo /tmp/fifo
+cat /tmp/fifo >/dev/null &                 # blocks in open()
+sh -c 'DUMPCONV_USER_MARKER=user-marker-1234; exec sleep 1000003' &
+dd if=/dev/urandom of=/tmp/random.bin bs=4096 count=256 2>/dev/null   # 1 MiB of tmpfs pages
+(echo "dumpconv tmpfs page marker"; cat /tmp/random.bin) >/tmp/marker.bin
+sync
+
+echo "DUMPCONV: processes:"
+ps
+echo "DUMPCONV: iomem-begin"
+cat /proc/iomem
+echo "DUMPCONV: iomem-end"
+echo "DUMPCONV: cmdline $(cat /proc/cmdline)"
+echo "DUMPCONV-GUEST-READY"
+
+# PID 1 must not exit.
+while :; do sleep 3600; done

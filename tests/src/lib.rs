@@ -1,0 +1,4 @@
+//! Helpers shared by the cross-crate tests in `tests/tests/`.
+
+pub mod reference;
+pub mod synth;
