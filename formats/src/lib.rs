@@ -2,5 +2,12 @@
 //! layout, plus content detection. Writers live in the plugins; they use the layouts
 //! defined here.
 
+pub mod detect;
 pub mod elf;
+pub mod flattened;
+pub mod input;
+pub mod kdump;
 pub mod notes;
+pub mod raw;
+
+pub use detect::{detect, open, Detected, DetectedBy, OpenOptions, Probe};

@@ -2,3 +2,5 @@
 //! reader and the header encoders the ELF writer uses.
 
 pub mod note;
+pub mod read;
+pub mod write;

@@ -1,2 +1,235 @@
 //! Note descriptors: NT_PRSTATUS (x86_64 and i386), the QEMU CPU-state note, and the
 //! order notes are written in.
+//!
+//! Readers keep notes byte for byte ([`dumpconv_core::Dump::notes`]); this module turns
+//! them into [`CpuState`]s and a [`VmcoreInfo`], and decides which notes a writer emits
+//! ([`plan_notes`]), so every output format orders and synthesises notes the same way.
+
+pub mod prstatus;
+pub mod qemu;
+
+use dumpconv_core::note::NoteKind;
+use dumpconv_core::{Arch, CpuState, Note, VmcoreInfo};
+
+/// The CPUs the notes describe. The i-th NT_PRSTATUS and the i-th QEMU note are the
+/// same CPU (QEMU writes both in CPU order; the kernel writes only NT_PRSTATUS), so the
+/// CPU count is the larger of the two counts and `index` is the position.
+/// Descriptors that do not decode are skipped; [`decode_cpus`] also says why.
+pub fn cpus_from_notes(notes: &[Note], arch: Arch) -> Vec<CpuState> {
+    decode_cpus(notes, arch).0
+}
+
+/// Like [`cpus_from_notes`], plus one message per note that could not be decoded (for
+/// `dumpconv info` and the reader's details: a bad register note should not make a
+/// dump unreadable).
+pub fn decode_cpus(notes: &[Note], arch: Arch) -> (Vec<CpuState>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let prs: Vec<&Note> = notes
+        .iter()
+        .filter(|n| n.kind() == NoteKind::PrStatus)
+        .collect();
+    let qemus: Vec<&Note> = notes
+        .iter()
+        .filter(|n| n.kind() == NoteKind::QemuCpuState)
+        .collect();
+    let n = prs.len().max(qemus.len());
+    let mut cpus = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut cpu = CpuState {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            ..CpuState::default()
+        };
+        // Long mode hint for the QEMU note: the file is EM_X86_64 or this CPU's
+        // NT_PRSTATUS has the x86_64 layout (QEMU picks both from LMA).
+        let mut long_mode = arch == Arch::X86_64;
+        if let Some(p) = prs.get(i) {
+            match prstatus::decode(&p.desc) {
+                Ok(ps) => {
+                    cpu.pid = Some(ps.pid);
+                    cpu.regs = Some(ps.regs);
+                    cpu.segments = Some(ps.segments());
+                    long_mode |= ps.arch == Arch::X86_64;
+                }
+                Err(e) => warnings.push(format!("cpu {i}: NT_PRSTATUS note ignored: {e}")),
+            }
+        }
+        if let Some(q) = qemus.get(i) {
+            match qemu::decode(&q.desc) {
+                Ok(qs) => qs.apply_to(&mut cpu, long_mode),
+                Err(e) => warnings.push(format!("cpu {i}: QEMU note ignored: {e}")),
+            }
+        }
+        cpus.push(cpu);
+    }
+    (cpus, warnings)
+}
+
+/// The first VMCOREINFO note, parsed.
+pub fn vmcoreinfo_from_notes(notes: &[Note]) -> Option<VmcoreInfo> {
+    notes
+        .iter()
+        .find(|n| n.kind() == NoteKind::VmcoreInfo)
+        .map(|n| VmcoreInfo::parse(&n.desc))
+}
+
+/// The notes a writer should emit, in output order: NT_PRSTATUS for every CPU, the
+/// QEMU note for every CPU, VMCOREINFO, then every other note in input order.
+///
+/// Notes found in the input are carried byte for byte (a writer must not "improve" what
+/// the kernel or QEMU wrote). What the input lacks is synthesised:
+/// - no NT_PRSTATUS but `cpus` given (a raw image plus `--cpu-state`): one per CPU, in
+///   the layout of `arch`, so gdb sees threads and crash counts CPUs;
+/// - no QEMU note but some CPU has control registers: one per CPU, because crash reads
+///   CR3 from it to find the kernel when VMCOREINFO is missing (kaslr_helper.c). CPUs
+///   with registers only (a kdump vmcore) get none: a note of zeros would mislead;
+/// - no VMCOREINFO note but `vmcoreinfo` given (a user-supplied file): one, with the
+///   raw text.
+pub fn plan_notes(
+    notes: &[Note],
+    cpus: &[CpuState],
+    vmcoreinfo: Option<&VmcoreInfo>,
+    arch: Arch,
+) -> Vec<Note> {
+    let of = |k: NoteKind| notes.iter().filter(move |n| n.kind() == k).cloned();
+    let mut out: Vec<Note> = of(NoteKind::PrStatus).collect();
+    if out.is_empty() {
+        out.extend(cpus.iter().map(|c| prstatus_note(c, arch)));
+    }
+    let qemu_in: Vec<Note> = of(NoteKind::QemuCpuState).collect();
+    if !qemu_in.is_empty() {
+        out.extend(qemu_in);
+    } else if cpus
+        .iter()
+        .any(|c| c.cr0.is_some() || c.cr3.is_some() || c.cr4.is_some())
+    {
+        out.extend(cpus.iter().map(qemu_note));
+    }
+    let vmci_in: Vec<Note> = of(NoteKind::VmcoreInfo).collect();
+    if !vmci_in.is_empty() {
+        out.extend(vmci_in);
+    } else if let Some(v) = vmcoreinfo {
+        out.push(vmcoreinfo_note(v));
+    }
+    out.extend(of(NoteKind::Other));
+    out
+}
+
+/// An NT_PRSTATUS note ("CORE", type 1) for `cpu` in the layout of `arch`.
+pub fn prstatus_note(cpu: &CpuState, arch: Arch) -> Note {
+    Note::new(
+        "CORE",
+        dumpconv_core::note::NT_PRSTATUS,
+        prstatus::encode(cpu, arch),
+    )
+}
+
+/// A QEMU CPU-state note ("QEMU", type 0) for `cpu`.
+pub fn qemu_note(cpu: &CpuState) -> Note {
+    Note::new(qemu::NAME, qemu::NOTE_TYPE, qemu::encode(cpu))
+}
+
+/// A VMCOREINFO note ("VMCOREINFO", type 0) holding `v`'s raw text.
+pub fn vmcoreinfo_note(v: &VmcoreInfo) -> Note {
+    Note::new(
+        "VMCOREINFO",
+        dumpconv_core::note::NT_VMCOREINFO,
+        v.raw().to_vec(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dumpconv_core::{GeneralRegs, PagingMode};
+
+    fn regs(rip: u64) -> GeneralRegs {
+        GeneralRegs {
+            rip,
+            rsp: rip + 8,
+            ..GeneralRegs::default()
+        }
+    }
+
+    fn cpu(i: u32, rip: u64) -> CpuState {
+        CpuState {
+            index: i,
+            regs: Some(regs(rip)),
+            ..CpuState::default()
+        }
+    }
+
+    #[test]
+    fn pairs_prstatus_and_qemu_notes_by_position() {
+        let mut q1 = CpuState::from_root(1, 0x5000, PagingMode::Level4);
+        q1.regs = Some(regs(0x1000));
+        let notes = vec![
+            prstatus_note(&cpu(0, 0xffff_ffff_8100_0000), Arch::X86_64),
+            prstatus_note(&cpu(1, 0xffff_ffff_8100_1000), Arch::X86_64),
+            Note::new("VMCOREINFO", 0, b"OSRELEASE=6.1\n".to_vec()),
+            qemu_note(&CpuState::from_root(0, 0x4000, PagingMode::Level4)),
+            qemu_note(&q1),
+        ];
+        let (cpus, w) = decode_cpus(&notes, Arch::X86_64);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[1].index, 1);
+        assert_eq!(cpus[1].pid, Some(2));
+        assert_eq!(cpus[0].cr3, Some(0x4000));
+        assert_eq!(cpus[1].cr3, Some(0x5000));
+        // NT_PRSTATUS registers win over the QEMU note's.
+        assert_eq!(cpus[1].regs.map(|r| r.rip), Some(0xffff_ffff_8100_1000));
+        assert_eq!(cpus[1].paging_mode(), Some(PagingMode::Level4));
+        assert_eq!(
+            vmcoreinfo_from_notes(&notes).and_then(|v| v.osrelease().map(str::to_owned)),
+            Some("6.1".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_notes_become_warnings() {
+        let notes = vec![
+            Note::new("CORE", 1, vec![0; 10]),
+            Note::new("QEMU", 0, vec![9; 440]),
+        ];
+        let (cpus, w) = decode_cpus(&notes, Arch::X86);
+        assert_eq!(cpus.len(), 1);
+        assert_eq!(cpus[0].regs, None);
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn plan_orders_and_carries_notes_verbatim() {
+        let other = Note::new("XEN", 7, vec![1, 2, 3]);
+        let pr = Note::new("CORE", 1, vec![5; 336]);
+        let q = Note::new("QEMU", 0, vec![6; 440]);
+        let v = Note::new("VMCOREINFO", 0, b"A=1\n".to_vec());
+        let input = vec![other.clone(), v.clone(), q.clone(), pr.clone()];
+        let out = plan_notes(&input, &[cpu(0, 1)], None, Arch::X86_64);
+        assert_eq!(out, vec![pr, q, v, other]);
+    }
+
+    #[test]
+    fn plan_synthesises_what_is_missing() {
+        let vmci = VmcoreInfo::parse(b"OSRELEASE=5.10\n");
+        // Registers only: NT_PRSTATUS yes, QEMU note no.
+        let out = plan_notes(&[], &[cpu(0, 1), cpu(1, 2)], Some(&vmci), Arch::X86);
+        let kinds: Vec<NoteKind> = out.iter().map(Note::kind).collect();
+        assert_eq!(
+            kinds,
+            vec![NoteKind::PrStatus, NoteKind::PrStatus, NoteKind::VmcoreInfo]
+        );
+        assert_eq!(out[0].desc.len(), prstatus::SIZE_I386);
+        assert_eq!(out[2].desc, b"OSRELEASE=5.10\n");
+        // Control registers: QEMU notes too.
+        let c = CpuState::from_root(0, 0x1000, PagingMode::Level4);
+        let out = plan_notes(&[], std::slice::from_ref(&c), None, Arch::X86_64);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].desc.len(), prstatus::SIZE_X86_64);
+        assert_eq!(out[1].kind(), NoteKind::QemuCpuState);
+        let (back, _) = decode_cpus(&out, Arch::X86_64);
+        assert_eq!(back[0].cr3, Some(0x1000));
+        assert_eq!(back[0].paging_mode(), Some(PagingMode::Level4));
+        // Nothing known: nothing written.
+        assert!(plan_notes(&[], &[], None, Arch::X86_64).is_empty());
+    }
+}
