@@ -1,0 +1,391 @@
+//! One virtual view of a multi-CPU guest.
+//!
+//! QEMU (FORMATS.md §2.8) walks every CPU's CR3 from the first paging CPU on and keeps
+//! the union, so two processes' user halves land in one list with contradictory
+//! virtual addresses. The default here keeps one address space: the user half from one
+//! CPU, the kernel half merged from all (the kernel half is shared by every process,
+//! but a CPU may still have per-CPU or per-mm kernel mappings of its own).
+
+use std::collections::HashMap;
+
+use dumpconv_core::{
+    ArchWalker, CpuState, Error, Mapping, MappingList, PagingMode, PhysicalMemory, Result,
+    WalkOptions, WalkStats,
+};
+
+use crate::engine::{self, Engine, Shared, VirtRange};
+
+/// Which CPUs contribute what to the view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewPolicy {
+    /// The CPU (by `CpuState::index`) whose user half is kept. Default: the first CPU
+    /// with paging on. It also wins kernel-half contradictions.
+    pub user_cpu: Option<u32>,
+    /// QEMU's behaviour: the union of every paging CPU's whole address space, user
+    /// halves included. Contradictions (one virtual address, two physical ones) are
+    /// then kept as QEMU keeps them, and counted in the warnings.
+    pub all_cpus: bool,
+}
+
+/// True when `cpu` has paging on (CR0.PG, with the control registers recorded).
+pub fn paging_enabled(cpu: &CpuState) -> bool {
+    !matches!(cpu.paging_mode(), None | Some(PagingMode::Off))
+}
+
+/// First virtual address of the kernel half for a CPU's mode: bit 63 after sign
+/// extension in IA-32e modes, bit 31 in 32-bit and PAE paging (Linux's 3G/1G split
+/// puts 0x8000_0000..0xC000_0000 in user space, so that band is merged from all CPUs,
+/// first CPU winning contradictions).
+pub fn kernel_start(cpu: &CpuState) -> u64 {
+    cpu.paging_mode()
+        .and_then(crate::mode::describe)
+        .map_or(1 << 63, |d| d.kernel_start())
+}
+
+/// Walk the CPUs' tables into one view, by `policy`.
+///
+/// - Default: the user half (below [`kernel_start`]) from `policy.user_cpu` (default:
+///   the first CPU with paging on); the kernel half from every paging CPU, the user CPU
+///   first, then the others in order. Where two CPUs map one kernel address to different
+///   physical addresses, the earlier CPU's mapping is kept and the conflict counted in
+///   the warnings, so the list never holds contradictory virtual mappings.
+/// - `all_cpus`: see [`ViewPolicy::all_cpus`].
+///
+/// Top-level entries that point at the same table as an earlier CPU's are not walked
+/// again (they give the same mappings), and table pages are cached across CPUs.
+///
+/// Errors: no CPU with paging on is an [`Error::Invalid`] (callers should check
+/// [`paging_enabled`] first and fall back to identity mappings, as QEMU does); so is a
+/// `user_cpu` that does not exist or has paging off. A failing walk of the user CPU (or
+/// of the first CPU with `all_cpus`) is returned as is; a failing walk of another CPU
+/// only drops that CPU's contribution, with a warning.
+///
+/// `walker` is normally the built-in [`X86Walker`](crate::X86Walker), walked with the
+/// shared cache; any other walker is driven through the trait, one full walk per CPU.
+pub fn build_view<W: ArchWalker + ?Sized>(
+    walker: &W,
+    cpus: &[CpuState],
+    mem: &dyn PhysicalMemory,
+    opts: &WalkOptions,
+    policy: ViewPolicy,
+) -> Result<(MappingList, WalkStats)> {
+    let paging: Vec<&CpuState> = cpus.iter().filter(|c| paging_enabled(c)).collect();
+    let Some(&first) = paging.first() else {
+        return Err(Error::invalid(
+            "no CPU has paging enabled (CR0.PG clear, or no control registers recorded): \
+             there are no virtual mappings to build",
+        ));
+    };
+    let user = match policy.user_cpu {
+        None => first,
+        Some(i) => {
+            let c = cpus.iter().find(|c| c.index == i).ok_or_else(|| {
+                Error::invalid(format!("no CPU {i} in the dump ({} CPUs)", cpus.len()))
+            })?;
+            if !paging_enabled(c) {
+                return Err(Error::invalid(format!(
+                    "CPU {i} has paging off (or no control registers): it has no user half \
+                     to show"
+                )));
+            }
+            c
+        }
+    };
+    let mut driver = Driver::new(walker);
+    let mut stats = WalkStats::default();
+
+    if policy.all_cpus {
+        let mut lists = Vec::with_capacity(paging.len());
+        for (n, cpu) in paging.iter().enumerate() {
+            match driver.walk(cpu, mem, opts, VirtRange::ALL) {
+                Ok((l, s)) => {
+                    stats.add(&s);
+                    lists.push(l);
+                }
+                Err(e) if n == 0 => return Err(e),
+                Err(e) => drop_cpu(&mut stats, cpu, &e),
+            }
+        }
+        let (list, conflicts) = union(&lists);
+        if conflicts > 0 {
+            push_warning(
+                &mut stats,
+                format!(
+                    "{conflicts} virtual ranges are mapped to different physical addresses by \
+                     different CPUs (kept all of them, as QEMU does)"
+                ),
+            );
+        }
+        return Ok((list, stats));
+    }
+
+    let (user_list, s) = driver.walk(user, mem, opts, VirtRange::ALL)?;
+    stats.add(&s);
+    let mut acc: Vec<Mapping> = user_list.runs().to_vec();
+    for cpu in paging.iter().filter(|c| !std::ptr::eq(**c, user)) {
+        let range = VirtRange {
+            lo: kernel_start(cpu),
+            hi: 1 << 64,
+        };
+        match driver.walk(cpu, mem, opts, range) {
+            Ok((l, s)) => {
+                stats.add(&s);
+                if l.is_empty() {
+                    continue;
+                }
+                let (merged, conflicts) = merge_first_wins(&acc, l.runs());
+                acc = merged;
+                if conflicts > 0 {
+                    push_warning(
+                        &mut stats,
+                        format!(
+                            "cpu {}: {conflicts} kernel-half ranges contradict an earlier \
+                             CPU's mappings; kept the earlier CPU's",
+                            cpu.index
+                        ),
+                    );
+                }
+            }
+            Err(e) => drop_cpu(&mut stats, cpu, &e),
+        }
+    }
+    Ok((acc.into_iter().collect(), stats))
+}
+
+fn push_warning(stats: &mut WalkStats, w: String) {
+    if stats.warnings.len() < 32 {
+        stats.warnings.push(w);
+    }
+}
+
+fn drop_cpu(stats: &mut WalkStats, cpu: &CpuState, e: &Error) {
+    push_warning(
+        stats,
+        format!("cpu {}: {e}; its mappings are left out", cpu.index),
+    );
+}
+
+/// How CPUs are walked: the built-in engine with state shared across CPUs, or any
+/// walker through the trait.
+enum Driver<'w, W: ?Sized> {
+    Builtin(Shared),
+    Generic(&'w W),
+}
+
+impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
+    fn new(walker: &'w W) -> Self {
+        // The trait has no downcast, so recognise the built-in walker by the address of
+        // its static mode list: no other walker can return that slice. (A core
+        // `ArchWalker::as_any` would make this plain.)
+        if std::ptr::eq(walker.modes().as_ptr(), crate::MODES.as_ptr()) {
+            Driver::Builtin(Shared::default())
+        } else {
+            Driver::Generic(walker)
+        }
+    }
+
+    fn walk(
+        &mut self,
+        cpu: &CpuState,
+        mem: &dyn PhysicalMemory,
+        opts: &WalkOptions,
+        range: VirtRange,
+    ) -> Result<(MappingList, WalkStats)> {
+        let mut out = MappingList::new();
+        match self {
+            Driver::Builtin(shared) => {
+                let Some(s) = engine::setup(cpu, opts)? else {
+                    return Ok((out, WalkStats::default()));
+                };
+                let mut eng = Engine::new(&s, cpu, mem, opts, range, true, shared);
+                if let Err(e) = eng.run(s.root, &mut out) {
+                    eng.forget_subtrees();
+                    return Err(e);
+                }
+                Ok((out, eng.stats))
+            }
+            Driver::Generic(w) => {
+                let stats = w.walk(cpu, mem, opts, &mut out)?;
+                let clipped = out
+                    .runs()
+                    .iter()
+                    .filter_map(|m| clip(m, range))
+                    .collect::<MappingList>();
+                Ok((clipped, stats))
+            }
+        }
+    }
+}
+
+fn clip(m: &Mapping, r: VirtRange) -> Option<Mapping> {
+    let s = m.virt.max(r.lo);
+    let e = (m.virt as u128 + m.len as u128).min(r.hi);
+    (u128::from(s) < e).then(|| Mapping {
+        virt: s,
+        phys: m.phys + (s - m.virt),
+        len: (e - u128::from(s)) as u64,
+    })
+}
+
+fn end(m: &Mapping) -> u128 {
+    m.virt as u128 + m.len as u128
+}
+
+/// `base` plus the parts of `add` whose virtual addresses `base` does not cover. Both
+/// sorted by virtual address and without virtual overlaps; so is the result. Returns
+/// the number of `add` pieces that overlap `base` with a different physical address.
+fn merge_first_wins(base: &[Mapping], add: &[Mapping]) -> (Vec<Mapping>, u64) {
+    let mut extra = Vec::new();
+    let mut conflicts = 0;
+    let mut j = 0;
+    for n in add {
+        let mut cur = u128::from(n.virt);
+        let stop = end(n);
+        while base.get(j).is_some_and(|b| end(b) <= cur) {
+            j += 1;
+        }
+        let mut k = j;
+        while cur < stop {
+            match base.get(k) {
+                Some(b) if u128::from(b.virt) <= cur => {
+                    if b.phys.wrapping_sub(b.virt) != n.phys.wrapping_sub(n.virt) {
+                        conflicts += 1;
+                    }
+                    cur = end(b).min(stop);
+                    k += 1;
+                }
+                next => {
+                    let to = next.map_or(stop, |b| u128::from(b.virt).min(stop));
+                    let off = (cur - u128::from(n.virt)) as u64;
+                    extra.push(Mapping {
+                        virt: cur as u64,
+                        phys: n.phys + off,
+                        len: (to - cur) as u64,
+                    });
+                    cur = to;
+                }
+            }
+        }
+    }
+    // Linear merge of two virtually sorted, disjoint lists.
+    let mut out = Vec::with_capacity(base.len() + extra.len());
+    let (mut a, mut b) = (base.iter().peekable(), extra.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.virt <= y.virt,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_a {
+            out.extend(a.next().copied());
+        } else {
+            out.extend(b.next());
+        }
+    }
+    (out, conflicts)
+}
+
+/// The union of several lists: runs with the same virtual-to-physical offset are
+/// merged where they overlap or touch; runs that disagree are all kept (and counted).
+fn union(lists: &[MappingList]) -> (MappingList, u64) {
+    let mut by_delta: HashMap<u64, Vec<Mapping>> = HashMap::new();
+    for m in lists.iter().flat_map(|l| l.runs()) {
+        by_delta
+            .entry(m.phys.wrapping_sub(m.virt))
+            .or_default()
+            .push(*m);
+    }
+    let mut all = Vec::new();
+    for (_, mut v) in by_delta {
+        v.sort_unstable_by_key(|m| m.virt);
+        let mut cur: Option<Mapping> = None;
+        for m in v {
+            match &mut cur {
+                Some(c) if u128::from(m.virt) <= end(c) => {
+                    let e = end(c).max(end(&m));
+                    c.len = (e - u128::from(c.virt)).min(u128::from(u64::MAX)) as u64;
+                }
+                _ => {
+                    all.extend(cur.take());
+                    cur = Some(m);
+                }
+            }
+        }
+        all.extend(cur);
+    }
+    all.sort_unstable();
+    let mut conflicts = 0;
+    let mut reach = 0u128;
+    for m in &all {
+        if u128::from(m.virt) < reach {
+            conflicts += 1;
+        }
+        reach = reach.max(end(m));
+    }
+    (all.into_iter().collect(), conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(virt: u64, phys: u64, len: u64) -> Mapping {
+        Mapping { virt, phys, len }
+    }
+
+    #[test]
+    fn first_wins_fills_gaps_and_counts_conflicts() {
+        let base = [m(0x1000, 0x10000, 0x2000), m(0x5000, 0x50000, 0x1000)];
+        let add = [
+            m(0x0, 0x20000, 0x2000),    // [0,1000) new; [1000,2000) conflicts
+            m(0x3000, 0x13000, 0x3000), // [3000,5000) new; [5000,6000) conflicts
+            m(0x8000, 0x80000, 0x1000), // new
+        ];
+        let (out, c) = merge_first_wins(&base, &add);
+        assert_eq!(c, 2);
+        assert_eq!(
+            out,
+            vec![
+                m(0x0, 0x20000, 0x1000),
+                m(0x1000, 0x10000, 0x2000),
+                m(0x3000, 0x13000, 0x2000),
+                m(0x5000, 0x50000, 0x1000),
+                m(0x8000, 0x80000, 0x1000),
+            ]
+        );
+        // Agreeing overlaps are not conflicts and add nothing.
+        let (out2, c2) = merge_first_wins(&base, &[m(0x2000, 0x11000, 0x1000)]);
+        assert_eq!((out2.as_slice(), c2), (&base[..], 0));
+    }
+
+    #[test]
+    fn union_merges_same_offset_and_keeps_contradictions() {
+        let a: MappingList = [m(0x1000, 0x1000, 0x2000)].into_iter().collect();
+        let b: MappingList = [m(0x2000, 0x2000, 0x2000), m(0x8000, 0x9000, 0x1000)]
+            .into_iter()
+            .collect();
+        let c: MappingList = [m(0x8000, 0xA000, 0x1000)].into_iter().collect();
+        let (u, n) = union(&[a, b, c]);
+        assert_eq!(
+            u.runs(),
+            &[
+                m(0x1000, 0x1000, 0x3000),
+                m(0x8000, 0x9000, 0x1000),
+                m(0x8000, 0xA000, 0x1000)
+            ]
+        );
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn clip_handles_the_top_of_the_address_space() {
+        let top = m(0xFFFF_FFFF_FFFF_F000, 0x5000, 0x1000);
+        let r = VirtRange {
+            lo: 1 << 63,
+            hi: 1 << 64,
+        };
+        assert_eq!(clip(&top, r), Some(top));
+        assert_eq!(clip(&m(0, 0, 0x1000), r), None);
+    }
+}
