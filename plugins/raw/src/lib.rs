@@ -1,1 +1,83 @@
-//! Raw and padded image writer.
+//! Raw ("padded") image writer: file offset == physical address.
+//!
+//! The image covers physical `0 .. end of the last range of the plan`. It always starts
+//! at physical 0, even with `--begin`: that is what LiME's `padded` format, QEMU's
+//! `pmemsave` of the whole RAM and every tool that opens a raw image (volatility,
+//! `dumpconv` itself) expect; an image that started at `--begin` would silently shift
+//! every address. What is not written (RAM holes, memory outside `--begin/--length`,
+//! and all-zero 4 KiB pages) becomes a sparse hole in a file and zeros in a stream.
+//!
+//! The copy machinery ([`copy`]) is public because the ELF writer's memory area is the
+//! same kind of copy.
+
+pub mod copy;
+
+use dumpconv_core::{DumpPlan, DumpWriter, PhysicalMemory, Progress, Result, Sink};
+
+pub use copy::{check_ranges, is_zero, CopyStats, RangeCopier};
+
+/// Writes a plan as a flat image, offset = physical address.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawWriter;
+
+impl RawWriter {
+    pub fn new() -> Self {
+        RawWriter
+    }
+
+    /// Write and report what was written and skipped.
+    pub fn write_with_stats(
+        &self,
+        plan: &DumpPlan,
+        mem: &dyn PhysicalMemory,
+        sink: &mut dyn Sink,
+        progress: &dyn Progress,
+    ) -> Result<CopyStats> {
+        check_ranges(&plan.ranges, mem)?;
+        if plan.mappings.is_some() {
+            progress
+                .warn("a raw image is physical: the virtual mappings (--paging) are not written");
+        }
+        // Offsets are relative to where the sink stands now (0 for a fresh output).
+        let base = sink.position();
+        let mut copier = RangeCopier::new();
+        let mut stats = CopyStats::default();
+        progress.start("writing", plan.total_bytes());
+        for r in &plan.ranges {
+            // Holes before the range: no progress, they are not memory of the plan.
+            let here = sink.position() - base;
+            if r.start > here {
+                sink.skip(r.start - here)?;
+            }
+            stats.add(copier.copy(mem, *r, sink, progress)?);
+        }
+        // A trailing zero page was only skipped; finish() gives the file its length.
+        sink.finish()?;
+        progress.finish();
+        Ok(stats)
+    }
+}
+
+impl DumpWriter for RawWriter {
+    fn name(&self) -> &str {
+        "raw"
+    }
+
+    fn description(&self) -> &str {
+        "flat image, file offset = physical address from 0 (holes and zero pages sparse)"
+    }
+
+    fn extensions(&self) -> &[&str] {
+        &["raw", "img", "bin", "mem"]
+    }
+
+    fn write(
+        &self,
+        plan: &DumpPlan,
+        mem: &dyn PhysicalMemory,
+        sink: &mut dyn Sink,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        self.write_with_stats(plan, mem, sink, progress).map(|_| ())
+    }
+}
