@@ -94,9 +94,11 @@ impl MappingList {
     /// The physical address `virt` maps to, if any (binary search; call after
     /// `normalize` or on a list pushed in virtual order).
     pub fn translate(&self, virt: u64) -> Option<u64> {
-        let i = self.runs.partition_point(|m| m.virt_end() <= virt);
-        let m = self.runs.get(i)?;
-        (m.virt <= virt).then(|| m.phys + (virt - m.virt))
+        // Compare offsets, not ends: a run reaching the top of the address space has
+        // an end that does not fit in 64 bits.
+        let i = self.runs.partition_point(|m| m.virt <= virt);
+        let m = self.runs.get(i.checked_sub(1)?)?;
+        (virt - m.virt < m.len).then(|| m.phys + (virt - m.virt))
     }
 }
 
@@ -138,6 +140,13 @@ mod tests {
         assert_eq!(l.translate(0x1fff), Some(0x5fff));
         assert_eq!(l.translate(0x4000), None);
         assert_eq!(l.translate(0x6010), Some(0x5010));
+    }
+
+    #[test]
+    fn translate_reaches_the_last_byte_of_the_address_space() {
+        let l: MappingList = [m(0xffff_ffff_ffff_f000, 0x1000, 0x1000)].into_iter().collect();
+        assert_eq!(l.translate(u64::MAX), Some(0x1fff));
+        assert_eq!(l.translate(0xffff_ffff_ffff_efff), None);
     }
 
     #[test]
