@@ -6,11 +6,15 @@
 #
 # Idempotent: a guest whose cache dir holds a `complete` stamp is skipped.
 # See README.md beside this file for the cache layout and the timings.
+# The whole script is one brace group, so bash parses it completely before running it:
+# editing or checking out this file while it runs cannot change what runs.
+{
 set -euo pipefail
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C PYTHONDONTWRITEBYTECODE=1
 exec </dev/null
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HOME=${HOME:-/root}
 CACHE=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
 DEBS=${DUMPCONV_DEB_CACHE:-$HOME/.cache/dumpconv/debs}
 BUILD=${DUMPCONV_BUILD_CACHE:-$HOME/.cache/dumpconv/build}
@@ -19,6 +23,8 @@ DUMP_TIMEOUT=${DUMPCONV_DUMP_TIMEOUT:-900}     # seconds per dump-guest-memory /
 # The highmem guest's files are ~4.5 GiB each: set DUMPCONV_HIGHMEM_LITE=1 to skip its
 # paging.elf and lzo/snappy kdumps (README: "disk use").
 HIGHMEM_LITE=${DUMPCONV_HIGHMEM_LITE:-0}
+# Bump when what a capture contains changes: older captures are then redone.
+HARNESS_VERSION=1
 
 # name            arch    flavor   cpu                mem   kaslr  expected paging
 GUEST_TABLE="
@@ -46,6 +52,13 @@ done
 [ ${#WANT[@]} -gt 0 ] || read -r -a WANT <<<"$(echo $ALL_GUESTS)"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# timed LABEL CMD...: run CMD and log its duration (sub-steps of a guest)
+timed() {
+    local label=$1 t0; shift
+    t0=$(date +%s.%N)
+    "$@"
+    log "  $label: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s"
+}
 die() { log "ERROR: $*"; exit 1; }
 TIMINGS=()
 # step NAME CMD...: run CMD, print and remember how long it took.
@@ -64,9 +77,12 @@ T_START=$(date +%s.%N)
 
 [ "$(id -u)" = 0 ] || die "run as root (apt-get install, mknod for the initramfs)"
 mkdir -p "$CACHE" "$DEBS" "$BUILD"
+# one run at a time per cache (parallel test jobs may all call this script)
+exec 9>"$CACHE/.lock"
+flock -w 3600 9 || die "another ensure-guests.sh holds $CACHE/.lock"
 
 guest_field() { awk -v g="$1" -v c="$2" '$1 == g {print $c}' <<<"$GUEST_TABLE"; }
-guest_done() { [ "$FORCE" = 0 ] && [ -f "$CACHE/$1/complete" ]; }
+guest_done() { [ "$FORCE" = 0 ] && grep -qx "harness-version $HARNESS_VERSION" "$CACHE/$1/complete" 2>/dev/null; }
 
 TODO=()
 for g in "${WANT[@]}"; do
@@ -92,7 +108,7 @@ apt_update() {
     [ "$APT_UPDATED" = 1 ] && return 0
     local i
     for i in 1 2 3; do
-        if apt-get update -q >"$BUILD/apt-update.log" 2>&1; then APT_UPDATED=1; return 0; fi
+        if apt-get update -q -o DPkg::Lock::Timeout=900 >"$BUILD/apt-update.log" 2>&1; then APT_UPDATED=1; return 0; fi
         log "apt-get update failed (try $i): $(tail -2 "$BUILD/apt-update.log" | tr '\n' ' ')"
         sleep 3
     done
@@ -101,12 +117,12 @@ apt_update() {
 apt_install() {   # apt_install PKG...: install what is missing
     local missing=() p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -qE "^install ok (installed|triggers-pending|triggers-awaited)$" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     log "apt-get install ${missing[*]}"
     apt_update
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >"$BUILD/apt-install.log" 2>&1 \
+    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=900 "${missing[@]}" >"$BUILD/apt-install.log" 2>&1 \
         || { tail -20 "$BUILD/apt-install.log" >&2; die "apt-get install failed"; }
 }
 # apt_download DIR PKG...: fetch .debs into DIR unless already there (amd64 / all)
@@ -115,17 +131,21 @@ apt_download() {
     local p need=()
     mkdir -p "$dir"
     for p in "$@"; do
-        ls "$dir/${p%%=*}_"*.deb >/dev/null 2>&1 || need+=("$p")
+        compgen -G "$dir/${p}_*_amd64.deb" >/dev/null || compgen -G "$dir/${p}_*_all.deb" >/dev/null \
+            || need+=("$p")
     done
     [ ${#need[@]} -eq 0 ] && return 0
     apt_update
-    (cd "$dir" && apt-get download -q "${need[@]}" >"$BUILD/apt-download.log" 2>&1) \
+    # download into a scratch dir first: an interrupted download never looks cached
+    rm -rf "$dir/.partial"; mkdir -p "$dir/.partial"
+    (cd "$dir/.partial" && apt-get -o APT::Sandbox::User=root download -q "${need[@]}" >"$BUILD/apt-download.log" 2>&1) \
         || { tail -20 "$BUILD/apt-download.log" >&2; die "apt-get download ${need[*]} failed"; }
+    mv "$dir/.partial/"*.deb "$dir/"; rmdir "$dir/.partial"
 }
 
 # A private apt state for i386 packages, so the host's dpkg architectures stay as they are.
 APT386_DIR=$BUILD/apt-i386
-APT386=(-o APT::Architecture=i386 -o APT::Architectures::=i386
+APT386=(-o APT::Architecture=i386 -o APT::Architectures::=i386 -o APT::Sandbox::User=root
         -o Dir::State::Lists="$APT386_DIR/lists" -o Dir::State::status="$APT386_DIR/status"
         -o Dir::Cache="$APT386_DIR/cache")
 apt386_update() {
@@ -139,7 +159,7 @@ apt386_update() {
     done
     # a security index that fails its size check ("Mirror sync in progress?") leaves the
     # main suite usable; give up only when nothing resolves
-    grep -E '^(E|W):' "$APT386_DIR/update.log" >&2 || true
+    grep -E '^E:' "$APT386_DIR/update.log" | sed 's/^/  i386 apt-get update: /' >&2 || true
     apt-cache "${APT386[@]}" show linux-image-686-pae >/dev/null 2>&1 || die "i386 package lists unusable"
     touch "$APT386_DIR/updated"
 }
@@ -147,11 +167,13 @@ apt386_download() {
     local dir=$1; shift
     local p need=()
     mkdir -p "$dir"
-    for p in "$@"; do ls "$dir/${p}_"*_i386.deb >/dev/null 2>&1 || need+=("$p"); done
+    for p in "$@"; do compgen -G "$dir/${p}_*_i386.deb" >/dev/null || need+=("$p"); done
     [ ${#need[@]} -eq 0 ] && return 0
     apt386_update
-    (cd "$dir" && apt-get "${APT386[@]}" download -q "${need[@]}" >"$APT386_DIR/download.log" 2>&1) \
+    rm -rf "$dir/.partial"; mkdir -p "$dir/.partial"
+    (cd "$dir/.partial" && apt-get "${APT386[@]}" download -q "${need[@]}" >"$APT386_DIR/download.log" 2>&1) \
         || { tail -20 "$APT386_DIR/download.log" >&2; die "i386 download ${need[*]} failed"; }
+    mv "$dir/.partial/"*.deb "$dir/"; rmdir "$dir/.partial"
 }
 
 host_tools() {
@@ -160,7 +182,7 @@ host_tools() {
 
 QEMU_DIR=""
 qemu_setup() {
-    apt_download "$DEBS" qemu-system-x86 qemu-system-data seabios
+    apt_download "$DEBS" qemu-system-x86 qemu-system-common qemu-system-data seabios
     local deb ver
     deb=$(ls "$DEBS"/qemu-system-x86_*_amd64.deb | sort -V | tail -1)
     ver=$(dpkg-deb -f "$deb" Version | tr ':~+' '___')
@@ -174,8 +196,14 @@ qemu_setup() {
         dpkg -x "$deb" "$QEMU_DIR"
         dpkg -x "$(ls "$DEBS"/qemu-system-data_*.deb | sort -V | tail -1)" "$QEMU_DIR"
         dpkg -x "$(ls "$DEBS"/seabios_*.deb | sort -V | tail -1)" "$QEMU_DIR"
+        # TCG itself is a loadable module (accel-tcg-*.so) in qemu-system-common; take only
+        # those, found through QEMU_MODULE_DIR
+        dpkg-deb --fsys-tarfile "$(ls "$DEBS"/qemu-system-common_*_amd64.deb | sort -V | tail -1)" \
+            | tar -x -C "$QEMU_DIR" --wildcards './usr/lib/*/qemu/accel-tcg-*.so'
         touch "$QEMU_DIR/ok"
     fi
+    QEMU_MODULE_DIR=$(dirname "$(ls "$QEMU_DIR"/usr/lib/*/qemu/accel-tcg-x86_64.so)")
+    export QEMU_MODULE_DIR
     "$QEMU_DIR/usr/bin/qemu-system-x86_64" --version | head -1 >&2
     "$QEMU_DIR/usr/libexec/qemu-system-i386" --version >/dev/null
 }
@@ -220,14 +248,14 @@ kernel_setup() {
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/x" --wildcards \
         "./boot/vmlinuz-$rel" "./boot/config-$rel" "./lib/modules/$rel/kernel/drivers/firmware/qemu_fw_cfg.ko*"
     # qemu_fw_cfg's dependencies (none on Debian 6.1, but follow them if a kernel has any)
-    local mods want dep i
+    local m want dep i
     for i in 1 2 3 4; do
         want=()
-        for m in $(find "$dir/x/lib/modules" -name '*.ko*'); do
+        while IFS= read -r m; do
             for dep in $(modinfo -F depends "$m" | tr ',' ' '); do
                 [ -n "$(find "$dir/x/lib/modules" -name "$dep.ko*" -o -name "${dep//_/-}.ko*")" ] || want+=("*/$dep.ko*")
             done
-        done
+        done < <(find "$dir/x/lib/modules" -name '*.ko*')
         [ ${#want[@]} -eq 0 ] && break
         dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/x" --wildcards "${want[@]}"
     done
@@ -247,11 +275,11 @@ kernel_setup() {
     [ "$(wc -l <"$dir/System.map")" -gt 1000 ] || die "System.map from $dbg looks like a stub"
     # modules, decompressed on the host (busybox insmod cannot read .ko.xz/.ko.zst)
     mkdir -p "$dir/modules"
-    for m in $(find "$dir/x/lib/modules" -name '*.ko*'); do
+    while IFS= read -r m; do
         case "$m" in
             *.ko.xz) xz -dc "$m" ;; *.ko.zst) zstd -qdc "$m" ;; *.ko.gz) gzip -dc "$m" ;; *) cat "$m" ;;
         esac >"$dir/modules/$(basename "${m%.ko*}").ko"
-    done
+    done < <(find "$dir/x/lib/modules" -name '*.ko*')
     # load order: dependencies first
     python3 - "$dir/modules" >"$dir/modules/order" <<'EOF'
 import os, subprocess, sys
@@ -330,6 +358,7 @@ capture_guest() {
     [ "$kaslr" = 1 ] || append+=" nokaslr"
     local extra=()
     if [ "$g" = x86_64-highmem ] && [ "$HIGHMEM_LITE" = 1 ]; then extra+=(--skip paging.elf --skip kdump-lzo --skip kdump-snappy); fi
+    [ "$paging" = 5level ] && extra+=(--skip info-mem.txt)
     cp "$kd/System.map" "$dir/System.map"
     cp "$kd/config" "$dir/config"
     python3 "$HERE/capture.py" capture \
@@ -341,21 +370,46 @@ capture_guest() {
     if [ "$arch" = x86_64 ]; then
         ln "$kd/vmlinux" "$dir/vmlinux" 2>/dev/null || cp "$kd/vmlinux" "$dir/vmlinux"
     fi
-    # the raw and ELF images are mostly zero pages: punch holes (same bytes when read)
-    local f
-    for f in "$dir"/*.elf "$dir"/ram-*.raw; do [ -f "$f" ] && fallocate --dig-holes "$f"; done
-    if [ "$arch" = x86_64 ]; then crash_ref "$dir"; fi
-    python3 "$HERE/capture.py" meta --guest "$g" --arch "$arch" --out "$dir" \
+    # QEMU's kdump formats are flattened only; makedumpfile -R rearranges one into the
+    # seekable kdump-compressed layout (same pages, same zlib blocks)
+    timed "makedumpfile -R" rearrange "$dir"
+    # QEMU creates its dumps 0400; the raw and ELF images are mostly zero pages: punch
+    # holes (the bytes read back the same)
+    chmod 0644 "$dir"/*
+    timed "fallocate --dig-holes" dig_holes "$dir"
+    if [ "$arch" = x86_64 ]; then timed "crash reference" crash_ref "$dir"; fi
+    timed "meta.json + checks" python3 "$HERE/capture.py" meta --guest "$g" --arch "$arch" --out "$dir" \
         --paging "$paging" --kaslr "$kaslr" --release "$(cat "$kd/release")" \
         --kernel-package "$(cat "$kd/package")" --qemu "$qemu"
-    date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
+    printf 'harness-version %s\ncaptured %s\n' "$HARNESS_VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/complete"
     log "$g: done, $(du -sh "$dir" | cut -f1) on disk ($(du -sh --apparent-size "$dir" | cut -f1) apparent)"
+}
+
+rearrange() {
+    local dir=$1 f
+    for f in "$dir"/kdump-*.flat; do
+        [ -f "$f" ] || continue
+        makedumpfile -R "${f%.flat}.rearranged.kdump" <"$f" >"$dir/makedumpfile-R.log" 2>&1 || {
+            log "WARNING: makedumpfile -R $f failed: $(tail -3 "$dir/makedumpfile-R.log")"
+            rm -f "${f%.flat}.rearranged.kdump"
+        }
+    done
+}
+dig_holes() {
+    local f
+    for f in "$1"/*.elf "$1"/*.raw; do
+        [ -f "$f" ] && { fallocate --dig-holes "$f" 2>/dev/null || true; }   # not every fs can
+    done
+    return 0
 }
 
 # crash's view of QEMU's own phys.elf, as a reference for dumpconv's outputs
 crash_ref() {
     local dir=$1 rc=0
-    printf 'sys\nbt -a\nps\nlog\nquit\n' >"$dir/crash-ref.cmd"
+    # crash 8.0.2's `ps` walks the pid xarray and finds only the idle tasks on these 6.1
+    # kernels, so the task list is also printed from init_task.tasks
+    printf '%s\n' sys "bt -a" ps log "kmem -i" \
+        "list task_struct.tasks -h init_task -s task_struct.pid,comm" quit >"$dir/crash-ref.cmd"
     (cd "$dir" && timeout 300 crash -s vmlinux phys.elf -i crash-ref.cmd) \
         >"$dir/crash-ref.txt" 2>&1 </dev/null || rc=$?
     if [ "$rc" != 0 ] || ! grep -q "RELEASE" "$dir/crash-ref.txt"; then
@@ -387,3 +441,5 @@ TIMINGS+=("$(printf '%-40s %8ss' total "$(awk -v a="$T_START" -v b="$T_END" 'BEG
     printf '%s\n' "${TIMINGS[@]}"
 } | tee -a "$CACHE/timings.log" >&2
 log "cache: $CACHE ($(du -sh "$CACHE" | cut -f1) on disk)"
+exit 0
+}

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the capture guests' initramfs (busybox, static). Runs as PID 1.
 /bin/busybox --install -s /bin
 export PATH=/bin
