@@ -36,11 +36,18 @@ pub struct Probe {
 
 /// The probes, tried in order; the first match wins. Put more specific signatures
 /// before more general ones (a compressed wrapper before anything it may contain).
-pub static PROBES: &[Probe] = &[Probe {
-    name: "elf",
-    matches: crate::elf::read::probe,
-    open: crate::elf::read::open,
-}];
+pub static PROBES: &[Probe] = &[
+    Probe {
+        name: "elf",
+        matches: crate::elf::read::probe,
+        open: crate::elf::read::open,
+    },
+    Probe {
+        name: "kdump",
+        matches: crate::kdump::reader::probe_head,
+        open: crate::kdump::reader::open,
+    },
+];
 
 /// Name of the raw format, which has no probe.
 pub const RAW: &str = "raw";

@@ -79,7 +79,9 @@ pub fn first_record(head: &[u8]) -> Option<(u64, &[u8])> {
         return None;
     }
     let start = FLAT_HEADER_SIZE + RECORD_HEADER_SIZE;
-    let end = start.saturating_add(usize::try_from(size).ok()?).min(head.len());
+    let end = start
+        .saturating_add(usize::try_from(size).ok()?)
+        .min(head.len());
     Some((offset as u64, &head[start..end]))
 }
 
@@ -334,7 +336,9 @@ impl MaybeFlat {
 
     /// Length of the (reassembled) file.
     pub fn len(&self) -> u64 {
-        self.flat.as_ref().map_or(self.file_len, FlatIndex::logical_len)
+        self.flat
+            .as_ref()
+            .map_or(self.file_len, FlatIndex::logical_len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -344,7 +348,9 @@ impl MaybeFlat {
     /// Bytes really stored (for a flattened file, payload bytes): an upper bound for
     /// any table a reader allocates from the file's own numbers.
     pub fn stored_len(&self) -> u64 {
-        self.flat.as_ref().map_or(self.file_len, FlatIndex::payload_len)
+        self.flat
+            .as_ref()
+            .map_or(self.file_len, FlatIndex::payload_len)
     }
 
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -378,7 +384,8 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&flat_header()).unwrap();
         for (off, data) in records {
-            f.write_all(&record_header(*off, data.len() as u64)).unwrap();
+            f.write_all(&record_header(*off, data.len() as u64))
+                .unwrap();
             f.write_all(data).unwrap();
         }
         if end {
@@ -433,7 +440,9 @@ mod tests {
         m.read_exact_at(0, &mut b).unwrap();
         assert_eq!(&b, b"aaaBBBaaCCCC");
         let recs = m.flat.as_ref().unwrap().records();
-        assert!(recs.windows(2).all(|w| w[0].offset + w[0].len <= w[1].offset));
+        assert!(recs
+            .windows(2)
+            .all(|w| w[0].offset + w[0].len <= w[1].offset));
     }
 
     #[test]

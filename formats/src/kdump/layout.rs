@@ -556,7 +556,7 @@ mod tests {
             split: 1,
             start_pfn: 10,
             end_pfn: 20,
-            offset_vmcoreinfo: 0x1234_5678_9a,
+            offset_vmcoreinfo: 0x0012_3456_789a,
             size_vmcoreinfo: 99,
             offset_note: 4200,
             size_note: 1000,
@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(b.len(), 80);
         let d = SubHeader::decode(&b, Layout::Bits32);
         assert_eq!(d.phys_base, 7);
-        assert_eq!(d.offset_vmcoreinfo, 0x1234_5678_9a);
+        assert_eq!(d.offset_vmcoreinfo, 0x0012_3456_789a);
         assert_eq!(get_u64(&b, 72), 0x1_0000_0001);
         assert_eq!(d.max_mapnr_64, s.max_mapnr_64);
         let v3 = s.clone().for_version(3);

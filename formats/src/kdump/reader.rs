@@ -121,20 +121,22 @@ impl Part {
             .iter()
             .map(|b| u64::from(b.count_ones()))
             .sum();
-        let partial = self
-            .dumpable
-            .get(byte)
-            .map_or(0, |b| u64::from((b & ((1u8 << (rel % 8)) - 1)).count_ones()));
+        let partial = self.dumpable.get(byte).map_or(0, |b| {
+            u64::from((b & ((1u8 << (rel % 8)) - 1)).count_ones())
+        });
         base + whole + partial
     }
 }
+
+/// One cached page: its PFN and decoded bytes.
+type CacheSlot = Option<(u64, Box<[u8]>)>;
 
 /// The physical memory of an opened kdump file or split set.
 pub struct KdumpMemory {
     parts: Vec<Part>,
     ranges: Vec<PhysRange>,
     block_size: u64,
-    cache: Vec<Mutex<Option<(u64, Box<[u8]>)>>>,
+    cache: Vec<Mutex<CacheSlot>>,
 }
 
 impl std::fmt::Debug for KdumpMemory {
@@ -166,7 +168,14 @@ impl KdumpMemory {
         // Decode without holding the lock so other threads keep going.
         self.load_page(pfn, out)?;
         if let Ok(mut g) = slot.lock() {
-            *g = Some((pfn, out.to_vec().into_boxed_slice()));
+            match g.as_mut() {
+                // Reuse the slot's buffer: no allocation per page on sequential reads.
+                Some((p, data)) if data.len() == out.len() => {
+                    *p = pfn;
+                    data.copy_from_slice(out);
+                }
+                _ => *g = Some((pfn, out.to_vec().into_boxed_slice())),
+            }
         }
         Ok(())
     }
@@ -281,7 +290,7 @@ impl PhysicalMemory for KdumpMemory {
 
     fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
         let bs = self.block_size;
-        let mut page = vec![0u8; bs as usize];
+        let mut page = Vec::new();
         let mut done = 0usize;
         while done < buf.len() {
             let addr = paddr
@@ -293,8 +302,14 @@ impl PhysicalMemory for KdumpMemory {
             let pfn = addr / bs;
             let off = (addr % bs) as usize;
             let n = (bs as usize - off).min(buf.len() - done);
-            self.page(pfn, &mut page)?;
-            buf[done..done + n].copy_from_slice(&page[off..off + n]);
+            if n == bs as usize {
+                // A whole page: decode straight into the caller's buffer.
+                self.page(pfn, &mut buf[done..done + n])?;
+            } else {
+                page.resize(bs as usize, 0);
+                self.page(pfn, &mut page)?;
+                buf[done..done + n].copy_from_slice(&page[off..off + n]);
+            }
             done += n;
         }
         Ok(())
@@ -341,8 +356,7 @@ fn read_exact(src: &MaybeFlat, offset: u64, len: u64, what: &str) -> Result<Vec<
 
 fn plausible(h: &DiskDumpHeader) -> bool {
     let bs = h.block_size;
-    bs >= 512
-        && bs <= 1 << 24
+    (512..=1 << 24).contains(&bs)
         && (bs as u32).is_power_of_two()
         && h.bitmap_blocks > 0
         && h.sub_hdr_size >= 0
@@ -485,10 +499,7 @@ fn parse_file(path: &Path) -> Result<Parsed> {
         return Err(fmt_err(
             path,
             0u64,
-            format!(
-                "file has {} bytes, too few for a kdump header",
-                head.len()
-            ),
+            format!("file has {} bytes, too few for a kdump header", head.len()),
         ));
     }
     let (layout, header) = pick_layout(&head, path)?;
@@ -501,11 +512,7 @@ fn parse_file(path: &Path) -> Result<Parsed> {
     }
     let hv = header.header_version;
     if hv < 0 {
-        return Err(fmt_err(
-            path,
-            8u64,
-            format!("negative header version {hv}"),
-        ));
+        return Err(fmt_err(path, 8u64, format!("negative header version {hv}")));
     }
     let bs = header.block_size as u64;
     if len < bs {
@@ -877,10 +884,7 @@ mod tests {
                 PhysRange::new(8 * 4096, 30 * 4096)
             ]
         );
-        assert_eq!(
-            ram_ranges(&[0xff], 5, 10),
-            vec![PhysRange::new(0, 50)]
-        );
+        assert_eq!(ram_ranges(&[0xff], 5, 10), vec![PhysRange::new(0, 50)]);
     }
 
     #[test]

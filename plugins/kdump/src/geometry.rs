@@ -1,0 +1,206 @@
+//! Where everything goes in the output file, decided before any page is read, and the
+//! header blocks themselves.
+//!
+//! ```text
+//! 0                    main header (1 block)
+//! bs                   sub header + note blob (sub_hdr_size blocks)
+//! bitmap_off           1st bitmap (RAM) | 2nd bitmap (dumpable), each block aligned
+//! desc_off             one 24-byte descriptor slot per RAM page, in PFN order
+//! zero_off             the shared zero block (not written with exclude-zero)
+//! data_off             page data, in PFN order
+//! ```
+//! The descriptor table has a slot for every RAM page so that its size, and so the data
+//! offset, is known before compression. When pages drop out of the 2nd bitmap
+//! (exclude-zero, or pages the input could not supply) the table's unused tail stays a
+//! hole: readers find descriptors by counting 2nd-bitmap bits and data by each
+//! descriptor's offset, never by assuming the data follows the last descriptor.
+
+use dumpconv_core::note::NoteKind;
+use dumpconv_core::{Arch, DumpPlan, Error, Result};
+use dumpconv_formats::elf::note::{encode_notes, note_size};
+use dumpconv_formats::kdump::layout::{
+    bitmap_len, set_bits, DiskDumpHeader, Layout, SubHeader, Utsname, HEADER_VERSION,
+    PAGE_DESC_SIZE, SIG_KDUMP,
+};
+
+use crate::options::KdumpOptions;
+
+/// The machine name crash expects for each arch (FORMATS.md §1.11: crash recognises
+/// only the exact "i686" prefix for 32-bit x86).
+pub fn machine_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64",
+        Arch::X86 => "i686",
+    }
+}
+
+pub(crate) struct Geometry {
+    pub layout: Layout,
+    pub bs: u64,
+    /// Merged runs of PFNs `[start, end)` touched by the plan's ranges.
+    pub page_runs: Vec<(u64, u64)>,
+    pub bitmap_off: u64,
+    /// Bytes of one bitmap (block aligned).
+    pub bitmap_len: u64,
+    pub desc_off: u64,
+    pub zero_off: u64,
+    /// Where the first page's data goes.
+    pub data_off: u64,
+    pub header: DiskDumpHeader,
+    /// Sub header and notes, padded to whole blocks.
+    pub sub_blocks: Vec<u8>,
+    /// The 1st bitmap, `bitmap_len` bytes.
+    pub ram_bitmap: Vec<u8>,
+}
+
+impl Geometry {
+    pub(crate) fn new(plan: &DumpPlan, opts: &KdumpOptions) -> Result<Geometry> {
+        let bs = plan.page_size;
+        if !bs.is_power_of_two() || !(512..=1 << 24).contains(&bs) {
+            return Err(Error::invalid(format!(
+                "kdump: page size {bs} is not a power of two between 512 and 16 MiB"
+            )));
+        }
+        let layout = match plan.arch {
+            Arch::X86_64 => Layout::Bits64,
+            Arch::X86 => Layout::Bits32,
+        };
+        let mut page_runs: Vec<(u64, u64)> = Vec::new();
+        for r in plan.ranges.iter().filter(|r| !r.is_empty()) {
+            let (s, e) = (r.start / bs, r.end.div_ceil(bs));
+            match page_runs.last_mut() {
+                // A page shared by two ranges (one ends, the next starts inside it).
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => page_runs.push((s, e)),
+            }
+        }
+        if page_runs.windows(2).any(|w| w[0].0 > w[1].0) {
+            return Err(Error::invalid("kdump: plan ranges are not sorted"));
+        }
+        let total_pages: u64 = page_runs.iter().map(|(s, e)| e - s).sum();
+        let max_mapnr = page_runs.last().map_or(0, |r| r.1);
+
+        let notes = encode_notes(&plan.notes);
+        let sub_size = layout.sub_header_size() as u64;
+        let offset_note = bs + sub_size;
+        let sub_hdr_blocks = (sub_size + notes.len() as u64).div_ceil(bs);
+        let bitmap_len = bitmap_len(max_mapnr, bs);
+        let bitmap_blocks = 2 * bitmap_len / bs;
+        let bitmap_off = (1 + sub_hdr_blocks) * bs;
+        let desc_off = bitmap_off + 2 * bitmap_len;
+        let zero_off = desc_off
+            .checked_add(total_pages.saturating_mul(PAGE_DESC_SIZE as u64))
+            .ok_or_else(|| Error::invalid("kdump: descriptor table overflows 64 bits"))?;
+        let data_off = if opts.exclude_zero {
+            zero_off
+        } else {
+            zero_off + bs
+        };
+
+        // VMCOREINFO: point into the note blob at the descriptor of the first
+        // VMCOREINFO note, as makedumpfile and QEMU do.
+        let (mut offset_vmcoreinfo, mut size_vmcoreinfo) = (0, 0);
+        let mut at = offset_note;
+        for n in &plan.notes {
+            if n.kind() == NoteKind::VmcoreInfo {
+                offset_vmcoreinfo = at + 12 + (n.name.len() as u64 + 1).next_multiple_of(4);
+                size_vmcoreinfo = n.desc.len() as u64;
+                break;
+            }
+            at += note_size(n) as u64;
+        }
+        let vmci = plan.vmcoreinfo.clone().or_else(|| {
+            plan.notes
+                .iter()
+                .find(|n| n.kind() == NoteKind::VmcoreInfo)
+                .map(|n| dumpconv_core::VmcoreInfo::parse(&n.desc))
+        });
+        // NUMBER(phys_base) is decimal (the kernel prints %ld); QEMU misreads it as hex.
+        let phys_base = vmci.as_ref().and_then(|v| v.phys_base()).unwrap_or(0);
+
+        let sub = SubHeader {
+            phys_base,
+            dump_level: i32::from(opts.exclude_zero),
+            offset_vmcoreinfo,
+            size_vmcoreinfo,
+            offset_note: if notes.is_empty() { 0 } else { offset_note },
+            size_note: notes.len() as u64,
+            max_mapnr_64: max_mapnr,
+            ..Default::default()
+        };
+        let mut sub_blocks = sub.encode(layout);
+        sub_blocks.extend_from_slice(&notes);
+        sub_blocks.resize((sub_hdr_blocks * bs) as usize, 0);
+
+        let prstatus = plan
+            .notes
+            .iter()
+            .filter(|n| n.kind() == NoteKind::PrStatus)
+            .count();
+        // crash only warns about nr_cpus <= 0, but every machine has a CPU.
+        let nr_cpus = if prstatus > 0 {
+            prstatus
+        } else {
+            plan.cpus.len().max(1)
+        };
+        let mut utsname = Utsname::default();
+        utsname.set(Utsname::MACHINE, machine_name(plan.arch));
+        if let Some(v) = &vmci {
+            // VMCOREINFO exists only on Linux.
+            utsname.set(Utsname::SYSNAME, "Linux");
+            if let Some(r) = v.osrelease() {
+                utsname.set(Utsname::RELEASE, r);
+            }
+        }
+        let crashtime = vmci
+            .as_ref()
+            .and_then(|v| v.get("CRASHTIME"))
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0);
+        let header = DiskDumpHeader {
+            signature: SIG_KDUMP,
+            header_version: HEADER_VERSION,
+            utsname,
+            timestamp_sec: crashtime,
+            timestamp_usec: 0,
+            status: opts.codec.flag(),
+            block_size: bs as i32,
+            sub_hdr_size: i32::try_from(sub_hdr_blocks)
+                .map_err(|_| Error::invalid("kdump: notes too large for the sub header"))?,
+            bitmap_blocks: u32::try_from(bitmap_blocks).map_err(|_| {
+                Error::invalid(format!(
+                    "kdump: {max_mapnr} pages need more bitmap blocks than the header holds"
+                ))
+            })?,
+            max_mapnr: u32::try_from(max_mapnr).unwrap_or(u32::MAX),
+            nr_cpus: i32::try_from(nr_cpus).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        let mut ram_bitmap = vec![0u8; bitmap_len as usize];
+        for &(s, e) in &page_runs {
+            set_bits(&mut ram_bitmap, s, e);
+        }
+        Ok(Geometry {
+            layout,
+            bs,
+            page_runs,
+            bitmap_off,
+            bitmap_len,
+            desc_off,
+            zero_off,
+            data_off,
+            header,
+            sub_blocks,
+            ram_bitmap,
+        })
+    }
+
+    /// The main header block with `status` (bs bytes).
+    pub(crate) fn header_block(&self, status: u32) -> Vec<u8> {
+        let mut h = self.header.clone();
+        h.status = status;
+        let mut b = h.encode(self.layout);
+        b.resize(self.bs as usize, 0);
+        b
+    }
+}
