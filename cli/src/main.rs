@@ -1,1 +1,88 @@
-fn main() {}
+//! The `dumpconv` command line. All work is done by the `dumpconv` library; this file
+//! parses arguments, draws progress and maps errors to exit codes.
+
+mod args;
+mod info;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dumpconv::{Output, Registry};
+use dumpconv_core::Error;
+
+use args::{Cli, Command};
+
+/// Exit codes, documented in `--help`.
+const EXIT_INPUT: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_OUTPUT: u8 = 3;
+const EXIT_PLUGIN: u8 = 4;
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Invalid(_) | Error::Unsupported(_) => EXIT_USAGE,
+        Error::Output { .. } => EXIT_OUTPUT,
+        Error::Plugin { .. } => EXIT_PLUGIN,
+        _ => EXIT_INPUT,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(args::with_default_subcommand(std::env::args_os()));
+    let result = match cli.command {
+        Command::Convert(c) => run_convert(c),
+        Command::Info(i) => info::run_info(i),
+        Command::Translate(t) => info::run_translate(t),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dumpconv: error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                // Our Display already includes the io::Error text; print deeper causes only.
+                if !e.to_string().contains(&s.to_string()) {
+                    eprintln!("  caused by: {s}");
+                }
+                src = s.source();
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run_convert(c: args::ConvertArgs) -> Result<(), Error> {
+    let opts = c.to_options()?;
+    let output = Output::parse(&c.output);
+    let progress = progress::BarProgress::new(c.quiet);
+    let registry = Registry::builtin();
+    let report = dumpconv::pipeline::convert_with(&registry, &c.input, &output, &opts, &progress)?;
+    if c.verbose {
+        eprintln!(
+            "dumpconv: {} {} -> {} ({}): {} bytes of RAM in {:.2?}",
+            report.input_format,
+            c.input.display(),
+            output.display_name(),
+            report.writer,
+            report.memory_bytes,
+            report.total_time
+        );
+        if let Some(w) = &report.walk {
+            eprintln!(
+                "dumpconv: paging: {} mapping runs from {} leaves, {} table pages read, \
+                 {} leaves and {} tables outside RAM skipped, walk {:.2?}",
+                report.mappings.unwrap_or(0),
+                w.leaves,
+                w.table_pages,
+                w.leaves_outside_ram,
+                w.tables_outside_ram,
+                report.walk_time
+            );
+            for msg in &w.warnings {
+                eprintln!("dumpconv: paging: {msg}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Command-line arguments. `dumpconv INPUT -o OUTPUT` is short for
+//! `dumpconv convert INPUT -o OUTPUT`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dumpconv::numbers::parse_u64;
+use dumpconv::{ConvertOptions, PagingOptions};
+use dumpconv_core::{Arch, CpuState, Error, PagingMode, VmcoreInfo};
+use dumpconv_formats::OpenOptions;
+
+const AFTER_HELP: &str = "\
+Examples:
+  dumpconv guest.raw -o guest.elf                  raw RAM image -> ELF core (physical view)
+  dumpconv --paging qemu.elf -o gdb.elf            add virtual mappings for gdb
+  dumpconv guest.raw --cr3 0x1c0a000 --paging-mode 4level --paging -o out.elf
+  dumpconv vmcore.elf -o vmcore.kdump --compress zstd
+  dumpconv vmcore.elf --format kdump -o - | ssh host 'cat > vmcore.flat'
+  dumpconv info --json qemu.elf > state.json       CPU state, editable, reusable with --cpu-state
+
+Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh dump
+--memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
+raw images (file offset = physical address; give --ram-map to declare holes).
+
+Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
+written (nothing is left behind), 4 plugin error.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dumpconv",
+    version,
+    about = "Convert memory dumps between formats: raw, ELF core, kdump-compressed",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert a dump into another format (the default command).
+    Convert(ConvertArgs),
+    /// Describe a dump: format, RAM ranges, CPUs, notes, VMCOREINFO.
+    Info(InfoArgs),
+    /// Translate virtual addresses through a CPU's page tables, showing every level.
+    Translate(TranslateArgs),
+}
+
+const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "help"];
+
+/// Insert `convert` when the first argument is not a subcommand or a top-level flag,
+/// so `dumpconv IN -o OUT` works.
+pub fn with_default_subcommand(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut v: Vec<OsString> = args.collect();
+    if let Some(first) = v.get(1).and_then(|a| a.to_str()) {
+        let top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
+        if !SUBCOMMANDS.contains(&first) && !top_level_flag {
+            v.insert(1, OsString::from("convert"));
+        }
+    }
+    v
+}
+
+fn parse_num(s: &str) -> Result<u64, String> {
+    parse_u64(s)
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "i386", alias = "x86")]
+    I386,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    #[value(name = "32bit")]
+    Bits32,
+    Pae,
+    #[value(name = "4level")]
+    Level4,
+    #[value(name = "5level")]
+    Level5,
+}
+
+impl From<ModeArg> for PagingMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Bits32 => PagingMode::Bits32,
+            ModeArg::Pae => PagingMode::Pae,
+            ModeArg::Level4 => PagingMode::Level4,
+            ModeArg::Level5 => PagingMode::Level5,
+        }
+    }
+}
+
+/// How to read the input: format, RAM map, and CPU state for inputs that lack it.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Input dump (format detected by content).
+    pub input: PathBuf,
+
+    /// Read the input as this format instead of detecting it (raw).
+    #[arg(long, value_name = "FORMAT", help_heading = "Input")]
+    pub input_format: Option<String>,
+
+    /// RAM ranges of a raw image, inclusive: `0-0x9ffff,0x100000-0xbfffffff`, or a file
+    /// holding a copy of /proc/iomem ("System RAM" lines are used).
+    #[arg(long, value_name = "RANGES|FILE", help_heading = "Input")]
+    pub ram_map: Option<String>,
+
+    /// Architecture of a raw image (ELF and kdump inputs say it themselves).
+    #[arg(long, value_enum, help_heading = "Input")]
+    pub arch: Option<ArchArg>,
+
+    /// Page-table root for inputs without CPU state (with --paging-mode).
+    #[arg(long, value_parser = parse_num, value_name = "ADDR", help_heading = "CPU state")]
+    pub cr3: Option<u64>,
+
+    /// Paging mode that goes with --cr3.
+    #[arg(long, value_enum, requires = "cr3", help_heading = "CPU state")]
+    pub paging_mode: Option<ModeArg>,
+
+    /// CPU states as JSON: an array of CPU objects, or the output of `dumpconv info
+    /// --json` (its "cpus"). Registers are hex strings ("0x1000") or numbers.
+    #[arg(long, value_name = "FILE", conflicts_with = "cr3", help_heading = "CPU state")]
+    pub cpu_state: Option<PathBuf>,
+
+    /// VMCOREINFO text (KEY=value lines) to use when the input has none.
+    #[arg(long, value_name = "FILE", help_heading = "Input")]
+    pub vmcoreinfo: Option<PathBuf>,
+}
+
+impl InputArgs {
+    pub fn open_options(&self) -> Result<OpenOptions, Error> {
+        let ram_map = match &self.ram_map {
+            None => None,
+            Some(s) => {
+                let p = std::path::Path::new(s);
+                let text = if p.is_file() {
+                    std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?
+                } else {
+                    s.clone()
+                };
+                Some(dumpconv_formats::raw::parse_ram_map(&text)?)
+            }
+        };
+        Ok(OpenOptions {
+            input_format: self.input_format.clone(),
+            ram_map,
+        })
+    }
+
+    pub fn cpus(&self) -> Result<Option<Vec<CpuState>>, Error> {
+        if let Some(cr3) = self.cr3 {
+            let mode = self.paging_mode.map(PagingMode::from).ok_or_else(|| {
+                Error::invalid("--cr3 needs --paging-mode (32bit, pae, 4level or 5level)")
+            })?;
+            return Ok(Some(vec![CpuState::from_root(0, cr3, mode)]));
+        }
+        match &self.cpu_state {
+            Some(p) => dumpconv::pipeline::read_cpu_state_file(p).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn vmcoreinfo(&self) -> Result<Option<VmcoreInfo>, Error> {
+        self.vmcoreinfo
+            .as_ref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map(|b| VmcoreInfo::parse(&b))
+                    .map_err(|e| Error::io(p, e))
+            })
+            .transpose()
+    }
+
+    pub fn arch(&self) -> Option<Arch> {
+        self.arch.map(|a| match a {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::I386 => Arch::X86,
+        })
+    }
+
+    /// The options shared by every command that opens an input.
+    pub fn base_options(&self) -> Result<ConvertOptions, Error> {
+        Ok(ConvertOptions {
+            open: self.open_options()?,
+            arch: self.arch(),
+            cpus: self.cpus()?,
+            vmcoreinfo: self.vmcoreinfo()?,
+            ..ConvertOptions::default()
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub input_args: InputArgs,
+
+    /// Output file, or `-` for standard output (a stream: kdump becomes the flattened
+    /// format). Written to a temporary file and renamed when complete.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: String,
+
+    /// Output format; default from the output name (.elf .kdump .raw ...).
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// Replace the output if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// First physical address to write.
+    #[arg(long, value_parser = parse_num, value_name = "ADDR", help_heading = "Selection")]
+    pub begin: Option<u64>,
+
+    /// Bytes of physical address space to write from --begin.
+    #[arg(long, value_parser = parse_num, value_name = "LEN", help_heading = "Selection")]
+    pub length: Option<u64>,
+
+    /// Walk the guest's page tables and write virtual mappings (ELF p_vaddr), so gdb
+    /// can read kernel virtual addresses; all RAM is still written.
+    #[arg(long, help_heading = "Paging")]
+    pub paging: bool,
+
+    /// CPU whose user-space mappings are kept (kernel mappings come from all CPUs).
+    #[arg(long, value_name = "N", help_heading = "Paging")]
+    pub cpu: Option<u32>,
+
+    /// `all`: keep user mappings of every CPU, as QEMU does (may contradict each other).
+    #[arg(long, value_name = "all|one", default_value = "one", help_heading = "Paging")]
+    pub paging_cpus: String,
+
+    /// MAXPHYADDR: physical address bits in page-table entries.
+    #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52), help_heading = "Paging")]
+    pub max_phys_bits: u8,
+
+    /// kdump page compression: zlib, snappy, zstd or none.
+    #[arg(long, value_name = "CODEC", help_heading = "kdump")]
+    pub compress: Option<String>,
+
+    /// Compression level (codec-specific).
+    #[arg(long, value_name = "N", help_heading = "kdump")]
+    pub level: Option<i32>,
+
+    /// Compression threads (default: all cores). Output is identical for any count.
+    #[arg(long, value_name = "N", help_heading = "kdump")]
+    pub threads: Option<usize>,
+
+    /// Leave all-zero pages out of a kdump file (makedumpfile -d 1).
+    #[arg(long, help_heading = "kdump")]
+    pub exclude_zero: bool,
+
+    /// On a write error, keep the partial kdump file marked incomplete.
+    #[arg(long, help_heading = "kdump")]
+    pub keep_partial: bool,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Report what was done (sizes, times, paging statistics).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl std::ops::Deref for ConvertArgs {
+    type Target = InputArgs;
+    fn deref(&self) -> &InputArgs {
+        &self.input_args
+    }
+}
+
+impl ConvertArgs {
+    pub fn to_options(&self) -> Result<ConvertOptions, Error> {
+        let mut o = self.input_args.base_options()?;
+        o.format = self.format.clone();
+        o.begin = self.begin;
+        o.length = self.length;
+        o.force = self.force;
+        let all_cpus = match self.paging_cpus.as_str() {
+            "all" => true,
+            "one" => false,
+            other => {
+                return Err(Error::invalid(format!(
+                    "--paging-cpus {other:?}: expected `all` or `one`"
+                )))
+            }
+        };
+        if self.paging {
+            o.paging = Some(PagingOptions {
+                user_cpu: self.cpu,
+                all_cpus,
+                max_phys_bits: self.max_phys_bits,
+            });
+        }
+        let mut w = BTreeMap::new();
+        if let Some(c) = &self.compress {
+            w.insert("compress".into(), c.clone());
+        }
+        if let Some(l) = self.level {
+            w.insert("level".into(), l.to_string());
+        }
+        if let Some(t) = self.threads {
+            w.insert("threads".into(), t.to_string());
+        }
+        if self.exclude_zero {
+            w.insert("exclude-zero".into(), "1".into());
+        }
+        if self.keep_partial {
+            w.insert("keep-partial".into(), "1".into());
+        }
+        o.writer_options = w;
+        Ok(o)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub input_args: InputArgs,
+
+    /// Print JSON (its "cpus" can be edited and given back with --cpu-state).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also walk each CPU's page tables and report mapping statistics.
+    #[arg(long)]
+    pub paging: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    #[command(flatten)]
+    pub input_args: InputArgs,
+
+    /// Virtual addresses (hex with 0x, or decimal).
+    #[arg(required = true, value_parser = parse_num)]
+    pub vaddrs: Vec<u64>,
+
+    /// CPU whose page tables are used.
+    #[arg(long, default_value_t = 0)]
+    pub cpu: u32,
+
+    /// MAXPHYADDR.
+    #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52))]
+    pub max_phys_bits: u8,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

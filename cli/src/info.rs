@@ -1,0 +1,198 @@
+//! `dumpconv info` and `dumpconv translate`.
+
+use dumpconv::Registry;
+use dumpconv_core::{CpuState, Dump, Error, PagingMode, WalkOptions};
+use serde_json::json;
+
+use crate::args::{InfoArgs, TranslateArgs};
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn hex_or_dash(v: Option<u64>) -> String {
+    v.map(|v| format!("{v:#x}")).unwrap_or_else(|| "-".into())
+}
+
+fn mode_name(c: &CpuState) -> &'static str {
+    c.paging_mode().map(PagingMode::name).unwrap_or("unknown")
+}
+
+fn effective_cpus(dump: &Dump, given: Option<Vec<CpuState>>) -> Vec<CpuState> {
+    given.unwrap_or_else(|| dump.cpus.clone())
+}
+
+pub fn run_info(a: InfoArgs) -> Result<(), Error> {
+    let opts = a.input_args.base_options()?;
+    let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
+    let cpus = effective_cpus(&dump, opts.cpus.clone());
+    let vmcoreinfo = dump.vmcoreinfo.clone().or(opts.vmcoreinfo.clone());
+
+    // Optional page-table statistics per CPU.
+    let mut paging_stats = Vec::new();
+    if a.paging {
+        let registry = Registry::builtin();
+        let walker = registry.walker()?;
+        let wopts = WalkOptions {
+            clear_mask: vmcoreinfo.as_ref().and_then(|v| v.sme_mask()).unwrap_or(0),
+            ..WalkOptions::default()
+        };
+        for c in &cpus {
+            let mut list = dumpconv_core::MappingList::new();
+            let r = walker.walk(c, dump.memory.as_ref(), &wopts, &mut list);
+            paging_stats.push((c.index, r.map(|s| (s, list.len(), list.mapped_bytes()))));
+        }
+    }
+
+    let ranges = dump.memory.ranges();
+    if a.json {
+        let v = json!({
+            "path": dump.path,
+            "format": dump.format,
+            "details": dump.details.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "arch": dump.arch.map(|a| a.name()),
+            "ram_bytes": dump.memory.total_bytes(),
+            "ram": ranges.iter().map(|r| json!({"start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end)})).collect::<Vec<_>>(),
+            "cpus": cpus,
+            "paging_modes": cpus.iter().map(mode_name).collect::<Vec<_>>(),
+            "notes": dump.notes.iter().map(|n| json!({"name": n.name_str(), "type": n.n_type, "size": n.desc.len()})).collect::<Vec<_>>(),
+            "vmcoreinfo": vmcoreinfo.as_ref().map(|v| v.entries().iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
+            "paging": paging_stats.iter().map(|(i, r)| match r {
+                Ok((s, runs, bytes)) => json!({"cpu": i, "runs": runs, "mapped_bytes": bytes, "stats": s}),
+                Err(e) => json!({"cpu": i, "error": e.to_string()}),
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+
+    println!("file:     {}", dump.path.display());
+    println!("format:   {}", dump.format);
+    for (k, v) in &dump.details {
+        println!("  {k}: {v}");
+    }
+    println!(
+        "arch:     {}",
+        dump.arch.map(|a| a.name()).unwrap_or("unknown (give --arch)")
+    );
+    println!(
+        "RAM:      {} in {} range(s)",
+        human(dump.memory.total_bytes()),
+        ranges.len()
+    );
+    for r in ranges.iter().take(64) {
+        println!("  {:#018x}-{:#018x}  {}", r.start, r.end - 1, human(r.len()));
+    }
+    if ranges.len() > 64 {
+        println!("  ... {} more", ranges.len() - 64);
+    }
+    println!("CPUs:     {}", cpus.len());
+    for c in &cpus {
+        println!(
+            "  cpu {}: paging {:<7} cr3 {}  cr0 {}  cr4 {}  efer {}  rip {}",
+            c.index,
+            mode_name(c),
+            hex_or_dash(c.cr3),
+            hex_or_dash(c.cr0),
+            hex_or_dash(c.cr4),
+            hex_or_dash(c.efer),
+            hex_or_dash(c.regs.map(|r| r.rip)),
+        );
+    }
+    println!("notes:    {}", dump.notes.len());
+    for n in &dump.notes {
+        println!("  {:<12} type {:<3} {} bytes", n.name_str(), n.n_type, n.desc.len());
+    }
+    match &vmcoreinfo {
+        None => println!("VMCOREINFO: none"),
+        Some(v) => {
+            println!("VMCOREINFO: {} lines", v.entries().len());
+            for key in [
+                "OSRELEASE",
+                "BUILD-ID",
+                "PAGESIZE",
+                "KERNELOFFSET",
+                "NUMBER(phys_base)",
+                "SYMBOL(init_top_pgt)",
+                "SYMBOL(swapper_pg_dir)",
+                "NUMBER(pgtable_l5_enabled)",
+                "NUMBER(sme_mask)",
+                "CRASHTIME",
+            ] {
+                if let Some(val) = v.get(key) {
+                    println!("  {key}={val}");
+                }
+            }
+        }
+    }
+    for (i, r) in &paging_stats {
+        match r {
+            Ok((s, runs, bytes)) => println!(
+                "paging cpu {i}: {runs} runs, {} mapped, {} leaves, {} table pages; \
+                 skipped {} leaves and {} tables outside RAM",
+                human(*bytes),
+                s.leaves,
+                s.table_pages,
+                s.leaves_outside_ram,
+                s.tables_outside_ram
+            ),
+            Err(e) => println!("paging cpu {i}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
+    let opts = a.input_args.base_options()?;
+    let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
+    let cpus = effective_cpus(&dump, opts.cpus.clone());
+    let cpu = cpus.iter().find(|c| c.index == a.cpu).ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: no CPU {} (the dump has {}; give --cr3 and --paging-mode for inputs without CPU state)",
+            dump.path.display(),
+            a.cpu,
+            cpus.len()
+        ))
+    })?;
+    let registry = Registry::builtin();
+    let walker = registry.walker()?;
+    let vmcoreinfo = dump.vmcoreinfo.clone().or(opts.vmcoreinfo.clone());
+    let wopts = WalkOptions {
+        max_phys_bits: a.max_phys_bits,
+        clear_mask: vmcoreinfo.as_ref().and_then(|v| v.sme_mask()).unwrap_or(0),
+        ..WalkOptions::default()
+    };
+    let mut all = Vec::new();
+    for &v in &a.vaddrs {
+        let t = walker.translate(cpu, dump.memory.as_ref(), &wopts, v)?;
+        if a.json {
+            all.push(t);
+            continue;
+        }
+        println!("{:#018x} (cpu {}, {}):", v, cpu.index, mode_name(cpu));
+        for s in &t.steps {
+            println!("  {:<5} entry at {:#014x}: {:#018x}", s.level, s.entry_addr, s.entry);
+        }
+        match (t.phys, t.page_size, &t.fault) {
+            (Some(p), Some(sz), _) => println!("  -> physical {p:#x} ({} page)", human(sz)),
+            (Some(p), None, _) => println!("  -> physical {p:#x}"),
+            (None, _, Some(f)) => println!("  -> not mapped: {f}"),
+            (None, _, None) => println!("  -> not mapped"),
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Output files are written to a temporary file beside the target and renamed into
+//! place only when complete, so an interrupted or failed conversion never leaves a file
+//! that looks finished. The input is never overwritten.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use dumpconv_core::{Error, FileSink, Result, Sink, StreamSink};
+
+/// Where the output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A file, created atomically.
+    Path(PathBuf),
+    /// Standard output (a forward-only stream).
+    Stdout,
+}
+
+impl Output {
+    /// `-` means standard output.
+    pub fn parse(s: &str) -> Output {
+        if s == "-" {
+            Output::Stdout
+        } else {
+            Output::Path(PathBuf::from(s))
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        match self {
+            Output::Path(p) => p.display().to_string(),
+            Output::Stdout => "<stdout>".to_string(),
+        }
+    }
+}
+
+/// True if `a` and `b` name the same existing file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Check an output path before any work is done.
+pub fn check_output(output: &Output, inputs: &[&Path], force: bool) -> Result<()> {
+    let Output::Path(path) = output else {
+        return Ok(());
+    };
+    for input in inputs {
+        if same_file(path, input) {
+            return Err(Error::invalid(format!(
+                "{}: output is the input file; refusing to overwrite it",
+                path.display()
+            )));
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.is_dir() {
+            return Err(Error::invalid(format!("{}: is a directory", path.display())));
+        }
+        if !force {
+            return Err(Error::invalid(format!(
+                "{}: already exists (use --force to replace it)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run `write` against a sink for `output`; on success the output is complete and in
+/// place, on failure nothing is left behind.
+pub fn write_output(
+    output: &Output,
+    force: bool,
+    write: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<()> {
+    match output {
+        Output::Stdout => {
+            // `Stdout` (not its lock) because sinks must be `Send`; the BufWriter makes
+            // the per-write locking negligible.
+            let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let mut sink = StreamSink::new(out, "<stdout>");
+            write(&mut sink)?;
+            sink.finish()?;
+            let mut inner = sink.into_inner();
+            inner.flush().map_err(|e| Error::Output {
+                path: "<stdout>".into(),
+                offset: 0,
+                source: e,
+            })
+        }
+        Output::Path(path) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "output".into());
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(".dumpconv-partial")
+                .tempfile_in(&dir)
+                .map_err(|e| Error::Output {
+                    path: dir.clone(),
+                    offset: 0,
+                    source: e,
+                })?;
+            let file: File = tmp.as_file().try_clone().map_err(|e| Error::Output {
+                path: tmp.path().to_path_buf(),
+                offset: 0,
+                source: e,
+            })?;
+            let mut sink = FileSink::new(file, path.clone());
+            write(&mut sink)?;
+            sink.finish()?;
+            drop(sink);
+            let persisted = if force {
+                tmp.persist(path)
+            } else {
+                tmp.persist_noclobber(path)
+            };
+            persisted.map_err(|e| Error::Output {
+                path: path.clone(),
+                offset: 0,
+                source: e.error,
+            })?;
+            Ok(())
+        }
+    }
+}
