@@ -1,4 +1,5 @@
 //! Helpers shared by the cross-crate tests in `tests/tests/`.
 
+pub mod guests;
 pub mod reference;
 pub mod synth;

@@ -1,0 +1,141 @@
+//! The real-guest cache built by `tests/real-guests/ensure-guests.sh`:
+//! `${DUMPCONV_GUEST_CACHE:-~/.cache/dumpconv/guests}/<guest>/` with QEMU's dumps,
+//! pmemsave images, System.map, vmlinux (x86_64) and `meta.json`.
+//!
+//! Tests call [`guests`]; when the cache is missing they skip with a printed reason,
+//! unless `DUMPCONV_REQUIRE_GUESTS=1` (set by `scripts/test.sh`), where a missing
+//! guest fails the test.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub const ALL: &[&str] = &[
+    "x86_64-4level",
+    "x86_64-kaslr",
+    "x86_64-la57",
+    "x86_64-highmem",
+    "i386-pae",
+    "i386-2level",
+];
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DUMPCONV_GUEST_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/dumpconv/guests")
+}
+
+fn required() -> bool {
+    std::env::var("DUMPCONV_REQUIRE_GUESTS").is_ok_and(|v| v == "1")
+}
+
+/// One captured guest.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub name: String,
+    pub dir: PathBuf,
+    pub meta: Value,
+}
+
+impl Guest {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn is_x86_64(&self) -> bool {
+        self.meta["arch"] == "x86_64"
+    }
+    pub fn paging(&self) -> &str {
+        self.meta["paging"].as_str().unwrap_or("")
+    }
+    pub fn banner(&self) -> String {
+        std::fs::read_to_string(self.file("banner.txt"))
+            .unwrap_or_default()
+            .trim_end()
+            .to_string()
+    }
+    /// `(start, size)` of each RAM range.
+    pub fn ram_ranges(&self) -> Vec<(u64, u64)> {
+        self.meta["ram_ranges"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| (as_u64(&r["start"]), as_u64(&r["size"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Address of a symbol in System.map (link-time, before any KASLR slide).
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        let map = std::fs::read_to_string(self.file("System.map")).ok()?;
+        map.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = it.next()?;
+            let _kind = it.next()?;
+            (it.next()? == name).then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+    }
+    /// KASLR slide recorded by the harness (0 without KASLR).
+    pub fn kernel_offset(&self) -> u64 {
+        as_u64(&self.meta["kernel_offset"])
+    }
+}
+
+/// A JSON number or a hex/decimal string.
+pub fn as_u64(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).unwrap_or(0),
+                None => s.parse().unwrap_or(0),
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// The complete guests in the cache. Prints why a guest is missing; panics on a missing
+/// guest when the cache is required.
+pub fn guests() -> Vec<Guest> {
+    let dir = cache_dir();
+    let mut out = Vec::new();
+    for name in ALL {
+        let gdir = dir.join(name);
+        let meta = std::fs::read(gdir.join("meta.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        match (gdir.join("complete").exists(), meta) {
+            (true, Some(meta)) => out.push(Guest {
+                name: name.to_string(),
+                dir: gdir,
+                meta,
+            }),
+            _ => {
+                let msg = format!(
+                    "real guest {name} is not in {} (run tests/real-guests/ensure-guests.sh)",
+                    dir.display()
+                );
+                assert!(!required(), "{msg}");
+                eprintln!("SKIP: {msg}");
+            }
+        }
+    }
+    out
+}
+
+/// Run a command, returning stdout; panics with stderr on failure.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,391 @@
+//! kdump output and input against the real tools: makedumpfile (`-R`, `--dump-dmesg`,
+//! re-filtering) and crash, on synthetic memory and on the real QEMU guests of
+//! `tests/real-guests/` (QEMU's own `kdump-*.flat` read back against `phys.elf`).
+//!
+//! Every test skips, saying why, when a tool or the guest cache is missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kdump_util;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use dumpconv_core::{
+    Arch, Dump, DumpPlan, DumpWriter, FileSink, NoProgress, PhysRange, StreamSink,
+};
+use dumpconv_formats::OpenOptions;
+use dumpconv_kdump::KdumpWriter;
+use dumpconv_tests::guests::{guests, Guest};
+use kdump_util::*;
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIP: {tool} is not installed (apt-get install {tool})");
+    }
+    found
+}
+
+fn sh(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `makedumpfile -R out < flat`.
+fn rearrange(flat: &Path, out: &Path) {
+    // makedumpfile refuses to overwrite.
+    let _ = std::fs::remove_file(out);
+    let (ok, text) = sh(Command::new("makedumpfile")
+        .arg("-R")
+        .arg(out)
+        .stdin(File::open(flat).unwrap()));
+    assert!(ok, "makedumpfile -R {}: {text}", flat.display());
+}
+
+#[test]
+fn makedumpfile_rearranges_our_stream_into_our_seekable_file() {
+    if !have("makedumpfile") {
+        return;
+    }
+    let ranges = vec![
+        PhysRange::new(0, 0x9f000),
+        PhysRange::new(0x10_0000, 0x90_0000),
+    ];
+    let img = Image::new(&ranges, realistic_page);
+    for (arch, opts) in [
+        (Arch::X86_64, &[("compress", "zlib")][..]),
+        (Arch::X86_64, &[("compress", "zstd"), ("exclude-zero", "1")]),
+        (Arch::X86, &[("compress", "lzo")]),
+    ] {
+        let p = plan(arch, &ranges, notes_with_vmcoreinfo(2), opts);
+        let seek = write_file(&p, &img.mem, &img.out("seek.kdump"));
+        std::fs::write(img.out("s.flat"), write_stream(&p, &img.mem)).unwrap();
+        rearrange(&img.out("s.flat"), &img.out("r.kdump"));
+        let r = std::fs::read(img.out("r.kdump")).unwrap();
+        assert_eq!(r.len(), seek.len(), "{opts:?}");
+        assert!(
+            r == seek,
+            "{opts:?}: makedumpfile -R output differs from ours"
+        );
+    }
+}
+
+#[test]
+fn crash_reads_our_headers_without_vmlinux() {
+    if !have("crash") {
+        return;
+    }
+    let ranges = vec![
+        PhysRange::new(0, 0x9f000),
+        PhysRange::new(0x10_0000, 0x40_0000),
+    ];
+    let img = Image::new(&ranges, realistic_page);
+    for (codec, stream) in [
+        ("zlib", false),
+        ("zstd", true),
+        ("snappy", false),
+        ("lzo", false),
+    ] {
+        let p = plan(
+            Arch::X86_64,
+            &ranges,
+            notes_with_vmcoreinfo(2),
+            &[("compress", codec)],
+        );
+        let path = img.out(&format!("{codec}.kdump"));
+        if stream {
+            std::fs::write(&path, write_stream(&p, &img.mem)).unwrap();
+        } else {
+            write_file(&p, &img.mem, &path);
+        }
+        let (ok, text) = sh(Command::new("crash").arg("--osrelease").arg(&path));
+        assert!(
+            ok && text.trim() == "6.1.0-56-amd64",
+            "{codec}: crash --osrelease: {text}"
+        );
+    }
+}
+
+/// Build the plan the CLI would for a whole-memory conversion.
+fn plan_for(d: &Dump, opts: &[(&str, &str)]) -> DumpPlan {
+    let arch = d.arch.unwrap_or(Arch::X86_64);
+    DumpPlan {
+        arch,
+        page_size: 4096,
+        ranges: d.memory.ranges().to_vec(),
+        mappings: None,
+        notes: dumpconv_formats::notes::plan_notes(&d.notes, &d.cpus, d.vmcoreinfo.as_ref(), arch),
+        cpus: d.cpus.clone(),
+        vmcoreinfo: d.vmcoreinfo.clone(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn convert(input: &Path, out: &Path, opts: &[(&str, &str)], stream: bool) -> DumpPlan {
+    let d = dumpconv_formats::open(input, &OpenOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+    let p = plan_for(&d, opts);
+    let f = File::create(out).unwrap();
+    if stream {
+        let mut s = StreamSink::new(std::io::BufWriter::new(f), out);
+        KdumpWriter
+            .write(&p, d.memory.as_ref(), &mut s, &NoProgress)
+            .unwrap();
+    } else {
+        let mut s = FileSink::new(f, out);
+        KdumpWriter
+            .write(&p, d.memory.as_ref(), &mut s, &NoProgress)
+            .unwrap();
+    }
+    p
+}
+
+/// Every byte of `want`'s RAM reads the same from `got` (pages `got` lacks are errors).
+fn assert_same_bytes(want: &Dump, got: &Dump, what: &str) {
+    let mut a = vec![0u8; 1 << 20];
+    let mut b = vec![0u8; 1 << 20];
+    for r in want.memory.ranges() {
+        let mut at = r.start;
+        while at < r.end {
+            let n = ((r.end - at).min(1 << 20)) as usize;
+            want.memory.read_at(at, &mut a[..n]).unwrap();
+            got.memory
+                .read_at(at, &mut b[..n])
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(a[..n] == b[..n], "{what}: bytes differ in {at:#x}..+{n:#x}");
+            at += n as u64;
+        }
+    }
+}
+
+#[test]
+fn sample_qemu_elf_converts_and_reads_back() {
+    // samples/tiny-x86_64.elf: a real QEMU 7.2 ELF dump, kept in git (no cache needed).
+    let elf_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/tiny-x86_64.elf");
+    let elf = dumpconv_formats::open(&elf_path, &OpenOptions::default()).unwrap();
+    let dir = scratch();
+    for (codec, stream) in [("zlib", false), ("zstd", true), ("lzo", false)] {
+        let out = dir.path().join(format!("tiny-{codec}.kdump"));
+        let plan = convert(&elf_path, &out, &[("compress", codec)], stream);
+        let d = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
+        assert_eq!(d.format, "kdump");
+        assert_same_bytes(&elf, &d, &out.display().to_string());
+        assert_eq!(d.notes, plan.notes);
+        assert_eq!(d.cpus.len(), elf.cpus.len());
+        assert_eq!(
+            d.cpus.iter().map(|c| c.regs).collect::<Vec<_>>(),
+            elf.cpus.iter().map(|c| c.regs).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn vmlinux(g: &Guest) -> Option<PathBuf> {
+    let v = g.file("vmlinux");
+    v.exists().then_some(v)
+}
+
+#[test]
+fn qemu_kdump_files_read_like_phys_elf() {
+    for g in guests() {
+        let elf = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
+        let mut found = 0;
+        for entry in std::fs::read_dir(&g.dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.starts_with("kdump-")
+                && (name.ends_with(".flat") || name.ends_with(".kdump")))
+            {
+                continue;
+            }
+            found += 1;
+            let d = dumpconv_formats::kdump::open_kdump(std::slice::from_ref(&p))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            eprintln!("{}: {:?}", p.display(), d.details);
+            assert_same_bytes(&elf, &d, &p.display().to_string());
+            assert_eq!(d.arch, elf.arch, "{}", p.display());
+            assert!(d.vmcoreinfo.is_some(), "{}: no VMCOREINFO", p.display());
+            assert_eq!(d.cpus.len(), elf.cpus.len(), "{}", p.display());
+        }
+        if found == 0 {
+            eprintln!("SKIP: {}: no QEMU kdump files", g.name);
+        }
+    }
+}
+
+/// The commands `tests/real-guests/ensure-guests.sh` runs for `crash-ref.txt`.
+const CRASH_REF_CMDS: &[&str] = &[
+    "sys",
+    "bt -a",
+    "ps",
+    "log",
+    "kmem -i",
+    "list task_struct.tasks -h init_task -s task_struct.pid,comm",
+    "quit",
+];
+
+/// crash's output on `dump` with the reference commands, run next to the guest's
+/// vmlinux as the reference run was; the DUMPFILE line is normalised.
+fn crash_output(g: &Guest, dump: &Path, extra: &[&str]) -> String {
+    let dir = scratch();
+    std::os::unix::fs::symlink(g.file("vmlinux"), dir.path().join("vmlinux")).unwrap();
+    std::os::unix::fs::symlink(dump, dir.path().join("dump")).unwrap();
+    std::fs::write(dir.path().join("cmds"), CRASH_REF_CMDS.join("\n") + "\n").unwrap();
+    let out = Command::new("timeout")
+        .args(["300", "crash"])
+        .args(extra)
+        .args(["-s", "vmlinux", "dump", "-i", "cmds"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    normalise_crash(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+fn normalise_crash(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("DUMPFILE:") {
+                "    DUMPFILE: (dump)"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn crash_and_makedumpfile_read_our_kdump_of_real_guests() {
+    let tools = have("crash") && have("makedumpfile");
+    for g in guests() {
+        let dir = scratch();
+        let ours = dir.path().join("ours.kdump");
+        let flat = dir.path().join("ours.flat");
+        let plan = convert(&g.file("phys.elf"), &ours, &[], false);
+        convert(&g.file("phys.elf"), &flat, &[], true);
+        let zstd = dir.path().join("ours-zstd.flat");
+        convert(&g.file("phys.elf"), &zstd, &[("compress", "zstd")], true);
+        // Our reader: the same bytes as the ELF.
+        let elf = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
+        for p in [&ours, &flat, &zstd] {
+            let d = dumpconv_formats::kdump::open_kdump(std::slice::from_ref(p)).unwrap();
+            assert_same_bytes(&elf, &d, &p.display().to_string());
+            assert_eq!(d.notes, plan.notes);
+        }
+        if !tools {
+            continue;
+        }
+        // makedumpfile -R of our stream is our seekable file.
+        let r = dir.path().join("r.kdump");
+        rearrange(&flat, &r);
+        assert!(
+            std::fs::read(&r).unwrap() == std::fs::read(&ours).unwrap(),
+            "{}: makedumpfile -R differs from our seekable output",
+            g.name
+        );
+        if !g.is_x86_64() {
+            // crash and makedumpfile here are x86_64 builds: they refuse i386 dumps
+            // ("machine type mismatch"), ours and QEMU's alike.
+            eprintln!("SKIP: {}: crash/makedumpfile here are x86_64 builds", g.name);
+            continue;
+        }
+        let release = plan
+            .vmcoreinfo
+            .as_ref()
+            .and_then(|v| v.osrelease())
+            .unwrap_or_default()
+            .to_string();
+        // crash --osrelease works without vmlinux.
+        let (ok, text) = sh(Command::new("crash").arg("--osrelease").arg(&ours));
+        assert!(
+            ok && text.trim() == release,
+            "{}: crash --osrelease: {text}",
+            g.name
+        );
+        // makedumpfile reads the kernel log through our VMCOREINFO.
+        let dmesg = dir.path().join("dmesg.txt");
+        let (ok, text) = sh(Command::new("makedumpfile")
+            .arg("--dump-dmesg")
+            .arg(&ours)
+            .arg(&dmesg));
+        assert!(ok, "{}: makedumpfile --dump-dmesg: {text}", g.name);
+        let log = std::fs::read_to_string(&dmesg).unwrap_or_default();
+        assert!(log.contains("Linux version"), "{}: dmesg", g.name);
+        // Re-filtering: makedumpfile must treat our file as it treats QEMU's kdump of
+        // the same guest (makedumpfile 1.7.2 refuses to filter 6.1 kernels either way).
+        let qemu = g.file("kdump-zlib.rearranged.kdump");
+        if qemu.exists() {
+            let run = |input: &Path, name: &str| {
+                let out = dir.path().join(name);
+                let (ok, text) = sh(Command::new("makedumpfile")
+                    .args(["-c", "-d", "1"])
+                    .arg(input)
+                    .arg(&out));
+                (ok, text, out)
+            };
+            let (qok, qtext, _) = run(&qemu, "qemu-refiltered");
+            let (ok, text, out) = run(&ours, "refiltered");
+            assert_eq!(ok, qok, "{}: ours: {text}\nQEMU's: {qtext}", g.name);
+            if ok {
+                let d = dumpconv_formats::kdump::open_kdump(&[out]).unwrap();
+                assert_eq!(d.memory.ranges(), plan.ranges.as_slice());
+            } else {
+                eprintln!(
+                    "SKIP: {}: makedumpfile -c -d 1 fails on QEMU's kdump too: {}",
+                    g.name,
+                    qtext.lines().last().unwrap_or("")
+                );
+            }
+        }
+        // crash with vmlinux says exactly what it says about QEMU's phys.elf.
+        let reference = std::fs::read_to_string(g.file("crash-ref.txt"));
+        match (vmlinux(&g), reference) {
+            (Some(_), Ok(reference)) if g.is_x86_64() => {
+                let want = normalise_crash(&reference);
+                for p in [&ours, &zstd] {
+                    let got = crash_output(&g, p, &[]);
+                    assert!(
+                        got.contains(&release),
+                        "{}: crash on {}: {got}",
+                        g.name,
+                        p.display()
+                    );
+                    assert_eq!(
+                        got,
+                        want,
+                        "{}: crash on {} differs from crash on phys.elf",
+                        g.name,
+                        p.display()
+                    );
+                }
+            }
+            (Some(_), Ok(_)) => eprintln!("SKIP: {}: crash here is an x86_64 build", g.name),
+            _ => eprintln!("SKIP: {}: no vmlinux or crash-ref.txt for crash", g.name),
+        }
+    }
+}

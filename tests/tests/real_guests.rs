@@ -1,0 +1,374 @@
+//! Conformance on real Linux guests dumped by QEMU (tests/real-guests/). Each check
+//! compares dumpconv's output with what the real system produced: the pmemsave image,
+//! QEMU's own dumps, and what crash, gdb and makedumpfile say about them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
+use dumpconv_core::{CpuState, NoProgress, PagingMode};
+use dumpconv_formats::OpenOptions;
+use dumpconv_tests::guests::{as_u64, guests, run, Guest};
+
+fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn opts(format: &str) -> ConvertOptions {
+    ConvertOptions {
+        format: Some(format.into()),
+        ..ConvertOptions::default()
+    }
+}
+
+/// The CPU state the harness recorded from `info registers -a`, for raw inputs.
+fn meta_cpus(g: &Guest) -> Vec<CpuState> {
+    g.meta["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CpuState {
+            index: i as u32,
+            cr0: Some(as_u64(&c["cr0"])),
+            cr3: Some(as_u64(&c["cr3"])),
+            cr4: Some(as_u64(&c["cr4"])),
+            efer: Some(as_u64(&c["efer"])),
+            ..CpuState::default()
+        })
+        .collect()
+}
+
+/// The padded pmemsave image as a raw input with the guest's RAM map.
+fn raw_input_opts(g: &Guest, format: &str) -> ConvertOptions {
+    let ram_map = g
+        .ram_ranges()
+        .iter()
+        .map(|&(s, n)| dumpconv_core::PhysRange::with_len(s, n))
+        .collect();
+    ConvertOptions {
+        open: OpenOptions {
+            input_format: Some("raw".into()),
+            ram_map: Some(ram_map),
+        },
+        cpus: Some(meta_cpus(g)),
+        ..opts(format)
+    }
+}
+
+/// Every RAM byte of `path` (read through dumpconv's reader) equals the pmemsave image.
+fn assert_ram_equals_pmemsave(g: &Guest, path: &Path) {
+    let dump = dumpconv_formats::open(path, &OpenOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let raw = File::open(g.file("ram.raw")).unwrap();
+    let want: Vec<_> = g
+        .ram_ranges()
+        .iter()
+        .map(|&(s, n)| dumpconv_core::PhysRange::with_len(s, n))
+        .collect();
+    // QEMU's physical dumps also hold the BIOS ROM (0xfffc0000, 256 KiB), which
+    // pmemsave of RAM does not: every guest RAM range must be there, extra ROM may be.
+    for r in &want {
+        assert!(
+            dump.memory.is_ram(r.start, r.len()),
+            "{}: guest RAM {:#x}-{:#x} is missing (output RAM: {:x?})",
+            path.display(),
+            r.start,
+            r.end,
+            dump.memory.ranges()
+        );
+    }
+    let mut a = vec![0u8; 1 << 20];
+    let mut b = vec![0u8; 1 << 20];
+    for r in &want {
+        let mut at = r.start;
+        while at < r.end {
+            let n = ((r.end - at) as usize).min(a.len());
+            dump.memory.read_at(at, &mut a[..n]).unwrap();
+            raw.read_exact_at(&mut b[..n], at).unwrap();
+            if a[..n] != b[..n] {
+                let i = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y).unwrap();
+                panic!(
+                    "{} ({}): physical {:#x} differs from pmemsave",
+                    path.display(),
+                    g.name,
+                    at + i as u64
+                );
+            }
+            at += n as u64;
+        }
+    }
+}
+
+#[test]
+fn every_input_to_every_output_equals_pmemsave() {
+    for g in guests() {
+        let tmp = scratch();
+        let mut inputs: Vec<(String, PathBuf, ConvertOptions)> = vec![(
+            "phys.elf".into(),
+            g.file("phys.elf"),
+            ConvertOptions::default(),
+        )];
+        if g.name != "x86_64-highmem" {
+            // The 4.5 GiB guest is covered through its ELF only, to bound CI time.
+            inputs.push(("ram.raw".into(), g.file("ram.raw"), raw_input_opts(&g, "")));
+            for f in ["kdump-zlib.flat", "kdump-snappy.flat", "kdump-lzo.flat"] {
+                if g.file(f).exists() && f != "kdump-lzo.flat" {
+                    inputs.push((f.into(), g.file(f), ConvertOptions::default()));
+                }
+            }
+        }
+        for (label, input, base) in &inputs {
+            for format in ["elf", "raw", "kdump"] {
+                let out = tmp.path().join(format!("{label}.{format}"));
+                let o = ConvertOptions {
+                    format: Some(format.into()),
+                    ..base.clone()
+                };
+                convert(input, &Output::Path(out.clone()), &o, &NoProgress).unwrap_or_else(|e| {
+                    panic!("{}: {label} -> {format}: {e}", g.name)
+                });
+                assert_ram_equals_pmemsave(&g, &out);
+                std::fs::remove_file(&out).unwrap();
+            }
+        }
+        eprintln!("{}: {} inputs x 3 outputs equal pmemsave", g.name, inputs.len());
+    }
+}
+
+#[test]
+fn info_lists_every_cpu_with_cr3() {
+    for g in guests() {
+        let dump = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
+        let want = meta_cpus(&g);
+        assert_eq!(dump.cpus.len(), want.len(), "{}", g.name);
+        assert!(want.len() >= 2, "{}: guests run with -smp 2", g.name);
+        for (got, w) in dump.cpus.iter().zip(&want) {
+            assert_eq!(got.cr3, w.cr3, "{} cpu {}", g.name, w.index);
+            assert_eq!(got.paging_mode(), w.paging_mode(), "{} cpu {}", g.name, w.index);
+        }
+    }
+}
+
+/// Run crash with commands; returns its output with the lines that name the dump file
+/// (and other per-invocation noise) removed.
+fn crash_session(vmlinux: &Path, dump: &Path, cmds: &[&str]) -> String {
+    let tmp = scratch();
+    let script = tmp.path().join("cmds");
+    std::fs::write(&script, format!("{}\nquit\n", cmds.join("\n"))).unwrap();
+    let out = Command::new("crash")
+        .arg("-s")
+        .arg("-i")
+        .arg(&script)
+        .arg(vmlinux)
+        .arg(dump)
+        .output()
+        .expect("crash is installed (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "crash failed on {}: {}\n{text}",
+        dump.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("DUMPFILE:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const CRASH_CMDS: &[&str] = &["sys", "bt -a", "ps", "log"];
+
+#[test]
+fn crash_agrees_on_our_elf_and_kdump() {
+    for g in guests().into_iter().filter(Guest::is_x86_64) {
+        let vmlinux = g.file("vmlinux");
+        let reference = crash_session(&vmlinux, &g.file("phys.elf"), CRASH_CMDS);
+        assert!(reference.contains("RELEASE"), "{}: {reference}", g.name);
+        let tmp = scratch();
+        for format in ["elf", "kdump"] {
+            let out = tmp.path().join(format!("out.{format}"));
+            convert(&g.file("phys.elf"), &Output::Path(out.clone()), &opts(format), &NoProgress)
+                .unwrap();
+            let ours = crash_session(&vmlinux, &out, CRASH_CMDS);
+            assert_eq!(ours, reference, "{}: crash differs on our {format}", g.name);
+            let rel = run(Command::new("crash").arg("--osrelease").arg(&out));
+            assert_eq!(
+                rel.trim(),
+                g.meta["kernel_release"].as_str().unwrap(),
+                "{}: crash --osrelease on our {format}",
+                g.name
+            );
+        }
+    }
+}
+
+#[test]
+fn makedumpfile_accepts_our_elf_and_crash_reads_its_result() {
+    for g in guests().into_iter().filter(Guest::is_x86_64).take(1) {
+        let tmp = scratch();
+        let ours = tmp.path().join("ours.elf");
+        convert(&g.file("phys.elf"), &Output::Path(ours.clone()), &opts("elf"), &NoProgress)
+            .unwrap();
+        let mdf = tmp.path().join("mdf.kdump");
+        run(Command::new("makedumpfile")
+            .args(["-c", "-d", "0"])
+            .arg(&ours)
+            .arg(&mdf));
+        let reference = crash_session(&g.file("vmlinux"), &g.file("phys.elf"), &["sys", "ps"]);
+        let theirs = crash_session(&g.file("vmlinux"), &mdf, &["sys", "ps"]);
+        assert_eq!(theirs, reference, "{}: crash on makedumpfile's output", g.name);
+    }
+}
+
+#[test]
+fn notes_survive_elf_to_elf_byte_for_byte() {
+    for g in guests() {
+        let tmp = scratch();
+        let out = tmp.path().join("out.elf");
+        convert(&g.file("phys.elf"), &Output::Path(out.clone()), &opts("elf"), &NoProgress)
+            .unwrap();
+        let a = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
+        let b = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
+        assert!(!a.notes.is_empty(), "{}", g.name);
+        let mut want = a.notes.clone();
+        want.sort_by_key(|n| n.kind());
+        assert_eq!(b.notes, want, "{}", g.name);
+    }
+}
+
+/// gdb prints the string at a virtual address of an ELF core.
+fn gdb_string(core: &Path, arch: &str, vaddr: u64) -> String {
+    let out = run(Command::new("gdb")
+        .arg("-batch")
+        .arg("-nx")
+        .arg("-ex")
+        .arg(format!("set architecture {arch}"))
+        .arg("-ex")
+        .arg(format!("core-file {}", core.display()))
+        .arg("-ex")
+        .arg(format!("printf \"%s\", (char *){vaddr:#x}")));
+    out.lines().last().unwrap_or("").trim_end().to_string()
+}
+
+fn gdb_arch(g: &Guest) -> &'static str {
+    if g.is_x86_64() {
+        "i386:x86-64"
+    } else {
+        "i386"
+    }
+}
+
+#[test]
+fn gdb_reads_linux_banner_from_our_paging_elf() {
+    for g in guests() {
+        let banner_addr = g.symbol("linux_banner").expect("linux_banner in System.map")
+            + g.kernel_offset();
+        let tmp = scratch();
+        let mut inputs = vec![(g.file("phys.elf"), ConvertOptions::default())];
+        if g.name != "x86_64-highmem" {
+            inputs.push((g.file("ram.raw"), raw_input_opts(&g, "")));
+        }
+        for (input, base) in inputs {
+            let out = tmp.path().join("paging.elf");
+            let o = ConvertOptions {
+                format: Some("elf".into()),
+                paging: Some(PagingOptions::default()),
+                force: true,
+                ..base
+            };
+            convert(&input, &Output::Path(out.clone()), &o, &NoProgress).unwrap();
+            let got = gdb_string(&out, gdb_arch(&g), banner_addr);
+            assert_eq!(
+                got.trim_end(),
+                g.banner(),
+                "{}: gdb on our paging ELF from {}",
+                g.name,
+                input.display()
+            );
+        }
+    }
+}
+
+/// Virtual address → file offset of every page of an ELF's PT_LOADs.
+fn load_pages(path: &Path) -> HashMap<u64, u64> {
+    let mut m = HashMap::new();
+    for h in dumpconv_formats::elf::read::read_load_headers(path).unwrap() {
+        let mut off = 0;
+        while off < h.filesz {
+            m.insert(h.vaddr + off, h.offset + off);
+            off += 4096;
+        }
+    }
+    m
+}
+
+fn is_canonical(v: u64, bits: u32) -> bool {
+    let shift = 64 - bits;
+    (((v << shift) as i64) >> shift) as u64 == v
+}
+
+#[test]
+fn kernel_half_of_qemu_paging_dump_matches_ours() {
+    for g in guests() {
+        if g.name == "x86_64-highmem" || !g.file("paging.elf").exists() {
+            continue;
+        }
+        let tmp = scratch();
+        let out = tmp.path().join("ours.elf");
+        let o = ConvertOptions {
+            format: Some("elf".into()),
+            paging: Some(PagingOptions::default()),
+            ..ConvertOptions::default()
+        };
+        convert(&g.file("phys.elf"), &Output::Path(out.clone()), &o, &NoProgress).unwrap();
+        let theirs = load_pages(&g.file("paging.elf"));
+        let ours = load_pages(&out);
+        let (fa, fb) = (File::open(g.file("paging.elf")).unwrap(), File::open(&out).unwrap());
+        let la57 = g.paging() == "5level";
+        let kernel_half = |v: u64| {
+            if g.is_x86_64() {
+                v >> 63 == 1 && is_canonical(v, if la57 { 57 } else { 48 })
+            } else {
+                v >= 0xc000_0000
+            }
+        };
+        let mut checked = 0u64;
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        for (&v, &off) in theirs.iter().filter(|(v, _)| kernel_half(**v)) {
+            let o2 = *ours
+                .get(&v)
+                .unwrap_or_else(|| panic!("{}: QEMU maps {v:#x}, we do not", g.name));
+            fa.read_exact_at(&mut a, off).unwrap();
+            fb.read_exact_at(&mut b, o2).unwrap();
+            assert!(a == b, "{}: page {v:#x} differs from QEMU's", g.name);
+            checked += 1;
+        }
+        assert!(checked > 1000, "{}: only {checked} kernel pages compared", g.name);
+        if g.is_x86_64() {
+            let bits = if la57 { 57 } else { 48 };
+            for h in dumpconv_formats::elf::read::read_load_headers(&out).unwrap() {
+                assert!(
+                    is_canonical(h.vaddr, bits),
+                    "{}: non-canonical vaddr {:#x}",
+                    g.name,
+                    h.vaddr
+                );
+            }
+        }
+        eprintln!("{}: {checked} kernel-half pages equal QEMU's", g.name);
+    }
+}
+
+#[test]
+fn paging_modes_of_the_guests_are_what_they_claim() {
+    for g in guests() {
+        let want = PagingMode::parse(g.paging()).expect("meta.json paging");
+        let cpus = meta_cpus(&g);
+        assert_eq!(cpus[0].paging_mode(), Some(want), "{}", g.name);
+    }
+}
