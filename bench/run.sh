@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Benchmarks: dumpconv against cp, makedumpfile and QEMU on the same real-guest dump.
+#   bash bench/run.sh [GUEST]        (default x86_64-4level; needs the real-guest cache)
+# Prints one line per measurement: best-of-3 wall time, max RSS, output size, and the
+# ratio to the reference named on the line. Copy results into BENCHMARKS.md with the
+# command and the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+guest=${1:-x86_64-4level}
+cache=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
+g="$cache/$guest"
+[ -f "$g/complete" ] || { echo "no guest $g: run tests/real-guests/ensure-guests.sh" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
+cargo build --release -q -p dumpconv
+bin=target/release/dumpconv
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dumpconv-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+in="$g/phys.elf"
+
+# best-of-3: prints "seconds maxrss_kib"
+measure() {
+    local best="" rss=0
+    for _ in 1 2 3; do
+        rm -f "$tmp"/out*
+        /usr/bin/time -f "%e %M" -o "$tmp/time" "$@" >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; return 1; }
+        read -r s m <"$tmp/time"
+        if [ -z "$best" ] || awk "BEGIN{exit !($s < $best)}"; then best=$s; rss=$m; fi
+    done
+    echo "$best $rss"
+}
+size() { du -b "$1" 2>/dev/null | cut -f1; }
+ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
+row() { # label seconds rss size reference_seconds reference_name
+    printf '%-44s %7.2fs %8d KiB %12s bytes  %6sx %s\n' "$1" "$2" "$3" "${4:--}" "$(ratio "$2" "$5")" "$6"
+}
+
+cat "$in" >/dev/null  # warm the page cache so every contender reads from memory
+echo "input: $in ($(size "$in") bytes), $(nproc) cores, $(date -u +%F)"
+read -r cp_s cp_m < <(measure cp --sparse=never "$in" "$tmp/out.cp")
+row "cp" "$cp_s" "$cp_m" "$(size "$in")" "$cp_s" "of cp"
+
+read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.elf")
+phys_s=$s
+row "dumpconv elf (physical view)" "$s" "$m" "" "$cp_s" "of cp"
+read -r s m < <(measure "$bin" -q --paging "$in" -o "$tmp/out.elf")
+row "dumpconv elf --paging" "$s" "$m" "" "$phys_s" "of our physical view"
+"$bin" -q --paging --verbose "$in" -o "$tmp/out.elf" 2>&1 | grep 'paging:' | sed 's/^/    /'
+echo "    program headers: $(readelf -lW "$tmp/out.elf" | grep -c LOAD) PT_LOAD (ours), $(readelf -lW "$g/paging.elf" 2>/dev/null | grep -c LOAD) (QEMU paging)"
+if [ -f "$g/capture-timings.txt" ]; then
+    qp=$(awk '/dump phys.elf/{print $3}' "$g/capture-timings.txt" | tr -d s)
+    qg=$(awk '/dump paging.elf/{print $3}' "$g/capture-timings.txt" | tr -d s)
+    echo "    QEMU dump-guest-memory (capture log): physical ${qp}s, paging ${qg}s ($(ratio "$qg" "$qp")x)"
+fi
+read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.raw")
+row "dumpconv raw (sparse)" "$s" "$m" "" "$cp_s" "of cp"
+
+mdf_ok=1
+makedumpfile -c -d 0 "$in" "$tmp/probe" >/dev/null 2>&1 || mdf_ok=0
+# makedumpfile 1.7.2 rejects QEMU 7.2's ELF; give it our ELF conversion of the same dump.
+mdf_in="$in"
+if [ $mdf_ok = 0 ]; then
+    mdf_in="$tmp/mdf-input.elf"; "$bin" -q "$in" -o "$mdf_in"
+    echo "    (makedumpfile rejects QEMU's ELF; it reads dumpconv's ELF of the same dump)"
+fi
+rm -f "$tmp/probe"
+for codec in zlib:-c snappy:-p zstd:-z lzo:-l; do
+    name=${codec%%:*} flag=${codec##*:}
+    mdf_s=""
+    if makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf" >/dev/null 2>&1; then
+        read -r mdf_s mdf_m < <(measure makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf")
+        makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf" >/dev/null 2>&1
+        row "makedumpfile $flag -d 0" "$mdf_s" "$mdf_m" "$(size "$tmp/out.mdf")" "$mdf_s" ""
+        read -r s2 m2 < <(measure makedumpfile $flag -d 0 --num-threads 2 "$mdf_in" "$tmp/out.mdf")
+        row "makedumpfile $flag -d 0 --num-threads 2" "$s2" "$m2" "" "$mdf_s" "of 1 thread"
+    else
+        echo "makedumpfile $flag: not supported by this build"
+    fi
+    [ "$name" = lzo ] && continue
+    for th in 1 2; do
+        read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th")
+        "$bin" -q "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th"
+        row "dumpconv kdump --compress $name --threads $th" "$s" "$m" "$(size "$tmp/out.kdump")" "${mdf_s:-0}" "of makedumpfile $flag"
+    done
+done
