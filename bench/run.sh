@@ -39,19 +39,19 @@ echo "input: $in ($(size "$in") bytes), $(nproc) cores, $(date -u +%F)"
 read -r cp_s cp_m < <(measure cp --sparse=never "$in" "$tmp/out.cp")
 row "cp" "$cp_s" "$cp_m" "$(size "$in")" "$cp_s" "of cp"
 
-read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.elf")
+read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.elf")
 phys_s=$s
 row "dumpconv elf (physical view)" "$s" "$m" "" "$cp_s" "of cp"
-read -r s m < <(measure "$bin" -q --paging "$in" -o "$tmp/out.elf")
+read -r s m < <(measure "$bin" -q --force --paging "$in" -o "$tmp/out.elf")
 row "dumpconv elf --paging" "$s" "$m" "" "$phys_s" "of our physical view"
-"$bin" -q --paging --verbose "$in" -o "$tmp/out.elf" 2>&1 | grep 'paging:' | sed 's/^/    /'
+"$bin" -q --force --paging --verbose "$in" -o "$tmp/out.elf" 2>&1 | grep 'paging:' | sed 's/^/    /'
 echo "    program headers: $(readelf -lW "$tmp/out.elf" | grep -c LOAD) PT_LOAD (ours), $(readelf -lW "$g/paging.elf" 2>/dev/null | grep -c LOAD) (QEMU paging)"
 if [ -f "$g/capture-timings.txt" ]; then
     qp=$(awk '/dump phys.elf/{print $3}' "$g/capture-timings.txt" | tr -d s)
     qg=$(awk '/dump paging.elf/{print $3}' "$g/capture-timings.txt" | tr -d s)
     echo "    QEMU dump-guest-memory (capture log): physical ${qp}s, paging ${qg}s ($(ratio "$qg" "$qp")x)"
 fi
-read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.raw")
+read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.raw")
 row "dumpconv raw (sparse)" "$s" "$m" "" "$cp_s" "of cp"
 
 mdf_ok=1
@@ -59,26 +59,32 @@ makedumpfile -c -d 0 "$in" "$tmp/probe" >/dev/null 2>&1 || mdf_ok=0
 # makedumpfile 1.7.2 rejects QEMU 7.2's ELF; give it our ELF conversion of the same dump.
 mdf_in="$in"
 if [ $mdf_ok = 0 ]; then
-    mdf_in="$tmp/mdf-input.elf"; "$bin" -q "$in" -o "$mdf_in"
+    mdf_in="$tmp/mdf-input.elf"; "$bin" -q --force "$in" -o "$mdf_in"
     echo "    (makedumpfile rejects QEMU's ELF; it reads dumpconv's ELF of the same dump)"
 fi
 rm -f "$tmp/probe"
 for codec in zlib:-c snappy:-p zstd:-z lzo:-l; do
     name=${codec%%:*} flag=${codec##*:}
     mdf_s=""
+    # makedumpfile refuses to overwrite its output: remove it before every run.
+    rm -f "$tmp/out.mdf"
     if makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf" >/dev/null 2>&1; then
         read -r mdf_s mdf_m < <(measure makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf")
-        makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf" >/dev/null 2>&1
+        rm -f "$tmp/out.mdf"; makedumpfile $flag -d 0 "$mdf_in" "$tmp/out.mdf" >/dev/null 2>&1
         row "makedumpfile $flag -d 0" "$mdf_s" "$mdf_m" "$(size "$tmp/out.mdf")" "$mdf_s" ""
-        read -r s2 m2 < <(measure makedumpfile $flag -d 0 --num-threads 2 "$mdf_in" "$tmp/out.mdf")
-        row "makedumpfile $flag -d 0 --num-threads 2" "$s2" "$m2" "" "$mdf_s" "of 1 thread"
+        # An output as large as the input means this build stores pages uncompressed.
+        if read -r s2 m2 < <(measure makedumpfile $flag -d 0 --num-threads 2 "$mdf_in" "$tmp/out.mdf"); then
+            row "makedumpfile $flag -d 0 --num-threads 2" "$s2" "$m2" "" "$mdf_s" "of 1 thread"
+        else
+            echo "makedumpfile $flag -d 0 --num-threads 2: failed (see the error above)"
+        fi
     else
         echo "makedumpfile $flag: not supported by this build"
     fi
     [ "$name" = lzo ] && continue
     for th in 1 2; do
-        read -r s m < <(measure "$bin" -q "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th")
-        "$bin" -q "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th"
+        read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th")
+        "$bin" -q --force "$in" -o "$tmp/out.kdump" --compress "$name" --threads "$th"
         row "dumpconv kdump --compress $name --threads $th" "$s" "$m" "$(size "$tmp/out.kdump")" "${mdf_s:-0}" "of makedumpfile $flag"
     done
 done

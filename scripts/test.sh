@@ -24,6 +24,8 @@ fi
 if [ "${DUMPCONV_SKIP_GUESTS:-0}" != 1 ]; then
     step "real-guest dumps (tests/real-guests/ensure-guests.sh)"
     bash tests/real-guests/ensure-guests.sh
+    # The cache is built: a guest missing now is a failure, not a skip.
+    export DUMPCONV_REQUIRE_GUESTS=1
 fi
 
 step "cargo fmt --check"
