@@ -65,6 +65,11 @@ impl Geometry {
             Arch::X86_64 => Layout::Bits64,
             Arch::X86 => Layout::Bits32,
         };
+        if plan.ranges.windows(2).any(|w| w[0].end > w[1].start) {
+            return Err(Error::invalid(
+                "kdump: the plan's ranges must be sorted and must not overlap",
+            ));
+        }
         let mut page_runs: Vec<(u64, u64)> = Vec::new();
         for r in plan.ranges.iter().filter(|r| !r.is_empty()) {
             let (s, e) = (r.start / bs, r.end.div_ceil(bs));
@@ -73,9 +78,6 @@ impl Geometry {
                 Some(last) if s <= last.1 => last.1 = last.1.max(e),
                 _ => page_runs.push((s, e)),
             }
-        }
-        if page_runs.windows(2).any(|w| w[0].0 > w[1].0) {
-            return Err(Error::invalid("kdump: plan ranges are not sorted"));
         }
         let total_pages: u64 = page_runs.iter().map(|(s, e)| e - s).sum();
         let max_mapnr = page_runs.last().map_or(0, |r| r.1);

@@ -43,8 +43,11 @@ const WINDOW_PER_THREAD: usize = 4;
 /// Flattened output: data and descriptors are gathered into records of about this
 /// size (crash sorts flattened records with a quadratic sort: few, large records).
 const FLAT_DATA_RECORD: usize = 4 << 20;
-/// Descriptors gathered before one positioned write or one flattened record.
-const DESC_FLUSH: usize = 1 << 20;
+/// Descriptors gathered before one positioned write (seekable: small, so that a disk
+/// filling up loses few descriptors) or one flattened record (stream: large, few
+/// records).
+const DESC_FLUSH_SEEKABLE: usize = 64 << 10;
+const DESC_FLUSH_STREAM: usize = 1 << 20;
 
 /// Store one page the way the writer does: compressed with `codec` when that is
 /// smaller than the page, else raw. Returns the stored bytes and the page descriptor's
@@ -146,13 +149,21 @@ pub fn write_kdump(
     progress.finish();
     if let Err(e) = result {
         if opts.keep_partial {
-            if out.salvage().is_ok() {
-                progress.warn(
+            let stream = out.stream;
+            match (out.salvage(), stream) {
+                (Ok(()), _) => progress.warn(
                     "kdump: kept the partial output, marked incomplete (status 0x8); pages \
                      not written read as lost",
-                );
-            } else {
-                progress.warn("kdump: could not mark the partial output incomplete");
+                ),
+                // The header went out marked incomplete at the start.
+                (Err(_), false) => progress.warn(
+                    "kdump: kept the partial output, marked incomplete (status 0x8); the \
+                     last descriptors could not be written, so their pages read as lost too",
+                ),
+                (Err(_), true) => progress.warn(
+                    "kdump: the stream was cut inside a record: it cannot be completed or \
+                     marked incomplete",
+                ),
             }
         }
         return Err(e);
@@ -241,6 +252,9 @@ impl<'a> Output<'a> {
                 self.record(g.zero_off, &zero)?;
             }
         } else {
+            // Marked incomplete until `finish` rewrites it: a file cut short by a full
+            // disk or a killed process says so even if nothing can be rewritten then.
+            let header = g.header_block(self.status | DUMP_DH_COMPRESSED_INCOMPLETE);
             self.sink.write_all(&header)?;
             self.sink.write_all(&g.sub_blocks)?;
             self.sink.write_all(&g.ram_bitmap)?;
@@ -316,7 +330,12 @@ impl<'a> Output<'a> {
         }
         self.desc_count += (descs.len() / PAGE_DESC_SIZE) as u64;
         self.desc_buf.extend_from_slice(&descs);
-        if self.desc_buf.len() >= DESC_FLUSH {
+        let limit = if self.stream {
+            DESC_FLUSH_STREAM
+        } else {
+            DESC_FLUSH_SEEKABLE
+        };
+        if self.desc_buf.len() >= limit {
             self.flush_descs()?;
         }
         Ok(())
@@ -382,10 +401,8 @@ impl<'a> Output<'a> {
                 self.dumpable = Some(bm);
                 r?;
             }
-            if incomplete {
-                let header = g.header_block(self.status);
-                self.sink.write_at(0, &header)?;
-            }
+            let header = g.header_block(self.status);
+            self.sink.write_at(0, &header)?;
         }
         self.sink.finish()
     }
