@@ -127,7 +127,12 @@ pub struct InputArgs {
 
     /// CPU states as JSON: an array of CPU objects, or the output of `dumpconv info
     /// --json` (its "cpus"). Registers are hex strings ("0x1000") or numbers.
-    #[arg(long, value_name = "FILE", conflicts_with = "cr3", help_heading = "CPU state")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "cr3",
+        help_heading = "CPU state"
+    )]
     pub cpu_state: Option<PathBuf>,
 
     /// VMCOREINFO text (KEY=value lines) to use when the input has none.
@@ -234,14 +239,20 @@ pub struct ConvertArgs {
     pub cpu: Option<u32>,
 
     /// `all`: keep user mappings of every CPU, as QEMU does (may contradict each other).
-    #[arg(long, value_name = "all|one", default_value = "one", help_heading = "Paging")]
+    #[arg(
+        long,
+        value_name = "all|one",
+        default_value = "one",
+        help_heading = "Paging"
+    )]
     pub paging_cpus: String,
 
     /// MAXPHYADDR: physical address bits in page-table entries.
     #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52), help_heading = "Paging")]
     pub max_phys_bits: u8,
 
-    /// kdump page compression: zlib, snappy, zstd or none.
+    /// kdump page compression: zlib (default), lzo, snappy, zstd or none. Debian's
+    /// makedumpfile 1.7.2 reads only zlib and lzo; crash reads all four.
     #[arg(long, value_name = "CODEC", help_heading = "kdump")]
     pub compress: Option<String>,
 
@@ -253,11 +264,13 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N", help_heading = "kdump")]
     pub threads: Option<usize>,
 
-    /// Leave all-zero pages out of a kdump file (makedumpfile -d 1).
+    /// Leave all-zero pages out of a kdump file entirely (crash then needs
+    /// `--zero_excluded`). By default zero pages share one stored zero block.
     #[arg(long, help_heading = "kdump")]
     pub exclude_zero: bool,
 
-    /// On a write error, keep the partial kdump file marked incomplete.
+    /// On a write error (full disk), keep the partial kdump file, marked incomplete
+    /// (status 0x8) as makedumpfile does; lost pages read as lost, never as zeros.
     #[arg(long, help_heading = "kdump")]
     pub keep_partial: bool,
 

@@ -84,7 +84,9 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
     }
     println!(
         "arch:     {}",
-        dump.arch.map(|a| a.name()).unwrap_or("unknown (give --arch)")
+        dump.arch
+            .map(|a| a.name())
+            .unwrap_or("unknown (give --arch)")
     );
     println!(
         "RAM:      {} in {} range(s)",
@@ -92,7 +94,12 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
         ranges.len()
     );
     for r in ranges.iter().take(64) {
-        println!("  {:#018x}-{:#018x}  {}", r.start, r.end - 1, human(r.len()));
+        println!(
+            "  {:#018x}-{:#018x}  {}",
+            r.start,
+            r.end - 1,
+            human(r.len())
+        );
     }
     if ranges.len() > 64 {
         println!("  ... {} more", ranges.len() - 64);
@@ -112,7 +119,12 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
     }
     println!("notes:    {}", dump.notes.len());
     for n in &dump.notes {
-        println!("  {:<12} type {:<3} {} bytes", n.name_str(), n.n_type, n.desc.len());
+        println!(
+            "  {:<12} type {:<3} {} bytes",
+            n.name_str(),
+            n.n_type,
+            n.desc.len()
+        );
     }
     match &vmcoreinfo {
         None => println!("VMCOREINFO: none"),
@@ -182,7 +194,10 @@ pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
         }
         println!("{:#018x} (cpu {}, {}):", v, cpu.index, mode_name(cpu));
         for s in &t.steps {
-            println!("  {:<5} entry at {:#014x}: {:#018x}", s.level, s.entry_addr, s.entry);
+            println!(
+                "  {:<5} entry at {:#014x}: {:#018x}",
+                s.level, s.entry_addr, s.entry
+            );
         }
         match (t.phys, t.page_size, &t.fault) {
             (Some(p), Some(sz), _) => println!("  -> physical {p:#x} ({} page)", human(sz)),

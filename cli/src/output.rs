@@ -59,7 +59,10 @@ pub fn check_output(output: &Output, inputs: &[&Path], force: bool) -> Result<()
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.is_dir() {
-            return Err(Error::invalid(format!("{}: is a directory", path.display())));
+            return Err(Error::invalid(format!(
+                "{}: is a directory",
+                path.display()
+            )));
         }
         if !force {
             return Err(Error::invalid(format!(
@@ -73,9 +76,13 @@ pub fn check_output(output: &Output, inputs: &[&Path], force: bool) -> Result<()
 
 /// Run `write` against a sink for `output`; on success the output is complete and in
 /// place, on failure nothing is left behind.
+///
+/// With `keep_partial`, a failed file output is still moved into place: the writer has
+/// marked it incomplete (kdump status 0x8), as makedumpfile does on a full disk.
 pub fn write_output(
     output: &Output,
     force: bool,
+    keep_partial: bool,
     write: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<()> {
     match output {
@@ -117,9 +124,19 @@ pub fn write_output(
                 source: e,
             })?;
             let mut sink = FileSink::new(file, path.clone());
-            write(&mut sink)?;
-            sink.finish()?;
+            let written = write(&mut sink).and_then(|()| sink.finish());
             drop(sink);
+            if let Err(e) = written {
+                if keep_partial {
+                    // Best effort: the write error is what the user must see.
+                    let _ = if force {
+                        tmp.persist(path).map(drop)
+                    } else {
+                        tmp.persist_noclobber(path).map(drop)
+                    };
+                }
+                return Err(e);
+            }
             let persisted = if force {
                 tmp.persist(path)
             } else {

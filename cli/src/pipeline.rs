@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use dumpconv_core::memory::{clip_ranges, normalize_ranges};
 use dumpconv_core::{
-    Arch, CpuState, Dump, DumpPlan, Error, PagingMode, PhysRange, Progress, Result,
-    VmcoreInfo, WalkOptions, WalkStats, PAGE_SIZE,
+    Arch, CpuState, Dump, DumpPlan, Error, PagingMode, PhysRange, Progress, Result, VmcoreInfo,
+    WalkOptions, WalkStats, PAGE_SIZE,
 };
 use dumpconv_formats::OpenOptions;
 
@@ -240,7 +240,8 @@ pub fn convert_with(
     };
     let plan = build_plan(&dump, opts, registry, progress, &mut report)?;
     report.memory_bytes = plan.total_bytes();
-    write_output(output, opts.force, |sink| {
+    let keep_partial = opts.writer_options.contains_key("keep-partial");
+    write_output(output, opts.force, keep_partial, |sink| {
         writer.write(&plan, dump.memory.as_ref(), sink, progress)
     })?;
     progress.finish();
@@ -252,18 +253,16 @@ pub fn convert_with(
 /// --json` prints (its `cpus` field).
 pub fn read_cpu_state_file(path: &Path) -> Result<Vec<CpuState>> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string())
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string()))?;
     let cpus = match value {
         serde_json::Value::Object(mut o) if o.contains_key("cpus") => {
             o.remove("cpus").unwrap_or_default()
         }
         other => other,
     };
-    let mut cpus: Vec<CpuState> = serde_json::from_value(cpus).map_err(|e| {
-        Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string())
-    })?;
+    let mut cpus: Vec<CpuState> = serde_json::from_value(cpus)
+        .map_err(|e| Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string()))?;
     for (i, c) in cpus.iter_mut().enumerate() {
         c.index = i as u32;
     }

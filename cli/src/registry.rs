@@ -29,7 +29,10 @@ impl Registry {
     pub fn builtin() -> Self {
         Registry {
             writers: vec![
-                (Arc::new(dumpconv_elf::ElfWriter) as Arc<dyn DumpWriter>, Origin::BuiltIn),
+                (
+                    Arc::new(dumpconv_elf::ElfWriter) as Arc<dyn DumpWriter>,
+                    Origin::BuiltIn,
+                ),
                 (Arc::new(dumpconv_kdump::KdumpWriter), Origin::BuiltIn),
                 (Arc::new(dumpconv_raw::RawWriter), Origin::BuiltIn),
             ],
@@ -49,7 +52,10 @@ impl Registry {
     }
 
     pub fn writer_names(&self) -> Vec<String> {
-        self.writers.iter().map(|(w, _)| w.name().to_string()).collect()
+        self.writers
+            .iter()
+            .map(|(w, _)| w.name().to_string())
+            .collect()
     }
 
     pub fn writer(&self, name: &str) -> Result<Arc<dyn DumpWriter>> {

@@ -97,11 +97,7 @@ fn assert_clean_failure(out: &Output, must_mention: &[&str]) {
 }
 
 fn convert_fails(case: &Case, input: &Path, must_mention: &[&str]) -> Output {
-    let out = dumpconv(&[
-        input.to_str().unwrap(),
-        "-o",
-        case.out().to_str().unwrap(),
-    ]);
+    let out = dumpconv(&[input.to_str().unwrap(), "-o", case.out().to_str().unwrap()]);
     assert_clean_failure(&out, must_mention);
     case.assert_no_output(&[input]);
     out
@@ -203,9 +199,17 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
         "--force",
     ]);
     assert_clean_failure(&r, &["input"]);
-    assert_eq!(std::fs::read(&input).unwrap(), elf64_core(0x1000, &[7u8; 4096]));
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        elf64_core(0x1000, &[7u8; 4096])
+    );
 
-    let r = dumpconv(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"]);
+    let r = dumpconv(&[
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let raw = std::fs::read(&out).unwrap();
     assert_eq!(raw.len(), 0x2000);
@@ -217,7 +221,11 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
 fn unknown_output_format_is_a_usage_error() {
     let c = Case::new();
     let input = c.file("in.elf", &elf64_core(0, &[1u8; 4096]));
-    let r = dumpconv(&[input.to_str().unwrap(), "-o", c.dir.path().join("x.what").to_str().unwrap()]);
+    let r = dumpconv(&[
+        input.to_str().unwrap(),
+        "-o",
+        c.dir.path().join("x.what").to_str().unwrap(),
+    ]);
     assert_clean_failure(&r, &["--format"]);
     assert_eq!(r.status.code(), Some(2));
 }

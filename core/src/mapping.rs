@@ -144,7 +144,9 @@ mod tests {
 
     #[test]
     fn translate_reaches_the_last_byte_of_the_address_space() {
-        let l: MappingList = [m(0xffff_ffff_ffff_f000, 0x1000, 0x1000)].into_iter().collect();
+        let l: MappingList = [m(0xffff_ffff_ffff_f000, 0x1000, 0x1000)]
+            .into_iter()
+            .collect();
         assert_eq!(l.translate(u64::MAX), Some(0x1fff));
         assert_eq!(l.translate(0xffff_ffff_ffff_efff), None);
     }

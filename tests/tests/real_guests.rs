@@ -91,7 +91,11 @@ fn assert_ram_equals_pmemsave(g: &Guest, path: &Path) {
             dump.memory.read_at(at, &mut a[..n]).unwrap();
             raw.read_exact_at(&mut b[..n], at).unwrap();
             if a[..n] != b[..n] {
-                let i = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y).unwrap();
+                let i = a[..n]
+                    .iter()
+                    .zip(&b[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap();
                 panic!(
                     "{} ({}): physical {:#x} differs from pmemsave",
                     path.display(),
@@ -129,14 +133,17 @@ fn every_input_to_every_output_equals_pmemsave() {
                     format: Some(format.into()),
                     ..base.clone()
                 };
-                convert(input, &Output::Path(out.clone()), &o, &NoProgress).unwrap_or_else(|e| {
-                    panic!("{}: {label} -> {format}: {e}", g.name)
-                });
+                convert(input, &Output::Path(out.clone()), &o, &NoProgress)
+                    .unwrap_or_else(|e| panic!("{}: {label} -> {format}: {e}", g.name));
                 assert_ram_equals_pmemsave(&g, &out);
                 std::fs::remove_file(&out).unwrap();
             }
         }
-        eprintln!("{}: {} inputs x 3 outputs equal pmemsave", g.name, inputs.len());
+        eprintln!(
+            "{}: {} inputs x 3 outputs equal pmemsave",
+            g.name,
+            inputs.len()
+        );
     }
 }
 
@@ -149,7 +156,13 @@ fn info_lists_every_cpu_with_cr3() {
         assert!(want.len() >= 2, "{}: guests run with -smp 2", g.name);
         for (got, w) in dump.cpus.iter().zip(&want) {
             assert_eq!(got.cr3, w.cr3, "{} cpu {}", g.name, w.index);
-            assert_eq!(got.paging_mode(), w.paging_mode(), "{} cpu {}", g.name, w.index);
+            assert_eq!(
+                got.paging_mode(),
+                w.paging_mode(),
+                "{} cpu {}",
+                g.name,
+                w.index
+            );
         }
     }
 }
@@ -190,12 +203,25 @@ fn crash_agrees_on_our_elf_and_kdump() {
         let reference = crash_session(&vmlinux, &g.file("phys.elf"), CRASH_CMDS);
         assert!(reference.contains("RELEASE"), "{}: {reference}", g.name);
         let tmp = scratch();
-        for format in ["elf", "kdump"] {
-            let out = tmp.path().join(format!("out.{format}"));
-            convert(&g.file("phys.elf"), &Output::Path(out.clone()), &opts(format), &NoProgress)
-                .unwrap();
+        for (format, paging) in [("elf", false), ("elf", true), ("kdump", false)] {
+            let out = tmp.path().join(format!("out-{paging}.{format}"));
+            let o = ConvertOptions {
+                paging: paging.then(PagingOptions::default),
+                ..opts(format)
+            };
+            convert(
+                &g.file("phys.elf"),
+                &Output::Path(out.clone()),
+                &o,
+                &NoProgress,
+            )
+            .unwrap();
             let ours = crash_session(&vmlinux, &out, CRASH_CMDS);
-            assert_eq!(ours, reference, "{}: crash differs on our {format}", g.name);
+            assert_eq!(
+                ours, reference,
+                "{}: crash differs on our {format} (paging view: {paging})",
+                g.name
+            );
             let rel = run(Command::new("crash").arg("--osrelease").arg(&out));
             assert_eq!(
                 rel.trim(),
@@ -212,8 +238,13 @@ fn makedumpfile_accepts_our_elf_and_crash_reads_its_result() {
     for g in guests().into_iter().filter(Guest::is_x86_64).take(1) {
         let tmp = scratch();
         let ours = tmp.path().join("ours.elf");
-        convert(&g.file("phys.elf"), &Output::Path(ours.clone()), &opts("elf"), &NoProgress)
-            .unwrap();
+        convert(
+            &g.file("phys.elf"),
+            &Output::Path(ours.clone()),
+            &opts("elf"),
+            &NoProgress,
+        )
+        .unwrap();
         let mdf = tmp.path().join("mdf.kdump");
         run(Command::new("makedumpfile")
             .args(["-c", "-d", "0"])
@@ -221,7 +252,11 @@ fn makedumpfile_accepts_our_elf_and_crash_reads_its_result() {
             .arg(&mdf));
         let reference = crash_session(&g.file("vmlinux"), &g.file("phys.elf"), &["sys", "ps"]);
         let theirs = crash_session(&g.file("vmlinux"), &mdf, &["sys", "ps"]);
-        assert_eq!(theirs, reference, "{}: crash on makedumpfile's output", g.name);
+        assert_eq!(
+            theirs, reference,
+            "{}: crash on makedumpfile's output",
+            g.name
+        );
     }
 }
 
@@ -230,8 +265,13 @@ fn notes_survive_elf_to_elf_byte_for_byte() {
     for g in guests() {
         let tmp = scratch();
         let out = tmp.path().join("out.elf");
-        convert(&g.file("phys.elf"), &Output::Path(out.clone()), &opts("elf"), &NoProgress)
-            .unwrap();
+        convert(
+            &g.file("phys.elf"),
+            &Output::Path(out.clone()),
+            &opts("elf"),
+            &NoProgress,
+        )
+        .unwrap();
         let a = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
         let b = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
         assert!(!a.notes.is_empty(), "{}", g.name);
@@ -266,7 +306,9 @@ fn gdb_arch(g: &Guest) -> &'static str {
 #[test]
 fn gdb_reads_linux_banner_from_our_paging_elf() {
     for g in guests() {
-        let banner_addr = g.symbol("linux_banner").expect("linux_banner in System.map")
+        let banner_addr = g
+            .symbol("linux_banner")
+            .expect("linux_banner in System.map")
             + g.kernel_offset();
         let tmp = scratch();
         let mut inputs = vec![(g.file("phys.elf"), ConvertOptions::default())];
@@ -325,10 +367,19 @@ fn kernel_half_of_qemu_paging_dump_matches_ours() {
             paging: Some(PagingOptions::default()),
             ..ConvertOptions::default()
         };
-        convert(&g.file("phys.elf"), &Output::Path(out.clone()), &o, &NoProgress).unwrap();
+        convert(
+            &g.file("phys.elf"),
+            &Output::Path(out.clone()),
+            &o,
+            &NoProgress,
+        )
+        .unwrap();
         let theirs = load_pages(&g.file("paging.elf"));
         let ours = load_pages(&out);
-        let (fa, fb) = (File::open(g.file("paging.elf")).unwrap(), File::open(&out).unwrap());
+        let (fa, fb) = (
+            File::open(g.file("paging.elf")).unwrap(),
+            File::open(&out).unwrap(),
+        );
         let la57 = g.paging() == "5level";
         let kernel_half = |v: u64| {
             if g.is_x86_64() {
@@ -348,7 +399,11 @@ fn kernel_half_of_qemu_paging_dump_matches_ours() {
             assert!(a == b, "{}: page {v:#x} differs from QEMU's", g.name);
             checked += 1;
         }
-        assert!(checked > 1000, "{}: only {checked} kernel pages compared", g.name);
+        assert!(
+            checked > 1000,
+            "{}: only {checked} kernel pages compared",
+            g.name
+        );
         if g.is_x86_64() {
             let bits = if la57 { 57 } else { 48 };
             for h in dumpconv_formats::elf::read::read_load_headers(&out).unwrap() {
