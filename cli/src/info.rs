@@ -1,7 +1,8 @@
 //! `dumpconv info` and `dumpconv translate`.
 
+use dumpconv::pipeline::{effective_cpus, effective_vmcoreinfo, walk_options};
 use dumpconv::Registry;
-use dumpconv_core::{CpuState, Dump, Error, PagingMode, WalkOptions};
+use dumpconv_core::{CpuState, Error, PagingMode, WalkOptions};
 use serde_json::json;
 
 use crate::args::{InfoArgs, TranslateArgs};
@@ -29,25 +30,18 @@ fn mode_name(c: &CpuState) -> &'static str {
     c.paging_mode().map(PagingMode::name).unwrap_or("unknown")
 }
 
-fn effective_cpus(dump: &Dump, given: Option<Vec<CpuState>>) -> Vec<CpuState> {
-    given.unwrap_or_else(|| dump.cpus.clone())
-}
-
 pub fn run_info(a: InfoArgs) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
-    let cpus = effective_cpus(&dump, opts.cpus.clone());
-    let vmcoreinfo = dump.vmcoreinfo.clone().or(opts.vmcoreinfo.clone());
+    let cpus = effective_cpus(&dump, &opts);
+    let vmcoreinfo = effective_vmcoreinfo(&dump, &opts);
 
     // Optional page-table statistics per CPU.
     let mut paging_stats = Vec::new();
     if a.paging {
         let registry = Registry::builtin();
         let walker = registry.walker()?;
-        let wopts = WalkOptions {
-            clear_mask: vmcoreinfo.as_ref().and_then(|v| v.sme_mask()).unwrap_or(0),
-            ..WalkOptions::default()
-        };
+        let wopts = walk_options(vmcoreinfo.as_ref(), WalkOptions::default().max_phys_bits);
         for c in &cpus {
             let mut list = dumpconv_core::MappingList::new();
             let r = walker.walk(c, dump.memory.as_ref(), &wopts, &mut list);
@@ -168,7 +162,7 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
 pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
-    let cpus = effective_cpus(&dump, opts.cpus.clone());
+    let cpus = effective_cpus(&dump, &opts);
     let cpu = cpus.iter().find(|c| c.index == a.cpu).ok_or_else(|| {
         Error::invalid(format!(
             "{}: no CPU {} (the dump has {}; give --cr3 and --paging-mode for inputs without CPU state)",
@@ -179,12 +173,7 @@ pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
     })?;
     let registry = Registry::builtin();
     let walker = registry.walker()?;
-    let vmcoreinfo = dump.vmcoreinfo.clone().or(opts.vmcoreinfo.clone());
-    let wopts = WalkOptions {
-        max_phys_bits: a.max_phys_bits,
-        clear_mask: vmcoreinfo.as_ref().and_then(|v| v.sme_mask()).unwrap_or(0),
-        ..WalkOptions::default()
-    };
+    let wopts = walk_options(effective_vmcoreinfo(&dump, &opts).as_ref(), a.max_phys_bits);
     let mut all = Vec::new();
     for &v in &a.vaddrs {
         let t = walker.translate(cpu, dump.memory.as_ref(), &wopts, v)?;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use dumpconv_core::memory::{clip_ranges, normalize_ranges};
 use dumpconv_core::{
-    Arch, CpuState, Dump, DumpPlan, Error, PagingMode, PhysRange, Progress, Result, VmcoreInfo,
-    WalkOptions, WalkStats, PAGE_SIZE,
+    Arch, CpuState, Dump, DumpPlan, Error, PhysRange, Progress, Result, VmcoreInfo, WalkOptions,
+    WalkStats, PAGE_SIZE,
 };
 use dumpconv_formats::OpenOptions;
 
@@ -82,8 +82,23 @@ pub fn open_input(path: &Path, opts: &ConvertOptions) -> Result<Dump> {
 }
 
 /// The CPU states to use: the user's, else the input's.
-fn effective_cpus(dump: &Dump, opts: &ConvertOptions) -> Vec<CpuState> {
+pub fn effective_cpus(dump: &Dump, opts: &ConvertOptions) -> Vec<CpuState> {
     opts.cpus.clone().unwrap_or_else(|| dump.cpus.clone())
+}
+
+/// The VMCOREINFO to use: the input's, else the user's `--vmcoreinfo`.
+pub fn effective_vmcoreinfo(dump: &Dump, opts: &ConvertOptions) -> Option<VmcoreInfo> {
+    dump.vmcoreinfo.clone().or_else(|| opts.vmcoreinfo.clone())
+}
+
+/// Walk options for a dump: MAXPHYADDR, and the SME C-bit from VMCOREINFO cleared from
+/// every table entry.
+pub fn walk_options(vmcoreinfo: Option<&VmcoreInfo>, max_phys_bits: u8) -> WalkOptions {
+    WalkOptions {
+        max_phys_bits,
+        clear_mask: vmcoreinfo.and_then(|v| v.sme_mask()).unwrap_or(0),
+        ..WalkOptions::default()
+    }
 }
 
 /// Build the plan a writer receives. Returns the plan and, with `--paging`, the walk
@@ -97,7 +112,7 @@ pub fn build_plan(
 ) -> Result<DumpPlan> {
     let arch = opts.arch.or(dump.arch).unwrap_or(Arch::X86_64);
     let cpus = effective_cpus(dump, opts);
-    let vmcoreinfo = dump.vmcoreinfo.clone().or_else(|| opts.vmcoreinfo.clone());
+    let vmcoreinfo = effective_vmcoreinfo(dump, opts);
     let ram = dump.memory.ranges().to_vec();
     let ranges = match (opts.begin, opts.length) {
         (None, None) => ram,
@@ -121,16 +136,8 @@ pub fn build_plan(
         Some(p) => {
             let t = Instant::now();
             let walker = registry.walker()?;
-            let wopts = WalkOptions {
-                max_phys_bits: p.max_phys_bits,
-                clear_mask: vmcoreinfo.as_ref().and_then(|v| v.sme_mask()).unwrap_or(0),
-                ..WalkOptions::default()
-            };
-            let paging_cpus: Vec<&CpuState> = cpus
-                .iter()
-                .filter(|c| !matches!(c.paging_mode(), None | Some(PagingMode::Off)))
-                .collect();
-            if paging_cpus.is_empty() {
+            let wopts = walk_options(vmcoreinfo.as_ref(), p.max_phys_bits);
+            if !cpus.iter().any(dumpconv_x86::paging_enabled) {
                 let msg = if cpus.is_empty() {
                     "--paging: the input has no CPU state (give --cr3 and --paging-mode, \
                      or --cpu-state); writing the physical view"
