@@ -134,11 +134,22 @@ typedef struct dumpconv_cpu {
     uint64_t a20_mask; /* applied to table addresses; all ones when A20 is on */
 } dumpconv_cpu;
 
+/* Half-open physical range [start, end). */
+typedef struct dumpconv_range {
+    uint64_t start;
+    uint64_t end;
+} dumpconv_range;
+
 typedef struct dumpconv_walk_options {
     uint32_t struct_size;
     uint32_t max_phys_bits;   /* MAXPHYADDR */
     uint64_t clear_mask;      /* bits cleared from entries (AMD SME C-bit) */
     uint64_t max_table_pages; /* give up with an error after reading this many tables */
+    /* The dump's RAM ranges, sorted and disjoint, so that a walker can skip and count
+     * tables and leaves outside RAM without a failing read_phys. Read only when
+     * struct_size covers them. */
+    const dumpconv_range *ram;
+    size_t ram_count;
 } dumpconv_walk_options;
 
 /* Filled by walk. The host sets struct_size; write only the fields that fit. */
@@ -160,12 +171,6 @@ typedef struct dumpconv_walker {
     int32_t (*walk)(const dumpconv_host *host, const dumpconv_cpu *cpu,
                     const dumpconv_walk_options *opts, dumpconv_walk_stats *stats);
 } dumpconv_walker;
-
-/* Half-open physical range [start, end). */
-typedef struct dumpconv_range {
-    uint64_t start;
-    uint64_t end;
-} dumpconv_range;
 
 typedef struct dumpconv_mapping {
     uint64_t virt;
