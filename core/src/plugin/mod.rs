@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod guest;
 pub mod host;
+pub mod loader;
 
 pub use host::{LoadedPlugin, PluginInfo, PluginKind, PluginWalker, PluginWriter};
 
