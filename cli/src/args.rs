@@ -24,6 +24,13 @@ Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh 
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
 raw images (file offset = physical address; give --ram-map to declare holes).
 
+Plugins: walkers and writers can be added at run time, without rebuilding dumpconv, as
+shared libraries (C ABI: core/include/dumpconv_plugin.h; Rust: export_plugin!). They are
+loaded from --plugin PATH, from every *.so in the directories of $DUMPCONV_PLUGIN_PATH
+(colon-separated), and from $XDG_DATA_HOME/dumpconv/plugins (default
+~/.local/share/dumpconv/plugins). `dumpconv plugins` lists what is available. A plugin
+may replace a built-in of the same name only with --plugin-override. See docs/plugins.md.
+
 Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
 written (nothing is left behind), 4 plugin error.";
 
@@ -37,6 +44,27 @@ written (nothing is left behind), 4 plugin error.";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+/// Plugin libraries; global, so they work with every subcommand.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PluginArgs {
+    /// Load a walker or writer plugin (a shared library); repeatable. A library that
+    /// fails to load is an error (exit 4). See docs/plugins.md.
+    #[arg(
+        long = "plugin",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Plugins"
+    )]
+    pub paths: Vec<PathBuf>,
+
+    /// Let a plugin replace the built-in walker or writer of the same name.
+    #[arg(long, global = true, help_heading = "Plugins")]
+    pub plugin_override: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,21 +75,69 @@ pub enum Command {
     Info(InfoArgs),
     /// Translate virtual addresses through a CPU's page tables, showing every level.
     Translate(TranslateArgs),
+    /// List walkers and writers: built-in and loaded plugins (kind, name, version,
+    /// origin, ABI version), and plugin libraries that failed to load.
+    Plugins(PluginsArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "help"];
+const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "plugins", "help"];
 
-/// Insert `convert` when the first argument is not a subcommand or a top-level flag,
-/// so `dumpconv IN -o OUT` works.
+/// Insert `convert` when the first argument (after the global plugin options) is not a
+/// subcommand or a top-level flag, so `dumpconv IN -o OUT` and
+/// `dumpconv --plugin LIB IN -o OUT` work.
 pub fn with_default_subcommand(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     let mut v: Vec<OsString> = args.collect();
-    if let Some(first) = v.get(1).and_then(|a| a.to_str()) {
-        let top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
-        if !SUBCOMMANDS.contains(&first) && !top_level_flag {
-            v.insert(1, OsString::from("convert"));
+    let mut i = 1;
+    while let Some(a) = v.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--plugin" => i += 2,
+            "--plugin-override" => i += 1,
+            _ if a.starts_with("--plugin=") => i += 1,
+            _ => break,
         }
     }
+    let first = v.get(i).and_then(|a| a.to_str());
+    let top_level_flag = matches!(first, Some("-h" | "--help" | "-V" | "--version"));
+    let subcommand = first.is_some_and(|f| SUBCOMMANDS.contains(&f));
+    if v.len() > 1 && !subcommand && !top_level_flag {
+        v.insert(1, OsString::from("convert"));
+    }
     v
+}
+
+/// Take the plugin options out of the arguments, wherever they are (before a `--`).
+///
+/// clap keeps only the occurrences of a global option given after the subcommand, so
+/// `dumpconv --plugin a.so convert --plugin b.so` would lose `a.so`; collecting them here
+/// keeps every one, in order. They stay declared in [`PluginArgs`] for `--help`.
+pub fn take_plugin_args(args: Vec<OsString>) -> (Vec<OsString>, PluginArgs) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut p = PluginArgs::default();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--") => {
+                rest.push(a);
+                rest.extend(it.by_ref());
+            }
+            Some("--plugin") => match it.next() {
+                Some(v) => p.paths.push(PathBuf::from(v)),
+                // Let clap report the missing value.
+                None => rest.push(a),
+            },
+            Some("--plugin-override") => p.plugin_override = true,
+            Some(s) if s.starts_with("--plugin=") => p.paths.push(PathBuf::from(&s[9..])),
+            _ => rest.push(a),
+        }
+    }
+    (rest, p)
+}
+
+#[derive(Args, Debug)]
+pub struct PluginsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_num(s: &str) -> Result<u64, String> {
@@ -368,4 +444,73 @@ pub struct TranslateArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        with_default_subcommand(v.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_subcommand_looks_past_plugin_options() {
+        assert_eq!(
+            args(&["d", "in", "-o", "x"]),
+            ["d", "convert", "in", "-o", "x"]
+        );
+        assert_eq!(
+            args(&[
+                "d",
+                "--plugin",
+                "p.so",
+                "--plugin-override",
+                "--paging",
+                "in"
+            ]),
+            [
+                "d",
+                "convert",
+                "--plugin",
+                "p.so",
+                "--plugin-override",
+                "--paging",
+                "in"
+            ]
+        );
+        assert_eq!(
+            args(&["d", "--plugin=p.so", "plugins"]),
+            ["d", "--plugin=p.so", "plugins"]
+        );
+        assert_eq!(
+            args(&["d", "--plugin", "p.so", "info", "x"]),
+            ["d", "--plugin", "p.so", "info", "x"]
+        );
+        assert_eq!(args(&["d", "--help"]), ["d", "--help"]);
+        assert_eq!(args(&["d"]), ["d"]);
+    }
+
+    #[test]
+    fn plugin_options_are_collected_wherever_they_are() {
+        let v = [
+            "d",
+            "--plugin",
+            "a.so",
+            "plugins",
+            "--plugin=b.so",
+            "--plugin-override",
+        ];
+        let (rest, p) = take_plugin_args(v.iter().map(OsString::from).collect());
+        assert_eq!(rest, ["d", "plugins"]);
+        assert_eq!(p.paths, [PathBuf::from("a.so"), PathBuf::from("b.so")]);
+        assert!(p.plugin_override);
+        let v = ["d", "in", "--", "--plugin", "x"];
+        let (rest, p) = take_plugin_args(v.iter().map(OsString::from).collect());
+        assert_eq!(rest, v);
+        assert!(p.paths.is_empty() && !p.plugin_override);
+    }
 }

@@ -1,0 +1,259 @@
+//! The `#[repr(C)]` mirror of `core/include/dumpconv_plugin.h`, the C ABI of plugins.
+//!
+//! Naming: C `dumpconv_foo` is `Foo` here (`dumpconv_option` is [`PluginOption`], so as
+//! not to shadow `Option`); field names and constants are the header's, verbatim. A test
+//! compares every size, offset and constant with the header; change both together.
+//! Function pointers are `Option<unsafe extern "C" fn ..>` so that NULL is representable.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void};
+
+pub const DUMPCONV_ABI_MAJOR: u32 = 1;
+/// The entry function's symbol name, as a C string (NUL-terminated).
+pub const DUMPCONV_ENTRY_SYMBOL: &str = "dumpconv_plugin_entry";
+/// The ABI-version static's symbol name.
+pub const DUMPCONV_ABI_SYMBOL: &str = "dumpconv_plugin_abi";
+
+pub const DUMPCONV_OK: i32 = 0;
+pub const DUMPCONV_ERR_FAILED: i32 = 1;
+pub const DUMPCONV_ERR_INVALID: i32 = 2;
+pub const DUMPCONV_ERR_UNSUPPORTED: i32 = 3;
+pub const DUMPCONV_ERR_IO: i32 = 4;
+pub const DUMPCONV_ERR_PANIC: i32 = 5;
+
+pub const DUMPCONV_KIND_WALKER: u32 = 1;
+pub const DUMPCONV_KIND_WRITER: u32 = 2;
+
+pub const DUMPCONV_ARCH_X86_64: u32 = 1;
+pub const DUMPCONV_ARCH_X86: u32 = 2;
+
+pub const DUMPCONV_PAGING_OFF: u32 = 0;
+pub const DUMPCONV_PAGING_32BIT: u32 = 1;
+pub const DUMPCONV_PAGING_PAE: u32 = 2;
+pub const DUMPCONV_PAGING_4LEVEL: u32 = 3;
+pub const DUMPCONV_PAGING_5LEVEL: u32 = 4;
+
+pub const DUMPCONV_LOG_ERROR: u32 = 1;
+pub const DUMPCONV_LOG_WARN: u32 = 2;
+pub const DUMPCONV_LOG_INFO: u32 = 3;
+pub const DUMPCONV_LOG_DEBUG: u32 = 4;
+
+pub const DUMPCONV_CPU_CR0: u32 = 1 << 0;
+pub const DUMPCONV_CPU_CR3: u32 = 1 << 1;
+pub const DUMPCONV_CPU_CR4: u32 = 1 << 2;
+pub const DUMPCONV_CPU_EFER: u32 = 1 << 3;
+pub const DUMPCONV_CPU_A20: u32 = 1 << 4;
+
+/// `dumpconv_bytes`: a byte string borrowed from the host; `ptr` may be NULL when `len`
+/// is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Bytes {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+/// `dumpconv_host`: the host's services for one call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub ctx: *mut c_void,
+    pub read_phys:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, addr: u64, buf: *mut u8, len: usize) -> i32>,
+    pub set_error: Option<unsafe extern "C" fn(ctx: *mut c_void, msg: *const c_char, len: usize)>,
+    pub log:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, level: u32, msg: *const c_char, len: usize)>,
+    pub emit_mapping:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, virt: u64, phys: u64, len: u64) -> i32>,
+    pub sink_write:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, buf: *const u8, len: usize) -> i32>,
+    pub sink_skip: Option<unsafe extern "C" fn(ctx: *mut c_void, len: u64) -> i32>,
+    pub sink_write_at: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, offset: u64, buf: *const u8, len: usize) -> i32,
+    >,
+    pub sink_position: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
+    pub sink_seekable: Option<unsafe extern "C" fn(ctx: *mut c_void) -> i32>,
+    pub progress: Option<unsafe extern "C" fn(ctx: *mut c_void, done: u64, total: u64)>,
+}
+
+/// `dumpconv_cpu`: the state of one CPU, as far as paging is concerned.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub struct_size: u32,
+    pub index: u32,
+    pub arch: u32,
+    pub paging_mode: u32,
+    pub valid: u32,
+    pub reserved: u32,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub a20_mask: u64,
+}
+
+/// `dumpconv_walk_options`. `ram`/`ram_count` were appended after the first draft: a
+/// plugin reads them only when `struct_size` covers them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WalkOptions {
+    pub struct_size: u32,
+    pub max_phys_bits: u32,
+    pub clear_mask: u64,
+    pub max_table_pages: u64,
+    pub ram: *const Range,
+    pub ram_count: usize,
+}
+
+/// `dumpconv_walk_stats`: filled by walk; write only the fields that fit `struct_size`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkStats {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub leaves: u64,
+    pub leaves_outside_ram: u64,
+    pub table_pages: u64,
+    pub tables_outside_ram: u64,
+}
+
+/// `dumpconv_walker`: the walker function table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Walker {
+    pub struct_size: u32,
+    pub mode_count: u32,
+    pub modes: *const u32,
+    pub walk: Option<
+        unsafe extern "C" fn(
+            host: *const Host,
+            cpu: *const Cpu,
+            opts: *const WalkOptions,
+            stats: *mut WalkStats,
+        ) -> i32,
+    >,
+}
+
+/// `dumpconv_range`: half-open physical range `[start, end)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// `dumpconv_mapping`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mapping {
+    pub virt: u64,
+    pub phys: u64,
+    pub len: u64,
+}
+
+/// `dumpconv_note`: name without its NUL, type, descriptor.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Note {
+    pub name: Bytes,
+    pub n_type: u32,
+    pub reserved: u32,
+    pub desc: Bytes,
+}
+
+/// `dumpconv_option`: a writer option (`--compress zstd` => "compress" = "zstd").
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginOption {
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// `dumpconv_plan`: what to write.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub struct_size: u32,
+    pub arch: u32,
+    pub page_size: u64,
+    pub ranges: *const Range,
+    pub range_count: usize,
+    pub mappings: *const Mapping,
+    pub mapping_count: usize,
+    pub notes: *const Note,
+    pub note_count: usize,
+    pub cpus: *const Cpu,
+    pub cpu_count: usize,
+    pub vmcoreinfo: Bytes,
+    pub options: *const PluginOption,
+    pub option_count: usize,
+}
+
+/// `dumpconv_writer`: the writer function table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Writer {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub extensions: *const c_char,
+    pub write: Option<unsafe extern "C" fn(host: *const Host, plan: *const Plan) -> i32>,
+}
+
+/// `dumpconv_plugin`: the descriptor returned by `dumpconv_plugin_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Plugin {
+    pub abi_major: u32,
+    pub struct_size: u32,
+    pub kind: u32,
+    pub reserved: u32,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub description: *const c_char,
+    pub walker: *const Walker,
+    pub writer: *const Writer,
+}
+
+/// `dumpconv_entry_fn`.
+pub type EntryFn = unsafe extern "C" fn() -> *const Plugin;
+
+// SAFETY: the descriptor and the tables it points to are immutable statics of the plugin
+// (or of the SDK macro's expansion) that live as long as the library, which the host
+// never unloads; sharing them between threads only reads them.
+unsafe impl Sync for Plugin {}
+// SAFETY: as for `Plugin`.
+unsafe impl Sync for Walker {}
+// SAFETY: as for `Plugin`.
+unsafe impl Sync for Writer {}
+
+/// Sizes of the v1 structs as first published: the smallest `struct_size` the host
+/// accepts for each (fields appended later are read only when `struct_size` covers them).
+pub const PLUGIN_V1_SIZE: usize = std::mem::size_of::<Plugin>();
+pub const WALKER_V1_SIZE: usize = std::mem::size_of::<Walker>();
+pub const WRITER_V1_SIZE: usize = std::mem::size_of::<Writer>();
+/// `dumpconv_walk_options` without `ram`/`ram_count`.
+pub const WALK_OPTIONS_NO_RAM_SIZE: usize = std::mem::offset_of!(WalkOptions, ram);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_on_lp64() {
+        // The header's own test (drift test) compares with a C compiler; this only pins
+        // the obvious so a field reordering here fails fast.
+        assert_eq!(size_of::<Bytes>(), 16);
+        assert_eq!(size_of::<Cpu>(), 64);
+        assert_eq!(size_of::<WalkOptions>(), 40);
+        assert_eq!(offset_of!(WalkOptions, ram), 24);
+        assert_eq!(size_of::<Plugin>(), 56);
+        assert_eq!(offset_of!(Plugin, writer), 48);
+        assert_eq!(offset_of!(Host, progress), 88);
+        assert_eq!(size_of::<Plan>(), 112);
+    }
+}
