@@ -634,6 +634,30 @@ mod tests {
     }
 
     #[test]
+    fn spill_dir_option_is_used_and_named_when_unusable() {
+        let f = file(&compress(Wrapper::Gzip, &image()));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let opts = OpenOptions {
+            spill_dir: Some(missing.clone()),
+            ..OpenOptions::default()
+        };
+        let e = detect::open(f.path(), &opts).unwrap_err().to_string();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert!(e.contains(SPILL_DIR_ENV), "{e}");
+        let opts = OpenOptions {
+            spill_dir: Some(dir.path().to_path_buf()),
+            ..OpenOptions::default()
+        };
+        let d = detect::open(f.path(), &opts).unwrap();
+        let spill = d.details.iter().find(|(k, _)| k == "spill").unwrap();
+        assert!(
+            spill.1.contains(&dir.path().display().to_string()),
+            "{spill:?}"
+        );
+    }
+
+    #[test]
     fn zlib_needs_more_than_a_header() {
         // 0x78 0x9c is a valid zlib header, but what follows does not inflate.
         let mut v = vec![0x78, 0x9c];
