@@ -282,6 +282,12 @@ pub fn open_stream(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     } else {
         path.to_path_buf()
     };
+    if stdin && io::IsTerminal::is_terminal(&io::stdin()) {
+        return Err(Error::invalid(
+            "input `-` reads standard input, which is a terminal: pipe or redirect a dump \
+             into it (`zstd -dc vmcore.zst | dumpconv - ...`)",
+        ));
+    }
     let mut src: Box<dyn Read> = if stdin {
         Box::new(io::stdin().lock())
     } else {
