@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 need=()
-for pkg in gdb crash makedumpfile binutils; do
+for pkg in gdb crash makedumpfile binutils gzip zstd xz-utils lz4; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# avml (Microsoft's acquisition tool) makes the real LiME and AVML files the input tests
+# read; built once into the cache outside the clone (about 20 s).
+AVML_ROOT="$HOME/.cache/dumpconv/tools"
+if [ ! -x "$AVML_ROOT/bin/avml" ]; then
+    step "cargo install avml into $AVML_ROOT"
+    cargo install --locked avml --no-default-features --features convert --root "$AVML_ROOT"
+fi
+export DUMPCONV_AVML="$AVML_ROOT/bin/avml"
 
 if [ "${DUMPCONV_SKIP_GUESTS:-0}" != 1 ]; then
     step "real-guest dumps (tests/real-guests/ensure-guests.sh)"

@@ -22,7 +22,15 @@ Examples:
 
 Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh dump
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
-raw images (file offset = physical address; give --ram-map to declare holes).
+LiME (lime.ko format=lime, avml convert --format lime), AVML (avml --compress, snappy
+per range), raw images (file offset = physical address; give --ram-map to declare
+holes; LiME format=padded is one).
+
+Any of these may be wrapped in gzip, zlib, lz4, zstd or xz (one level), and INPUT may
+be `-` (standard input) or a named pipe. Such inputs are first decompressed/copied as a
+stream into an unlinked temporary file in --spill-dir ($DUMPCONV_SPILL_DIR, else
+$TMPDIR): memory stays bounded, but that takes disk space up to the decompressed size
+(all-zero pages are left sparse and cost nothing).
 
 Plugins: walkers and writers can be added at run time, without rebuilding dumpconv, as
 shared libraries (C ABI: core/include/dumpconv_plugin.h; Rust: export_plugin!). They are
@@ -177,7 +185,7 @@ impl From<ModeArg> for PagingMode {
 /// How to read the input: format, RAM map, and CPU state for inputs that lack it.
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
-    /// Input dump (format detected by content).
+    /// Input dump (format detected by content); `-` reads standard input.
     pub input: PathBuf,
 
     /// Read the input as this format instead of detecting it (raw).
@@ -188,6 +196,11 @@ pub struct InputArgs {
     /// holding a copy of /proc/iomem ("System RAM" lines are used).
     #[arg(long, value_name = "RANGES|FILE", help_heading = "Input")]
     pub ram_map: Option<String>,
+
+    /// Directory for the temporary decompressed copy of a compressed or streamed input
+    /// (default $DUMPCONV_SPILL_DIR, else $TMPDIR); needs up to the decompressed size.
+    #[arg(long, value_name = "DIR", help_heading = "Input")]
+    pub spill_dir: Option<PathBuf>,
 
     /// Architecture of a raw image (ELF and kdump inputs say it themselves).
     #[arg(long, value_enum, help_heading = "Input")]
@@ -233,6 +246,7 @@ impl InputArgs {
         Ok(OpenOptions {
             input_format: self.input_format.clone(),
             ram_map,
+            spill_dir: self.spill_dir.clone(),
         })
     }
 

@@ -19,6 +19,9 @@ pub struct OpenOptions {
     pub input_format: Option<String>,
     /// RAM ranges of a raw image (`--ram-map`); giving one implies raw.
     pub ram_map: Option<Vec<PhysRange>>,
+    /// Directory for the temporary copy of a compressed or streamed input (see
+    /// [`crate::wrapped`]); default `$DUMPCONV_SPILL_DIR`, else `$TMPDIR`.
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// One detectable format.
@@ -46,6 +49,16 @@ pub static PROBES: &[Probe] = &[
         name: "kdump",
         matches: crate::kdump::reader::probe_head,
         open: crate::kdump::reader::open,
+    },
+    Probe {
+        name: "lime",
+        matches: crate::lime::probe,
+        open: crate::lime::open,
+    },
+    Probe {
+        name: "avml",
+        matches: crate::avml::probe,
+        open: crate::avml::open,
     },
 ];
 
@@ -85,8 +98,13 @@ pub fn detect(path: &Path) -> Result<Detected> {
     detect_with(path, &OpenOptions::default()).map(|(d, _)| d)
 }
 
-/// Detect (or take the forced format) and open `path`.
+/// Detect (or take the forced format) and open `path`. `-` (standard input) and named
+/// pipes are read as streams, and compressed files decompressed, into a temporary file
+/// first ([`crate::wrapped`]).
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
+    if crate::wrapped::is_stream(path) {
+        return crate::wrapped::open_stream(path, opts);
+    }
     let (_, open) = detect_with(path, opts)?;
     open(path, opts)
 }
@@ -96,6 +114,11 @@ pub type OpenFn = fn(&Path, &OpenOptions) -> Result<Dump>;
 
 /// Detection honouring the options; also returns the reader to open with.
 pub fn detect_with(path: &Path, opts: &OpenOptions) -> Result<(Detected, OpenFn)> {
+    if path.as_os_str() == "-" {
+        return Err(Error::invalid(
+            "standard input (-) can be opened, not probed: detecting its format reads it",
+        ));
+    }
     // Refuse directories, empty files, pipes first, whatever was forced: their errors
     // say more than any format's would.
     let input = Input::open(path)?;
@@ -110,6 +133,16 @@ pub fn detect_with(path: &Path, opts: &OpenOptions) -> Result<(Detected, OpenFn)
             open,
         ))
     };
+    // A compressed wrapper is undone first, whatever was forced: the forced format
+    // and a RAM map apply to what is inside.
+    let head = input.head()?;
+    if let Some(w) = crate::wrapped::Wrapper::detect(&head) {
+        return found(
+            w.name(),
+            DetectedBy::Signature,
+            crate::wrapped::open as OpenFn,
+        );
+    }
     let forced = opts.input_format.as_deref().map(str::to_ascii_lowercase);
     if let Some(name) = forced.as_deref() {
         if name == RAW {
@@ -131,7 +164,6 @@ pub fn detect_with(path: &Path, opts: &OpenOptions) -> Result<(Detected, OpenFn)
     if opts.ram_map.is_some() {
         return found(RAW, DetectedBy::Forced, crate::raw::open as OpenFn);
     }
-    let head = input.head()?;
     if let Some(p) = PROBES.iter().find(|p| (p.matches)(&head, input.len)) {
         return found(p.name, DetectedBy::Signature, p.open);
     }
@@ -240,6 +272,7 @@ mod tests {
         let conflicting = OpenOptions {
             input_format: Some("elf".into()),
             ram_map: Some(vec![PhysRange::new(0, 4096)]),
+            ..OpenOptions::default()
         };
         assert!(open(&p, &conflicting).is_err());
         // A RAM map alone forces raw.

@@ -34,7 +34,8 @@ pub struct Input {
 
 impl Input {
     /// Open `path` for reading. Refuses directories, empty files and anything that
-    /// cannot be read at arbitrary offsets (pipes, sockets, character devices).
+    /// cannot be read at arbitrary offsets (pipes, sockets, character devices: streams
+    /// are spilled to a file by [`crate::wrapped`] before they get here).
     pub fn open(path: &Path) -> Result<Input> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let ft = meta.file_type();
@@ -49,7 +50,8 @@ impl Input {
                 path,
                 io::Error::other(
                     "not a regular file or block device (dumps are read at random \
-                     offsets, so pipes and character devices cannot be read; copy it \
+                     offsets; `dumpconv` copies standard input `-` and named pipes to a \
+                     temporary file first, but cannot read character devices: copy it \
                      to a file first)",
                 ),
             ));

@@ -2,12 +2,15 @@
 //! layout, plus content detection. Writers live in the plugins; they use the layouts
 //! defined here.
 
+pub mod avml;
 pub mod detect;
 pub mod elf;
 pub mod flattened;
 pub mod input;
 pub mod kdump;
+pub mod lime;
 pub mod notes;
 pub mod raw;
+pub mod wrapped;
 
 pub use detect::{detect, open, Detected, DetectedBy, OpenOptions, Probe};

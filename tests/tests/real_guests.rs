@@ -54,6 +54,7 @@ fn raw_input_opts(g: &Guest, format: &str) -> ConvertOptions {
         open: OpenOptions {
             input_format: Some("raw".into()),
             ram_map: Some(ram_map),
+            ..OpenOptions::default()
         },
         cpus: Some(meta_cpus(g)),
         ..opts(format)

@@ -1,0 +1,305 @@
+//! LiME images (`insmod lime.ko format=lime`, `avml --compress` off, `avml convert
+//! --format lime`): a sequence of ranges, each a 32-byte header followed by the range's
+//! bytes, stored as they are.
+//!
+//! Header (little-endian, packed):
+//! | off | field | value |
+//! |---|---|---|
+//! | 0 | magic u32 | 0x4C694D45 ("EMiL" on disk) for LiME, 0x4C4D5641 ("AVML") for AVML |
+//! | 4 | version u32 | 1 for LiME, 2 for AVML |
+//! | 8 | start u64 | first physical byte of the range |
+//! | 16 | end u64 | **last** physical byte (inclusive) |
+//! | 24 | reserved u64 | zero |
+//!
+//! The header layout is shared with AVML ([`crate::avml`]), whose version-2 ranges hold a
+//! snappy stream instead of the bytes. Opening reads one header per range and nothing
+//! else: the ranges become file-backed segments, so the cost is O(ranges), not O(file).
+//!
+//! LiME's `padded` format is a raw image (file offset = physical address) and its `raw`
+//! format has no positions at all; neither has a header, so neither is this reader's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dumpconv_core::{Dump, Error, PhysRange, Result, Segment, SegmentMemory, SegmentSource};
+
+use crate::detect::OpenOptions;
+use crate::input::{fits, le_u32, le_u64, Input};
+
+const FMT: &str = "LiME";
+
+/// Size of a range header.
+pub const HEADER_LEN: u64 = 32;
+/// "EMiL" read as a little-endian u32.
+pub const LIME_MAGIC: u32 = 0x4C69_4D45;
+/// "AVML" read as a little-endian u32.
+pub const AVML_MAGIC: u32 = 0x4C4D_5641;
+pub const LIME_VERSION: u32 = 1;
+pub const AVML_VERSION: u32 = 2;
+
+/// One decoded range header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeHeader {
+    /// [`LIME_VERSION`] (bytes follow) or [`AVML_VERSION`] (a snappy stream follows).
+    pub version: u32,
+    /// The physical range, end exclusive.
+    pub range: PhysRange,
+}
+
+/// Encode a header (for tests and writers).
+pub fn encode_header(version: u32, start: u64, last: u64) -> [u8; 32] {
+    let magic = if version == AVML_VERSION {
+        AVML_MAGIC
+    } else {
+        LIME_MAGIC
+    };
+    let mut h = [0u8; 32];
+    h[0..4].copy_from_slice(&magic.to_le_bytes());
+    h[4..8].copy_from_slice(&version.to_le_bytes());
+    h[8..16].copy_from_slice(&start.to_le_bytes());
+    h[16..24].copy_from_slice(&last.to_le_bytes());
+    h
+}
+
+/// True if `head` starts with a LiME version-1 header.
+pub fn probe(head: &[u8], _file_len: u64) -> bool {
+    head.len() >= HEADER_LEN as usize
+        && le_u32(head, 0) == LIME_MAGIC
+        && le_u32(head, 4) == LIME_VERSION
+}
+
+/// Read and check the range header at `offset`. `format` names the reader in errors.
+pub fn read_header(input: &Input, offset: u64, format: &'static str) -> Result<RangeHeader> {
+    let err = |msg: String| Error::format(input.path.clone(), offset, format, msg);
+    let left = input.len.saturating_sub(offset);
+    if left < HEADER_LEN {
+        return Err(err(format!(
+            "{left} trailing byte(s) after the last range: too short for a range header \
+             ({HEADER_LEN} bytes; truncated file?)"
+        )));
+    }
+    let mut b = [0u8; HEADER_LEN as usize];
+    input.read_exact_at(&mut b, offset, format, "range header")?;
+    let (magic, version) = (le_u32(&b, 0), le_u32(&b, 4));
+    let (start, last, reserved) = (le_u64(&b, 8), le_u64(&b, 16), le_u64(&b, 24));
+    match (magic, version) {
+        (LIME_MAGIC, LIME_VERSION) | (AVML_MAGIC, AVML_VERSION) => {}
+        (LIME_MAGIC | AVML_MAGIC, v) => {
+            return Err(err(format!(
+                "range header version {v} is not one this reader knows (LiME 1, AVML 2)"
+            )))
+        }
+        _ => {
+            return Err(err(format!(
+                "expected a range header (magic {LIME_MAGIC:#010x} \"EMiL\" or \
+                 {AVML_MAGIC:#010x} \"AVML\"), found {magic:#010x}: corrupt file, or data \
+                 longer than its header said"
+            )))
+        }
+    }
+    if reserved != 0 {
+        return Err(err(format!(
+            "reserved field of the range header is {reserved:#x}, must be 0 (corrupt header)"
+        )));
+    }
+    if last < start {
+        return Err(err(format!(
+            "range header end {last:#x} is below its start {start:#x} (the end is the \
+             last byte, inclusive)"
+        )));
+    }
+    let end = last
+        .checked_add(1)
+        .ok_or_else(|| err(format!("range {start:#x}-{last:#x} reaches past 2^64")))?;
+    Ok(RangeHeader {
+        version,
+        range: PhysRange::new(start, end),
+    })
+}
+
+/// Check that `range` comes after `prev` (the previous range's end), as LiME and AVML
+/// write them: ascending and not overlapping.
+pub fn check_order(
+    input: &Input,
+    offset: u64,
+    format: &'static str,
+    prev_end: Option<u64>,
+    range: PhysRange,
+) -> Result<()> {
+    match prev_end {
+        Some(p) if range.start < p => Err(Error::format(
+            input.path.clone(),
+            offset,
+            format,
+            format!(
+                "range {:#x}-{:#x} starts before the previous range ends ({p:#x}): ranges \
+                 must be ascending and must not overlap",
+                range.start,
+                range.end - 1
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Open a LiME file. A file whose ranges turn out to be AVML-compressed goes to
+/// [`crate::avml`], which reads both kinds.
+pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
+    let input = Input::open(path)?;
+    let mut segments = Vec::new();
+    let mut offset = 0u64;
+    let mut prev_end = None;
+    while offset < input.len {
+        let h = read_header(&input, offset, FMT)?;
+        if h.version == AVML_VERSION {
+            return crate::avml::open(path, opts);
+        }
+        check_order(&input, offset, FMT, prev_end, h.range)?;
+        let data = offset + HEADER_LEN;
+        let len = h.range.len();
+        if !fits(data, len, input.len) {
+            return Err(Error::format(
+                input.path.clone(),
+                data,
+                FMT,
+                format!(
+                    "the data of range {:#x}-{:#x} ({len:#x} bytes) runs past the end of \
+                     the file ({:#x} bytes; truncated file?)",
+                    h.range.start,
+                    h.range.end - 1,
+                    input.len
+                ),
+            ));
+        }
+        segments.push(Segment {
+            range: h.range,
+            source: SegmentSource::File {
+                file: 0,
+                offset: data,
+            },
+        });
+        prev_end = Some(h.range.end);
+        offset = data + len;
+    }
+    let count = segments.len();
+    let memory = SegmentMemory::new(
+        vec![(input.path.clone(), Arc::clone(&input.file))],
+        segments,
+    )?;
+    let ram: u64 = memory.segments().iter().map(|s| s.range.len()).sum();
+    Ok(Dump {
+        path: input.path.clone(),
+        format: "lime",
+        details: vec![
+            ("file size".into(), format!("{:#x}", input.len)),
+            ("range headers".into(), count.to_string()),
+            ("RAM bytes".into(), format!("{ram:#x}")),
+            (
+                "note".into(),
+                "LiME has no CPU state and no VMCOREINFO (give --cr3/--cpu-state, \
+                 --vmcoreinfo)"
+                    .into(),
+            ),
+        ],
+        arch: None,
+        memory: Arc::new(memory),
+        cpus: Vec::new(),
+        notes: Vec::new(),
+        vmcoreinfo: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lime(ranges: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (start, data) in ranges {
+            v.extend_from_slice(&encode_header(1, *start, start + data.len() as u64 - 1));
+            v.extend_from_slice(data);
+        }
+        v
+    }
+
+    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_ranges_with_gaps() {
+        let a = vec![1u8; 0x1000];
+        let b: Vec<u8> = (0..0x2000).map(|i| (i % 251) as u8).collect();
+        let f = file(&lime(&[(0x1000, &a), (0x10000, &b)]));
+        assert!(probe(&std::fs::read(f.path()).unwrap(), 0));
+        let d = open(f.path(), &OpenOptions::default()).unwrap();
+        assert_eq!(d.format, "lime");
+        assert_eq!(
+            d.memory.ranges(),
+            &[
+                PhysRange::new(0x1000, 0x2000),
+                PhysRange::new(0x10000, 0x12000)
+            ]
+        );
+        let mut buf = vec![0u8; 0x2000];
+        d.memory.read_at(0x10000, &mut buf).unwrap();
+        assert_eq!(buf, b);
+        assert!(d.memory.read_at(0x2000, &mut buf[..1]).is_err());
+    }
+
+    fn open_err(bytes: &[u8]) -> String {
+        let f = file(bytes);
+        let e = open(f.path(), &OpenOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        e
+    }
+
+    #[test]
+    fn bad_headers_are_errors_with_offsets() {
+        let page = [7u8; 0x1000];
+        // end below start
+        let mut v = lime(&[(0, &page)]);
+        v.extend_from_slice(&encode_header(1, 0x5000, 0x4fff - 1));
+        let e = open_err(&v);
+        assert!(
+            e.contains("at offset 0x1020") && e.contains("below its start"),
+            "{e}"
+        );
+        // reserved non-zero
+        let mut v = lime(&[(0, &page)]);
+        v[31] = 1;
+        assert!(open_err(&v).contains("reserved"));
+        // truncated data
+        let v = lime(&[(0, &page)]);
+        let e = open_err(&v[..v.len() - 1]);
+        assert!(
+            e.contains("at offset 0x20") && e.contains("truncated"),
+            "{e}"
+        );
+        // overlapping / unsorted
+        let e = open_err(&lime(&[(0x2000, &page), (0x2800, &page)]));
+        assert!(
+            e.contains("at offset 0x1020") && e.contains("ascending"),
+            "{e}"
+        );
+        let e = open_err(&lime(&[(0x2000, &page), (0x0, &page)]));
+        assert!(e.contains("ascending"), "{e}");
+        // trailing junk
+        let mut v = lime(&[(0, &page)]);
+        v.extend_from_slice(&[0u8; 5]);
+        assert!(open_err(&v).contains("trailing"));
+        // junk instead of a header
+        let mut v = lime(&[(0, &page)]);
+        v.extend_from_slice(&[0xAAu8; 32]);
+        assert!(open_err(&v).contains("expected a range header"));
+        // range reaching past 2^64
+        let mut v = encode_header(1, 0, u64::MAX).to_vec();
+        v.extend_from_slice(&page);
+        assert!(open_err(&v).contains("2^64"));
+    }
+}
