@@ -34,5 +34,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build"
+# Builds the plugin cdylibs (plugins/x86/cdylib) that tests load at run time.
+cargo build --workspace --locked --profile ci
+
 step "cargo test"
 cargo test --workspace --locked --profile ci --no-fail-fast

@@ -24,6 +24,13 @@ Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh 
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
 raw images (file offset = physical address; give --ram-map to declare holes).
 
+Plugins: walkers and writers can be added at run time, without rebuilding dumpconv, as
+shared libraries (C ABI: core/include/dumpconv_plugin.h; Rust: export_plugin!). They are
+loaded from --plugin PATH, from every *.so in the directories of $DUMPCONV_PLUGIN_PATH
+(colon-separated), and from $XDG_DATA_HOME/dumpconv/plugins (default
+~/.local/share/dumpconv/plugins). `dumpconv plugins` lists what is available. A plugin
+may replace a built-in of the same name only with --plugin-override. See docs/plugins.md.
+
 Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
 written (nothing is left behind), 4 plugin error.";
 
@@ -37,6 +44,27 @@ written (nothing is left behind), 4 plugin error.";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+/// Plugin libraries; global, so they work with every subcommand.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PluginArgs {
+    /// Load a walker or writer plugin (a shared library); repeatable. A library that
+    /// fails to load is an error (exit 4). See docs/plugins.md.
+    #[arg(
+        long = "plugin",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Plugins"
+    )]
+    pub paths: Vec<PathBuf>,
+
+    /// Let a plugin replace the built-in walker or writer of the same name.
+    #[arg(long, global = true, help_heading = "Plugins")]
+    pub plugin_override: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,21 +75,41 @@ pub enum Command {
     Info(InfoArgs),
     /// Translate virtual addresses through a CPU's page tables, showing every level.
     Translate(TranslateArgs),
+    /// List walkers and writers: built-in and loaded plugins (kind, name, version,
+    /// origin, ABI version), and plugin libraries that failed to load.
+    Plugins(PluginsArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "help"];
+const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "plugins", "help"];
 
-/// Insert `convert` when the first argument is not a subcommand or a top-level flag,
-/// so `dumpconv IN -o OUT` works.
+/// Insert `convert` when the first argument (after the global plugin options) is not a
+/// subcommand or a top-level flag, so `dumpconv IN -o OUT` and
+/// `dumpconv --plugin LIB IN -o OUT` work.
 pub fn with_default_subcommand(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     let mut v: Vec<OsString> = args.collect();
-    if let Some(first) = v.get(1).and_then(|a| a.to_str()) {
-        let top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
-        if !SUBCOMMANDS.contains(&first) && !top_level_flag {
-            v.insert(1, OsString::from("convert"));
+    let mut i = 1;
+    while let Some(a) = v.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--plugin" => i += 2,
+            "--plugin-override" => i += 1,
+            _ if a.starts_with("--plugin=") => i += 1,
+            _ => break,
         }
     }
+    let first = v.get(i).and_then(|a| a.to_str());
+    let top_level_flag = matches!(first, Some("-h" | "--help" | "-V" | "--version"));
+    let subcommand = first.is_some_and(|f| SUBCOMMANDS.contains(&f));
+    if v.len() > 1 && !subcommand && !top_level_flag {
+        v.insert(1, OsString::from("convert"));
+    }
     v
+}
+
+#[derive(Args, Debug)]
+pub struct PluginsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_num(s: &str) -> Result<u64, String> {

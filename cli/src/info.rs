@@ -30,7 +30,7 @@ fn mode_name(c: &CpuState) -> &'static str {
     c.paging_mode().map(PagingMode::name).unwrap_or("unknown")
 }
 
-pub fn run_info(a: InfoArgs) -> Result<(), Error> {
+pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
     let cpus = effective_cpus(&dump, &opts);
@@ -39,12 +39,12 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
     // Optional page-table statistics per CPU.
     let mut paging_stats = Vec::new();
     if a.paging {
-        let registry = Registry::builtin();
-        let walker = registry.walker()?;
         let wopts = walk_options(vmcoreinfo.as_ref(), WalkOptions::default().max_phys_bits);
         for c in &cpus {
             let mut list = dumpconv_core::MappingList::new();
-            let r = walker.walk(c, dump.memory.as_ref(), &wopts, &mut list);
+            let r = registry
+                .walker_for_cpus(std::slice::from_ref(c), None)
+                .and_then(|(w, _)| w.walk(c, dump.memory.as_ref(), &wopts, &mut list));
             paging_stats.push((c.index, r.map(|s| (s, list.len(), list.mapped_bytes()))));
         }
     }
@@ -159,7 +159,7 @@ pub fn run_info(a: InfoArgs) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
+pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
     let cpus = effective_cpus(&dump, &opts);
@@ -171,8 +171,7 @@ pub fn run_translate(a: TranslateArgs) -> Result<(), Error> {
             cpus.len()
         ))
     })?;
-    let registry = Registry::builtin();
-    let walker = registry.walker()?;
+    let (walker, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None)?;
     let wopts = walk_options(effective_vmcoreinfo(&dump, &opts).as_ref(), a.max_phys_bits);
     let mut all = Vec::new();
     for &v in &a.vaddrs {

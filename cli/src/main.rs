@@ -3,6 +3,7 @@
 
 mod args;
 mod info;
+mod plugins;
 mod progress;
 
 use std::process::ExitCode;
@@ -30,11 +31,12 @@ fn exit_code(e: &Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args::with_default_subcommand(std::env::args_os()));
-    let result = match cli.command {
-        Command::Convert(c) => run_convert(c),
-        Command::Info(i) => info::run_info(i),
-        Command::Translate(t) => info::run_translate(t),
-    };
+    let result = load_registry(&cli.plugins).and_then(|registry| match cli.command {
+        Command::Convert(c) => run_convert(c, &registry),
+        Command::Info(i) => info::run_info(i, &registry),
+        Command::Translate(t) => info::run_translate(t, &registry),
+        Command::Plugins(p) => plugins::run_plugins(&p, &registry),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,12 +54,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_convert(c: args::ConvertArgs) -> Result<(), Error> {
+/// The built-ins plus `--plugin` libraries and the plugin directories. Libraries found
+/// in directories that cannot be used are warnings.
+fn load_registry(p: &args::PluginArgs) -> Result<Registry, Error> {
+    let dirs = dumpconv_core::plugin::loader::plugin_dirs_from_env();
+    let (registry, warnings) = Registry::with_plugins(&p.paths, &dirs, p.plugin_override)?;
+    for w in warnings {
+        eprintln!("dumpconv: warning: {w}");
+    }
+    Ok(registry)
+}
+
+fn run_convert(c: args::ConvertArgs, registry: &Registry) -> Result<(), Error> {
     let opts = c.to_options()?;
     let output = Output::parse(&c.output);
     let progress = progress::BarProgress::new(c.quiet);
-    let registry = Registry::builtin();
-    let report = dumpconv::pipeline::convert_with(&registry, &c.input, &output, &opts, &progress)?;
+    let report = dumpconv::pipeline::convert_with(registry, &c.input, &output, &opts, &progress)?;
     if c.verbose {
         eprintln!(
             "dumpconv: {} {} -> {} ({}): {} bytes of RAM in {:.2?}",
@@ -68,6 +80,9 @@ fn run_convert(c: args::ConvertArgs) -> Result<(), Error> {
             report.memory_bytes,
             report.total_time
         );
+        if let Some(w) = &report.walker {
+            eprintln!("dumpconv: paging: walker {w}");
+        }
         if let Some(w) = &report.walk {
             eprintln!(
                 "dumpconv: paging: {} mapping runs from {} leaves, {} table pages read, \

@@ -70,6 +70,8 @@ pub struct ConvertReport {
     /// Mapping runs (paging view).
     pub mappings: Option<usize>,
     pub walk: Option<WalkStats>,
+    /// The walker used with `--paging`: name and origin ("x86 (built-in)").
+    pub walker: Option<String>,
     pub walk_time: Duration,
     pub total_time: Duration,
     /// Notes that were said to the user as warnings.
@@ -135,7 +137,8 @@ pub fn build_plan(
         None => None,
         Some(p) => {
             let t = Instant::now();
-            let walker = registry.walker()?;
+            let (walker, origin) = registry.walker_for_cpus(&cpus, p.user_cpu)?;
+            report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
             let wopts = walk_options(vmcoreinfo.as_ref(), p.max_phys_bits);
             if !cpus.iter().any(dumpconv_x86::paging_enabled) {
                 let msg = if cpus.is_empty() {

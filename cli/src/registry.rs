@@ -1,21 +1,73 @@
-//! One registry for every plugin, built in or (later) loaded at run time: writers by
-//! name and output extension, walkers by architecture.
+//! One registry for every plugin, built in or loaded at run time: writers by name and
+//! output extension, walkers by paging mode.
+//!
+//! A loaded plugin whose name is a built-in's is refused unless overriding is allowed;
+//! an overriding walker then comes first, so it is chosen for every mode it handles.
+//! Two loaded plugins with one name: the first one loaded wins, the second is refused.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dumpconv_core::{ArchWalker, DumpWriter, Error, Result};
+use dumpconv_core::plugin::{loader, LoadedPlugin, PluginKind};
+use dumpconv_core::{ArchWalker, CpuState, DumpWriter, Error, PagingMode, Result};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     BuiltIn,
-    Library(PathBuf),
+    /// A shared library, with the plugin ABI major version it was loaded with.
+    Library {
+        path: PathBuf,
+        abi_major: u32,
+    },
+}
+
+impl Origin {
+    /// "built-in" or the library's path.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::BuiltIn => "built-in".to_string(),
+            Origin::Library { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// A walker or writer the registry knows, for `dumpconv plugins`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: PluginKind,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub origin: Origin,
+    /// Walkers: the paging modes handled, by name.
+    pub modes: Vec<String>,
+}
+
+/// A library found by a directory scan that could not be used (a warning, not an
+/// error: it is skipped).
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+struct Registered<T: ?Sized> {
+    plugin: Arc<T>,
+    origin: Origin,
+    version: String,
+    description: String,
 }
 
 pub struct Registry {
-    writers: Vec<(Arc<dyn DumpWriter>, Origin)>,
-    walkers: Vec<(Arc<dyn ArchWalker>, Origin)>,
+    writers: Vec<Registered<dyn DumpWriter>>,
+    walkers: Vec<Registered<dyn ArchWalker>>,
+    /// Walker mode lists as the plugins gave them (names), by walker name.
+    walker_modes: Vec<(String, Vec<String>)>,
+    failed: Vec<Failed>,
+    /// Canonical paths of the libraries loaded, so a library is never loaded twice.
+    loaded: HashSet<PathBuf>,
 }
 
 impl Default for Registry {
@@ -24,45 +76,224 @@ impl Default for Registry {
     }
 }
 
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn builtin<T: ?Sized>(plugin: Arc<T>, description: &str) -> Registered<T> {
+    Registered {
+        plugin,
+        origin: Origin::BuiltIn,
+        version: VERSION.to_string(),
+        description: description.to_string(),
+    }
+}
+
 impl Registry {
     /// The plugins compiled into dumpconv.
     pub fn builtin() -> Self {
+        let writers: Vec<Arc<dyn DumpWriter>> = vec![
+            Arc::new(dumpconv_elf::ElfWriter),
+            Arc::new(dumpconv_kdump::KdumpWriter),
+            Arc::new(dumpconv_raw::RawWriter),
+        ];
         Registry {
-            writers: vec![
-                (
-                    Arc::new(dumpconv_elf::ElfWriter) as Arc<dyn DumpWriter>,
-                    Origin::BuiltIn,
-                ),
-                (Arc::new(dumpconv_kdump::KdumpWriter), Origin::BuiltIn),
-                (Arc::new(dumpconv_raw::RawWriter), Origin::BuiltIn),
-            ],
-            walkers: vec![(
+            writers: writers
+                .into_iter()
+                .map(|w| {
+                    let d = w.description().to_string();
+                    builtin(w, &d)
+                })
+                .collect(),
+            walkers: vec![builtin(
                 Arc::new(dumpconv_x86::X86Walker) as Arc<dyn ArchWalker>,
-                Origin::BuiltIn,
+                "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
             )],
+            walker_modes: Vec::new(),
+            failed: Vec::new(),
+            loaded: HashSet::new(),
         }
     }
 
-    pub fn writers(&self) -> impl Iterator<Item = (&Arc<dyn DumpWriter>, &Origin)> {
-        self.writers.iter().map(|(w, o)| (w, o))
+    /// The built-ins plus plugin libraries: `explicit` ones (`--plugin`, whose failure is
+    /// an error) first, then every `*.so` of `dirs` (whose failure is recorded in
+    /// [`Registry::failed`] and returned as a warning). `allow_override` lets a plugin
+    /// replace a built-in of the same name.
+    pub fn with_plugins(
+        explicit: &[PathBuf],
+        dirs: &[PathBuf],
+        allow_override: bool,
+    ) -> Result<(Registry, Vec<String>)> {
+        let mut r = Registry::builtin();
+        let mut warnings = Vec::new();
+        for p in explicit {
+            r.load(p, allow_override)?;
+        }
+        for d in dirs {
+            let found = match loader::scan_dir(d) {
+                Ok(f) => f,
+                Err(e) => {
+                    warnings.push(format!("{e}; skipped"));
+                    continue;
+                }
+            };
+            for p in found {
+                if let Err(e) = r.load(&p, allow_override) {
+                    warnings.push(format!("{e}; skipped"));
+                    r.failed.push(Failed {
+                        path: p,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok((r, warnings))
     }
 
-    pub fn walkers(&self) -> impl Iterator<Item = (&Arc<dyn ArchWalker>, &Origin)> {
-        self.walkers.iter().map(|(w, o)| (w, o))
+    /// Load one library and register its plugin. Loading a library already loaded (same
+    /// file by canonical path) does nothing.
+    pub fn load(&mut self, path: &Path, allow_override: bool) -> Result<()> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| Error::Plugin {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        if self.loaded.contains(&canonical) {
+            return Ok(());
+        }
+        let plugin = loader::load(path)?;
+        self.add_plugin(plugin, allow_override)?;
+        self.loaded.insert(canonical);
+        Ok(())
+    }
+
+    /// Register a plugin wrapped by the loader (or built in-process).
+    pub fn add_plugin(&mut self, plugin: LoadedPlugin, allow_override: bool) -> Result<()> {
+        let info = plugin.info().clone();
+        let origin = Origin::Library {
+            path: info.path.clone(),
+            abi_major: info.abi_major,
+        };
+        let clash = |existing: &Origin| -> Option<Error> {
+            let what = info.kind.name();
+            match existing {
+                Origin::BuiltIn if allow_override => None,
+                Origin::BuiltIn => Some(format!(
+                    "{what} {:?} clashes with the built-in {what} of that name; give \
+                     --plugin-override to replace the built-in",
+                    info.name
+                )),
+                Origin::Library { path, .. } => Some(format!(
+                    "{what} {:?} is already provided by {}",
+                    info.name,
+                    path.display()
+                )),
+            }
+            .map(|msg| Error::Plugin {
+                path: info.path.clone(),
+                msg,
+            })
+        };
+        let same = |n: &str| n.eq_ignore_ascii_case(&info.name);
+        match plugin {
+            LoadedPlugin::Walker(w) => {
+                let modes = w
+                    .raw_modes()
+                    .iter()
+                    .map(|&m| dumpconv_core::plugin::host::mode_name(m))
+                    .collect();
+                let reg = Registered {
+                    plugin: w as Arc<dyn ArchWalker>,
+                    origin,
+                    version: info.version.clone(),
+                    description: info.description.clone(),
+                };
+                if let Some(i) = self.walkers.iter().position(|e| same(e.plugin.name())) {
+                    if let Some(e) = clash(&self.walkers[i].origin) {
+                        return Err(e);
+                    }
+                    // An overriding walker comes first: it is chosen for its modes.
+                    self.walkers.remove(i);
+                    self.walkers.insert(0, reg);
+                } else {
+                    self.walkers.push(reg);
+                }
+                self.walker_modes.retain(|(n, _)| !same(n));
+                self.walker_modes.push((info.name.clone(), modes));
+            }
+            LoadedPlugin::Writer(w) => {
+                let reg = Registered {
+                    plugin: w as Arc<dyn DumpWriter>,
+                    origin,
+                    version: info.version.clone(),
+                    description: info.description.clone(),
+                };
+                if let Some(i) = self.writers.iter().position(|e| same(e.plugin.name())) {
+                    if let Some(e) = clash(&self.writers[i].origin) {
+                        return Err(e);
+                    }
+                    self.writers[i] = reg;
+                } else {
+                    self.writers.push(reg);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Libraries found by directory scans that could not be used.
+    pub fn failed(&self) -> &[Failed] {
+        &self.failed
+    }
+
+    /// Every walker and writer, walkers first, in selection order.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for w in &self.walkers {
+            let name = w.plugin.name().to_string();
+            let modes = self
+                .walker_modes
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| {
+                    w.plugin
+                        .modes()
+                        .iter()
+                        .map(|m| m.name().to_string())
+                        .collect()
+                });
+            out.push(Entry {
+                kind: PluginKind::Walker,
+                name,
+                version: w.version.clone(),
+                description: w.description.clone(),
+                origin: w.origin.clone(),
+                modes,
+            });
+        }
+        for w in &self.writers {
+            out.push(Entry {
+                kind: PluginKind::Writer,
+                name: w.plugin.name().to_string(),
+                version: w.version.clone(),
+                description: w.description.clone(),
+                origin: w.origin.clone(),
+                modes: Vec::new(),
+            });
+        }
+        out
     }
 
     pub fn writer_names(&self) -> Vec<String> {
         self.writers
             .iter()
-            .map(|(w, _)| w.name().to_string())
+            .map(|w| w.plugin.name().to_string())
             .collect()
     }
 
     pub fn writer(&self, name: &str) -> Result<Arc<dyn DumpWriter>> {
         self.writers
             .iter()
-            .find(|(w, _)| w.name().eq_ignore_ascii_case(name))
-            .map(|(w, _)| w.clone())
+            .find(|w| w.plugin.name().eq_ignore_ascii_case(name))
+            .map(|w| w.plugin.clone())
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "unknown output format {name:?} (known: {})",
@@ -76,67 +307,87 @@ impl Registry {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         self.writers
             .iter()
-            .find(|(w, _)| w.extensions().iter().any(|e| *e == ext))
-            .map(|(w, _)| w.clone())
+            .find(|w| {
+                w.plugin
+                    .extensions()
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(&ext))
+            })
+            .map(|w| w.plugin.clone())
     }
 
-    /// The first walker that handles x86 (the only architecture so far).
-    pub fn walker(&self) -> Result<Arc<dyn ArchWalker>> {
+    /// The walker chosen for `mode`: the first whose modes contain it (an overriding
+    /// plugin comes before the built-in), with where it came from.
+    pub fn walker_for(&self, mode: PagingMode) -> Result<(Arc<dyn ArchWalker>, Origin)> {
         self.walkers
-            .first()
-            .map(|(w, _)| w.clone())
-            .ok_or_else(|| Error::invalid("no page-table walker is registered"))
+            .iter()
+            .find(|w| w.plugin.modes().contains(&mode))
+            .map(|w| (w.plugin.clone(), w.origin.clone()))
+            .ok_or_else(|| {
+                Error::Unsupported(format!("no page-table walker handles {mode} paging"))
+            })
     }
 
-    /// Register a writer; a name clash with an existing writer is refused unless
-    /// `replace`.
-    pub fn add_writer(
-        &mut self,
-        writer: Arc<dyn DumpWriter>,
-        origin: Origin,
-        replace: bool,
-    ) -> Result<()> {
-        if let Some(i) = self
-            .writers
-            .iter()
-            .position(|(w, _)| w.name().eq_ignore_ascii_case(writer.name()))
-        {
-            if !replace {
-                return Err(Error::invalid(format!(
-                    "a writer named {:?} already exists",
-                    writer.name()
-                )));
-            }
-            self.writers[i] = (writer, origin);
-        } else {
-            self.writers.push((writer, origin));
+    /// The walker for a set of CPUs: by the paging mode of `preferred` (the CPU whose
+    /// user half is kept) if given and paging, else of the first CPU with paging on,
+    /// else the first walker.
+    pub fn walker_for_cpus(
+        &self,
+        cpus: &[CpuState],
+        preferred: Option<u32>,
+    ) -> Result<(Arc<dyn ArchWalker>, Origin)> {
+        let paging = |c: &&CpuState| !matches!(c.paging_mode(), None | Some(PagingMode::Off));
+        let cpu = preferred
+            .and_then(|i| cpus.iter().find(|c| c.index == i))
+            .filter(paging)
+            .or_else(|| cpus.iter().find(paging));
+        match cpu.and_then(CpuState::paging_mode) {
+            Some(mode) => self.walker_for(mode),
+            None => self
+                .walkers
+                .first()
+                .map(|w| (w.plugin.clone(), w.origin.clone()))
+                .ok_or_else(|| Error::invalid("no page-table walker is registered")),
         }
-        Ok(())
     }
 
-    /// Register a walker; a clash with an existing walker's name is refused unless
-    /// `replace`, in which case the new walker takes its place.
-    pub fn add_walker(
-        &mut self,
-        walker: Arc<dyn ArchWalker>,
-        origin: Origin,
-        replace: bool,
-    ) -> Result<()> {
-        if let Some(i) = self
-            .walkers
-            .iter()
-            .position(|(w, _)| w.name().eq_ignore_ascii_case(walker.name()))
-        {
-            if !replace {
-                return Err(Error::invalid(format!(
-                    "a walker named {:?} already exists",
-                    walker.name()
-                )));
-            }
-            self.walkers[i] = (walker, origin);
-        } else {
-            self.walkers.insert(0, (walker, origin));
-        }
-        Ok(())
+    /// The first walker that handles x86 4-level paging (the built-in unless overridden).
+    pub fn walker(&self) -> Result<Arc<dyn ArchWalker>> {
+        self.walker_for(PagingMode::Level4).map(|(w, _)| w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_listed_and_chosen() {
+        let r = Registry::builtin();
+        let e = r.entries();
+        assert!(e.iter().any(|e| e.kind == PluginKind::Walker
+            && e.name == "x86"
+            && e.origin == Origin::BuiltIn));
+        assert_eq!(r.writer_names(), ["elf", "kdump", "raw"]);
+        let (w, o) = r.walker_for(PagingMode::Pae).unwrap();
+        assert_eq!((w.name(), o), ("x86", Origin::BuiltIn));
+        assert!(r.walker_for(PagingMode::Off).is_err());
+    }
+
+    #[test]
+    fn explicit_plugin_that_fails_is_an_error_scanned_one_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.so");
+        std::fs::write(&bad, b"not elf").unwrap();
+        let e = Registry::with_plugins(std::slice::from_ref(&bad), &[], false)
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Plugin { .. }) && e.to_string().contains("bad.so"));
+        let (r, warnings) =
+            Registry::with_plugins(&[], &[dir.path().to_path_buf()], false).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("bad.so"));
+        assert_eq!(r.failed().len(), 1);
+        assert_eq!(r.failed()[0].path, bad);
     }
 }

@@ -22,6 +22,9 @@
  *    has failed, the plugin must stop and return an error: the host refuses any further
  *    write and treats the call as failed whatever it returns.
  *  - No exception or unwinding may cross the boundary (the Rust SDK catches panics).
+ *  - Host callbacks are thread-safe: during a call, a plugin may call them from several
+ *    threads (a writer compressing in parallel reads memory from each). They, and the
+ *    host's ctx, are valid only until the plugin function returns.
  *  - Strings in the descriptor are NUL-terminated UTF-8; strings and byte strings in
  *    plans are (pointer, length) pairs.
  *

@@ -1,0 +1,198 @@
+//! The x86 walker built as a run-time plugin (`plugins/x86/cdylib`) must give the same
+//! bytes as the built-in walker on real guests, through the real binary:
+//! `dumpconv --plugin libdumpconv_x86_plugin.so --plugin-override --paging IN -o OUT`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn dumpconv(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args(args)
+        // Only the libraries the test names: no plugin directories from the environment.
+        .env_remove("DUMPCONV_PLUGIN_PATH")
+        .env("XDG_DATA_HOME", "/nonexistent")
+        .output()
+        .expect("run dumpconv")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The cdylib built with the same profile as this test, next to the dumpconv binary.
+/// `cargo build -p dumpconv-x86-plugin` for that profile first, so it is never stale
+/// (a no-op when scripts/test.sh built the workspace already).
+fn x86_plugin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_dumpconv"));
+    let dir = bin.parent().expect("binary directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("cannot tell the profile from {}", dir.display()),
+    };
+    let target_dir = dir.parent().expect("target directory");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dumpconv-x86-plugin",
+            "--profile",
+            profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p dumpconv-x86-plugin failed"
+    );
+    let lib = dir.join("libdumpconv_x86_plugin.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}
+
+fn guest_cache() -> PathBuf {
+    if let Some(d) = std::env::var_os("DUMPCONV_GUEST_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/dumpconv/guests")
+}
+
+/// `phys.elf` of a complete real guest, or None (skip) unless the cache is required.
+fn guest_dump(name: &str) -> Option<PathBuf> {
+    let dir = guest_cache().join(name);
+    if dir.join("complete").exists() && dir.join("phys.elf").is_file() {
+        return Some(dir.join("phys.elf"));
+    }
+    let msg = format!("real guest {name} is not in {}", guest_cache().display());
+    assert!(
+        std::env::var("DUMPCONV_REQUIRE_GUESTS").as_deref() != Ok("1"),
+        "{msg}"
+    );
+    eprintln!("SKIP: {msg}");
+    None
+}
+
+#[test]
+fn plugin_walker_gives_the_builtin_bytes_on_real_guests() {
+    let lib = x86_plugin();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut compared = 0;
+    for g in [
+        "x86_64-4level",
+        "x86_64-la57",
+        "x86_64-kaslr",
+        "i386-pae",
+        "i386-2level",
+    ] {
+        let Some(input) = guest_dump(g) else { continue };
+        let a = tmp.path().join(format!("{g}-builtin.elf"));
+        let b = tmp.path().join(format!("{g}-plugin.elf"));
+        let err = ok(
+            &dumpconv(&[
+                "--paging".as_ref(),
+                "-q".as_ref(),
+                "-v".as_ref(),
+                input.as_os_str(),
+                "-o".as_ref(),
+                a.as_os_str(),
+            ]),
+            "built-in walker",
+        );
+        assert!(err.contains("walker x86 (built-in)"), "{g}: {err}");
+        let err = ok(
+            &dumpconv(&[
+                "--plugin".as_ref(),
+                lib.as_os_str(),
+                "--plugin-override".as_ref(),
+                "--paging".as_ref(),
+                "-q".as_ref(),
+                "-v".as_ref(),
+                input.as_os_str(),
+                "-o".as_ref(),
+                b.as_os_str(),
+            ]),
+            "plugin walker",
+        );
+        // The plugin, not the built-in, walked the tables.
+        assert!(
+            err.contains(&format!("walker x86 ({})", lib.display())),
+            "{g}: {err}"
+        );
+        let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert!(ba.len() > 1 << 20, "{g}: output too small");
+        assert!(
+            ba == bb,
+            "{g}: the plugin's output differs from the built-in's"
+        );
+        std::fs::remove_file(&a).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        compared += 1;
+    }
+    eprintln!("compared {compared} guests");
+}
+
+#[test]
+fn plugin_is_listed_and_a_clash_needs_override() {
+    let lib = x86_plugin();
+    let out = dumpconv(&[
+        "plugins".as_ref(),
+        "--json".as_ref(),
+        "--plugin".as_ref(),
+        lib.as_os_str(),
+        "--plugin-override".as_ref(),
+    ]);
+    ok(&out, "dumpconv plugins");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let walkers: Vec<_> = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "walker")
+        .collect();
+    assert_eq!(walkers.len(), 1, "the plugin replaced the built-in: {v}");
+    assert_eq!(walkers[0]["name"], "x86");
+    assert_eq!(walkers[0]["origin"], lib.to_str().unwrap());
+    assert_eq!(walkers[0]["abi_major"], 1);
+    assert_eq!(
+        walkers[0]["modes"],
+        serde_json::json!(["32bit", "pae", "4level", "5level"])
+    );
+
+    // Without --plugin-override: refused, exit 4, naming the file and the clash.
+    let out = dumpconv(&["plugins".as_ref(), "--plugin".as_ref(), lib.as_os_str()]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(lib.to_str().unwrap()) && err.contains("clashes with the built-in"),
+        "{err}"
+    );
+
+    // In a plugin directory, the same clash is a warning and the library is listed as failed.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&lib, dir.path().join("x86.so")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args(["plugins", "--json"])
+        .env("DUMPCONV_PLUGIN_PATH", dir.path())
+        .env("XDG_DATA_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = ok(
+        &out,
+        "plugins with a clashing library in DUMPCONV_PLUGIN_PATH",
+    );
+    assert!(err.contains("warning") && err.contains("x86.so"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["failed"][0]["path"],
+        dir.path().join("x86.so").to_str().unwrap()
+    );
+}

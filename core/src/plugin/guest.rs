@@ -1,0 +1,692 @@
+//! The plugin side of the ABI, for plugins written in Rust: [`export_plugin!`] exports a
+//! type implementing [`ArchWalker`] or [`DumpWriter`] from a `cdylib`.
+//!
+//! ```ignore
+//! // Cargo.toml: [lib] crate-type = ["cdylib"]
+//! dumpconv_core::export_plugin!(
+//!     walker: my_crate::MyWalker::new(),
+//!     version: env!("CARGO_PKG_VERSION"),
+//!     description: "page tables of the Foo architecture",
+//! );
+//! ```
+//!
+//! The macro expands to the `dumpconv_plugin_entry` function, the `dumpconv_plugin_abi`
+//! static and `extern "C"` functions that rebuild a [`CpuState`] or [`DumpPlan`] from the
+//! ABI structs and call the trait through a [`PhysicalMemory`] over `read_phys`, a
+//! [`Sink`] over the sink callbacks and a [`Progress`] over `progress`. Every export
+//! catches panics and returns `DUMPCONV_ERR_PANIC` with the panic message; a Rust error
+//! becomes an error code plus its message.
+//!
+//! The implementation is constructed once, on the first call of the entry function.
+//! Its name, description and extensions come from the trait.
+//!
+//! [`export_plugin!`]: crate::export_plugin
+
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::cpu::{Arch, CpuState};
+use crate::error::{Error, Result};
+use crate::mapping::{Mapping, MappingList};
+use crate::memory::{PhysRange, PhysicalMemory};
+use crate::note::Note;
+use crate::progress::Progress;
+use crate::sink::Sink;
+use crate::vmcoreinfo::VmcoreInfo;
+use crate::walker::{ArchWalker, WalkOptions};
+use crate::writer::{DumpPlan, DumpWriter};
+
+use super::abi;
+use super::host::{mode_to_abi, panic_message};
+
+/// The implementation behind an exported descriptor.
+enum Implementation {
+    Walker(Box<dyn ArchWalker>),
+    Writer(Box<dyn DumpWriter>),
+}
+
+/// One exported plugin: the descriptor, its tables and strings, and the implementation.
+/// Built once and leaked, so every pointer in it stays valid as long as the library.
+pub struct Export {
+    plugin: abi::Plugin,
+    walker: abi::Walker,
+    writer: abi::Writer,
+    imp: Implementation,
+    // Owners of the memory the descriptor points at.
+    _strings: Vec<CString>,
+    _modes: Vec<u32>,
+}
+
+// SAFETY: an Export is immutable once built (it is leaked behind a shared reference); its
+// raw pointers point into its own heap data (CStrings, mode Vec), which is never freed;
+// the implementation is Send + Sync by the trait bounds.
+unsafe impl Sync for Export {}
+// SAFETY: as above.
+unsafe impl Send for Export {}
+
+type WalkFn = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::Cpu,
+    *const abi::WalkOptions,
+    *mut abi::WalkStats,
+) -> i32;
+type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
+
+fn cstring(s: &str) -> CString {
+    // Interior NULs cannot be represented; cut there rather than fail the export.
+    let cut = s.split('\0').next().unwrap_or("");
+    CString::new(cut).unwrap_or_default()
+}
+
+impl Export {
+    fn build(
+        imp: Implementation,
+        version: &str,
+        description: &str,
+        walk: Option<WalkFn>,
+        write: Option<WriteFn>,
+    ) -> &'static Export {
+        let (kind, name, modes, extensions) = match &imp {
+            Implementation::Walker(w) => (
+                abi::DUMPCONV_KIND_WALKER,
+                w.name().to_string(),
+                w.modes().iter().map(|&m| mode_to_abi(m)).collect(),
+                String::new(),
+            ),
+            Implementation::Writer(w) => (
+                abi::DUMPCONV_KIND_WRITER,
+                w.name().to_string(),
+                Vec::new(),
+                w.extensions().join(","),
+            ),
+        };
+        let strings = vec![
+            cstring(&name),
+            cstring(version),
+            cstring(description),
+            cstring(&extensions),
+        ];
+        let e = Box::leak(Box::new(Export {
+            plugin: abi::Plugin {
+                abi_major: abi::DUMPCONV_ABI_MAJOR,
+                struct_size: std::mem::size_of::<abi::Plugin>() as u32,
+                kind,
+                reserved: 0,
+                name: strings[0].as_ptr(),
+                version: strings[1].as_ptr(),
+                description: strings[2].as_ptr(),
+                walker: std::ptr::null(),
+                writer: std::ptr::null(),
+            },
+            walker: abi::Walker {
+                struct_size: std::mem::size_of::<abi::Walker>() as u32,
+                mode_count: 0,
+                modes: std::ptr::null(),
+                walk,
+            },
+            writer: abi::Writer {
+                struct_size: std::mem::size_of::<abi::Writer>() as u32,
+                reserved: 0,
+                extensions: strings[3].as_ptr(),
+                write,
+            },
+            imp,
+            _strings: Vec::new(),
+            _modes: modes,
+        }));
+        // The CStrings' heap buffers do not move when the Vec holding them moves.
+        e._strings = strings;
+        e.walker.mode_count = e._modes.len() as u32;
+        e.walker.modes = e._modes.as_ptr();
+        match e.imp {
+            Implementation::Walker(_) => e.plugin.walker = &e.walker,
+            Implementation::Writer(_) => e.plugin.writer = &e.writer,
+        }
+        e
+    }
+
+    /// Export a walker whose `walk` entry is `walk` (generated by the macro).
+    pub fn walker(
+        w: Box<dyn ArchWalker>,
+        version: &str,
+        description: &str,
+        walk: WalkFn,
+    ) -> &'static Export {
+        Export::build(
+            Implementation::Walker(w),
+            version,
+            description,
+            Some(walk),
+            None,
+        )
+    }
+
+    /// Export a writer whose `write` entry is `write` (generated by the macro).
+    pub fn writer(
+        w: Box<dyn DumpWriter>,
+        version: &str,
+        description: &str,
+        write: WriteFn,
+    ) -> &'static Export {
+        Export::build(
+            Implementation::Writer(w),
+            version,
+            description,
+            None,
+            Some(write),
+        )
+    }
+
+    pub fn descriptor(&self) -> *const abi::Plugin {
+        &self.plugin
+    }
+}
+
+/// The body of an entry function: build the export once. NULL if building panicked
+/// (the host then refuses the plugin: "entry returned NULL").
+pub fn entry(
+    cell: &'static OnceLock<&'static Export>,
+    build: impl FnOnce() -> &'static Export,
+) -> *const abi::Plugin {
+    match catch_unwind(AssertUnwindSafe(|| *cell.get_or_init(build))) {
+        Ok(e) => e.descriptor(),
+        Err(_) => std::ptr::null(),
+    }
+}
+
+/// The error code a Rust error crosses the boundary as.
+fn error_code(e: &Error) -> i32 {
+    match e {
+        Error::Unsupported(_) => abi::DUMPCONV_ERR_UNSUPPORTED,
+        Error::Io { .. } | Error::Output { .. } | Error::Hole { .. } => abi::DUMPCONV_ERR_IO,
+        Error::PageUnavailable { .. } => abi::DUMPCONV_ERR_IO,
+        Error::Format { .. } | Error::Walk { .. } | Error::Invalid(_) => abi::DUMPCONV_ERR_INVALID,
+        _ => abi::DUMPCONV_ERR_FAILED,
+    }
+}
+
+/// The host's callback table, for the guest-side adapters.
+#[derive(Clone, Copy)]
+struct HostRef<'h>(&'h abi::Host);
+
+// SAFETY: the host's callbacks are thread-safe (documented in the header and
+// implemented so by dumpconv's host), and its ctx is only passed back to them.
+unsafe impl Send for HostRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for HostRef<'_> {}
+
+impl HostRef<'_> {
+    fn set_error(&self, msg: &str) {
+        if let Some(f) = self.0.set_error {
+            // SAFETY: a host callback called with its own ctx and a valid message.
+            unsafe { f(self.0.ctx, msg.as_ptr().cast::<c_char>(), msg.len()) }
+        }
+    }
+
+    fn log(&self, level: u32, msg: &str) {
+        if let Some(f) = self.0.log {
+            // SAFETY: a host callback called with its own ctx and a valid message.
+            unsafe { f(self.0.ctx, level, msg.as_ptr().cast::<c_char>(), msg.len()) }
+        }
+    }
+
+    fn missing(what: &str) -> Error {
+        Error::invalid(format!("the host gave no {what} callback"))
+    }
+
+    fn status(what: &str, code: i32) -> Result<()> {
+        if code == abi::DUMPCONV_OK {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "host callback {what} failed (code {code})"
+            )))
+        }
+    }
+}
+
+/// Run an export's body: catch panics, turn errors into a code plus `set_error`.
+fn guarded(host: *const abi::Host, body: impl FnOnce(HostRef<'_>) -> Result<()>) -> i32 {
+    if host.is_null() {
+        return abi::DUMPCONV_ERR_INVALID;
+    }
+    // SAFETY: the host passes a valid Host for the duration of the call.
+    let h = HostRef(unsafe { &*host });
+    match catch_unwind(AssertUnwindSafe(|| body(h))) {
+        Ok(Ok(())) => abi::DUMPCONV_OK,
+        Ok(Err(e)) => {
+            h.set_error(&e.to_string());
+            error_code(&e)
+        }
+        Err(p) => {
+            h.set_error(&format!("panic: {}", panic_message(p.as_ref())));
+            abi::DUMPCONV_ERR_PANIC
+        }
+    }
+}
+
+/// `count` elements at `ptr` (NULL allowed when `count` is 0).
+///
+/// # Safety
+/// When `count` > 0, `ptr` is valid for `count` elements for `'a`.
+unsafe fn slice<'a, T>(ptr: *const T, count: usize) -> Result<&'a [T]> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Error::invalid("the host passed a NULL array"));
+    }
+    // SAFETY: by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
+/// # Safety
+/// As for [`slice`].
+unsafe fn byte_string<'a>(b: abi::Bytes) -> Result<&'a [u8]> {
+    // SAFETY: by the caller's contract.
+    unsafe { slice(b.ptr, b.len) }
+}
+
+fn ranges_from_abi(r: &[abi::Range]) -> Vec<PhysRange> {
+    r.iter().map(|r| PhysRange::new(r.start, r.end)).collect()
+}
+
+/// Physical memory over the host's `read_phys`.
+struct HostMemory<'h> {
+    host: HostRef<'h>,
+    ranges: Vec<PhysRange>,
+}
+
+impl PhysicalMemory for HostMemory<'_> {
+    fn ranges(&self) -> &[PhysRange] {
+        &self.ranges
+    }
+
+    fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
+        let f = self
+            .host
+            .0
+            .read_phys
+            .ok_or_else(|| HostRef::missing("read_phys"))?;
+        // SAFETY: a host callback called with its own ctx and a buffer of buf.len() bytes.
+        let code = unsafe { f(self.host.0.ctx, paddr, buf.as_mut_ptr(), buf.len()) };
+        if code == abi::DUMPCONV_OK {
+            Ok(())
+        } else {
+            Err(Error::PageUnavailable {
+                paddr,
+                why: "unreadable: the host's read_phys failed",
+            })
+        }
+    }
+}
+
+/// Rebuild a CPU state from the ABI form (only what paging needs crosses the ABI).
+fn cpu_from_abi(c: &abi::Cpu) -> CpuState {
+    let reg = |bit: u32, v: u64| (c.valid & bit != 0).then_some(v);
+    CpuState {
+        index: c.index,
+        cr0: reg(abi::DUMPCONV_CPU_CR0, c.cr0),
+        cr3: reg(abi::DUMPCONV_CPU_CR3, c.cr3),
+        cr4: reg(abi::DUMPCONV_CPU_CR4, c.cr4),
+        efer: reg(abi::DUMPCONV_CPU_EFER, c.efer),
+        a20_mask: reg(abi::DUMPCONV_CPU_A20, c.a20_mask),
+        ..CpuState::default()
+    }
+}
+
+/// Does a struct whose `struct_size` is `size` contain the field ending at `end`?
+fn covers(size: u32, end: usize) -> bool {
+    size as usize >= end
+}
+
+/// The body of a generated `walk` export.
+///
+/// # Safety
+/// The arguments are what the host passes to `walk` (valid for the call).
+pub unsafe fn walk(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    cpu: *const abi::Cpu,
+    opts: *const abi::WalkOptions,
+    stats: *mut abi::WalkStats,
+) -> i32 {
+    guarded(host, |h| {
+        let Some(Implementation::Walker(w)) = export.map(|e| &e.imp) else {
+            return Err(Error::invalid("walk called before the entry function"));
+        };
+        if cpu.is_null() || opts.is_null() {
+            return Err(Error::invalid("walk: cpu or options is NULL"));
+        }
+        // SAFETY: non-NULL, valid for the call.
+        let (c, o) = unsafe { (&*cpu, &*opts) };
+        // The RAM list was appended to the options: without it, let read_phys decide.
+        let ram_end = std::mem::offset_of!(abi::WalkOptions, ram_count) + size_of::<usize>();
+        let ranges = if covers(o.struct_size, ram_end) {
+            // SAFETY: covered by struct_size; the host's array is valid for the call.
+            ranges_from_abi(unsafe { slice(o.ram, o.ram_count) }?)
+        } else {
+            vec![PhysRange::new(0, u64::MAX)]
+        };
+        let mem = HostMemory { host: h, ranges };
+        let wopts = WalkOptions {
+            max_phys_bits: u8::try_from(o.max_phys_bits).unwrap_or(u8::MAX).min(64),
+            clear_mask: o.clear_mask,
+            max_table_pages: o.max_table_pages,
+        };
+        let mut out = MappingList::new();
+        let st = w.walk(&cpu_from_abi(c), &mem, &wopts, &mut out)?;
+        let emit =
+            h.0.emit_mapping
+                .ok_or_else(|| HostRef::missing("emit_mapping"))?;
+        for m in out.runs() {
+            // SAFETY: a host callback called with its own ctx.
+            let code = unsafe { emit(h.0.ctx, m.virt, m.phys, m.len) };
+            HostRef::status("emit_mapping", code)?;
+        }
+        for msg in &st.warnings {
+            h.log(abi::DUMPCONV_LOG_WARN, msg);
+        }
+        if !stats.is_null() {
+            // SAFETY: non-NULL, valid for the call; only fields within its struct_size
+            // are written.
+            let s = unsafe { &mut *stats };
+            let size = s.struct_size;
+            let fields = [
+                (std::mem::offset_of!(abi::WalkStats, leaves), st.leaves),
+                (
+                    std::mem::offset_of!(abi::WalkStats, leaves_outside_ram),
+                    st.leaves_outside_ram,
+                ),
+                (
+                    std::mem::offset_of!(abi::WalkStats, table_pages),
+                    st.table_pages,
+                ),
+                (
+                    std::mem::offset_of!(abi::WalkStats, tables_outside_ram),
+                    st.tables_outside_ram,
+                ),
+            ];
+            for (off, v) in fields {
+                if covers(size, off + 8) {
+                    // SAFETY: within struct_size bytes of the host's struct.
+                    unsafe { stats.cast::<u8>().add(off).cast::<u64>().write_unaligned(v) };
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A sink over the host's sink callbacks. `finish` does nothing: the host completes the
+/// output after `write` returns.
+struct HostSink<'h> {
+    host: HostRef<'h>,
+}
+
+impl Sink for HostSink<'_> {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        let f = self
+            .host
+            .0
+            .sink_write
+            .ok_or_else(|| HostRef::missing("sink_write"))?;
+        // SAFETY: a host callback called with its own ctx and a valid buffer.
+        HostRef::status("sink_write", unsafe {
+            f(self.host.0.ctx, buf.as_ptr(), buf.len())
+        })
+    }
+
+    fn skip(&mut self, len: u64) -> Result<()> {
+        let f = self
+            .host
+            .0
+            .sink_skip
+            .ok_or_else(|| HostRef::missing("sink_skip"))?;
+        // SAFETY: a host callback called with its own ctx.
+        HostRef::status("sink_skip", unsafe { f(self.host.0.ctx, len) })
+    }
+
+    fn position(&self) -> u64 {
+        match self.host.0.sink_position {
+            // SAFETY: a host callback called with its own ctx.
+            Some(f) => unsafe { f(self.host.0.ctx) },
+            None => 0,
+        }
+    }
+
+    fn is_seekable(&self) -> bool {
+        match self.host.0.sink_seekable {
+            // SAFETY: a host callback called with its own ctx.
+            Some(f) => (unsafe { f(self.host.0.ctx) }) != 0,
+            None => false,
+        }
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        let f = self
+            .host
+            .0
+            .sink_write_at
+            .ok_or_else(|| HostRef::missing("sink_write_at"))?;
+        // SAFETY: a host callback called with its own ctx and a valid buffer.
+        HostRef::status("sink_write_at", unsafe {
+            f(self.host.0.ctx, offset, buf.as_ptr(), buf.len())
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Progress over the host's `progress` (bytes done out of the total) and `log`.
+struct HostProgress<'h> {
+    host: HostRef<'h>,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress for HostProgress<'_> {
+    fn start(&self, _what: &str, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+
+    fn advance(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed).saturating_add(n);
+        if let Some(f) = self.host.0.progress {
+            // SAFETY: a host callback called with its own ctx.
+            unsafe { f(self.host.0.ctx, done, self.total.load(Ordering::Relaxed)) }
+        }
+    }
+
+    fn warn(&self, msg: &str) {
+        self.host.log(abi::DUMPCONV_LOG_WARN, msg);
+    }
+}
+
+fn arch_from_abi(a: u32) -> Result<Arch> {
+    match a {
+        abi::DUMPCONV_ARCH_X86_64 => Ok(Arch::X86_64),
+        abi::DUMPCONV_ARCH_X86 => Ok(Arch::X86),
+        _ => Err(Error::Unsupported(format!("architecture {a} in the plan"))),
+    }
+}
+
+fn utf8(b: &[u8], what: &str) -> Result<String> {
+    String::from_utf8(b.to_vec()).map_err(|_| Error::invalid(format!("{what} is not UTF-8")))
+}
+
+/// Rebuild the plan from the ABI form.
+///
+/// # Safety
+/// `p` and every array it points at are valid for the call.
+unsafe fn plan_from_abi(p: &abi::Plan) -> Result<DumpPlan> {
+    // SAFETY (whole block): arrays valid for the call by the caller's contract.
+    unsafe {
+        let ranges = ranges_from_abi(slice(p.ranges, p.range_count)?);
+        let mappings = if p.mappings.is_null() {
+            None
+        } else {
+            Some(
+                slice(p.mappings, p.mapping_count)?
+                    .iter()
+                    .map(|m| Mapping {
+                        virt: m.virt,
+                        phys: m.phys,
+                        len: m.len,
+                    })
+                    .collect::<MappingList>(),
+            )
+        };
+        let mut notes = Vec::with_capacity(p.note_count);
+        for n in slice(p.notes, p.note_count)? {
+            notes.push(Note {
+                name: byte_string(n.name)?.to_vec(),
+                n_type: n.n_type,
+                desc: byte_string(n.desc)?.to_vec(),
+            });
+        }
+        let cpus = slice(p.cpus, p.cpu_count)?
+            .iter()
+            .map(cpu_from_abi)
+            .collect();
+        let vmcoreinfo = if p.vmcoreinfo.ptr.is_null() {
+            None
+        } else {
+            Some(VmcoreInfo::parse(byte_string(p.vmcoreinfo)?))
+        };
+        let mut options = BTreeMap::new();
+        for o in slice(p.options, p.option_count)? {
+            options.insert(
+                utf8(byte_string(o.key)?, "option name")?,
+                utf8(byte_string(o.value)?, "option value")?,
+            );
+        }
+        Ok(DumpPlan {
+            arch: arch_from_abi(p.arch)?,
+            page_size: p.page_size,
+            ranges,
+            mappings,
+            notes,
+            cpus,
+            vmcoreinfo,
+            options,
+        })
+    }
+}
+
+/// The body of a generated `write` export.
+///
+/// # Safety
+/// The arguments are what the host passes to `write` (valid for the call).
+pub unsafe fn write(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    plan: *const abi::Plan,
+) -> i32 {
+    guarded(host, |h| {
+        let Some(Implementation::Writer(w)) = export.map(|e| &e.imp) else {
+            return Err(Error::invalid("write called before the entry function"));
+        };
+        if plan.is_null() {
+            return Err(Error::invalid("write: plan is NULL"));
+        }
+        // SAFETY: non-NULL; the plan and its arrays are valid for the call.
+        let plan = unsafe { plan_from_abi(&*plan) }?;
+        let mem = HostMemory {
+            host: h,
+            ranges: plan.ranges.clone(),
+        };
+        let mut sink = HostSink { host: h };
+        let progress = HostProgress {
+            host: h,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(plan.total_bytes()),
+        };
+        w.write(&plan, &mem, &mut sink, &progress)
+    })
+}
+
+/// Define an entry function (not exported) for a walker or writer: what
+/// [`export_plugin!`](crate::export_plugin) builds on, and what in-process tests call.
+///
+/// `plugin_entry!(pub fn my_entry, walker: MyWalker, version: "1.0", description: "...")`
+#[macro_export]
+macro_rules! plugin_entry {
+    ($vis:vis fn $entry:ident, walker: $make:expr, version: $ver:expr, description: $desc:expr $(,)?) => {
+        $vis extern "C" fn $entry() -> *const $crate::plugin::abi::Plugin {
+            static EXPORT: ::std::sync::OnceLock<&'static $crate::plugin::guest::Export> =
+                ::std::sync::OnceLock::new();
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn walk(
+                host: *const $crate::plugin::abi::Host,
+                cpu: *const $crate::plugin::abi::Cpu,
+                opts: *const $crate::plugin::abi::WalkOptions,
+                stats: *mut $crate::plugin::abi::WalkStats,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe {
+                    $crate::plugin::guest::walk(EXPORT.get().copied(), host, cpu, opts, stats)
+                }
+            }
+            $crate::plugin::guest::entry(&EXPORT, || {
+                $crate::plugin::guest::Export::walker(::std::boxed::Box::new($make), $ver, $desc, walk)
+            })
+        }
+    };
+    ($vis:vis fn $entry:ident, writer: $make:expr, version: $ver:expr, description: $desc:expr $(,)?) => {
+        $vis extern "C" fn $entry() -> *const $crate::plugin::abi::Plugin {
+            static EXPORT: ::std::sync::OnceLock<&'static $crate::plugin::guest::Export> =
+                ::std::sync::OnceLock::new();
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn write(
+                host: *const $crate::plugin::abi::Host,
+                plan: *const $crate::plugin::abi::Plan,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe { $crate::plugin::guest::write(EXPORT.get().copied(), host, plan) }
+            }
+            $crate::plugin::guest::entry(&EXPORT, || {
+                $crate::plugin::guest::Export::writer(::std::boxed::Box::new($make), $ver, $desc, write)
+            })
+        }
+    };
+}
+
+/// Export a Rust walker or writer as a dumpconv plugin (in a `cdylib` crate):
+///
+/// ```ignore
+/// dumpconv_core::export_plugin!(
+///     writer: my_crate::MyWriter::default(),
+///     version: env!("CARGO_PKG_VERSION"),
+///     description: "my format",
+/// );
+/// ```
+///
+/// Defines the exported symbols `dumpconv_plugin_entry` and `dumpconv_plugin_abi`; use it
+/// once per library.
+#[macro_export]
+macro_rules! export_plugin {
+    ($kind:ident: $make:expr, version: $ver:expr, description: $desc:expr $(,)?) => {
+        $crate::plugin_entry!(fn __dumpconv_plugin_entry, $kind: $make, version: $ver, description: $desc);
+
+        /// The plugin's entry point (dumpconv plugin ABI).
+        #[allow(unsafe_code)]
+        #[no_mangle]
+        pub extern "C" fn dumpconv_plugin_entry() -> *const $crate::plugin::abi::Plugin {
+            __dumpconv_plugin_entry()
+        }
+
+        /// The plugin's ABI major version, read by the host before loading the library.
+        #[allow(unsafe_code, non_upper_case_globals)]
+        #[no_mangle]
+        pub static dumpconv_plugin_abi: u32 = $crate::plugin::abi::DUMPCONV_ABI_MAJOR;
+    };
+}

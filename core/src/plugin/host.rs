@@ -1,0 +1,947 @@
+//! The host side of the plugin ABI: a validated plugin descriptor wrapped as an
+//! [`ArchWalker`] or a [`DumpWriter`], so that the rest of dumpconv cannot tell a loaded
+//! plugin from a built-in one.
+//!
+//! For each call the adapter builds a [`abi::Host`] whose `ctx` points at a [`CallCtx`]
+//! living on the adapter's stack, and whose callbacks are `extern "C"` trampolines over
+//! `&dyn PhysicalMemory`, `&mut dyn Sink`, `&dyn Progress` and a mapping collector. The
+//! plan's data is laid out in host-owned `Vec`s borrowed for the call.
+//!
+//! Rules enforced here (see the header):
+//! - every trampoline catches panics; a panic or an error in a callback is recorded, every
+//!   later callback fails, and the call fails whatever the plugin returns;
+//! - a plugin's error code becomes [`Error::Plugin`] naming the file, the plugin, the
+//!   code and the plugin's message (a failed output write stays [`Error::Output`], so the
+//!   user sees the real cause and exit code);
+//! - a mapping whose physical range is not RAM of the dump fails the walk;
+//! - all callbacks are thread-safe (a writer may read memory from several threads).
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::cpu::{Arch, CpuState, PagingMode, CR0_PG, EFER_LMA};
+use crate::error::{Error, Result};
+use crate::mapping::{Mapping, MappingList};
+use crate::memory::PhysicalMemory;
+use crate::progress::Progress;
+use crate::sink::Sink;
+use crate::walker::{ArchWalker, WalkOptions, WalkStats};
+use crate::writer::{DumpPlan, DumpWriter};
+
+use super::abi;
+
+/// Longest message kept from `set_error` or `log`.
+const MAX_MESSAGE: usize = 4096;
+/// Most warnings kept from one walk (as `WalkStats::warnings` keeps).
+const MAX_WARNINGS: usize = 32;
+
+/// What kind of plugin a descriptor describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    Walker,
+    Writer,
+}
+
+impl PluginKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Walker => "walker",
+            PluginKind::Writer => "writer",
+        }
+    }
+}
+
+/// The identity of a loaded plugin, from its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The shared library it came from (or a label for in-process plugins).
+    pub path: PathBuf,
+    pub kind: PluginKind,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `abi_major` of the descriptor.
+    pub abi_major: u32,
+}
+
+impl PluginInfo {
+    fn error(&self, msg: impl std::fmt::Display) -> Error {
+        Error::Plugin {
+            path: self.path.clone(),
+            msg: format!("{} {:?}: {msg}", self.kind.name(), self.name),
+        }
+    }
+}
+
+/// A plugin wrapped as the trait its kind implements.
+#[derive(Clone)]
+pub enum LoadedPlugin {
+    Walker(Arc<PluginWalker>),
+    Writer(Arc<PluginWriter>),
+}
+
+impl LoadedPlugin {
+    pub fn info(&self) -> &PluginInfo {
+        match self {
+            LoadedPlugin::Walker(w) => &w.info,
+            LoadedPlugin::Writer(w) => &w.info,
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LoadedPlugin").field(self.info()).finish()
+    }
+}
+
+type WalkFn = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::Cpu,
+    *const abi::WalkOptions,
+    *mut abi::WalkStats,
+) -> i32;
+type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
+
+/// A walker plugin as an [`ArchWalker`].
+pub struct PluginWalker {
+    info: PluginInfo,
+    /// The modes dumpconv knows, from the plugin's list.
+    modes: Vec<PagingMode>,
+    /// The plugin's list as given (other architectures' modes included).
+    raw_modes: Vec<u32>,
+    walk: WalkFn,
+}
+
+/// A writer plugin as a [`DumpWriter`].
+pub struct PluginWriter {
+    info: PluginInfo,
+    /// Borrowed from the plugin's static string: the library is never unloaded.
+    extensions: Vec<&'static str>,
+    write: WriteFn,
+}
+
+/// Read a NUL-terminated UTF-8 string of the descriptor.
+///
+/// # Safety
+/// `p` is NULL or points at a NUL-terminated string that lives as long as the library
+/// (which is never unloaded).
+unsafe fn static_str(p: *const c_char, what: &str, path: &Path) -> Result<&'static str> {
+    if p.is_null() {
+        return Err(Error::Plugin {
+            path: path.to_path_buf(),
+            msg: format!("descriptor: {what} is NULL"),
+        });
+    }
+    // SAFETY: non-NULL, NUL-terminated and static by the caller's contract.
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str().map_err(|e| Error::Plugin {
+        path: path.to_path_buf(),
+        msg: format!("descriptor: {what} is not valid UTF-8 ({e})"),
+    })
+}
+
+/// A plugin name must be usable on the command line (`--format NAME`).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn mode_from_abi(m: u32) -> Option<PagingMode> {
+    Some(match m {
+        abi::DUMPCONV_PAGING_OFF => PagingMode::Off,
+        abi::DUMPCONV_PAGING_32BIT => PagingMode::Bits32,
+        abi::DUMPCONV_PAGING_PAE => PagingMode::Pae,
+        abi::DUMPCONV_PAGING_4LEVEL => PagingMode::Level4,
+        abi::DUMPCONV_PAGING_5LEVEL => PagingMode::Level5,
+        _ => return None,
+    })
+}
+
+/// The ABI value of a paging mode.
+pub fn mode_to_abi(m: PagingMode) -> u32 {
+    match m {
+        PagingMode::Off => abi::DUMPCONV_PAGING_OFF,
+        PagingMode::Bits32 => abi::DUMPCONV_PAGING_32BIT,
+        PagingMode::Pae => abi::DUMPCONV_PAGING_PAE,
+        PagingMode::Level4 => abi::DUMPCONV_PAGING_4LEVEL,
+        PagingMode::Level5 => abi::DUMPCONV_PAGING_5LEVEL,
+    }
+}
+
+/// The name of a paging-mode value, for `dumpconv plugins` (other architectures' values
+/// are shown as numbers).
+pub fn mode_name(m: u32) -> String {
+    mode_from_abi(m).map_or_else(|| format!("{m:#x}"), |p| p.name().to_string())
+}
+
+pub fn arch_to_abi(a: Arch) -> u32 {
+    match a {
+        Arch::X86_64 => abi::DUMPCONV_ARCH_X86_64,
+        Arch::X86 => abi::DUMPCONV_ARCH_X86,
+    }
+}
+
+/// Validate a descriptor and wrap it. The loader calls this after dlopen; tests call it
+/// with a descriptor from an in-process entry function.
+///
+/// Checks, in this order, before anything else of the plugin is read or called:
+/// `abi_major`, `struct_size`, kind, the matching table (non-NULL, the other one NULL, its
+/// own `struct_size`, its function non-NULL), then the strings (UTF-8, a usable name).
+///
+/// # Safety
+/// `desc` is NULL or points at a descriptor, and everything it points to, that stays
+/// valid and unchanged as long as the process runs (the library is never unloaded).
+/// The function pointers must follow the ABI.
+pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<LoadedPlugin> {
+    let err = |msg: String| Error::Plugin {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if desc.is_null() {
+        return Err(err(format!("{} returned NULL", abi::DUMPCONV_ENTRY_SYMBOL)));
+    }
+    // Read the two leading u32s first: a descriptor from another ABI may be shorter than
+    // ours.
+    // SAFETY: every ABI version starts with abi_major and struct_size.
+    let (abi_major, struct_size) = unsafe {
+        let p = desc.cast::<u32>();
+        (p.read_unaligned(), p.add(1).read_unaligned())
+    };
+    if abi_major != abi::DUMPCONV_ABI_MAJOR {
+        return Err(err(format!(
+            "plugin ABI major version {abi_major}, this dumpconv speaks {} (rebuild the \
+             plugin against this dumpconv's dumpconv_plugin.h or SDK)",
+            abi::DUMPCONV_ABI_MAJOR
+        )));
+    }
+    if (struct_size as usize) < abi::PLUGIN_V1_SIZE {
+        return Err(err(format!(
+            "descriptor struct_size {struct_size} is smaller than the {} bytes of ABI {}",
+            abi::PLUGIN_V1_SIZE,
+            abi::DUMPCONV_ABI_MAJOR
+        )));
+    }
+    // SAFETY: the descriptor is at least as large as our struct (checked just above) and
+    // static by the caller's contract.
+    let d: &'static abi::Plugin = unsafe { &*desc };
+    let kind = match d.kind {
+        abi::DUMPCONV_KIND_WALKER => PluginKind::Walker,
+        abi::DUMPCONV_KIND_WRITER => PluginKind::Writer,
+        k => return Err(err(format!("descriptor: unknown kind {k}"))),
+    };
+    match kind {
+        PluginKind::Walker if d.walker.is_null() || !d.writer.is_null() => {
+            return Err(err(
+                "descriptor: a walker must set walker and leave writer NULL".into(),
+            ))
+        }
+        PluginKind::Writer if d.writer.is_null() || !d.walker.is_null() => {
+            return Err(err(
+                "descriptor: a writer must set writer and leave walker NULL".into(),
+            ))
+        }
+        _ => {}
+    }
+    // SAFETY: static strings by the caller's contract; NULL is refused.
+    let (name, version, description) = unsafe {
+        (
+            static_str(d.name, "name", path)?,
+            static_str(d.version, "version", path)?,
+            static_str(d.description, "description", path)?,
+        )
+    };
+    if !valid_name(name) {
+        return Err(err(format!(
+            "descriptor: name {name:?} is not 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let info = PluginInfo {
+        path: path.to_path_buf(),
+        kind,
+        name: name.to_string(),
+        version: version.to_string(),
+        description: description.to_string(),
+        abi_major,
+    };
+    match kind {
+        PluginKind::Walker => {
+            // SAFETY: non-NULL (checked), static by contract. Read its struct_size first.
+            let size = unsafe { d.walker.cast::<u32>().read_unaligned() } as usize;
+            if size < abi::WALKER_V1_SIZE {
+                return Err(info.error(format!(
+                    "walker table struct_size {size} is smaller than {}",
+                    abi::WALKER_V1_SIZE
+                )));
+            }
+            // SAFETY: large enough (checked), static by contract.
+            let t: &'static abi::Walker = unsafe { &*d.walker };
+            let walk = t
+                .walk
+                .ok_or_else(|| info.error("walker table: walk is NULL"))?;
+            if t.mode_count > 0 && t.modes.is_null() {
+                return Err(info.error("walker table: modes is NULL"));
+            }
+            if t.mode_count > 4096 {
+                return Err(info.error(format!(
+                    "walker table: {} modes is not plausible",
+                    t.mode_count
+                )));
+            }
+            let raw_modes = if t.mode_count == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: non-NULL, mode_count entries, static by contract.
+                unsafe { std::slice::from_raw_parts(t.modes, t.mode_count as usize) }.to_vec()
+            };
+            let modes = raw_modes.iter().filter_map(|&m| mode_from_abi(m)).collect();
+            Ok(LoadedPlugin::Walker(Arc::new(PluginWalker {
+                info,
+                modes,
+                raw_modes,
+                walk,
+            })))
+        }
+        PluginKind::Writer => {
+            // SAFETY: non-NULL (checked), static by contract. Read its struct_size first.
+            let size = unsafe { d.writer.cast::<u32>().read_unaligned() } as usize;
+            if size < abi::WRITER_V1_SIZE {
+                return Err(info.error(format!(
+                    "writer table struct_size {size} is smaller than {}",
+                    abi::WRITER_V1_SIZE
+                )));
+            }
+            // SAFETY: large enough (checked), static by contract.
+            let t: &'static abi::Writer = unsafe { &*d.writer };
+            let write = t
+                .write
+                .ok_or_else(|| info.error("writer table: write is NULL"))?;
+            let extensions = if t.extensions.is_null() {
+                Vec::new()
+            } else {
+                // SAFETY: non-NULL, static by contract.
+                unsafe { static_str(t.extensions, "extensions", path)? }
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            };
+            Ok(LoadedPlugin::Writer(Arc::new(PluginWriter {
+                info,
+                extensions,
+                write,
+            })))
+        }
+    }
+}
+
+impl PluginWalker {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The plugin's mode list as given, values dumpconv does not know included.
+    pub fn raw_modes(&self) -> &[u32] {
+        &self.raw_modes
+    }
+}
+
+impl PluginWriter {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+}
+
+/// A CPU state in the ABI's form. `arch` is the dump's architecture when known, else
+/// derived from the paging mode (EFER.LMA set: x86-64).
+pub fn cpu_to_abi(cpu: &CpuState, arch: Option<Arch>) -> abi::Cpu {
+    let mut valid = 0;
+    let mut reg = |v: Option<u64>, bit: u32| {
+        if v.is_some() {
+            valid |= bit;
+        }
+        v.unwrap_or(0)
+    };
+    let cr0 = reg(cpu.cr0, abi::DUMPCONV_CPU_CR0);
+    let cr3 = reg(cpu.cr3, abi::DUMPCONV_CPU_CR3);
+    let cr4 = reg(cpu.cr4, abi::DUMPCONV_CPU_CR4);
+    let efer = reg(cpu.efer, abi::DUMPCONV_CPU_EFER);
+    let a20_mask = match cpu.a20_mask {
+        Some(m) => {
+            valid |= abi::DUMPCONV_CPU_A20;
+            m
+        }
+        None => u64::MAX,
+    };
+    let arch = arch.unwrap_or(if efer & EFER_LMA != 0 && cr0 & CR0_PG != 0 {
+        Arch::X86_64
+    } else {
+        Arch::X86
+    });
+    abi::Cpu {
+        struct_size: std::mem::size_of::<abi::Cpu>() as u32,
+        index: cpu.index,
+        arch: arch_to_abi(arch),
+        paging_mode: mode_to_abi(cpu.paging_mode().unwrap_or(PagingMode::Off)),
+        valid,
+        reserved: 0,
+        cr0,
+        cr3,
+        cr4,
+        efer,
+        a20_mask,
+    }
+}
+
+/// The state one call shares with its callbacks. `Host::ctx` points here.
+struct CallCtx<'a> {
+    mem: &'a dyn PhysicalMemory,
+    /// Set by the first failing callback: every later callback fails.
+    failed: AtomicBool,
+    state: Mutex<CallState<'a>>,
+    progress: Option<&'a dyn Progress>,
+    progress_done: AtomicU64,
+    /// Upper bound on mappings a walk may emit (bounds memory on a hostile plugin).
+    max_mappings: usize,
+}
+
+#[derive(Default)]
+struct CallState<'a> {
+    /// The first callback failure: which callback, and the error.
+    failure: Option<(&'static str, Error)>,
+    /// The last message given with set_error.
+    message: Option<String>,
+    warnings: Vec<String>,
+    mappings: Vec<Mapping>,
+    sink: Option<&'a mut dyn Sink>,
+}
+
+impl<'a> CallCtx<'a> {
+    fn new(mem: &'a dyn PhysicalMemory) -> Self {
+        CallCtx {
+            mem,
+            failed: AtomicBool::new(false),
+            state: Mutex::new(CallState::default()),
+            progress: None,
+            progress_done: AtomicU64::new(0),
+            max_mappings: usize::MAX,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, CallState<'a>> {
+        // A panic while the lock was held was caught and recorded; the data is still
+        // consistent (every update is a single push or assignment).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, callback: &'static str, e: Error) {
+        self.failed.store(true, Ordering::SeqCst);
+        let mut st = self.state();
+        if st.failure.is_none() {
+            st.failure = Some((callback, e));
+        }
+    }
+
+    fn host(&self, walk: bool, write: bool) -> abi::Host {
+        abi::Host {
+            struct_size: std::mem::size_of::<abi::Host>() as u32,
+            reserved: 0,
+            ctx: (self as *const CallCtx<'a>).cast_mut().cast::<c_void>(),
+            read_phys: Some(cb_read_phys),
+            set_error: Some(cb_set_error),
+            log: Some(cb_log),
+            emit_mapping: if walk { Some(cb_emit_mapping) } else { None },
+            sink_write: if write { Some(cb_sink_write) } else { None },
+            sink_skip: if write { Some(cb_sink_skip) } else { None },
+            sink_write_at: if write { Some(cb_sink_write_at) } else { None },
+            sink_position: if write { Some(cb_sink_position) } else { None },
+            sink_seekable: if write { Some(cb_sink_seekable) } else { None },
+            progress: if write { Some(cb_progress) } else { None },
+        }
+    }
+
+    /// Turn the plugin's return code and what the callbacks recorded into the result of
+    /// the call.
+    fn finish(self, info: &PluginInfo, op: &str, code: i32) -> Result<CallState<'a>> {
+        let mut st = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        let said = st
+            .message
+            .take()
+            .map_or_else(|| "no message given".to_string(), |m| m.to_string());
+        if let Some((callback, e)) = st.failure.take() {
+            if matches!(e, Error::Output { .. }) {
+                // The output could not be written: that is the cause, not the plugin.
+                return Err(e);
+            }
+            let after = if code == abi::DUMPCONV_OK {
+                "the plugin returned OK anyway".to_string()
+            } else {
+                format!("the plugin returned {}: {said}", code_name(code))
+            };
+            return Err(info.error(format!(
+                "{op}: host callback {callback} failed: {e} ({after})"
+            )));
+        }
+        if code != abi::DUMPCONV_OK {
+            return Err(info.error(format!("{op} failed with {}: {said}", code_name(code))));
+        }
+        Ok(st)
+    }
+}
+
+/// `DUMPCONV_ERR_IO (4)` and so on, for messages.
+pub fn code_name(code: i32) -> String {
+    let name = match code {
+        abi::DUMPCONV_OK => "DUMPCONV_OK",
+        abi::DUMPCONV_ERR_FAILED => "DUMPCONV_ERR_FAILED",
+        abi::DUMPCONV_ERR_INVALID => "DUMPCONV_ERR_INVALID",
+        abi::DUMPCONV_ERR_UNSUPPORTED => "DUMPCONV_ERR_UNSUPPORTED",
+        abi::DUMPCONV_ERR_IO => "DUMPCONV_ERR_IO",
+        abi::DUMPCONV_ERR_PANIC => "DUMPCONV_ERR_PANIC",
+        _ => return format!("unknown error code {code}"),
+    };
+    format!("{name} ({code})")
+}
+
+/// A panic payload as text.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Text from a (pointer, length) pair the plugin passed, capped and made valid UTF-8.
+///
+/// # Safety
+/// `msg` is NULL or valid for `len` bytes.
+unsafe fn message(msg: *const c_char, len: usize) -> String {
+    if msg.is_null() || len == 0 {
+        return String::new();
+    }
+    // SAFETY: valid for len bytes by the caller's contract; we read at most len.
+    let b = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len.min(MAX_MESSAGE)) };
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Run a callback body on the call's context: refuse after a failure, catch panics,
+/// record errors.
+fn callback(
+    ctx: *mut c_void,
+    name: &'static str,
+    body: impl FnOnce(&CallCtx<'_>) -> Result<()>,
+) -> i32 {
+    if ctx.is_null() {
+        return abi::DUMPCONV_ERR_INVALID;
+    }
+    // SAFETY: the plugin passes back the ctx of the Host we gave it, which points at a
+    // CallCtx that outlives the call (it lives on the adapter's stack frame until the
+    // plugin function returns).
+    let c = unsafe { &*(ctx as *const CallCtx<'_>) };
+    if c.failed.load(Ordering::SeqCst) {
+        return abi::DUMPCONV_ERR_IO;
+    }
+    match catch_unwind(AssertUnwindSafe(|| body(c))) {
+        Ok(Ok(())) => abi::DUMPCONV_OK,
+        Ok(Err(e)) => {
+            c.fail(name, e);
+            abi::DUMPCONV_ERR_IO
+        }
+        Err(p) => {
+            c.fail(
+                name,
+                Error::invalid(format!(
+                    "panicked in dumpconv: {}",
+                    panic_message(p.as_ref())
+                )),
+            );
+            abi::DUMPCONV_ERR_IO
+        }
+    }
+}
+
+/// Callbacks without a status (set_error, log, progress): catch panics, record them.
+fn void_callback(ctx: *mut c_void, name: &'static str, body: impl FnOnce(&CallCtx<'_>)) {
+    let _ = callback(ctx, name, |c| {
+        body(c);
+        Ok(())
+    });
+}
+
+unsafe extern "C" fn cb_read_phys(ctx: *mut c_void, addr: u64, buf: *mut u8, len: usize) -> i32 {
+    callback(ctx, "read_phys", |c| {
+        if len == 0 {
+            return Ok(());
+        }
+        if buf.is_null() {
+            return Err(Error::invalid("buffer is NULL"));
+        }
+        // SAFETY: the plugin passes a buffer valid for len bytes that nothing else
+        // touches during the call (the ABI's contract).
+        let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+        c.mem.read_at(addr, out)
+    })
+}
+
+unsafe extern "C" fn cb_set_error(ctx: *mut c_void, msg: *const c_char, len: usize) {
+    // SAFETY: the plugin passes a message valid for len bytes.
+    let text = unsafe { message(msg, len) };
+    if ctx.is_null() {
+        return;
+    }
+    // set_error must work after a failure too (that is when it is needed), so it does
+    // not go through `callback`.
+    // SAFETY: as in `callback`.
+    let c = unsafe { &*(ctx as *const CallCtx<'_>) };
+    let _ = catch_unwind(AssertUnwindSafe(|| c.state().message = Some(text)));
+}
+
+unsafe extern "C" fn cb_log(ctx: *mut c_void, level: u32, msg: *const c_char, len: usize) {
+    if level > abi::DUMPCONV_LOG_WARN {
+        // Info and debug messages are not shown (dumpconv has no log level switch yet).
+        return;
+    }
+    // SAFETY: the plugin passes a message valid for len bytes.
+    let text = unsafe { message(msg, len) };
+    void_callback(ctx, "log", |c| match c.progress {
+        Some(p) => p.warn(&text),
+        None => {
+            let mut st = c.state();
+            if st.warnings.len() < MAX_WARNINGS {
+                st.warnings.push(text);
+            }
+        }
+    });
+}
+
+unsafe extern "C" fn cb_emit_mapping(ctx: *mut c_void, virt: u64, phys: u64, len: u64) -> i32 {
+    callback(ctx, "emit_mapping", |c| {
+        let m = Mapping { virt, phys, len };
+        if len == 0 || u128::from(virt) + u128::from(len) > 1u128 << 64 {
+            return Err(Error::invalid(format!(
+                "mapping virt {virt:#x} len {len:#x} is empty or runs past the end of the \
+                 address space"
+            )));
+        }
+        if !c.mem.is_ram(phys, len) {
+            return Err(Error::invalid(format!(
+                "mapping virt {virt:#x} -> phys {phys:#x} len {len:#x}: the physical range \
+                 is not RAM of the dump (walkers must skip what is outside RAM)"
+            )));
+        }
+        let mut st = c.state();
+        if st.mappings.len() >= c.max_mappings {
+            return Err(Error::invalid(format!(
+                "more than {} mappings emitted",
+                c.max_mappings
+            )));
+        }
+        st.mappings.push(m);
+        Ok(())
+    })
+}
+
+/// Run `f` on the call's sink.
+fn with_sink(c: &CallCtx<'_>, f: impl FnOnce(&mut dyn Sink) -> Result<()>) -> Result<()> {
+    let mut st = c.state();
+    match st.sink.as_deref_mut() {
+        Some(s) => f(s),
+        None => Err(Error::invalid("no output in this call")),
+    }
+}
+
+/// The plugin's buffer as a slice.
+///
+/// # Safety
+/// `buf` is NULL or valid for `len` bytes.
+unsafe fn in_buf<'b>(buf: *const u8, len: usize) -> Result<&'b [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if buf.is_null() {
+        return Err(Error::invalid("buffer is NULL"));
+    }
+    // SAFETY: valid for len bytes by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(buf, len) })
+}
+
+unsafe extern "C" fn cb_sink_write(ctx: *mut c_void, buf: *const u8, len: usize) -> i32 {
+    callback(ctx, "sink_write", |c| {
+        // SAFETY: the plugin passes a buffer valid for len bytes.
+        let b = unsafe { in_buf(buf, len) }?;
+        with_sink(c, |s| s.write_all(b))
+    })
+}
+
+unsafe extern "C" fn cb_sink_skip(ctx: *mut c_void, len: u64) -> i32 {
+    callback(ctx, "sink_skip", |c| with_sink(c, |s| s.skip(len)))
+}
+
+unsafe extern "C" fn cb_sink_write_at(
+    ctx: *mut c_void,
+    offset: u64,
+    buf: *const u8,
+    len: usize,
+) -> i32 {
+    callback(ctx, "sink_write_at", |c| {
+        // SAFETY: the plugin passes a buffer valid for len bytes.
+        let b = unsafe { in_buf(buf, len) }?;
+        with_sink(c, |s| {
+            if offset
+                .checked_add(len as u64)
+                .map_or(true, |e| e > s.position())
+            {
+                return Err(Error::invalid(format!(
+                    "write_at {offset:#x}+{len:#x} goes past the end of the output ({:#x}); \
+                     only bytes already written may be overwritten",
+                    s.position()
+                )));
+            }
+            s.write_at(offset, b)
+        })
+    })
+}
+
+unsafe extern "C" fn cb_sink_position(ctx: *mut c_void) -> u64 {
+    let mut pos = 0;
+    let _ = callback(ctx, "sink_position", |c| {
+        with_sink(c, |s| {
+            pos = s.position();
+            Ok(())
+        })
+    });
+    pos
+}
+
+unsafe extern "C" fn cb_sink_seekable(ctx: *mut c_void) -> i32 {
+    let mut seekable = false;
+    let _ = callback(ctx, "sink_seekable", |c| {
+        with_sink(c, |s| {
+            seekable = s.is_seekable();
+            Ok(())
+        })
+    });
+    i32::from(seekable)
+}
+
+unsafe extern "C" fn cb_progress(ctx: *mut c_void, done: u64, _total: u64) {
+    void_callback(ctx, "progress", |c| {
+        let before = c.progress_done.fetch_max(done, Ordering::SeqCst);
+        if let (Some(p), true) = (c.progress, done > before) {
+            p.advance(done - before);
+        }
+    });
+}
+
+impl ArchWalker for PluginWalker {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn modes(&self) -> &[PagingMode] {
+        &self.modes
+    }
+
+    /// Call the plugin's walk; the runs it emits are sorted and merged, then pushed into
+    /// `out` in ascending virtual order. Warnings it logs become `WalkStats::warnings`.
+    fn walk(
+        &self,
+        cpu: &CpuState,
+        mem: &dyn PhysicalMemory,
+        opts: &WalkOptions,
+        out: &mut MappingList,
+    ) -> Result<WalkStats> {
+        let ram: Vec<abi::Range> = mem
+            .ranges()
+            .iter()
+            .map(|r| abi::Range {
+                start: r.start,
+                end: r.end,
+            })
+            .collect();
+        let aopts = abi::WalkOptions {
+            struct_size: std::mem::size_of::<abi::WalkOptions>() as u32,
+            max_phys_bits: u32::from(opts.max_phys_bits),
+            clear_mask: opts.clear_mask,
+            max_table_pages: opts.max_table_pages,
+            ram: ram.as_ptr(),
+            ram_count: ram.len(),
+        };
+        let acpu = cpu_to_abi(cpu, None);
+        let mut astats = abi::WalkStats {
+            struct_size: std::mem::size_of::<abi::WalkStats>() as u32,
+            ..abi::WalkStats::default()
+        };
+        let mut ctx = CallCtx::new(mem);
+        // Each table page holds at most 1024 leaves.
+        ctx.max_mappings =
+            usize::try_from(opts.max_table_pages.saturating_mul(1024)).unwrap_or(usize::MAX);
+        let host = ctx.host(true, false);
+        // SAFETY: every pointer is valid for the call: host, its ctx (`ctx`, alive until
+        // `finish` below), the CPU, the options and the RAM list they point at, and the
+        // stats. The function pointer was validated when the plugin was loaded.
+        let code = unsafe { (self.walk)(&host, &acpu, &aopts, &mut astats) };
+        let st = ctx.finish(&self.info, &format!("walk of cpu {}", cpu.index), code)?;
+        let mut list: MappingList = st.mappings.into_iter().collect();
+        list.normalize();
+        for m in list.runs() {
+            out.push(*m);
+        }
+        Ok(WalkStats {
+            leaves: astats.leaves,
+            leaves_outside_ram: astats.leaves_outside_ram,
+            table_pages: astats.table_pages,
+            tables_outside_ram: astats.tables_outside_ram,
+            warnings: st.warnings,
+        })
+    }
+}
+
+/// The plan in the ABI's form: host-owned arrays the `abi::Plan` points into.
+struct PlanArrays<'p> {
+    ranges: Vec<abi::Range>,
+    mappings: Option<Vec<abi::Mapping>>,
+    notes: Vec<abi::Note>,
+    cpus: Vec<abi::Cpu>,
+    options: Vec<abi::PluginOption>,
+    vmcoreinfo: Option<&'p [u8]>,
+}
+
+fn bytes(b: &[u8]) -> abi::Bytes {
+    abi::Bytes {
+        ptr: b.as_ptr(),
+        len: b.len(),
+    }
+}
+
+impl<'p> PlanArrays<'p> {
+    fn new(plan: &'p DumpPlan) -> Self {
+        PlanArrays {
+            ranges: plan
+                .ranges
+                .iter()
+                .map(|r| abi::Range {
+                    start: r.start,
+                    end: r.end,
+                })
+                .collect(),
+            mappings: plan.mappings.as_ref().map(|l| {
+                l.runs()
+                    .iter()
+                    .map(|m| abi::Mapping {
+                        virt: m.virt,
+                        phys: m.phys,
+                        len: m.len,
+                    })
+                    .collect()
+            }),
+            notes: plan
+                .notes
+                .iter()
+                .map(|n| abi::Note {
+                    name: bytes(&n.name),
+                    n_type: n.n_type,
+                    reserved: 0,
+                    desc: bytes(&n.desc),
+                })
+                .collect(),
+            cpus: plan
+                .cpus
+                .iter()
+                .map(|c| cpu_to_abi(c, Some(plan.arch)))
+                .collect(),
+            options: plan
+                .options
+                .iter()
+                .map(|(k, v)| abi::PluginOption {
+                    key: bytes(k.as_bytes()),
+                    value: bytes(v.as_bytes()),
+                })
+                .collect(),
+            vmcoreinfo: plan.vmcoreinfo.as_ref().map(|v| v.raw()),
+        }
+    }
+
+    fn plan(&self, plan: &DumpPlan) -> abi::Plan {
+        abi::Plan {
+            struct_size: std::mem::size_of::<abi::Plan>() as u32,
+            arch: arch_to_abi(plan.arch),
+            page_size: plan.page_size,
+            ranges: self.ranges.as_ptr(),
+            range_count: self.ranges.len(),
+            // An empty Vec's pointer is dangling but not NULL: "paging, no mappings".
+            mappings: self
+                .mappings
+                .as_ref()
+                .map_or(std::ptr::null(), |m| m.as_ptr()),
+            mapping_count: self.mappings.as_ref().map_or(0, Vec::len),
+            notes: self.notes.as_ptr(),
+            note_count: self.notes.len(),
+            cpus: self.cpus.as_ptr(),
+            cpu_count: self.cpus.len(),
+            vmcoreinfo: self.vmcoreinfo.map_or(
+                abi::Bytes {
+                    ptr: std::ptr::null(),
+                    len: 0,
+                },
+                bytes,
+            ),
+            options: self.options.as_ptr(),
+            option_count: self.options.len(),
+        }
+    }
+}
+
+impl DumpWriter for PluginWriter {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn description(&self) -> &str {
+        &self.info.description
+    }
+
+    fn extensions(&self) -> &[&str] {
+        &self.extensions
+    }
+
+    /// Call the plugin's write with the plan; on success finish the sink (the ABI has no
+    /// finish callback: the host completes the output).
+    fn write(
+        &self,
+        plan: &DumpPlan,
+        mem: &dyn PhysicalMemory,
+        sink: &mut dyn Sink,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let arrays = PlanArrays::new(plan);
+        let aplan = arrays.plan(plan);
+        progress.start("writing", plan.total_bytes());
+        let code;
+        {
+            let mut ctx = CallCtx::new(mem);
+            ctx.progress = Some(progress);
+            ctx.state().sink = Some(&mut *sink);
+            let host = ctx.host(false, true);
+            // SAFETY: every pointer is valid for the call: host, its ctx (`ctx`, alive
+            // until `finish` below), the plan and the arrays it points at (`arrays`,
+            // `plan`). The function pointer was validated when the plugin was loaded.
+            code = unsafe { (self.write)(&host, &aplan) };
+            ctx.finish(&self.info, "write", code)?;
+        }
+        sink.finish()?;
+        progress.finish();
+        Ok(())
+    }
+}

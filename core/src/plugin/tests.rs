@@ -1,0 +1,443 @@
+//! In-process round trips through the ABI: a walker or writer exported with
+//! `plugin_entry!`, wrapped back by the host adapter, must behave like the original.
+
+#![allow(unsafe_code)]
+use std::ffi::c_char;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::abi;
+use super::host::{wrap_descriptor, LoadedPlugin};
+use crate::{
+    Arch, ArchWalker, CpuState, DumpPlan, DumpWriter, Error, Mapping, MappingList, NoProgress,
+    PagingMode, PhysRange, PhysicalMemory, Progress, Result, Segment, SegmentMemory, SegmentSource,
+    Sink, StreamSink, WalkOptions, WalkStats,
+};
+
+/// 64 KiB of RAM at 0x10000 and 16 KiB at 0x40000, filled with a pattern.
+fn memory() -> SegmentMemory {
+    let data: Vec<u8> = (0..0x14000u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&data).unwrap();
+    SegmentMemory::new(
+        vec![(PathBuf::from("mem"), Arc::new(f))],
+        vec![
+            Segment {
+                range: PhysRange::new(0x10000, 0x20000),
+                source: SegmentSource::File { file: 0, offset: 0 },
+            },
+            Segment {
+                range: PhysRange::new(0x40000, 0x44000),
+                source: SegmentSource::File {
+                    file: 0,
+                    offset: 0x10000,
+                },
+            },
+        ],
+    )
+    .unwrap()
+}
+
+/// A walker that maps every RAM page at virt = phys + 0xffff_8000_0000_0000, counts
+/// the RAM ranges it was told about, reads one byte of each page, warns once, and
+/// fails, panics or strays outside RAM on request (chosen by CR3).
+struct ToyWalker;
+
+const CR3_OK: u64 = 0x1000;
+const CR3_PANIC: u64 = 0x2000;
+const CR3_OUTSIDE: u64 = 0x3000;
+const CR3_ERROR: u64 = 0x4000;
+const CR3_BAD_READ: u64 = 0x5000;
+
+impl ArchWalker for ToyWalker {
+    fn name(&self) -> &str {
+        "toywalk"
+    }
+    fn modes(&self) -> &[PagingMode] {
+        &[PagingMode::Level4, PagingMode::Pae]
+    }
+    fn walk(
+        &self,
+        cpu: &CpuState,
+        mem: &dyn PhysicalMemory,
+        _opts: &WalkOptions,
+        out: &mut MappingList,
+    ) -> Result<WalkStats> {
+        let mut stats = WalkStats::default();
+        match cpu.cr3 {
+            Some(CR3_PANIC) => panic!("toy walker panics"),
+            Some(CR3_ERROR) => {
+                return Err(Error::Walk {
+                    cpu: cpu.index,
+                    msg: "bad root".into(),
+                })
+            }
+            Some(CR3_OUTSIDE) => out.push(Mapping {
+                virt: 0,
+                phys: 0x30000,
+                len: 0x1000,
+            }),
+            Some(CR3_BAD_READ) => {
+                let mut b = [0u8; 1];
+                // Ignore the failure: the host must fail the call anyway.
+                let _ = mem.read_at(0x30000, &mut b);
+            }
+            _ => {}
+        }
+        for r in mem.ranges() {
+            let mut p = r.start;
+            while p < r.end {
+                let mut b = [0u8; 1];
+                mem.read_at(p, &mut b)?;
+                stats.table_pages += 1;
+                out.push(Mapping {
+                    virt: p + 0xffff_8000_0000_0000,
+                    phys: p,
+                    len: 0x1000,
+                });
+                stats.leaves += 1;
+                p += 0x1000;
+            }
+        }
+        stats.tables_outside_ram = mem.ranges().len() as u64;
+        stats
+            .warnings
+            .push(format!("walked {} ranges", mem.ranges().len()));
+        Ok(stats)
+    }
+}
+
+crate::plugin_entry!(fn toy_walker_entry, walker: ToyWalker, version: "0.1.0", description: "toy walker");
+
+/// A writer that writes a header, the notes, every range's bytes, a hole, then patches
+/// the header with write_at.
+struct ToyWriter;
+
+impl DumpWriter for ToyWriter {
+    fn name(&self) -> &str {
+        "toyout"
+    }
+    fn description(&self) -> &str {
+        "toy output"
+    }
+    fn extensions(&self) -> &[&str] {
+        &["toy", "ty"]
+    }
+    fn write(
+        &self,
+        plan: &DumpPlan,
+        mem: &dyn PhysicalMemory,
+        sink: &mut dyn Sink,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if plan.option("fail") == Some("panic") {
+            panic!("toy writer panics");
+        }
+        progress.start("writing", plan.total_bytes());
+        sink.write_all(b"TOY0")?;
+        sink.write_all(&plan.page_size.to_le_bytes())?;
+        sink.write_all(&[plan.arch.elf_machine() as u8, sink.is_seekable() as u8])?;
+        for (k, v) in &plan.options {
+            sink.write_all(format!("{k}={v};").as_bytes())?;
+        }
+        for n in &plan.notes {
+            sink.write_all(&n.name)?;
+            sink.write_all(&n.n_type.to_le_bytes())?;
+            sink.write_all(&n.desc)?;
+        }
+        for c in &plan.cpus {
+            sink.write_all(&c.cr3.unwrap_or(7).to_le_bytes())?;
+            sink.write_all(&c.a20_mask.unwrap_or(9).to_le_bytes())?;
+        }
+        if let Some(v) = &plan.vmcoreinfo {
+            sink.write_all(v.raw())?;
+        }
+        if let Some(m) = &plan.mappings {
+            for r in m.runs() {
+                sink.write_all(&r.virt.to_le_bytes())?;
+            }
+        }
+        for r in &plan.ranges {
+            let mut buf = vec![0u8; r.len() as usize];
+            mem.read_at(r.start, &mut buf)?;
+            sink.write_all(&buf)?;
+            progress.advance(r.len());
+        }
+        sink.skip(100)?;
+        let end = sink.position();
+        if sink.is_seekable() {
+            sink.write_at(0, b"TOY1")?;
+        }
+        sink.write_all(&end.to_le_bytes())?;
+        progress.warn("toy warning");
+        progress.finish();
+        sink.finish()
+    }
+}
+
+crate::plugin_entry!(fn toy_writer_entry, writer: ToyWriter, version: "2.0", description: "toy writer");
+
+fn load(entry: extern "C" fn() -> *const abi::Plugin) -> LoadedPlugin {
+    // SAFETY: an entry generated by plugin_entry! in this test binary.
+    unsafe { wrap_descriptor(Path::new("in-process"), entry()) }.unwrap()
+}
+
+fn cpu(cr3: u64) -> CpuState {
+    CpuState::from_root(0, cr3, PagingMode::Level4)
+}
+
+#[test]
+fn walker_round_trip_is_identical() {
+    let LoadedPlugin::Walker(w) = load(toy_walker_entry) else {
+        panic!("not a walker")
+    };
+    assert_eq!(w.info().name, "toywalk");
+    assert_eq!(w.info().version, "0.1.0");
+    assert_eq!(w.modes(), ToyWalker.modes());
+    let mem = memory();
+    let opts = WalkOptions::default();
+    let (mut a, mut b) = (MappingList::new(), MappingList::new());
+    let sa = ToyWalker.walk(&cpu(CR3_OK), &mem, &opts, &mut a).unwrap();
+    let sb = w.walk(&cpu(CR3_OK), &mem, &opts, &mut b).unwrap();
+    assert_eq!(a.runs(), b.runs());
+    assert_eq!(sa, sb, "stats and warnings cross the ABI unchanged");
+    assert_eq!(
+        sb.tables_outside_ram, 2,
+        "the RAM ranges reached the plugin"
+    );
+}
+
+#[test]
+fn walker_errors_panics_and_strays_are_plugin_errors() {
+    let LoadedPlugin::Walker(w) = load(toy_walker_entry) else {
+        panic!("not a walker")
+    };
+    let mem = memory();
+    let opts = WalkOptions::default();
+    let run = |cr3| {
+        w.walk(&cpu(cr3), &mem, &opts, &mut MappingList::new())
+            .unwrap_err()
+    };
+    for (cr3, wants) in [
+        (CR3_PANIC, &["DUMPCONV_ERR_PANIC", "toy walker panics"][..]),
+        (CR3_ERROR, &["DUMPCONV_ERR_INVALID", "bad root"][..]),
+        (CR3_OUTSIDE, &["emit_mapping", "not RAM"][..]),
+        (
+            CR3_BAD_READ,
+            &["read_phys", "0x30000", "DUMPCONV_ERR_IO", "unreadable"][..],
+        ),
+    ] {
+        let e = run(cr3);
+        let text = e.to_string();
+        assert!(matches!(e, Error::Plugin { .. }), "{text}");
+        assert!(
+            text.contains("in-process") && text.contains("toywalk"),
+            "{text}"
+        );
+        for want in wants {
+            assert!(text.contains(want), "{cr3:#x}: {text:?} lacks {want:?}");
+        }
+    }
+}
+
+fn plan(mappings: bool) -> DumpPlan {
+    let mut cpu1 = cpu(0x1234);
+    cpu1.a20_mask = Some(!(1 << 20));
+    DumpPlan {
+        arch: Arch::X86_64,
+        page_size: 4096,
+        ranges: vec![
+            PhysRange::new(0x10000, 0x12000),
+            PhysRange::new(0x40000, 0x44000),
+        ],
+        mappings: mappings.then(|| {
+            [Mapping {
+                virt: 0xffff_0000,
+                phys: 0x10000,
+                len: 0x2000,
+            }]
+            .into_iter()
+            .collect()
+        }),
+        notes: vec![crate::Note::new("CORE", 1, vec![1, 2, 3])],
+        cpus: vec![cpu(0x5000), cpu1],
+        vmcoreinfo: Some(crate::VmcoreInfo::parse(b"OSRELEASE=6.1\nPAGESIZE=4096\n")),
+        options: [("compress".to_string(), "zstd".to_string())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn write_file(w: &dyn DumpWriter, plan: &DumpPlan, mem: &dyn PhysicalMemory) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("out");
+    let mut s = crate::FileSink::new(std::fs::File::create(&p).unwrap(), &p);
+    w.write(plan, mem, &mut s, &NoProgress).unwrap();
+    std::fs::read(&p).unwrap()
+}
+
+#[test]
+fn writer_round_trip_is_identical() {
+    let LoadedPlugin::Writer(w) = load(toy_writer_entry) else {
+        panic!("not a writer")
+    };
+    assert_eq!(w.extensions(), &["toy", "ty"]);
+    assert_eq!(w.description(), "toy writer");
+    let mem = memory();
+    for mappings in [false, true] {
+        let p = plan(mappings);
+        let a = write_file(&ToyWriter, &p, &mem);
+        let b = write_file(w.as_ref(), &p, &mem);
+        assert_eq!(a, b, "file output, mappings={mappings}");
+        assert_eq!(&a[..4], b"TOY1");
+        // And on a stream.
+        let mut sa = StreamSink::new(Vec::new(), "a");
+        let mut sb = StreamSink::new(Vec::new(), "b");
+        ToyWriter.write(&p, &mem, &mut sa, &NoProgress).unwrap();
+        w.write(&p, &mem, &mut sb, &NoProgress).unwrap();
+        assert_eq!(sa.into_inner(), sb.into_inner());
+    }
+}
+
+#[test]
+fn writer_panic_is_reported() {
+    let LoadedPlugin::Writer(w) = load(toy_writer_entry) else {
+        panic!("not a writer")
+    };
+    let mut p = plan(false);
+    p.options.insert("fail".into(), "panic".into());
+    let mut s = StreamSink::new(Vec::new(), "o");
+    let e = w
+        .write(&p, &memory(), &mut s, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DUMPCONV_ERR_PANIC") && e.contains("toy writer panics"),
+        "{e}"
+    );
+}
+
+/// A raw C-ABI writer that overwrites past the end (refused), ignores the failure,
+/// keeps writing and returns OK.
+unsafe extern "C" fn stubborn_write(host: *const abi::Host, _plan: *const abi::Plan) -> i32 {
+    // SAFETY: the host passes a valid table; callbacks are called with its ctx.
+    unsafe {
+        let h = &*host;
+        let w = h.sink_write.unwrap();
+        assert_eq!(w(h.ctx, b"ab".as_ptr(), 2), abi::DUMPCONV_OK);
+        let r = (h.sink_write_at.unwrap())(h.ctx, 1, b"xyz".as_ptr(), 3);
+        assert_ne!(r, abi::DUMPCONV_OK);
+        // Every later callback fails too.
+        assert_ne!(w(h.ctx, b"c".as_ptr(), 1), abi::DUMPCONV_OK);
+        let msg = "ignored";
+        (h.set_error.unwrap())(h.ctx, msg.as_ptr().cast::<c_char>(), msg.len());
+    }
+    abi::DUMPCONV_OK
+}
+
+static STUBBORN_WRITER: abi::Writer = abi::Writer {
+    struct_size: std::mem::size_of::<abi::Writer>() as u32,
+    reserved: 0,
+    extensions: c"".as_ptr(),
+    write: Some(stubborn_write),
+};
+
+fn descriptor(walker: *const abi::Walker, writer: *const abi::Writer, kind: u32) -> abi::Plugin {
+    abi::Plugin {
+        abi_major: abi::DUMPCONV_ABI_MAJOR,
+        struct_size: std::mem::size_of::<abi::Plugin>() as u32,
+        kind,
+        reserved: 0,
+        name: c"stubborn".as_ptr(),
+        version: c"1".as_ptr(),
+        description: c"d".as_ptr(),
+        walker,
+        writer,
+    }
+}
+
+#[test]
+fn a_failed_callback_fails_the_call_whatever_the_plugin_returns() {
+    let d = Box::leak(Box::new(descriptor(
+        std::ptr::null(),
+        &STUBBORN_WRITER,
+        abi::DUMPCONV_KIND_WRITER,
+    )));
+    // SAFETY: a leaked descriptor pointing at statics.
+    let LoadedPlugin::Writer(w) = (unsafe { wrap_descriptor(Path::new("stub.so"), d) }).unwrap()
+    else {
+        panic!("not a writer")
+    };
+    let mut s = StreamSink::new(Vec::new(), "o");
+    let e = w
+        .write(&plan(false), &memory(), &mut s, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stub.so") && e.contains("sink_write_at"), "{e}");
+    assert!(e.contains("returned OK anyway"), "{e}");
+    assert_eq!(s.into_inner(), b"ab", "nothing written after the failure");
+}
+
+#[test]
+fn descriptors_are_checked_before_use() {
+    let check = |d: abi::Plugin| {
+        let d = Box::leak(Box::new(d));
+        // SAFETY: a leaked descriptor pointing at statics.
+        unsafe { wrap_descriptor(Path::new("bad.so"), d) }
+            .unwrap_err()
+            .to_string()
+    };
+    let w = &STUBBORN_WRITER as *const abi::Writer;
+    let ok = descriptor(std::ptr::null(), w, abi::DUMPCONV_KIND_WRITER);
+    let e = check(abi::Plugin { abi_major: 2, ..ok });
+    assert!(
+        e.contains("bad.so") && e.contains("ABI major version 2"),
+        "{e}"
+    );
+    let e = check(abi::Plugin {
+        struct_size: 8,
+        ..ok
+    });
+    assert!(e.contains("struct_size 8"), "{e}");
+    let e = check(abi::Plugin { kind: 9, ..ok });
+    assert!(e.contains("unknown kind 9"), "{e}");
+    let e = check(abi::Plugin {
+        kind: abi::DUMPCONV_KIND_WALKER,
+        ..ok
+    });
+    assert!(e.contains("a walker must set walker"), "{e}");
+    let e = check(abi::Plugin {
+        name: c"has space".as_ptr(),
+        ..ok
+    });
+    assert!(e.contains("name \"has space\""), "{e}");
+    let e = check(abi::Plugin {
+        version: std::ptr::null(),
+        ..ok
+    });
+    assert!(e.contains("version is NULL"), "{e}");
+    let small = Box::leak(Box::new(abi::Writer {
+        struct_size: 4,
+        ..STUBBORN_WRITER
+    }));
+    let e = check(descriptor(
+        std::ptr::null(),
+        small,
+        abi::DUMPCONV_KIND_WRITER,
+    ));
+    assert!(e.contains("writer table struct_size 4"), "{e}");
+    let nofn = Box::leak(Box::new(abi::Writer {
+        write: None,
+        ..STUBBORN_WRITER
+    }));
+    let e = check(descriptor(
+        std::ptr::null(),
+        nofn,
+        abi::DUMPCONV_KIND_WRITER,
+    ));
+    assert!(e.contains("write is NULL"), "{e}");
+    // SAFETY: NULL is refused before anything is read.
+    let e = unsafe { wrap_descriptor(Path::new("bad.so"), std::ptr::null()) }.unwrap_err();
+    assert!(e.to_string().contains("returned NULL"), "{e}");
+}
