@@ -11,7 +11,10 @@
  *   -DIGNORE_READ_FAILURE read_phys outside RAM fails; write() goes on writing, returns OK
  *   -DIGNORE_SINK_FAILURE sink_write_at past the end fails; write() goes on, returns OK
  *   -DERROR_THEN_OK       write() calls set_error, keeps writing and returns OK
+ *   -DCONSTRUCTOR_ABORTS  loading the library runs a constructor that kills the process
+ *                         (with ABI_SYMBOL: proves the host refuses before loading)
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dumpconv_plugin.h"
@@ -24,6 +27,13 @@
 #endif
 
 #define MARK "AFTER-FAILURE"
+
+#ifdef CONSTRUCTOR_ABORTS
+__attribute__((constructor)) static void abort_on_load(void)
+{
+    abort();
+}
+#endif
 
 static uint8_t buf[4096] __attribute__((unused));
 
