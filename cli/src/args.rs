@@ -105,6 +105,34 @@ pub fn with_default_subcommand(args: impl Iterator<Item = OsString>) -> Vec<OsSt
     v
 }
 
+/// Take the plugin options out of the arguments, wherever they are (before a `--`).
+///
+/// clap keeps only the occurrences of a global option given after the subcommand, so
+/// `dumpconv --plugin a.so convert --plugin b.so` would lose `a.so`; collecting them here
+/// keeps every one, in order. They stay declared in [`PluginArgs`] for `--help`.
+pub fn take_plugin_args(args: Vec<OsString>) -> (Vec<OsString>, PluginArgs) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut p = PluginArgs::default();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--") => {
+                rest.push(a);
+                rest.extend(it.by_ref());
+            }
+            Some("--plugin") => match it.next() {
+                Some(v) => p.paths.push(PathBuf::from(v)),
+                // Let clap report the missing value.
+                None => rest.push(a),
+            },
+            Some("--plugin-override") => p.plugin_override = true,
+            Some(s) if s.starts_with("--plugin=") => p.paths.push(PathBuf::from(&s[9..])),
+            _ => rest.push(a),
+        }
+    }
+    (rest, p)
+}
+
 #[derive(Args, Debug)]
 pub struct PluginsArgs {
     /// Print JSON.
@@ -416,4 +444,73 @@ pub struct TranslateArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        with_default_subcommand(v.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_subcommand_looks_past_plugin_options() {
+        assert_eq!(
+            args(&["d", "in", "-o", "x"]),
+            ["d", "convert", "in", "-o", "x"]
+        );
+        assert_eq!(
+            args(&[
+                "d",
+                "--plugin",
+                "p.so",
+                "--plugin-override",
+                "--paging",
+                "in"
+            ]),
+            [
+                "d",
+                "convert",
+                "--plugin",
+                "p.so",
+                "--plugin-override",
+                "--paging",
+                "in"
+            ]
+        );
+        assert_eq!(
+            args(&["d", "--plugin=p.so", "plugins"]),
+            ["d", "--plugin=p.so", "plugins"]
+        );
+        assert_eq!(
+            args(&["d", "--plugin", "p.so", "info", "x"]),
+            ["d", "--plugin", "p.so", "info", "x"]
+        );
+        assert_eq!(args(&["d", "--help"]), ["d", "--help"]);
+        assert_eq!(args(&["d"]), ["d"]);
+    }
+
+    #[test]
+    fn plugin_options_are_collected_wherever_they_are() {
+        let v = [
+            "d",
+            "--plugin",
+            "a.so",
+            "plugins",
+            "--plugin=b.so",
+            "--plugin-override",
+        ];
+        let (rest, p) = take_plugin_args(v.iter().map(OsString::from).collect());
+        assert_eq!(rest, ["d", "plugins"]);
+        assert_eq!(p.paths, [PathBuf::from("a.so"), PathBuf::from("b.so")]);
+        assert!(p.plugin_override);
+        let v = ["d", "in", "--", "--plugin", "x"];
+        let (rest, p) = take_plugin_args(v.iter().map(OsString::from).collect());
+        assert_eq!(rest, v);
+        assert!(p.paths.is_empty() && !p.plugin_override);
+    }
 }

@@ -30,8 +30,12 @@ fn exit_code(e: &Error) -> u8 {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(args::with_default_subcommand(std::env::args_os()));
-    let result = load_registry(&cli.plugins).and_then(|registry| match cli.command {
+    let args = args::with_default_subcommand(std::env::args_os());
+    let (args, mut plugins) = args::take_plugin_args(args);
+    let cli = Cli::parse_from(args);
+    plugins.paths.extend(cli.plugins.paths);
+    plugins.plugin_override |= cli.plugins.plugin_override;
+    let result = load_registry(&plugins).and_then(|registry| match cli.command {
         Command::Convert(c) => run_convert(c, &registry),
         Command::Info(i) => info::run_info(i, &registry),
         Command::Translate(t) => info::run_translate(t, &registry),
