@@ -472,10 +472,10 @@ impl<'a> CallCtx<'a> {
     /// the call.
     fn finish(self, info: &PluginInfo, op: &str, code: i32) -> Result<CallState<'a>> {
         let mut st = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
-        let said = st
-            .message
-            .take()
-            .map_or_else(|| "no message given".to_string(), |m| m.to_string());
+        let message = st.message.take();
+        let said = message
+            .clone()
+            .unwrap_or_else(|| "no message given".to_string());
         if let Some((callback, e)) = st.failure.take() {
             if matches!(e, Error::Output { .. }) {
                 // The output could not be written: that is the cause, not the plugin.
@@ -492,6 +492,13 @@ impl<'a> CallCtx<'a> {
         }
         if code != abi::DUMPCONV_OK {
             return Err(info.error(format!("{op} failed with {}: {said}", code_name(code))));
+        }
+        // set_error announces an error: a plugin that reports one and then returns OK
+        // contradicts itself, and what it wrote cannot be trusted.
+        if let Some(m) = message {
+            return Err(info.error(format!(
+                "{op} returned DUMPCONV_OK after reporting an error: {m}"
+            )));
         }
         Ok(st)
     }

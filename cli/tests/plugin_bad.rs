@@ -1,0 +1,275 @@
+//! Bad run-time plugins through the real binary, one test each: the user gets a clear
+//! error naming the plugin file and exit code 4; dumpconv neither crashes nor panics, and
+//! no output file (finished or partial) is left behind.
+//!
+//! The C plugins are built from `tests/plugins/*.c` with the machine's C compiler; the
+//! panicking one is a Rust cdylib (`tests/plugins/panicky`) built with cargo.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{assert_plugin_failure, build_c_plugin, c_compiler, repo, scratch, text};
+
+/// A 2 MiB raw RAM image with recognisable content, and the directory for outputs.
+fn raw_input(dir: &Path) -> PathBuf {
+    let p = dir.join("in.raw");
+    let data: Vec<u8> = (0..2u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Build `tests/plugins/bad_writer.c` with `defines` as `libbad.so` in `dir`.
+fn bad_writer(cc: &str, dir: &Path, defines: &[&str]) -> PathBuf {
+    let lib = dir.join("libbad.so");
+    build_c_plugin(cc, "tests/plugins/bad_writer.c", defines, &lib);
+    lib
+}
+
+/// Convert the raw input with the bad writer, expecting a clean plugin failure.
+fn convert_fails(defines: &[&str], needles: &[&str]) {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = bad_writer(&cc, tmp.path(), defines);
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.img");
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--format",
+        "badwriter",
+        input,
+        "-o",
+        out
+    );
+    assert_plugin_failure(&res, &lib, &out, needles);
+}
+
+/// The same source without any -D is a working writer: the failures below come from the
+/// one thing each variant changes, not from the test's set-up.
+#[test]
+fn control_the_unmodified_test_writer_works() {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = bad_writer(&cc, tmp.path(), &[]);
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.img");
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--format",
+        "badwriter",
+        input,
+        "-o",
+        out
+    );
+    assert!(res.status.success(), "{}", text(&res.stderr));
+    let mut want = b"HEAD".to_vec();
+    want.extend(std::fs::read(&input).unwrap());
+    // The writer writes "HEAD" and then pads from there: RAM starts at 0, so the image
+    // is "HEAD" followed by the RAM.
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+}
+
+/// The version is read from the file: a library of another major version is refused
+/// before it is loaded (its constructor, which would abort dumpconv, never runs).
+#[test]
+fn wrong_abi_version_symbol() {
+    convert_fails(&["-DABI_SYMBOL=999", "-DCONSTRUCTOR_ABORTS"], &["999"]);
+}
+
+#[test]
+fn wrong_abi_major_in_descriptor() {
+    convert_fails(&["-DABI_MAJOR=999"], &["999"]);
+}
+
+#[test]
+fn descriptor_too_short() {
+    convert_fails(&["-DSHORT_DESCRIPTOR"], &["struct_size"]);
+}
+
+#[test]
+fn missing_entry_symbol() {
+    convert_fails(&["-DNO_ENTRY"], &["dumpconv_plugin_entry"]);
+}
+
+#[test]
+fn writer_returns_an_error_with_its_message() {
+    convert_fails(
+        &["-DRETURN_ERROR"],
+        &["badwriter", "no room for a padded image today"],
+    );
+}
+
+#[test]
+fn writer_goes_on_after_a_failed_read() {
+    convert_fails(&["-DIGNORE_READ_FAILURE"], &["read_phys"]);
+}
+
+#[test]
+fn writer_goes_on_after_a_failed_sink_write() {
+    convert_fails(&["-DIGNORE_SINK_FAILURE"], &["sink_write_at"]);
+}
+
+/// Also on a stream: the bytes the plugin writes after the failure never reach stdout.
+#[test]
+fn writer_goes_on_after_a_failed_sink_write_to_stdout() {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = bad_writer(&cc, tmp.path(), &["-DIGNORE_SINK_FAILURE"]);
+    let input = raw_input(tmp.path());
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--format",
+        "badwriter",
+        input,
+        "-o",
+        "-"
+    );
+    assert_plugin_failure(&res, &lib, &tmp.path().join("-"), &["sink_write_at"]);
+    let stdout = text(&res.stdout);
+    assert!(
+        !stdout.contains("AFTER-FAILURE"),
+        "bytes written after a failed callback reached stdout"
+    );
+}
+
+#[test]
+fn writer_sets_an_error_then_claims_success() {
+    convert_fails(
+        &["-DERROR_THEN_OK"],
+        &["reports a failure and then claims success"],
+    );
+}
+
+fn convert_with_bogus_library(needles: &[&str], make: impl FnOnce(&Path, &Path)) {
+    let tmp = scratch();
+    let lib = tmp.path().join("libx.so");
+    make(&lib, tmp.path());
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.raw");
+    let res = dumpconv!(tmp.path(), "--plugin", lib, input, "-o", out);
+    assert_plugin_failure(&res, &lib, &out, needles);
+}
+
+#[test]
+fn not_a_shared_library_text_file() {
+    convert_with_bogus_library(&["not a shared library"], |lib, _| {
+        std::fs::write(lib, "this is not a shared library\n").unwrap();
+    });
+}
+
+#[test]
+fn not_a_shared_library_executable() {
+    // An executable is an ELF file too; it is refused for lacking the plugin's symbols.
+    convert_with_bogus_library(&["dumpconv_plugin_entry"], |lib, _| {
+        std::fs::copy("/bin/true", lib).unwrap();
+    });
+}
+
+#[test]
+fn not_a_shared_library_truncated() {
+    let Some(cc) = c_compiler() else { return };
+    convert_with_bogus_library(&["not a shared library"], |lib, dir| {
+        let good = dir.join("libgood.so");
+        build_c_plugin(&cc, "plugins/examples/padded_raw.c", &[], &good);
+        let bytes = std::fs::read(&good).unwrap();
+        std::fs::write(lib, &bytes[..bytes.len() / 3]).unwrap();
+    });
+}
+
+#[test]
+fn walker_maps_outside_ram() {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = tmp.path().join("liboutside.so");
+    build_c_plugin(&cc, "tests/plugins/outside_ram_walker.c", &[], &lib);
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.elf");
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--plugin-override",
+        "--paging",
+        "--cr3",
+        "0x1000",
+        "--paging-mode",
+        "4level",
+        input,
+        "-o",
+        out
+    );
+    assert_plugin_failure(&res, &lib, &out, &["emit_mapping", "not RAM"]);
+}
+
+/// A plugin whose name is a built-in's is refused without --plugin-override.
+#[test]
+fn walker_named_like_a_builtin_needs_override() {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = tmp.path().join("liboutside.so");
+    build_c_plugin(&cc, "tests/plugins/outside_ram_walker.c", &[], &lib);
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.elf");
+    let res = dumpconv!(tmp.path(), "--plugin", lib, input, "-o", out);
+    assert_plugin_failure(&res, &lib, &out, &["--plugin-override"]);
+}
+
+/// Build the Rust test plugin `tests/plugins/panicky` (a workspace member) with the cargo
+/// and the profile that run this test, into the same target directory (a no-op when it
+/// is up to date), and return the library.
+fn build_panicky() -> PathBuf {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_dumpconv")).parent().unwrap();
+    let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("cannot tell the profile from {}", bin_dir.display()),
+    };
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dumpconv-test-panicky",
+            "--profile",
+            profile,
+        ])
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", bin_dir.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build -p dumpconv-test-panicky failed:\n{}",
+        text(&out.stderr)
+    );
+    let lib = bin_dir.join("libdumpconv_test_panicky.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}
+
+#[test]
+fn writer_that_panics() {
+    let tmp = scratch();
+    // A copy, so the error must name the file that was loaded.
+    let lib = tmp.path().join("libpanicky.so");
+    std::fs::copy(build_panicky(), &lib).unwrap();
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.panicky");
+    let res = dumpconv!(tmp.path(), "--plugin", lib, input, "-o", out);
+    assert_plugin_failure(
+        &res,
+        &lib,
+        &out,
+        &[
+            "panicked",
+            "the panicky test writer gives up after 1 ranges",
+        ],
+    );
+}
