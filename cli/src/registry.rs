@@ -35,6 +35,7 @@ impl Registry {
                 ),
                 (Arc::new(dumpconv_kdump::KdumpWriter), Origin::BuiltIn),
                 (Arc::new(dumpconv_raw::RawWriter), Origin::BuiltIn),
+                (Arc::new(dumpconv_lime::LimeWriter), Origin::BuiltIn),
             ],
             walkers: vec![(
                 Arc::new(dumpconv_x86::X86Walker) as Arc<dyn ArchWalker>,
