@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 need=()
-for pkg in gdb crash makedumpfile binutils; do
+for pkg in gdb crash makedumpfile binutils zstd lz4; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# avml (Microsoft's acquisition tool) reads our LiME output back in the outputs_lime
+# tests. Built from crates.io into the cache beside the guests, once (about 20 s).
+tools="${HOME}/.cache/dumpconv/tools"
+if [ ! -x "$tools/bin/avml" ]; then
+    step "cargo install avml (into $tools)"
+    cargo install --locked avml --no-default-features --features convert --root "$tools"
+fi
+export DUMPCONV_AVML="$tools/bin/avml"
 
 if [ "${DUMPCONV_SKIP_GUESTS:-0}" != 1 ]; then
     step "real-guest dumps (tests/real-guests/ensure-guests.sh)"
