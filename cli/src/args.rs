@@ -18,6 +18,7 @@ Examples:
   dumpconv guest.raw --cr3 0x1c0a000 --paging-mode 4level --paging -o out.elf
   dumpconv vmcore.elf -o vmcore.kdump --compress zstd   kdump, zstd-compressed pages
   dumpconv qemu.elf -o guest.lime                  LiME (Volatility, AVML), one header per range
+  dumpconv qemu.elf -o guest.avml                  AVML's compressed LiME (avml convert reads it)
   dumpconv qemu.elf -o ram.raw.zst                 raw image in one zstd stream (zstd -d reads it)
   dumpconv qemu.elf -o guest.elf.lz4               any format but kdump: add .zst or .lz4
   dumpconv qemu.elf --format raw --compress zstd -o - | ssh host 'zstd -d > ram.raw'
@@ -28,11 +29,11 @@ Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh 
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
 raw images (file offset = physical address; give --ram-map to declare holes).
 
-Output formats: elf, kdump, raw, lime (from the name or --format). Every format but kdump
+Output formats: elf, kdump, raw, lime, avml (from the name or --format). raw, elf and lime
 can be compressed as a whole: add .zst or .lz4 to the name (ram.raw.zst, guest.lime.lz4;
 a bare ram.zst is raw) or give --compress zstd|lz4; --level and --threads tune zstd. kdump
-compresses each page instead (--compress zlib|lzo|snappy|zstd|none), so .kdump.zst is
-refused.
+compresses each page instead (--compress zlib|lzo|snappy|zstd|none) and avml each 16 MiB
+block (snappy, as `avml --compress`), so .kdump.zst and .avml.zst are refused.
 
 Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
 written (nothing is left behind), 4 plugin error.";
@@ -223,8 +224,8 @@ pub struct ConvertArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: String,
 
-    /// Output format: elf, kdump, raw, lime; default from the output name (.elf .kdump
-    /// .raw .lime ..., also under a final .zst or .lz4; a bare X.zst is raw).
+    /// Output format: elf, kdump, raw, lime, avml; default from the output name (.elf
+    /// .kdump .raw .lime .avml ..., also under a final .zst or .lz4; a bare X.zst is raw).
     #[arg(short, long, value_name = "FORMAT")]
     pub format: Option<String>,
 

@@ -260,8 +260,8 @@ pub fn choose_output(
     if writer.compresses_itself() {
         if let Some((c, p)) = named {
             return Err(Error::invalid(format!(
-                "{}: {} output compresses each page itself and is not wrapped in .{}; \
-                 name it .{} and choose the page codec with --compress",
+                "{}: {} output is compressed by its format and is not wrapped in .{}; \
+                 name it .{} (kdump: choose the page codec with --compress)",
                 p.display(),
                 writer.name(),
                 c.extension(),

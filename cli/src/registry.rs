@@ -36,6 +36,7 @@ impl Registry {
                 (Arc::new(dumpconv_kdump::KdumpWriter), Origin::BuiltIn),
                 (Arc::new(dumpconv_raw::RawWriter), Origin::BuiltIn),
                 (Arc::new(dumpconv_lime::LimeWriter), Origin::BuiltIn),
+                (Arc::new(dumpconv_lime::AvmlWriter), Origin::BuiltIn),
             ],
             walkers: vec![(
                 Arc::new(dumpconv_x86::X86Walker) as Arc<dyn ArchWalker>,

@@ -181,6 +181,9 @@ fn compression_misuse_is_a_usage_error_that_says_what_is_allowed() {
         // ... and its output is never wrapped.
         ("x.kdump.zst", &[], "name it .kdump"),
         ("x.zst", &["--format", "kdump"], "name it .kdump"),
+        // AVML's blocks are snappy already.
+        ("x.avml.lz4", &[], "name it .avml"),
+        ("x.avml", &["--compress", "zstd"], "always snappy"),
         ("x.raw", &["--compress", "brotli"], "zstd, lz4 or none"),
         ("x.lime", &["--compress", "zlib"], "zstd, lz4 or none"),
         (

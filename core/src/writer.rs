@@ -53,9 +53,9 @@ pub trait DumpWriter: Send + Sync {
     /// Output file name endings that select this writer (without the dot).
     fn extensions(&self) -> &[&str];
 
-    /// True if the format compresses its own data (kdump compresses each page): it then
-    /// receives the `compress`, `level` and `threads` options itself, and its output is
-    /// never wrapped in a compressed stream (`.zst`, `.lz4`). Formats that return false
+    /// True if the format compresses its own data (kdump each page, AVML each block):
+    /// it then receives the `compress`, `level` and `threads` options itself, and its
+    /// output is never wrapped in a compressed stream (`.zst`, `.lz4`). Formats that return false
     /// (the default) must be able to write to a forward-only sink to be wrapped.
     fn compresses_itself(&self) -> bool {
         false

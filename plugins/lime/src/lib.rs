@@ -7,6 +7,10 @@
 //! The format carries no registers, notes or VMCOREINFO, and no virtual view: only
 //! physical memory. Everything is written forward, so it streams to a pipe.
 
+pub mod avml;
+
+pub use avml::AvmlWriter;
+
 use dumpconv_core::{DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink};
 use dumpconv_raw::{check_ranges, CopyStats, RangeCopier};
 
