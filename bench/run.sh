@@ -54,6 +54,38 @@ fi
 read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.raw")
 row "dumpconv raw (sparse)" "$s" "$m" "" "$cp_s" "of cp"
 
+# LiME and AVML outputs; whole-output zstd/lz4 against the real tools compressing the
+# same bytes (our plain LiME file).
+read -r lime_s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.lime")
+"$bin" -q --force "$in" -o "$tmp/lime.lime"
+row "dumpconv lime" "$lime_s" "$m" "$(size "$tmp/lime.lime")" "$cp_s" "of cp"
+avml=${DUMPCONV_AVML:-$HOME/.cache/dumpconv/tools/bin/avml}
+if [ -x "$avml" ]; then
+    read -r avml_s avml_m < <(measure "$avml" convert --source-format lime --format lime_compressed "$tmp/lime.lime" "$tmp/out.avml-peer")
+    "$avml" convert --source-format lime --format lime_compressed "$tmp/lime.lime" "$tmp/out.avml-peer"
+    row "avml convert lime -> lime_compressed" "$avml_s" "$avml_m" "$(size "$tmp/out.avml-peer")" "$avml_s" ""
+else
+    avml_s=0; echo "avml: not installed (scripts/test.sh installs it)"
+fi
+read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.avml")
+"$bin" -q --force "$in" -o "$tmp/out.avml"
+row "dumpconv avml" "$s" "$m" "$(size "$tmp/out.avml")" "$avml_s" "of avml convert"
+for th in 1 2; do
+    read -r z_s z_m < <(measure zstd -q -f -3 -T"$th" "$tmp/lime.lime" -o "$tmp/out.zst-peer")
+    zstd -q -f -3 -T"$th" "$tmp/lime.lime" -o "$tmp/out.zst-peer"
+    row "zstd -3 -T$th (of our LiME file)" "$z_s" "$z_m" "$(size "$tmp/out.zst-peer")" "$z_s" ""
+    read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.lime.zst" --threads "$th")
+    "$bin" -q --force "$in" -o "$tmp/out.lime.zst" --threads "$th"
+    row "dumpconv -o X.lime.zst --threads $th" "$s" "$m" "$(size "$tmp/out.lime.zst")" "$z_s" "of zstd -T$th"
+done
+read -r l_s l_m < <(measure lz4 -q -f -1 "$tmp/lime.lime" "$tmp/out.lz4-peer")
+lz4 -q -f -1 "$tmp/lime.lime" "$tmp/out.lz4-peer"
+row "lz4 -1 (of our LiME file)" "$l_s" "$l_m" "$(size "$tmp/out.lz4-peer")" "$l_s" ""
+read -r s m < <(measure "$bin" -q --force "$in" -o "$tmp/out.lime.lz4")
+"$bin" -q --force "$in" -o "$tmp/out.lime.lz4"
+row "dumpconv -o X.lime.lz4" "$s" "$m" "$(size "$tmp/out.lime.lz4")" "$l_s" "of lz4"
+rm -f "$tmp"/lime.lime "$tmp"/out.*
+
 mdf_ok=1
 makedumpfile -c -d 0 "$in" "$tmp/probe" >/dev/null 2>&1 || mdf_ok=0
 # makedumpfile 1.7.2 rejects QEMU 7.2's ELF; give it our ELF conversion of the same dump.

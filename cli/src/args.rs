@@ -16,7 +16,12 @@ Examples:
   dumpconv guest.raw -o guest.elf                  raw RAM image -> ELF core (physical view)
   dumpconv --paging qemu.elf -o gdb.elf            add virtual mappings for gdb
   dumpconv guest.raw --cr3 0x1c0a000 --paging-mode 4level --paging -o out.elf
-  dumpconv vmcore.elf -o vmcore.kdump --compress zstd
+  dumpconv vmcore.elf -o vmcore.kdump --compress zstd   kdump, zstd-compressed pages
+  dumpconv qemu.elf -o guest.lime                  LiME (Volatility, AVML), one header per range
+  dumpconv qemu.elf -o guest.avml                  AVML's compressed LiME (avml convert reads it)
+  dumpconv qemu.elf -o ram.raw.zst                 raw image in one zstd stream (zstd -d reads it)
+  dumpconv qemu.elf -o guest.elf.lz4               any format but kdump: add .zst or .lz4
+  dumpconv qemu.elf --format raw --compress zstd -o - | ssh host 'zstd -d > ram.raw'
   dumpconv vmcore.elf --format kdump -o - | ssh host 'cat > vmcore.flat'
   dumpconv info --json qemu.elf > state.json       CPU state, editable, reusable with --cpu-state
 
@@ -38,6 +43,12 @@ loaded from --plugin PATH, from every *.so in the directories of $DUMPCONV_PLUGI
 (colon-separated), and from $XDG_DATA_HOME/dumpconv/plugins (default
 ~/.local/share/dumpconv/plugins). `dumpconv plugins` lists what is available. A plugin
 may replace a built-in of the same name only with --plugin-override. See docs/plugins.md.
+
+Output formats: elf, kdump, raw, lime, avml (from the name or --format). raw, elf and lime
+can be compressed as a whole: add .zst or .lz4 to the name (ram.raw.zst, guest.lime.lz4;
+a bare ram.zst is raw) or give --compress zstd|lz4; --level and --threads tune zstd. kdump
+compresses each page instead (--compress zlib|lzo|snappy|zstd|none) and avml each 16 MiB
+block (snappy, as `avml --compress`), so .kdump.zst and .avml.zst are refused.
 
 Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
 written (nothing is left behind), 4 plugin error.";
@@ -303,7 +314,8 @@ pub struct ConvertArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: String,
 
-    /// Output format; default from the output name (.elf .kdump .raw ...).
+    /// Output format: elf, kdump, raw, lime, avml; default from the output name (.elf
+    /// .kdump .raw .lime .avml ..., also under a final .zst or .lz4; a bare X.zst is raw).
     #[arg(short, long, value_name = "FORMAT")]
     pub format: Option<String>,
 
@@ -341,17 +353,26 @@ pub struct ConvertArgs {
     #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52), help_heading = "Paging")]
     pub max_phys_bits: u8,
 
-    /// kdump page compression: zlib (default), lzo, snappy, zstd or none. Debian's
-    /// makedumpfile 1.7.2 reads only zlib and lzo; crash reads all four.
-    #[arg(long, value_name = "CODEC", help_heading = "kdump")]
+    /// kdump: page codec, zlib (default), lzo, snappy, zstd or none (Debian's
+    /// makedumpfile 1.7.2 reads only zlib and lzo; crash reads all four). raw, elf,
+    /// lime: compress the whole output as one stream, zstd or lz4 (what `zstd -d` or
+    /// `lz4 -d` reads), or none; an output named X.zst or X.lz4 implies it.
+    #[arg(long, value_name = "CODEC", help_heading = "Compression")]
     pub compress: Option<String>,
 
-    /// Compression level (codec-specific).
-    #[arg(long, value_name = "N", help_heading = "kdump")]
+    /// Compression level: zlib 0-9, zstd 1-22 (whole-output zstd default 3); lz4,
+    /// lzo and snappy have none.
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Compression"
+    )]
     pub level: Option<i32>,
 
-    /// Compression threads (default: all cores). Output is identical for any count.
-    #[arg(long, value_name = "N", help_heading = "kdump")]
+    /// Compression threads (default: all cores), for kdump pages and zstd output. A
+    /// kdump file is identical for any count.
+    #[arg(long, value_name = "N", help_heading = "Compression")]
     pub threads: Option<usize>,
 
     /// Leave all-zero pages out of a kdump file entirely (crash then needs

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use dumpconv_core::{Error, FileSink, Result, Sink, StreamSink};
 
+use crate::compress::{CompressedSink, StreamCodec};
+
 /// Where the output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -75,14 +77,17 @@ pub fn check_output(output: &Output, inputs: &[&Path], force: bool) -> Result<()
 }
 
 /// Run `write` against a sink for `output`; on success the output is complete and in
-/// place, on failure nothing is left behind.
+/// place, on failure nothing is left behind. With `codec`, the writer's bytes are
+/// compressed as one stream (the sink is then forward-only).
 ///
-/// With `keep_partial`, a failed file output is still moved into place: the writer has
-/// marked it incomplete (kdump status 0x8), as makedumpfile does on a full disk.
+/// With `keep_partial`, a failed uncompressed file output is still moved into place:
+/// the writer has marked it incomplete (kdump status 0x8), as makedumpfile does on a
+/// full disk.
 pub fn write_output(
     output: &Output,
     force: bool,
     keep_partial: bool,
+    codec: Option<StreamCodec>,
     write: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<()> {
     match output {
@@ -90,10 +95,20 @@ pub fn write_output(
             // `Stdout` (not its lock) because sinks must be `Send`; the BufWriter makes
             // the per-write locking negligible.
             let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let mut sink = StreamSink::new(out, "<stdout>");
-            write(&mut sink)?;
-            sink.finish()?;
-            let mut inner = sink.into_inner();
+            let mut inner = match codec {
+                None => {
+                    let mut sink = StreamSink::new(out, "<stdout>");
+                    write(&mut sink)?;
+                    sink.finish()?;
+                    sink.into_inner()
+                }
+                Some(c) => {
+                    let mut sink = CompressedSink::new(c, out, "<stdout>")?;
+                    write(&mut sink)?;
+                    sink.finish()?;
+                    sink.into_inner()?
+                }
+            };
             inner.flush().map_err(|e| Error::Output {
                 path: "<stdout>".into(),
                 offset: 0,
@@ -123,9 +138,17 @@ pub fn write_output(
                 offset: 0,
                 source: e,
             })?;
-            let mut sink = FileSink::new(file, path.clone());
-            let written = write(&mut sink).and_then(|()| sink.finish());
-            drop(sink);
+            let written = match codec {
+                None => {
+                    let mut sink = FileSink::new(file, path.clone());
+                    write(&mut sink).and_then(|()| sink.finish())
+                }
+                // A partial compressed stream is of no use to anyone: never kept.
+                Some(c) => {
+                    return write_compressed(c, file, path, write)
+                        .and_then(|()| persist(tmp, path, force));
+                }
+            };
             if let Err(e) = written {
                 if keep_partial {
                     // Best effort: the write error is what the user must see.
@@ -137,17 +160,46 @@ pub fn write_output(
                 }
                 return Err(e);
             }
-            let persisted = if force {
-                tmp.persist(path)
-            } else {
-                tmp.persist_noclobber(path)
-            };
-            persisted.map_err(|e| Error::Output {
-                path: path.clone(),
-                offset: 0,
-                source: e.error,
-            })?;
-            Ok(())
+            persist(tmp, path, force)
         }
     }
+}
+
+/// Compress the writer's output into `file` (the temporary file), synced to disk.
+fn write_compressed(
+    codec: StreamCodec,
+    file: File,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<()> {
+    let out = BufWriter::with_capacity(1 << 20, file);
+    let mut sink = CompressedSink::new(codec, out, path)?;
+    write(&mut sink)?;
+    sink.finish()?;
+    let at = sink.position();
+    let err = |source| Error::Output {
+        path: path.to_path_buf(),
+        offset: at,
+        source,
+    };
+    let file = sink
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| err(e.into_error()))?;
+    file.sync_data().map_err(err)
+}
+
+/// Move the complete temporary file to its name.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<()> {
+    let persisted = if force {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    persisted.map_err(|e| Error::Output {
+        path: path.to_path_buf(),
+        offset: 0,
+        source: e.error,
+    })?;
+    Ok(())
 }

@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dumpconv_core::memory::{clip_ranges, normalize_ranges};
 use dumpconv_core::{
-    Arch, CpuState, Dump, DumpPlan, Error, PhysRange, Progress, Result, VmcoreInfo, WalkOptions,
-    WalkStats, PAGE_SIZE,
+    Arch, CpuState, Dump, DumpPlan, DumpWriter, Error, PhysRange, Progress, Result, VmcoreInfo,
+    WalkOptions, WalkStats, PAGE_SIZE,
 };
 use dumpconv_formats::OpenOptions;
 
+use crate::compress::{NamedCodec, StreamCodec, STREAM_CODEC_NAMES, ZSTD_DEFAULT_LEVEL};
 use crate::output::{check_output, write_output, Output};
 use crate::registry::Registry;
 
@@ -197,28 +199,184 @@ pub fn build_plan(
     })
 }
 
-/// Choose the writer: `--format`, else the output's extension.
+/// Choose the writer: `--format`, else the output's extension. A `.zst`/`.lz4` name is
+/// looked through (`ram.raw.zst` → raw); see [`choose_output`] for the compression.
 pub fn choose_writer(
     registry: &Registry,
     output: &Output,
     format: Option<&str>,
-) -> Result<std::sync::Arc<dyn dumpconv_core::DumpWriter>> {
+) -> Result<Arc<dyn DumpWriter>> {
     if let Some(f) = format {
         return registry.writer(f);
     }
     match output {
-        Output::Path(p) => registry.writer_for_path(p).ok_or_else(|| {
-            Error::invalid(format!(
-                "{}: cannot tell the output format from the name; give --format ({})",
-                p.display(),
-                registry.writer_names().join(", ")
-            ))
-        }),
+        Output::Path(p) => match NamedCodec::from_path(p) {
+            // `X.zst`: the format from X's extension; a bare `ram.zst` is a raw image.
+            Some((_, inner)) => match registry.writer_for_path(&inner) {
+                Some(w) => Ok(w),
+                None => registry.writer("raw"),
+            },
+            None => registry.writer_for_path(p).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: cannot tell the output format from the name; give --format ({}), \
+                     optionally with .zst or .lz4 after the format's extension",
+                    p.display(),
+                    registry.writer_names().join(", ")
+                ))
+            }),
+        },
         Output::Stdout => Err(Error::invalid(format!(
             "writing to stdout needs --format ({})",
             registry.writer_names().join(", ")
         ))),
     }
+}
+
+/// The writer for an output, how its bytes are wrapped, and the options it receives.
+#[derive(Clone)]
+pub struct OutputChoice {
+    pub writer: Arc<dyn DumpWriter>,
+    /// Whole-output compression, from a `.zst`/`.lz4` name or `--compress zstd|lz4`.
+    pub codec: Option<StreamCodec>,
+    /// The plan's writer options: without `compress`, `level` and `threads` when they
+    /// are the stream's.
+    pub writer_options: BTreeMap<String, String>,
+}
+
+/// Whole-output compression options, removed from what the writer receives.
+const STREAM_KEYS: [&str; 3] = ["compress", "level", "threads"];
+
+/// Choose the writer and the output compression. `--compress`, `--level` and
+/// `--threads` belong to kdump's per-page compression when the writer compresses
+/// itself, and to the whole output stream otherwise.
+pub fn choose_output(
+    registry: &Registry,
+    output: &Output,
+    opts: &ConvertOptions,
+) -> Result<OutputChoice> {
+    let writer = choose_writer(registry, output, opts.format.as_deref())?;
+    let named = match output {
+        Output::Path(p) => NamedCodec::from_path(p).map(|(c, _)| (c, p)),
+        Output::Stdout => None,
+    };
+    let wopts = &opts.writer_options;
+    if writer.compresses_itself() {
+        if let Some((c, p)) = named {
+            return Err(Error::invalid(format!(
+                "{}: {} output is compressed by its format and is not wrapped in .{}; \
+                 name it .{} (kdump: choose the page codec with --compress)",
+                p.display(),
+                writer.name(),
+                c.extension(),
+                writer
+                    .extensions()
+                    .first()
+                    .copied()
+                    .unwrap_or(writer.name()),
+            )));
+        }
+        return Ok(OutputChoice {
+            writer,
+            codec: None,
+            writer_options: wopts.clone(),
+        });
+    }
+
+    let asked = match wopts.get("compress") {
+        None => None,
+        Some(v) => Some(NamedCodec::from_option(v).ok_or_else(|| {
+            Error::invalid(format!(
+                "--compress {v:?} for {} output: expected {STREAM_CODEC_NAMES} (the whole \
+                 output is compressed; zlib, lzo and snappy are kdump page codecs)",
+                writer.name()
+            ))
+        })?),
+    };
+    let codec = match (named, asked) {
+        (Some((n, _)), Some(Some(a))) if n == a => Some(n),
+        (Some((n, p)), Some(a)) => {
+            return Err(Error::invalid(format!(
+                "{}: the name says {} but --compress says {}",
+                p.display(),
+                n.name(),
+                a.map_or("none", NamedCodec::name)
+            )))
+        }
+        (Some((n, _)), None) => Some(n),
+        (None, a) => a.flatten(),
+    };
+    let level = match wopts.get("level") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<i32>()
+                .map_err(|_| Error::invalid(format!("--level {v:?}: not an integer")))?,
+        ),
+    };
+    let threads = match wopts.get("threads").map(|v| v.trim()) {
+        None | Some("" | "0" | "auto") => None,
+        Some(t) => Some(
+            t.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| {
+                    Error::invalid(format!("--threads {t:?}: expected 1..256 or auto"))
+                })?,
+        ),
+    };
+    let codec = match codec {
+        None => {
+            if level.is_some() || threads.is_some() {
+                return Err(Error::invalid(format!(
+                    "--level and --threads apply to compressed output; {} output is not \
+                     compressed (add --compress zstd or lz4, or name it .{}.zst)",
+                    writer.name(),
+                    writer
+                        .extensions()
+                        .first()
+                        .copied()
+                        .unwrap_or(writer.name()),
+                )));
+            }
+            None
+        }
+        Some(NamedCodec::Lz4) => {
+            if level.is_some() {
+                return Err(Error::invalid(
+                    "--level: lz4 output has no levels (zstd has)",
+                ));
+            }
+            if threads.is_some_and(|t| t > 1) {
+                return Err(Error::invalid(
+                    "--threads: lz4 output is compressed on one thread (zstd uses several)",
+                ));
+            }
+            Some(StreamCodec::Lz4)
+        }
+        Some(NamedCodec::Zstd) => {
+            let level = level.unwrap_or(ZSTD_DEFAULT_LEVEL);
+            let range = zstd::compression_level_range();
+            if !range.contains(&level) {
+                return Err(Error::invalid(format!(
+                    "--level {level}: zstd levels are {} to {}",
+                    range.start(),
+                    range.end()
+                )));
+            }
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            Some(StreamCodec::Zstd { level, threads })
+        }
+    };
+    let mut writer_options = wopts.clone();
+    for k in STREAM_KEYS {
+        writer_options.remove(k);
+    }
+    Ok(OutputChoice {
+        writer,
+        codec,
+        writer_options,
+    })
 }
 
 /// Convert `input` into `output`.
@@ -240,7 +398,8 @@ pub fn convert_with(
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
     let start = Instant::now();
-    let writer = choose_writer(registry, output, opts.format.as_deref())?;
+    let choice = choose_output(registry, output, opts)?;
+    let writer = choice.writer.clone();
     check_output(output, &[input], opts.force)?;
     let dump = open_input(input, opts)?;
     let mut report = ConvertReport {
@@ -248,10 +407,11 @@ pub fn convert_with(
         writer: writer.name().to_string(),
         ..ConvertReport::default()
     };
-    let plan = build_plan(&dump, opts, registry, progress, &mut report)?;
+    let mut plan = build_plan(&dump, opts, registry, progress, &mut report)?;
+    plan.options = choice.writer_options;
     report.memory_bytes = plan.total_bytes();
     let keep_partial = opts.writer_options.contains_key("keep-partial");
-    write_output(output, opts.force, keep_partial, |sink| {
+    write_output(output, opts.force, keep_partial, choice.codec, |sink| {
         writer.write(&plan, dump.memory.as_ref(), sink, progress)
     })?;
     progress.finish();

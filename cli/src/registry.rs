@@ -94,6 +94,8 @@ impl Registry {
             Arc::new(dumpconv_elf::ElfWriter),
             Arc::new(dumpconv_kdump::KdumpWriter),
             Arc::new(dumpconv_raw::RawWriter),
+            Arc::new(dumpconv_lime::LimeWriter),
+            Arc::new(dumpconv_lime::AvmlWriter),
         ];
         Registry {
             writers: writers

@@ -53,6 +53,14 @@ pub trait DumpWriter: Send + Sync {
     /// Output file name endings that select this writer (without the dot).
     fn extensions(&self) -> &[&str];
 
+    /// True if the format compresses its own data (kdump each page, AVML each block):
+    /// it then receives the `compress`, `level` and `threads` options itself, and its
+    /// output is never wrapped in a compressed stream (`.zst`, `.lz4`). Formats that return false
+    /// (the default) must be able to write to a forward-only sink to be wrapped.
+    fn compresses_itself(&self) -> bool {
+        false
+    }
+
     /// Write the plan. Bytes of memory come from `mem`, output goes to `sink`, progress
     /// is reported in bytes of memory written. On error the caller discards the output.
     fn write(

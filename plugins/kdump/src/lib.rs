@@ -78,6 +78,10 @@ impl DumpWriter for KdumpWriter {
         &["kdump"]
     }
 
+    fn compresses_itself(&self) -> bool {
+        true
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,

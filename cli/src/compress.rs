@@ -1,0 +1,267 @@
+//! Whole-output compression: a writer's bytes go through a zstd or lz4 (frame format)
+//! encoder before reaching the file or stdout, so `ram.raw.zst` is exactly what `zstd`
+//! would make of `ram.raw`, and `zstd -d` / `lz4 -d` give the plain output back.
+//!
+//! The compressing sink is a forward-only stream: writers that can stream (raw, ELF,
+//! LiME) work through it unchanged, writing zeros where a file would have holes (the
+//! compressor turns them into a few bytes). kdump compresses each page itself and is
+//! never wrapped.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dumpconv_core::{Error, Result, Sink};
+
+/// A compressed-stream format for the whole output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCodec {
+    /// Zstandard (`.zst`), at `level` with `threads` compression workers.
+    Zstd { level: i32, threads: usize },
+    /// LZ4 frame format (`.lz4`), content checksum on.
+    Lz4,
+}
+
+/// zstd's own command-line default, a good speed/size balance for memory images.
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+
+/// The codecs `--compress` accepts for formats other than kdump, for messages.
+pub const STREAM_CODEC_NAMES: &str = "zstd, lz4 or none";
+
+/// What an output name's last extension says about compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedCodec {
+    Zstd,
+    Lz4,
+}
+
+impl NamedCodec {
+    /// `.zst`/`.zstd` or `.lz4` at the end of `path`, and the name without it (whose
+    /// own extension then picks the format: `ram.raw.zst` → `ram.raw`).
+    pub fn from_path(path: &Path) -> Option<(NamedCodec, PathBuf)> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        let codec = match ext.as_str() {
+            "zst" | "zstd" => NamedCodec::Zstd,
+            "lz4" => NamedCodec::Lz4,
+            _ => return None,
+        };
+        Some((codec, path.with_extension("")))
+    }
+
+    /// `--compress` values for whole-stream compression; `Ok(None)` is `none`.
+    pub fn from_option(value: &str) -> Option<Option<NamedCodec>> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "zstd" | "zst" => Some(Some(NamedCodec::Zstd)),
+            "lz4" => Some(Some(NamedCodec::Lz4)),
+            "none" => Some(None),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NamedCodec::Zstd => "zstd",
+            NamedCodec::Lz4 => "lz4",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            NamedCodec::Zstd => "zst",
+            NamedCodec::Lz4 => "lz4",
+        }
+    }
+}
+
+enum Encoder<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Lz4(lz4_flex::frame::FrameEncoder<W>),
+}
+
+/// A forward-only sink that compresses into `W` (a buffered file or stdout).
+pub struct CompressedSink<W: Write + Send> {
+    encoder: Encoder<W>,
+    /// Named in errors: the final output path, not the temporary file.
+    name: PathBuf,
+    /// Uncompressed bytes so far (what writers see as the position).
+    pos: u64,
+    finished: bool,
+}
+
+impl<W: Write + Send> CompressedSink<W> {
+    pub fn new(codec: StreamCodec, inner: W, name: impl Into<PathBuf>) -> Result<Self> {
+        let name = name.into();
+        let setup = |e: std::io::Error| Error::Output {
+            path: name.clone(),
+            offset: 0,
+            source: e,
+        };
+        let encoder = match codec {
+            StreamCodec::Zstd { level, threads } => {
+                let mut z = zstd::stream::write::Encoder::new(inner, level).map_err(setup)?;
+                z.include_checksum(true).map_err(setup)?;
+                if threads > 1 {
+                    // Workers compress jobs of several MiB in parallel; the frame is a
+                    // normal single zstd frame whatever the count.
+                    z.multithread(u32::try_from(threads).unwrap_or(u32::MAX))
+                        .map_err(setup)?;
+                }
+                Encoder::Zstd(z)
+            }
+            StreamCodec::Lz4 => {
+                let info = lz4_flex::frame::FrameInfo::new()
+                    .block_size(lz4_flex::frame::BlockSize::Max4MB)
+                    .content_checksum(true);
+                Encoder::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, inner))
+            }
+        };
+        Ok(CompressedSink {
+            encoder,
+            name,
+            pos: 0,
+            finished: false,
+        })
+    }
+
+    fn err(&self, source: std::io::Error) -> Error {
+        Error::Output {
+            path: self.name.clone(),
+            offset: self.pos,
+            source,
+        }
+    }
+
+    /// The writer underneath, after [`Sink::finish`] (which makes this a no-op for the
+    /// encoder); the caller flushes and syncs it.
+    pub fn into_inner(self) -> Result<W> {
+        let (name, pos) = (self.name, self.pos);
+        match self.encoder {
+            Encoder::Zstd(z) => z.finish().map_err(|source| Error::Output {
+                path: name,
+                offset: pos,
+                source,
+            }),
+            Encoder::Lz4(l) => Ok(l.into_inner()),
+        }
+    }
+}
+
+/// Zero bytes for `skip`, large enough that a hole costs few encoder calls.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+impl<W: Write + Send> Sink for CompressedSink<W> {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        let r = match &mut self.encoder {
+            Encoder::Zstd(z) => z.write_all(buf),
+            Encoder::Lz4(l) => l.write_all(buf),
+        };
+        r.map_err(|e| self.err(e))?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn skip(&mut self, mut len: u64) -> Result<()> {
+        while len > 0 {
+            let n = len.min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..n])?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn write_at(&mut self, offset: u64, _buf: &[u8]) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{}: cannot go back to offset {offset:#x} in a compressed stream",
+            self.name.display()
+        )))
+    }
+
+    /// End the compressed frame (checksum included) and flush it into `W`. Idempotent:
+    /// writers finish their sink and the output code finishes it again.
+    fn finish(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        let r = match &mut self.encoder {
+            Encoder::Zstd(z) => z.do_finish(),
+            Encoder::Lz4(l) => l.try_finish().map_err(std::io::Error::other),
+        };
+        r.map_err(|e| self.err(e))?;
+        let r = match &mut self.encoder {
+            Encoder::Zstd(z) => z.get_mut().flush(),
+            Encoder::Lz4(l) => l.get_mut().flush(),
+        };
+        r.map_err(|e| self.err(e))?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Read;
+
+    fn roundtrip(codec: StreamCodec) {
+        let mut s = CompressedSink::new(codec, Vec::new(), "<mem>").unwrap();
+        s.write_all(b"header").unwrap();
+        s.skip(3 << 20).unwrap();
+        s.write_all(b"tail").unwrap();
+        assert_eq!(s.position(), 6 + (3 << 20) + 4);
+        assert!(s.write_at(0, b"x").is_err());
+        s.finish().unwrap();
+        s.finish().unwrap();
+        let packed = s.into_inner().unwrap();
+        assert!(packed.len() < 64 << 10, "zeros compress: {}", packed.len());
+        let mut plain = Vec::new();
+        match codec {
+            StreamCodec::Zstd { .. } => {
+                zstd::stream::read::Decoder::new(&packed[..])
+                    .unwrap()
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            }
+            StreamCodec::Lz4 => {
+                lz4_flex::frame::FrameDecoder::new(&packed[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            }
+        }
+        let mut want = b"header".to_vec();
+        want.resize(6 + (3 << 20), 0);
+        want.extend_from_slice(b"tail");
+        assert!(plain == want);
+    }
+
+    #[test]
+    fn zstd_single_and_multithreaded_and_lz4_roundtrip() {
+        roundtrip(StreamCodec::Zstd {
+            level: 3,
+            threads: 1,
+        });
+        roundtrip(StreamCodec::Zstd {
+            level: 1,
+            threads: 2,
+        });
+        roundtrip(StreamCodec::Lz4);
+    }
+
+    #[test]
+    fn names() {
+        let (c, inner) = NamedCodec::from_path(Path::new("d/ram.raw.ZST")).unwrap();
+        assert_eq!((c, inner), (NamedCodec::Zstd, PathBuf::from("d/ram.raw")));
+        let (c, inner) = NamedCodec::from_path(Path::new("x.lz4")).unwrap();
+        assert_eq!((c, inner), (NamedCodec::Lz4, PathBuf::from("x")));
+        assert!(NamedCodec::from_path(Path::new("x.raw")).is_none());
+        assert_eq!(NamedCodec::from_option("none"), Some(None));
+        assert_eq!(NamedCodec::from_option("zlib"), None);
+    }
+}
