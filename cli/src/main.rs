@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         Command::Convert(c) => run_convert(c),
         Command::Info(i) => info::run_info(i),
         Command::Translate(t) => info::run_translate(t),
+        Command::Batch(b) => match run_batch(b) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,4 +89,60 @@ fn run_convert(c: args::ConvertArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `dumpconv batch`: Ok(exit code) once the batch ran (1 if a job failed).
+fn run_batch(b: args::BatchArgs) -> Result<u8, Error> {
+    use dumpconv::batch::{self, plan, BatchSettings, PlanSettings};
+    let registry = Registry::builtin();
+    let specs = plan::expand_inputs(&b.inputs)?;
+    if specs.is_empty() {
+        return Err(Error::invalid(
+            "no inputs: the directories and patterns given hold no file",
+        ));
+    }
+    let plan_settings = PlanSettings {
+        out_dir: b.out_dir.clone(),
+        template: b.template.clone(),
+        options: b.option_map()?,
+    };
+    let mut jobs = plan::plan(specs, &plan_settings, &registry)?;
+    if let Some(s) = b.shard {
+        jobs = s.select(jobs);
+    }
+    let mut settings = BatchSettings::new(&b.out_dir);
+    if let Some(j) = b.jobs {
+        settings.jobs = j as usize;
+    }
+    settings.max_memory = b.max_memory;
+    settings.verify = b.verify;
+    settings.force = b.force;
+    settings.rehash = b.rehash;
+    settings.shard = b.shard;
+    if b.list {
+        for (job, d) in jobs.iter().zip(batch::run::decisions(&jobs, &settings)?) {
+            let action = match d {
+                batch::journal::Decision::Skip(_) => "skip",
+                batch::journal::Decision::Run { .. } => "run",
+                batch::journal::Decision::Refuse(_) => "refuse",
+            };
+            println!(
+                "{}\t{action}\t{}\t{}",
+                job.index,
+                job.input.display(),
+                job.output.display()
+            );
+        }
+        return Ok(0);
+    }
+    let bars = progress::BatchBars::new(b.quiet);
+    let report = batch::run_batch(&registry, jobs, &settings, &bars)?;
+    bars.finish();
+    if let Some(path) = &b.report {
+        report.write_json(path)?;
+    }
+    if !b.quiet {
+        print!("{}", report.table());
+    }
+    Ok(if report.success() { 0 } else { EXIT_INPUT })
 }
