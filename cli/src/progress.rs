@@ -109,11 +109,16 @@ impl BatchObserver for BatchBars {
     }
 
     fn job_started(&self, job: &Job) -> Box<dyn Progress + '_> {
+        let name = job
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let Some(multi) = &self.multi else {
             return Box::new(JobBar {
                 batch: self,
                 bar: None,
-                name: String::new(),
+                name,
             });
         };
         let bar = multi.add(ProgressBar::new(0));
@@ -123,11 +128,6 @@ impl BatchObserver for BatchBars {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
-        let name = job
-            .input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         bar.set_prefix(name.clone());
         Box::new(JobBar {
             batch: self,

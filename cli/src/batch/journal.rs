@@ -12,7 +12,7 @@
 //!   `done` line) is replaced. An output with no record at all is someone else's file:
 //!   the job fails rather than overwrite it, unless `--force`.
 //! - A job is skipped when its output's latest record is `done` for the same input
-//!   (path, size, mtime) and the same options (their hash, thread count aside), and the
+//!   (canonical path, size, mtime) and the same options (their hash, thread count aside), and the
 //!   output file still has the recorded size and mtime. The SHA-256 of the output is
 //!   recorded too; `--rehash` checks it instead of the mtime (it reads every output:
 //!   about 0.3 s per GiB here, much more on a network file system).
@@ -104,6 +104,15 @@ pub fn file_name(shard: Option<Shard>) -> String {
     }
 }
 
+/// The input as the journal names it: its canonical path, so the same file reached
+/// through another working directory or a `..` is recognised.
+fn input_name(input: &Path) -> String {
+    std::fs::canonicalize(input)
+        .unwrap_or_else(|_| input.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -185,7 +194,7 @@ impl Journal {
             };
         };
         let input = Stamp::of(&job.input);
-        let same_input = record.input == job.input.to_string_lossy()
+        let same_input = record.input == input_name(&job.input)
             && input.is_some_and(|s| {
                 s.size == record.input_size && s.mtime_ns == record.input_mtime_ns
             });
@@ -212,7 +221,7 @@ impl Journal {
         Record {
             event,
             output: self.key(&job.output),
-            input: job.input.to_string_lossy().into_owned(),
+            input: input_name(&job.input),
             input_size: input.map_or(0, |s| s.size),
             input_mtime_ns: input.map_or(0, |s| s.mtime_ns),
             options_hash: options_hash.to_string(),
