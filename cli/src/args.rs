@@ -437,6 +437,11 @@ pub struct BatchArgs {
     #[arg(long)]
     pub rehash: bool,
 
+    /// Do not record the outputs' SHA-256 (saves reading every output back; --rehash
+    /// then redoes such jobs instead of checking them).
+    #[arg(long, conflicts_with = "rehash")]
+    pub no_hash: bool,
+
     /// Write per-job results as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -118,6 +118,7 @@ fn run_batch(b: args::BatchArgs) -> Result<u8, Error> {
     settings.verify = b.verify;
     settings.force = b.force;
     settings.rehash = b.rehash;
+    settings.hash = !b.no_hash;
     settings.shard = b.shard;
     if b.list {
         for (job, d) in jobs.iter().zip(batch::run::decisions(&jobs, &settings)?) {

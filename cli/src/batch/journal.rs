@@ -200,7 +200,9 @@ impl Journal {
             });
         let same_output = out.size == record.output_size
             && if rehash {
-                super::verify::file_sha256(&job.output).is_ok_and(|h| h == record.sha256)
+                // An entry written with --no-hash cannot be checked: redo it.
+                !record.sha256.is_empty()
+                    && super::verify::file_sha256(&job.output).is_ok_and(|h| h == record.sha256)
             } else {
                 out.mtime_ns == record.output_mtime_ns
             };

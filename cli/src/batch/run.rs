@@ -42,6 +42,9 @@ pub struct BatchSettings {
     pub force: bool,
     /// Skip a journaled job only if its output's SHA-256 still matches.
     pub rehash: bool,
+    /// Record each output's SHA-256 in the journal and the report (reads the whole
+    /// output back once; see docs/batch.md for the cost).
+    pub hash: bool,
     pub shard: Option<Shard>,
 }
 
@@ -56,6 +59,7 @@ impl BatchSettings {
             verify: false,
             force: false,
             rehash: false,
+            hash: true,
             shard: None,
         }
     }
@@ -154,7 +158,7 @@ pub fn run_batch(
                 results.push(JobResult {
                     bytes_in: Stamp::of(&job.input).map_or(0, |s| s.size),
                     bytes_out: record.output_size,
-                    sha256: Some(record.sha256.clone()),
+                    sha256: (!record.sha256.is_empty()).then(|| record.sha256.clone()),
                     verify: record.verified.map(|v| {
                         if v {
                             VerifyStatus::Verified
@@ -373,7 +377,11 @@ fn convert_and_record(
         }
         verified = Some(true);
     }
-    let sha = verify::file_sha256(&job.output)?;
+    let sha = if settings.hash {
+        verify::file_sha256(&job.output)?
+    } else {
+        String::new()
+    };
     let stamp = Stamp::of(&job.output).ok_or_else(|| {
         Error::invalid(format!("{}: vanished after writing", job.output.display()))
     })?;
@@ -384,7 +392,7 @@ fn convert_and_record(
     rec.verified = verified;
     journal.append(&rec)?;
     r.bytes_out = stamp.size;
-    r.sha256 = Some(sha);
+    r.sha256 = (!sha.is_empty()).then_some(sha);
     Ok(())
 }
 
