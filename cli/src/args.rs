@@ -97,9 +97,13 @@ pub enum Command {
     /// List walkers and writers: built-in and loaded plugins (kind, name, version,
     /// origin, ABI version), and plugin libraries that failed to load.
     Plugins(PluginsArgs),
+    /// Convert many dumps at once: directories, patterns or a manifest; resumable,
+    /// splittable into shards for job arrays (see docs/batch.md).
+    #[command(after_help = BATCH_AFTER_HELP)]
+    Batch(BatchArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "plugins", "help"];
+const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "plugins", "batch", "help"];
 
 /// Insert `convert` when the first argument (after the global plugin options) is not a
 /// subcommand or a top-level flag, so `dumpconv IN -o OUT` and
@@ -481,6 +485,239 @@ pub struct TranslateArgs {
     pub json: bool,
 }
 
+const BATCH_AFTER_HELP: &str = "\
+Inputs: a directory (its files, not recursive), a pattern (`dumps/*.elf`, quoted), a
+dump, or a manifest (.csv: input,output,options; .jsonl: {\"input\":..,\"output\":..,
+\"options\":..}). Manifest options are convert's flags as words (`format=kdump
+compress=zstd paging`) and override the command line's.
+
+Outputs are named by --name in --out-dir; finished ones are recorded in
+OUT_DIR/.dumpconv-journal*.jsonl and skipped on a rerun; failed and unfinished ones are
+redone. --shard K/N (K from 0) runs every N-th job starting at K, for job arrays.
+
+Examples:
+  dumpconv batch dumps/ --out-dir out --format kdump --compress zstd
+  dumpconv batch manifest.csv --out-dir out --verify --report report.json
+  dumpconv batch manifest.csv --out-dir out --shard \"$JOB_COMPLETION_INDEX/8\"
+
+Exit codes: 0 every job succeeded or was already done, 1 one or more jobs failed (see
+the table or --report), 2 bad usage (bad manifest line, two jobs writing one output),
+3 the out dir or the report could not be written.";
+
+/// `dumpconv batch`.
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// Directories, patterns, dumps or manifests (.csv, .jsonl).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+
+    /// Directory the outputs (and the journal) go to.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+
+    /// Output name in --out-dir: {stem} (input name without extension), {name}, {ext}
+    /// (the format's extension), {format}, {parent} (input's directory), {index}.
+    #[arg(long = "name", value_name = "TEMPLATE", default_value = dumpconv::batch::plan::DEFAULT_TEMPLATE)]
+    pub template: String,
+
+    /// Conversions at once (default: the number of cores). kdump compression threads
+    /// are shared out so that jobs × threads ≤ cores.
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+
+    /// Start a job only while the running jobs' memory estimates plus its own fit
+    /// (16M, 1G...; see docs/batch.md for the estimate).
+    #[arg(long, value_parser = parse_num, value_name = "SIZE")]
+    pub max_memory: Option<u64>,
+
+    /// Run only shard K of N (K from 0): the jobs whose place in the plan is K mod N.
+    #[arg(long, value_name = "K/N", value_parser = clap::value_parser!(dumpconv::batch::Shard))]
+    pub shard: Option<dumpconv::batch::Shard>,
+
+    /// Read every output back and compare a digest of its RAM with the input's; a
+    /// mismatch fails the job and removes the output.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Replace outputs that exist but are not in the journal.
+    #[arg(long)]
+    pub force: bool,
+
+    /// On a rerun, skip a finished job only if its output's SHA-256 still matches the
+    /// journal (reads every output), instead of comparing size and mtime.
+    #[arg(long)]
+    pub rehash: bool,
+
+    /// Do not record the outputs' SHA-256 (saves reading every output back; --rehash
+    /// then redoes such jobs instead of checking them).
+    #[arg(long, conflicts_with = "rehash")]
+    pub no_hash: bool,
+
+    /// Write per-job results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Print the planned jobs (index, run|skip|refuse, input, output; tab-separated)
+    /// and do nothing.
+    #[arg(long)]
+    pub list: bool,
+
+    /// No progress bars and no summary table.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Output format for every job (default: elf); a manifest's format=... wins.
+    #[arg(
+        short,
+        long,
+        value_name = "FORMAT",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub format: Option<String>,
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub input_format: Option<String>,
+    #[arg(
+        long,
+        value_name = "RANGES|FILE",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub ram_map: Option<String>,
+    #[arg(long, value_enum, help_heading = "Conversion options (as in convert)")]
+    pub arch: Option<ArchArg>,
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub cr3: Option<String>,
+    #[arg(
+        long,
+        value_enum,
+        requires = "cr3",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub paging_mode: Option<ModeArg>,
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "cr3",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub cpu_state: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub vmcoreinfo: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub begin: Option<String>,
+    #[arg(
+        long,
+        value_name = "LEN",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub length: Option<String>,
+    #[arg(long, help_heading = "Conversion options (as in convert)")]
+    pub paging: bool,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub cpu: Option<u32>,
+    #[arg(
+        long,
+        value_name = "all|one",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub paging_cpus: Option<String>,
+    #[arg(
+        long,
+        value_name = "BITS",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub max_phys_bits: Option<u8>,
+    #[arg(
+        long,
+        value_name = "CODEC",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub compress: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub level: Option<i32>,
+    /// Compression threads per job (default: cores / jobs).
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub threads: Option<usize>,
+    #[arg(long, help_heading = "Conversion options (as in convert)")]
+    pub exclude_zero: bool,
+    #[arg(long, help_heading = "Conversion options (as in convert)")]
+    pub keep_partial: bool,
+}
+
+impl BatchArgs {
+    /// The command line's conversion options in the manifest vocabulary, checked by the
+    /// same code that checks a manifest line.
+    pub fn option_map(&self) -> Result<dumpconv::batch::options::OptionMap, Error> {
+        let mode = |m: ModeArg| match m {
+            ModeArg::Bits32 => "32bit",
+            ModeArg::Pae => "pae",
+            ModeArg::Level4 => "4level",
+            ModeArg::Level5 => "5level",
+        };
+        let arch = |a: ArchArg| match a {
+            ArchArg::X86_64 => "x86_64",
+            ArchArg::I386 => "i386",
+        };
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let flag = |b: bool| b.then(|| "1".to_string());
+        let pairs: Vec<(&str, Option<String>)> = vec![
+            ("format", self.format.clone()),
+            ("input-format", self.input_format.clone()),
+            ("ram-map", self.ram_map.clone()),
+            ("arch", self.arch.map(|a| arch(a).to_string())),
+            ("cr3", self.cr3.clone()),
+            ("paging-mode", self.paging_mode.map(|m| mode(m).to_string())),
+            ("cpu-state", self.cpu_state.as_ref().map(path)),
+            ("vmcoreinfo", self.vmcoreinfo.as_ref().map(path)),
+            ("begin", self.begin.clone()),
+            ("length", self.length.clone()),
+            ("paging", flag(self.paging)),
+            ("cpu", self.cpu.map(|c| c.to_string())),
+            ("paging-cpus", self.paging_cpus.clone()),
+            ("max-phys-bits", self.max_phys_bits.map(|b| b.to_string())),
+            ("compress", self.compress.clone()),
+            ("level", self.level.map(|l| l.to_string())),
+            ("threads", self.threads.map(|t| t.to_string())),
+            ("exclude-zero", flag(self.exclude_zero)),
+            ("keep-partial", flag(self.keep_partial)),
+        ];
+        let mut map = dumpconv::batch::options::OptionMap::new();
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                dumpconv::batch::options::insert(&mut map, k, v).map_err(Error::invalid)?;
+            }
+        }
+        Ok(map)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,5 +784,58 @@ mod tests {
         let (rest, p) = take_plugin_args(v.iter().map(OsString::from).collect());
         assert_eq!(rest, v);
         assert!(p.paths.is_empty() && !p.plugin_override);
+    }
+
+    #[test]
+    fn batch_flags_use_the_manifest_vocabulary() {
+        let cli = Cli::parse_from(with_default_subcommand(
+            [
+                "dumpconv",
+                "batch",
+                "d/",
+                "--out-dir",
+                "o",
+                "--format",
+                "kdump",
+                "--compress",
+                "zstd",
+                "--paging",
+                "--begin",
+                "16M",
+                "--cr3",
+                "0x1000",
+                "--paging-mode",
+                "pae",
+                "--arch",
+                "i386",
+                "--exclude-zero",
+                "--threads",
+                "2",
+            ]
+            .map(OsString::from)
+            .into_iter(),
+        ));
+        let Command::Batch(b) = cli.command else {
+            panic!("not batch")
+        };
+        let m = b.option_map().unwrap();
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "arch",
+                "begin",
+                "compress",
+                "cr3",
+                "exclude-zero",
+                "format",
+                "paging",
+                "paging-mode",
+                "threads"
+            ]
+        );
+        let o = dumpconv::batch::options::build(&m).unwrap();
+        assert_eq!(o.begin, Some(16 << 20));
+        assert_eq!(o.writer_options["threads"], "2");
     }
 }

@@ -9,6 +9,7 @@
 //! # Ok::<(), dumpconv_core::Error>(())
 //! ```
 
+pub mod batch;
 pub mod compress;
 pub mod numbers;
 pub mod output;

@@ -35,14 +35,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     plugins.paths.extend(cli.plugins.paths);
     plugins.plugin_override |= cli.plugins.plugin_override;
+    let done = |r: Result<(), Error>| r.map(|()| 0u8);
     let result = load_registry(&plugins).and_then(|registry| match cli.command {
-        Command::Convert(c) => run_convert(c, &registry),
-        Command::Info(i) => info::run_info(i, &registry),
-        Command::Translate(t) => info::run_translate(t, &registry),
-        Command::Plugins(p) => plugins::run_plugins(&p, &registry),
+        Command::Convert(c) => done(run_convert(c, &registry)),
+        Command::Info(i) => done(info::run_info(i, &registry)),
+        Command::Translate(t) => done(info::run_translate(t, &registry)),
+        Command::Plugins(p) => done(plugins::run_plugins(&p, &registry)),
+        // A batch reports its own failures per job; its exit code says whether any failed.
+        Command::Batch(b) => run_batch(b, &registry),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("dumpconv: error: {e}");
             let mut src = std::error::Error::source(&e);
@@ -104,4 +107,60 @@ fn run_convert(c: args::ConvertArgs, registry: &Registry) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `dumpconv batch`: Ok(exit code) once the batch ran (1 if a job failed).
+fn run_batch(b: args::BatchArgs, registry: &Registry) -> Result<u8, Error> {
+    use dumpconv::batch::{self, plan, BatchSettings, PlanSettings};
+    let specs = plan::expand_inputs(&b.inputs)?;
+    if specs.is_empty() {
+        return Err(Error::invalid(
+            "no inputs: the directories and patterns given hold no file",
+        ));
+    }
+    let plan_settings = PlanSettings {
+        out_dir: b.out_dir.clone(),
+        template: b.template.clone(),
+        options: b.option_map()?,
+    };
+    let mut jobs = plan::plan(specs, &plan_settings, registry)?;
+    if let Some(s) = b.shard {
+        jobs = s.select(jobs);
+    }
+    let mut settings = BatchSettings::new(&b.out_dir);
+    if let Some(j) = b.jobs {
+        settings.jobs = j as usize;
+    }
+    settings.max_memory = b.max_memory;
+    settings.verify = b.verify;
+    settings.force = b.force;
+    settings.rehash = b.rehash;
+    settings.hash = !b.no_hash;
+    settings.shard = b.shard;
+    if b.list {
+        for (job, d) in jobs.iter().zip(batch::run::decisions(&jobs, &settings)?) {
+            let action = match d {
+                batch::journal::Decision::Skip(_) => "skip",
+                batch::journal::Decision::Run { .. } => "run",
+                batch::journal::Decision::Refuse(_) => "refuse",
+            };
+            println!(
+                "{}\t{action}\t{}\t{}",
+                job.index,
+                job.input.display(),
+                job.output.display()
+            );
+        }
+        return Ok(0);
+    }
+    let bars = progress::BatchBars::new(b.quiet);
+    let report = batch::run_batch(registry, jobs, &settings, &bars)?;
+    bars.finish();
+    if let Some(path) = &b.report {
+        report.write_json(path)?;
+    }
+    if !b.quiet {
+        print!("{}", report.table());
+    }
+    Ok(if report.success() { 0 } else { EXIT_INPUT })
 }

@@ -105,6 +105,27 @@ pub fn walk_options(vmcoreinfo: Option<&VmcoreInfo>, max_phys_bits: u8) -> WalkO
     }
 }
 
+/// The RAM ranges a conversion writes: the dump's, clipped to `--begin`/`--length`.
+pub fn selected_ranges(dump: &Dump, opts: &ConvertOptions) -> Result<Vec<PhysRange>> {
+    let ram = dump.memory.ranges().to_vec();
+    match (opts.begin, opts.length) {
+        (None, None) => Ok(ram),
+        (b, l) => {
+            let start = b.unwrap_or(0);
+            let window = PhysRange::with_len(start, l.unwrap_or(u64::MAX - start));
+            let clipped = clip_ranges(&ram, window);
+            if clipped.is_empty() {
+                return Err(Error::invalid(format!(
+                    "--begin {start:#x} --length {:#x} selects no RAM of {}",
+                    window.len(),
+                    dump.path.display()
+                )));
+            }
+            Ok(normalize_ranges(clipped))
+        }
+    }
+}
+
 /// Build the plan a writer receives. Returns the plan and, with `--paging`, the walk
 /// statistics.
 pub fn build_plan(
@@ -117,23 +138,7 @@ pub fn build_plan(
     let arch = opts.arch.or(dump.arch).unwrap_or(Arch::X86_64);
     let cpus = effective_cpus(dump, opts);
     let vmcoreinfo = effective_vmcoreinfo(dump, opts);
-    let ram = dump.memory.ranges().to_vec();
-    let ranges = match (opts.begin, opts.length) {
-        (None, None) => ram,
-        (b, l) => {
-            let start = b.unwrap_or(0);
-            let window = PhysRange::with_len(start, l.unwrap_or(u64::MAX - start));
-            let clipped = clip_ranges(&ram, window);
-            if clipped.is_empty() {
-                return Err(Error::invalid(format!(
-                    "--begin {start:#x} --length {:#x} selects no RAM of {}",
-                    window.len(),
-                    dump.path.display()
-                )));
-            }
-            normalize_ranges(clipped)
-        }
-    };
+    let ranges = selected_ranges(dump, opts)?;
 
     let mappings = match &opts.paging {
         None => None,
