@@ -1,6 +1,28 @@
 //! The `dumpconv` command line. All work is done by the `dumpconv` library; this file
 //! parses arguments, draws progress and maps errors to exit codes.
 
+/// `println!` for reports on standard output that ends the process quietly when the
+/// reader has gone (`dumpconv info X | head`), as a tool in a pipeline should, instead of
+/// panicking as std's `println!` does. Defined before the modules so they use it too.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` with the same rule as [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod args;
 mod info;
 mod plugins;
@@ -19,6 +41,16 @@ const EXIT_INPUT: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_OUTPUT: u8 = 3;
 const EXIT_PLUGIN: u8 = 4;
+
+/// Standard output cannot be written: a closed pipe ends the run quietly (its reader has
+/// what it wanted); anything else is an output error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("dumpconv: error: cannot write to standard output: {e}");
+    std::process::exit(i32::from(EXIT_OUTPUT));
+}
 
 fn exit_code(e: &Error) -> u8 {
     match e {

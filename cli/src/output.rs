@@ -127,6 +127,9 @@ pub fn write_output(
             let tmp = tempfile::Builder::new()
                 .prefix(&format!(".{name}."))
                 .suffix(".dumpconv-partial")
+                // tempfile creates 0600 files; an output should get the permissions any
+                // new file gets (0666 less the umask), as cp and makedumpfile give it.
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
                 .tempfile_in(&dir)
                 .map_err(|e| Error::Output {
                     path: dir.clone(),

@@ -229,3 +229,43 @@ fn unknown_output_format_is_a_usage_error() {
     assert_clean_failure(&r, &["--format"]);
     assert_eq!(r.status.code(), Some(2));
 }
+
+/// `dumpconv info X | head -1`: the reader closes the pipe early; dumpconv must end
+/// quietly, not panic ("failed printing to stdout").
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/tiny-x86_64.elf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args(["info", "--paging"])
+        .arg(&sample)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dumpconv");
+    // Close our end of the pipe before dumpconv writes its report.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for dumpconv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// Standard output that cannot take the report (a full device) is an output error.
+#[test]
+fn unwritable_stdout_is_an_output_error() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/tiny-x86_64.elf");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .arg("info")
+        .arg(&sample)
+        .stdout(full)
+        .output()
+        .expect("run dumpconv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("standard output"), "{stderr}");
+}
