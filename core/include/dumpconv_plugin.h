@@ -81,6 +81,13 @@ extern "C" {
 #define DUMPCONV_CPU_EFER (1u << 3)
 #define DUMPCONV_CPU_A20 (1u << 4)
 
+/* Bits of dumpconv_writer.flags. */
+/* The format compresses its own data (as kdump does per page): the writer receives the
+ * compress, level and threads options itself, and the host never wraps its output in a
+ * whole-file zstd or lz4 stream (out.X.zst). Without it, the writer must be able to
+ * write to a forward-only sink (no sink_write_at) whenever the output is compressed. */
+#define DUMPCONV_WRITER_SELF_COMPRESSING (1u << 0)
+
 /* A byte string borrowed from the host. ptr may be NULL when len is 0. */
 typedef struct dumpconv_bytes {
     const uint8_t *ptr;
@@ -216,7 +223,7 @@ typedef struct dumpconv_plan {
 
 typedef struct dumpconv_writer {
     uint32_t struct_size;
-    uint32_t reserved;
+    uint32_t flags; /* DUMPCONV_WRITER_* bits */
     /* Output name extensions this writer claims, comma-separated ("img,bin"), or "". */
     const char *extensions;
     /* Write the whole output through the host's sink callbacks. */

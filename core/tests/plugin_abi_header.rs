@@ -163,7 +163,7 @@ fn rust_structs() -> Vec<RustStruct> {
         rust_struct!(
             "dumpconv_writer",
             Writer,
-            [struct_size, reserved, extensions, write]
+            [struct_size, flags, extensions, write]
         ),
         rust_struct!(
             "dumpconv_plugin",
@@ -241,6 +241,7 @@ fn rust_consts() -> Vec<(&'static str, Value)> {
         DUMPCONV_CPU_CR4,
         DUMPCONV_CPU_EFER,
         DUMPCONV_CPU_A20,
+        DUMPCONV_WRITER_SELF_COMPRESSING,
     ]
 }
 

@@ -45,6 +45,10 @@ pub const DUMPCONV_CPU_CR4: u32 = 1 << 2;
 pub const DUMPCONV_CPU_EFER: u32 = 1 << 3;
 pub const DUMPCONV_CPU_A20: u32 = 1 << 4;
 
+/// `dumpconv_writer.flags`: the writer compresses its own data and takes the `compress`,
+/// `level` and `threads` options; its output is never wrapped in a whole-file stream.
+pub const DUMPCONV_WRITER_SELF_COMPRESSING: u32 = 1 << 0;
+
 /// `dumpconv_bytes`: a byte string borrowed from the host; `ptr` may be NULL when `len`
 /// is 0.
 #[repr(C)]
@@ -198,7 +202,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct Writer {
     pub struct_size: u32,
-    pub reserved: u32,
+    pub flags: u32,
     pub extensions: *const c_char,
     pub write: Option<unsafe extern "C" fn(host: *const Host, plan: *const Plan) -> i32>,
 }

@@ -105,6 +105,12 @@ impl Export {
                 w.extensions().join(","),
             ),
         };
+        let writer_flags = match &imp {
+            Implementation::Writer(w) if w.compresses_itself() => {
+                abi::DUMPCONV_WRITER_SELF_COMPRESSING
+            }
+            _ => 0,
+        };
         let strings = vec![
             cstring(&name),
             cstring(version),
@@ -131,7 +137,7 @@ impl Export {
             },
             writer: abi::Writer {
                 struct_size: std::mem::size_of::<abi::Writer>() as u32,
-                reserved: 0,
+                flags: writer_flags,
                 extensions: strings[3].as_ptr(),
                 write,
             },

@@ -123,6 +123,8 @@ pub struct PluginWriter {
     info: PluginInfo,
     /// Borrowed from the plugin's static string: the library is never unloaded.
     extensions: Vec<&'static str>,
+    /// `DUMPCONV_WRITER_SELF_COMPRESSING`: see [`DumpWriter::compresses_itself`].
+    self_compressing: bool,
     write: WriteFn,
 }
 
@@ -337,6 +339,7 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
             Ok(LoadedPlugin::Writer(Arc::new(PluginWriter {
                 info,
                 extensions,
+                self_compressing: t.flags & abi::DUMPCONV_WRITER_SELF_COMPRESSING != 0,
                 write,
             })))
         }
@@ -921,6 +924,10 @@ impl DumpWriter for PluginWriter {
 
     fn extensions(&self) -> &[&str] {
         &self.extensions
+    }
+
+    fn compresses_itself(&self) -> bool {
+        self.self_compressing
     }
 
     /// Call the plugin's write with the plan; on success finish the sink (the ABI has no

@@ -338,7 +338,7 @@ unsafe extern "C" fn stubborn_write(host: *const abi::Host, _plan: *const abi::P
 
 static STUBBORN_WRITER: abi::Writer = abi::Writer {
     struct_size: std::mem::size_of::<abi::Writer>() as u32,
-    reserved: 0,
+    flags: 0,
     extensions: c"".as_ptr(),
     write: Some(stubborn_write),
 };
