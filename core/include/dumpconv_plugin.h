@@ -24,9 +24,12 @@
  *  - No exception or unwinding may cross the boundary (the Rust SDK catches panics).
  *  - Host callbacks are thread-safe: during a call, a plugin may call them from several
  *    threads (a writer compressing in parallel reads memory from each). They, and the
- *    host's ctx, are valid only until the plugin function returns.
- *  - Strings in the descriptor are NUL-terminated UTF-8; strings and byte strings in
- *    plans are (pointer, length) pairs.
+ *    host's ctx, are valid only until the plugin function returns; a callback made
+ *    after that (from a thread left running) is the plugin's bug and fails with
+ *    DUMPCONV_ERR_INVALID. ctx is an opaque handle, not a pointer to dereference.
+ *  - Strings in the descriptor are NUL-terminated UTF-8 of at most 4096 bytes;
+ *    extensions are names without their dot (letters, digits, '-', '_', '+', at most
+ *    16 each). Strings and byte strings in plans are (pointer, length) pairs.
  *
  * The Rust mirror of this header is dumpconv_core::plugin::abi; a test compares every
  * size, offset and constant of the two.

@@ -9,6 +9,7 @@ pub mod flattened;
 pub mod input;
 pub mod kdump;
 pub mod lime;
+mod lz4_frame_end;
 pub mod notes;
 pub mod raw;
 pub mod wrapped;

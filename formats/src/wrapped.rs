@@ -92,7 +92,9 @@ impl Wrapper {
             // Multi-member, as `gzip -d` reads concatenated files.
             Wrapper::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
             Wrapper::Zlib => Box::new(flate2::read::ZlibDecoder::new(r)),
-            Wrapper::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
+            // Not lz4_flex's decoder alone: it takes a stream cut after a block for a
+            // complete one.
+            Wrapper::Lz4 => Box::new(crate::lz4_frame_end::Lz4Decoder::new(r)),
             Wrapper::Zstd => {
                 let mut d = zstd::stream::read::Decoder::new(r)?;
                 // Accept `zstd --long` windows (up to 2 GiB); the frame says how much
@@ -612,6 +614,76 @@ mod tests {
             assert!(e.contains(&f.path().display().to_string()), "{w:?}: {e}");
             assert!(e.contains("decompressed offset"), "{w:?}: {e}");
         }
+    }
+
+    /// A stream cut exactly where a block ends (what a writer that failed midway
+    /// leaves, its encoder never finished) must not read as a complete, shorter dump.
+    /// lz4_flex's decoder takes the end of input at a block header for the end of the
+    /// frame; the `lz4` tool says "Unfinished stream".
+    #[test]
+    fn streams_cut_at_a_block_boundary_are_truncated_not_short() {
+        let img: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for checksum in [false, true] {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .content_checksum(checksum);
+            let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info.clone(), Vec::new());
+            e.write_all(&img).unwrap();
+            let z = e.finish().unwrap();
+            // End mark (4 bytes) and content checksum (4 more) gone: the input ends
+            // right after the last data block.
+            let cut = z.len() - if checksum { 8 } else { 4 };
+            let f = file(&z[..cut]);
+            let e = detect::open(f.path(), &OpenOptions::default())
+                .map(|d| d.memory.ranges().to_vec())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("decompressed offset"), "{e}");
+            assert!(e.contains("truncated"), "{e}");
+            // Cut after a block in the middle too.
+            let mut mid = Vec::new();
+            let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, &mut mid);
+            e.write_all(&img[..3 << 16]).unwrap();
+            e.flush().unwrap();
+            drop(e);
+            let f = file(&mid);
+            assert!(detect::open(f.path(), &OpenOptions::default()).is_err());
+        }
+    }
+
+    /// `cat a.lz4 b.lz4` is one stream to `lz4 -d`; lz4_flex alone stops after the
+    /// first frame. Frames from the real `lz4` tool when it is installed.
+    #[test]
+    fn concatenated_lz4_frames_are_all_read() {
+        let img = image();
+        let ours = compress(Wrapper::Lz4, &img);
+        let theirs = std::process::Command::new("lz4")
+            .args(["-c", "-q", "-B4", "--content-size"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()
+            .and_then(|mut c| {
+                let mut i = c.stdin.take()?;
+                let data = img.clone();
+                let t = std::thread::spawn(move || i.write_all(&data));
+                let out = c.wait_with_output().ok()?;
+                t.join().ok()?.ok()?;
+                out.status.success().then_some(out.stdout)
+            });
+        let mut z = ours.clone();
+        z.extend_from_slice(theirs.as_deref().unwrap_or(&ours));
+        let f = file(&z);
+        let d = detect::open(f.path(), &OpenOptions::default()).unwrap();
+        assert_eq!(
+            d.memory.ranges(),
+            &[PhysRange::new(0, 2 * img.len() as u64)]
+        );
+        let mut back = vec![0u8; img.len()];
+        d.memory.read_at(img.len() as u64, &mut back).unwrap();
+        assert!(back == img);
     }
 
     #[test]

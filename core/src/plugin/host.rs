@@ -18,11 +18,11 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::cpu::{Arch, CpuState, PagingMode, CR0_PG, EFER_LMA};
 use crate::error::{Error, Result};
@@ -128,11 +128,18 @@ pub struct PluginWriter {
     write: WriteFn,
 }
 
-/// Read a NUL-terminated UTF-8 string of the descriptor.
+/// Longest descriptor string (name, version, description, extensions) accepted,
+/// without its NUL. A string that is not terminated within this is a broken
+/// descriptor, and looking further would read on through the library's memory.
+const MAX_DESCRIPTOR_STRING: usize = 4096;
+
+/// Read a NUL-terminated UTF-8 string of the descriptor, looking for the NUL no further
+/// than [`MAX_DESCRIPTOR_STRING`] bytes.
 ///
 /// # Safety
-/// `p` is NULL or points at a NUL-terminated string that lives as long as the library
-/// (which is never unloaded).
+/// `p` is NULL or points at a string that lives as long as the library (which is never
+/// unloaded) and is readable up to its NUL or [`MAX_DESCRIPTOR_STRING`] + 1 bytes,
+/// whichever comes first.
 unsafe fn static_str(p: *const c_char, what: &str, path: &Path) -> Result<&'static str> {
     if p.is_null() {
         return Err(Error::Plugin {
@@ -140,12 +147,40 @@ unsafe fn static_str(p: *const c_char, what: &str, path: &Path) -> Result<&'stat
             msg: format!("descriptor: {what} is NULL"),
         });
     }
-    // SAFETY: non-NULL, NUL-terminated and static by the caller's contract.
-    let c = unsafe { CStr::from_ptr(p) };
-    c.to_str().map_err(|e| Error::Plugin {
+    let p = p.cast::<u8>();
+    let mut len = 0;
+    loop {
+        // SAFETY: readable up to the NUL or the limit by the caller's contract; we stop
+        // at whichever comes first.
+        if unsafe { p.add(len).read() } == 0 {
+            break;
+        }
+        if len == MAX_DESCRIPTOR_STRING {
+            return Err(Error::Plugin {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "descriptor: {what} is not NUL-terminated within \
+                     {MAX_DESCRIPTOR_STRING} bytes"
+                ),
+            });
+        }
+        len += 1;
+    }
+    // SAFETY: the `len` bytes before the NUL were just read; static by contract.
+    let b: &'static [u8] = unsafe { std::slice::from_raw_parts(p, len) };
+    std::str::from_utf8(b).map_err(|e| Error::Plugin {
         path: path.to_path_buf(),
         msg: format!("descriptor: {what} is not valid UTF-8 ({e})"),
     })
+}
+
+/// An output name extension a writer may claim: what `Path::extension` can give (no
+/// dot), short, and plain enough to type.
+fn valid_extension(ext: &str) -> bool {
+    (1..=16).contains(&ext.len())
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_+".contains(&b))
 }
 
 /// A plugin name must be usable on the command line (`--format NAME`).
@@ -326,16 +361,22 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
             let write = t
                 .write
                 .ok_or_else(|| info.error("writer table: write is NULL"))?;
-            let extensions = if t.extensions.is_null() {
+            let extensions: Vec<&'static str> = if t.extensions.is_null() {
                 Vec::new()
             } else {
                 // SAFETY: non-NULL, static by contract.
                 unsafe { static_str(t.extensions, "extensions", path)? }
                     .split(',')
-                    .map(str::trim)
+                    .map(|e| e.trim().strip_prefix('.').unwrap_or(e.trim()))
                     .filter(|e| !e.is_empty())
                     .collect()
             };
+            if let Some(bad) = extensions.iter().find(|e| !valid_extension(e)) {
+                return Err(info.error(format!(
+                    "writer table: extension {bad:?} is not 1 to 16 ASCII letters, digits, \
+                     '-', '_' or '+' (an output name's last extension, without its dot)"
+                )));
+            }
             Ok(LoadedPlugin::Writer(Arc::new(PluginWriter {
                 info,
                 extensions,
@@ -427,6 +468,68 @@ struct CallState<'a> {
     sink: Option<&'a mut dyn Sink>,
 }
 
+/// Calls in progress: the `ctx` a [`abi::Host`] carries is a call id, looked up here,
+/// never a pointer the plugin could keep. A callback made after its call returned (a
+/// plugin's bug: a thread it left running, a host it stored) finds no entry and fails
+/// with `DUMPCONV_ERR_INVALID` instead of touching the finished call's memory.
+///
+/// Callbacks hold the read lock while they run; ending a call takes the write lock, so
+/// it waits for callbacks in flight before the context goes away.
+static LIVE_CALLS: RwLock<Vec<(usize, usize)>> = RwLock::new(Vec::new());
+/// Call ids are never reused (a usize of ids does not run out).
+static NEXT_CALL: AtomicUsize = AtomicUsize::new(1);
+
+/// A call's entry in [`LIVE_CALLS`], removed on drop. It borrows the context, so the
+/// context cannot move or be dropped while the plugin can reach it.
+struct LiveCall<'c> {
+    id: usize,
+    _ctx: std::marker::PhantomData<&'c ()>,
+}
+
+impl<'c> LiveCall<'c> {
+    fn register<'a>(ctx: &'c CallCtx<'a>) -> Self {
+        let id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        let addr = (ctx as *const CallCtx<'a>) as usize;
+        LIVE_CALLS
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, addr));
+        LiveCall {
+            id,
+            _ctx: std::marker::PhantomData,
+        }
+    }
+
+    /// The `ctx` value of the call's host.
+    fn ctx(&self) -> *mut c_void {
+        // An integer in a pointer's clothes: the plugin only passes it back.
+        self.id as *mut c_void
+    }
+}
+
+impl Drop for LiveCall<'_> {
+    fn drop(&mut self) {
+        let mut live = LIVE_CALLS.write().unwrap_or_else(|p| p.into_inner());
+        live.retain(|&(id, _)| id != self.id);
+    }
+}
+
+/// Run `f` on the context of the live call `ctx` names; `None` if there is none (NULL,
+/// a finished call, garbage).
+fn with_live_call<R>(ctx: *mut c_void, f: impl FnOnce(&CallCtx<'_>) -> R) -> Option<R> {
+    let id = ctx as usize;
+    // A panic elsewhere while holding the lock cannot leave the list inconsistent (one
+    // push or one retain).
+    let live = LIVE_CALLS.read().unwrap_or_else(|p| p.into_inner());
+    let &(_, addr) = live.iter().find(|&&(i, _)| i == id)?;
+    // SAFETY: `addr` was registered by `LiveCall::register` from a `&CallCtx` that the
+    // `LiveCall` borrows; the entry is removed (under the write lock, which waits for
+    // this read guard) before that borrow ends. So the context is alive and unmoved for
+    // as long as `live` is held, which covers `f`.
+    let c = unsafe { &*(addr as *const CallCtx<'_>) };
+    Some(f(c))
+}
+
 impl<'a> CallCtx<'a> {
     fn new(mem: &'a dyn PhysicalMemory) -> Self {
         CallCtx {
@@ -453,11 +556,11 @@ impl<'a> CallCtx<'a> {
         }
     }
 
-    fn host(&self, walk: bool, write: bool) -> abi::Host {
+    fn host(call: &LiveCall<'_>, walk: bool, write: bool) -> abi::Host {
         abi::Host {
             struct_size: std::mem::size_of::<abi::Host>() as u32,
             reserved: 0,
-            ctx: (self as *const CallCtx<'a>).cast_mut().cast::<c_void>(),
+            ctx: call.ctx(),
             read_phys: Some(cb_read_phys),
             set_error: Some(cb_set_error),
             log: Some(cb_log),
@@ -552,33 +655,30 @@ fn callback(
     name: &'static str,
     body: impl FnOnce(&CallCtx<'_>) -> Result<()>,
 ) -> i32 {
-    if ctx.is_null() {
-        return abi::DUMPCONV_ERR_INVALID;
-    }
-    // SAFETY: the plugin passes back the ctx of the Host we gave it, which points at a
-    // CallCtx that outlives the call (it lives on the adapter's stack frame until the
-    // plugin function returns).
-    let c = unsafe { &*(ctx as *const CallCtx<'_>) };
-    if c.failed.load(Ordering::SeqCst) {
-        return abi::DUMPCONV_ERR_IO;
-    }
-    match catch_unwind(AssertUnwindSafe(|| body(c))) {
-        Ok(Ok(())) => abi::DUMPCONV_OK,
-        Ok(Err(e)) => {
-            c.fail(name, e);
-            abi::DUMPCONV_ERR_IO
+    with_live_call(ctx, |c| {
+        if c.failed.load(Ordering::SeqCst) {
+            return abi::DUMPCONV_ERR_IO;
         }
-        Err(p) => {
-            c.fail(
-                name,
-                Error::invalid(format!(
-                    "panicked in dumpconv: {}",
-                    panic_message(p.as_ref())
-                )),
-            );
-            abi::DUMPCONV_ERR_IO
+        match catch_unwind(AssertUnwindSafe(|| body(c))) {
+            Ok(Ok(())) => abi::DUMPCONV_OK,
+            Ok(Err(e)) => {
+                c.fail(name, e);
+                abi::DUMPCONV_ERR_IO
+            }
+            Err(p) => {
+                c.fail(
+                    name,
+                    Error::invalid(format!(
+                        "panicked in dumpconv: {}",
+                        panic_message(p.as_ref())
+                    )),
+                );
+                abi::DUMPCONV_ERR_IO
+            }
         }
-    }
+    })
+    // No such call: NULL, or a call that has returned (the plugin's bug).
+    .unwrap_or(abi::DUMPCONV_ERR_INVALID)
 }
 
 /// Callbacks without a status (set_error, log, progress): catch panics, record them.
@@ -607,14 +707,11 @@ unsafe extern "C" fn cb_read_phys(ctx: *mut c_void, addr: u64, buf: *mut u8, len
 unsafe extern "C" fn cb_set_error(ctx: *mut c_void, msg: *const c_char, len: usize) {
     // SAFETY: the plugin passes a message valid for len bytes.
     let text = unsafe { message(msg, len) };
-    if ctx.is_null() {
-        return;
-    }
     // set_error must work after a failure too (that is when it is needed), so it does
     // not go through `callback`.
-    // SAFETY: as in `callback`.
-    let c = unsafe { &*(ctx as *const CallCtx<'_>) };
-    let _ = catch_unwind(AssertUnwindSafe(|| c.state().message = Some(text)));
+    with_live_call(ctx, |c| {
+        let _ = catch_unwind(AssertUnwindSafe(|| c.state().message = Some(text)));
+    });
 }
 
 unsafe extern "C" fn cb_log(ctx: *mut c_void, level: u32, msg: *const c_char, len: usize) {
@@ -651,6 +748,17 @@ unsafe extern "C" fn cb_emit_mapping(ctx: *mut c_void, virt: u64, phys: u64, len
             )));
         }
         let mut st = c.state();
+        // Walkers emit leaf after leaf: merging a mapping that continues the last one
+        // keeps a walk of many small pages (or a plugin emitting bytes) at the size of
+        // its runs, which is what `max_mappings` bounds.
+        if let Some(last) = st.mappings.last_mut() {
+            if last.continues_with(&m) {
+                if let Some(len) = last.len.checked_add(len) {
+                    last.len = len;
+                    return Ok(());
+                }
+            }
+        }
         if st.mappings.len() >= c.max_mappings {
             return Err(Error::invalid(format!(
                 "more than {} mappings emitted",
@@ -797,11 +905,14 @@ impl ArchWalker for PluginWalker {
         // Each table page holds at most 1024 leaves.
         ctx.max_mappings =
             usize::try_from(opts.max_table_pages.saturating_mul(1024)).unwrap_or(usize::MAX);
-        let host = ctx.host(true, false);
-        // SAFETY: every pointer is valid for the call: host, its ctx (`ctx`, alive until
-        // `finish` below), the CPU, the options and the RAM list they point at, and the
-        // stats. The function pointer was validated when the plugin was loaded.
+        let call = LiveCall::register(&ctx);
+        let host = CallCtx::host(&call, true, false);
+        // SAFETY: every pointer is valid for the call: host, the CPU, the options and
+        // the RAM list they point at, and the stats; the host's ctx names `ctx` until
+        // `call` is dropped below. The function pointer was validated when the plugin
+        // was loaded.
         let code = unsafe { (self.walk)(&host, &acpu, &aopts, &mut astats) };
+        drop(call);
         let st = ctx.finish(&self.info, &format!("walk of cpu {}", cpu.index), code)?;
         let mut list: MappingList = st.mappings.into_iter().collect();
         list.normalize();
@@ -947,11 +1058,14 @@ impl DumpWriter for PluginWriter {
             let mut ctx = CallCtx::new(mem);
             ctx.progress = Some(progress);
             ctx.state().sink = Some(&mut *sink);
-            let host = ctx.host(false, true);
-            // SAFETY: every pointer is valid for the call: host, its ctx (`ctx`, alive
-            // until `finish` below), the plan and the arrays it points at (`arrays`,
-            // `plan`). The function pointer was validated when the plugin was loaded.
+            let call = LiveCall::register(&ctx);
+            let host = CallCtx::host(&call, false, true);
+            // SAFETY: every pointer is valid for the call: host, the plan and the arrays
+            // it points at (`arrays`, `plan`); the host's ctx names `ctx` until `call`
+            // is dropped below. The function pointer was validated when the plugin was
+            // loaded.
             code = unsafe { (self.write)(&host, &aplan) };
+            drop(call);
             ctx.finish(&self.info, "write", code)?;
         }
         sink.finish()?;

@@ -441,3 +441,214 @@ fn descriptors_are_checked_before_use() {
     let e = unsafe { wrap_descriptor(Path::new("bad.so"), std::ptr::null()) }.unwrap_err();
     assert!(e.to_string().contains("returned NULL"), "{e}");
 }
+
+// ---- Hostile plugins ----
+
+fn check_descriptor(d: abi::Plugin) -> Result<LoadedPlugin> {
+    let d = Box::leak(Box::new(d));
+    // SAFETY: a leaked descriptor pointing at statics or leaked buffers.
+    unsafe { wrap_descriptor(Path::new("bad.so"), d) }
+}
+
+/// A leaked C string of `len` 'a's (NUL-terminated right after them).
+fn long_cstr(len: usize) -> *const c_char {
+    let mut v = vec![b'a'; len];
+    v.push(0);
+    v.leak().as_ptr().cast()
+}
+
+#[test]
+fn descriptor_strings_must_end_within_a_sane_length() {
+    let w = &STUBBORN_WRITER as *const abi::Writer;
+    let ok = descriptor(std::ptr::null(), w, abi::DUMPCONV_KIND_WRITER);
+    // A description of 4 KiB is fine; one whose NUL is 64 KiB away is not (a string
+    // that is not terminated at all reads until some zero byte, if it does not fault).
+    assert!(check_descriptor(abi::Plugin {
+        description: long_cstr(4000),
+        ..ok
+    })
+    .is_ok());
+    let e = check_descriptor(abi::Plugin {
+        description: long_cstr(64 << 10),
+        ..ok
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bad.so") && e.contains("description") && e.contains("NUL"),
+        "{e}"
+    );
+    let e = check_descriptor(abi::Plugin {
+        name: long_cstr(100_000),
+        ..ok
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("name") && e.contains("NUL"), "{e}");
+}
+
+#[test]
+fn extensions_must_be_usable_file_name_extensions() {
+    let with_ext = |ext: *const c_char| {
+        let t = Box::leak(Box::new(abi::Writer {
+            extensions: ext,
+            ..STUBBORN_WRITER
+        }));
+        check_descriptor(descriptor(std::ptr::null(), t, abi::DUMPCONV_KIND_WRITER))
+    };
+    let LoadedPlugin::Writer(w) = with_ext(c" img, .bin ,,".as_ptr()).unwrap() else {
+        panic!("not a writer")
+    };
+    assert_eq!(w.extensions(), &["img", "bin"]);
+    for bad in [
+        c"img,../x",
+        c"a b",
+        c"tar.gz",
+        c"x/y",
+        c"caf\xc3\xa9",
+        c"a\tb",
+    ] {
+        let e = with_ext(bad.as_ptr()).unwrap_err().to_string();
+        assert!(e.contains("extension"), "{bad:?}: {e}");
+    }
+    let e = with_ext(long_cstr(100)).unwrap_err().to_string();
+    assert!(e.contains("extension"), "{e}");
+}
+
+/// The host of the last `keeper_write` call, kept (wrongly) past its return.
+static KEPT_HOST: std::sync::Mutex<Option<KeptHost>> = std::sync::Mutex::new(None);
+
+struct KeptHost(abi::Host);
+// SAFETY: the host's callbacks are thread-safe by the ABI; the pointers are only
+// passed back to them.
+unsafe impl Send for KeptHost {}
+
+impl KeptHost {
+    fn host(self) -> abi::Host {
+        self.0
+    }
+}
+
+unsafe extern "C" fn keeper_write(host: *const abi::Host, _plan: *const abi::Plan) -> i32 {
+    // SAFETY: the host passes a valid Host for the call.
+    let h = unsafe { *host };
+    // SAFETY: a host callback with its own ctx and a one-byte buffer.
+    let r = unsafe { (h.sink_write.unwrap())(h.ctx, b"k".as_ptr(), 1) };
+    assert_eq!(r, abi::DUMPCONV_OK);
+    *KEPT_HOST.lock().unwrap() = Some(KeptHost(h));
+    abi::DUMPCONV_OK
+}
+
+static KEEPER_WRITER: abi::Writer = abi::Writer {
+    struct_size: std::mem::size_of::<abi::Writer>() as u32,
+    flags: 0,
+    extensions: c"".as_ptr(),
+    write: Some(keeper_write),
+};
+
+/// A plugin's bug: using the host's callbacks after its function returned (from a
+/// thread it left running, say). The host must refuse them, not touch the memory of
+/// the finished call.
+#[test]
+fn callbacks_after_the_call_returned_are_refused() {
+    let LoadedPlugin::Writer(w) = check_descriptor(descriptor(
+        std::ptr::null(),
+        &KEEPER_WRITER,
+        abi::DUMPCONV_KIND_WRITER,
+    ))
+    .unwrap() else {
+        panic!("not a writer")
+    };
+    let mut s = StreamSink::new(Vec::new(), "o");
+    {
+        let mem = memory();
+        w.write(&plan(false), &mem, &mut s, &NoProgress).unwrap();
+    }
+    // Overwrite the stack where the call's context lived.
+    std::hint::black_box([0xAAu8; 16 << 10]);
+    let kept = KEPT_HOST.lock().unwrap().take().unwrap();
+    let from_thread = std::thread::spawn(move || {
+        let h = kept.host();
+        let mut b = [0u8; 16];
+        // SAFETY: the host's callbacks with the (stale) ctx it gave and valid buffers:
+        // exactly what a buggy plugin does.
+        unsafe {
+            let codes = [
+                (h.read_phys.unwrap())(h.ctx, 0x10000, b.as_mut_ptr(), b.len()),
+                (h.sink_write.unwrap())(h.ctx, b"late".as_ptr(), 4),
+                (h.sink_skip.unwrap())(h.ctx, 4096),
+                (h.sink_write_at.unwrap())(h.ctx, 0, b"x".as_ptr(), 1),
+            ];
+            (h.set_error.unwrap())(h.ctx, c"late".as_ptr(), 4);
+            (h.log.unwrap())(h.ctx, abi::DUMPCONV_LOG_WARN, c"late".as_ptr(), 4);
+            (h.progress.unwrap())(h.ctx, 1, 2);
+            let pos = (h.sink_position.unwrap())(h.ctx);
+            (codes, pos, b)
+        }
+    });
+    let (codes, pos, b) = from_thread.join().unwrap();
+    assert!(
+        codes.iter().all(|&c| c == abi::DUMPCONV_ERR_INVALID),
+        "{codes:?}"
+    );
+    assert_eq!(pos, 0);
+    assert_eq!(b, [0u8; 16], "nothing read for a stale call");
+    assert_eq!(s.into_inner(), b"k", "nothing written after the call");
+}
+
+/// A walker that emits every byte of the first RAM range as its own 1-byte mapping.
+unsafe extern "C" fn confetti_walk(
+    host: *const abi::Host,
+    _cpu: *const abi::Cpu,
+    opts: *const abi::WalkOptions,
+    _stats: *mut abi::WalkStats,
+) -> i32 {
+    // SAFETY: valid for the call.
+    let (h, o) = unsafe { (*host, *opts) };
+    // SAFETY: ram_count ranges at ram, valid for the call.
+    let first = unsafe { *o.ram };
+    let emit = h.emit_mapping.unwrap();
+    for p in first.start..first.end {
+        // SAFETY: a host callback with its own ctx.
+        let r = unsafe { emit(h.ctx, 0xffff_8000_0000_0000 + p, p, 1) };
+        if r != abi::DUMPCONV_OK {
+            return r;
+        }
+    }
+    abi::DUMPCONV_OK
+}
+
+#[test]
+fn many_tiny_contiguous_mappings_are_merged_as_they_come() {
+    static MODES: [u32; 1] = [abi::DUMPCONV_PAGING_4LEVEL];
+    static CONFETTI: abi::Walker = abi::Walker {
+        struct_size: std::mem::size_of::<abi::Walker>() as u32,
+        mode_count: 1,
+        modes: MODES.as_ptr(),
+        walk: Some(confetti_walk),
+    };
+    let LoadedPlugin::Walker(w) = check_descriptor(descriptor(
+        &CONFETTI,
+        std::ptr::null(),
+        abi::DUMPCONV_KIND_WALKER,
+    ))
+    .unwrap() else {
+        panic!("not a walker")
+    };
+    // One table page: at most 1024 mappings kept. 65536 one-byte mappings that
+    // continue each other are one run, and must not count (or cost memory) as 65536.
+    let opts = WalkOptions {
+        max_table_pages: 1,
+        ..WalkOptions::default()
+    };
+    let mut out = MappingList::new();
+    w.walk(&cpu(CR3_OK), &memory(), &opts, &mut out).unwrap();
+    assert_eq!(
+        out.runs(),
+        &[Mapping {
+            virt: 0xffff_8000_0001_0000,
+            phys: 0x10000,
+            len: 0x10000
+        }]
+    );
+}
