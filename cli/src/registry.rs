@@ -370,7 +370,7 @@ mod tests {
         assert!(e.iter().any(|e| e.kind == PluginKind::Walker
             && e.name == "x86"
             && e.origin == Origin::BuiltIn));
-        assert_eq!(r.writer_names(), ["elf", "kdump", "raw"]);
+        assert_eq!(r.writer_names(), ["elf", "kdump", "raw", "lime", "avml"]);
         let (w, o) = r.walker_for(PagingMode::Pae).unwrap();
         assert_eq!((w.name(), o), ("x86", Origin::BuiltIn));
         assert!(r.walker_for(PagingMode::Off).is_err());
