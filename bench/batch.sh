@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: `dumpconv batch` against the same conversions run one after another.
 #   bash bench/batch.sh [FORMAT...]     (default: elf kdump; needs the real-guest cache)
+#   DUMPCONV_BIN=/path/to/dumpconv bash bench/batch.sh   (measure that build instead)
 # Inputs: phys.elf and kdump-zlib.flat of x86_64-4level, x86_64-kaslr, i386-pae and
 # i386-2level (8 dumps of 512 MiB RAM), symlinked, in the page cache. Outputs go to
 # ${BENCH_OUT:-a temporary directory under ${TMPDIR:-/tmp}} (set BENCH_OUT=/dev/shm/x to
@@ -13,8 +14,12 @@ cache=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
 formats=("$@")
 [ ${#formats[@]} -gt 0 ] || formats=(elf kdump)
 repeat=${REPEAT:-3}
-cargo build --release -q -p dumpconv
-bin=${CARGO_TARGET_DIR:-target}/release/dumpconv
+if [ -n "${DUMPCONV_BIN:-}" ]; then
+    bin=$DUMPCONV_BIN  # another build, to compare (e.g. one made from main)
+else
+    cargo build --release -q -p dumpconv
+    bin=${CARGO_TARGET_DIR:-target}/release/dumpconv
+fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dumpconv-bench-batch.XXXXXX")
 out=${BENCH_OUT:-$tmp/out}
 trap 'rm -rf "$tmp" "$out"' EXIT
