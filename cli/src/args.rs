@@ -543,13 +543,13 @@ pub struct BatchArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// On a rerun, skip a finished job only if its output's SHA-256 still matches the
+    /// On a rerun, skip a finished job only if its output's BLAKE3 still matches the
     /// journal (reads every output), instead of comparing size and mtime.
     #[arg(long)]
     pub rehash: bool,
 
-    /// Do not record the outputs' SHA-256 (saves reading every output back; --rehash
-    /// then redoes such jobs instead of checking them).
+    /// Do not record the outputs' BLAKE3 (it is taken while writing, but a kdump output
+    /// is read back once for it; --rehash then redoes such jobs instead of checking them).
     #[arg(long, conflicts_with = "rehash")]
     pub no_hash: bool,
 

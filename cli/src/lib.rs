@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod compress;
+pub mod digest;
 pub mod numbers;
 pub mod output;
 pub mod pipeline;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use dumpconv_core::{Error, FileSink, Result, Sink, StreamSink};
 
 use crate::compress::{CompressedSink, StreamCodec};
+use crate::digest::{file_blake3, HashingSink, HashingWriter};
 
 /// Where the output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,37 +84,45 @@ pub fn check_output(output: &Output, inputs: &[&Path], force: bool) -> Result<()
 /// With `keep_partial`, a failed uncompressed file output is still moved into place:
 /// the writer has marked it incomplete (kdump status 0x8), as makedumpfile does on a
 /// full disk.
+///
+/// With `digest`, returns the BLAKE3 of the output's bytes (see [`crate::digest`]):
+/// taken while writing when the writer only appends, else by reading the finished file
+/// back. Without it, the sink is handed over unwrapped and nothing is hashed.
 pub fn write_output(
     output: &Output,
     force: bool,
     keep_partial: bool,
     codec: Option<StreamCodec>,
+    digest: bool,
     write: impl FnOnce(&mut dyn Sink) -> Result<()>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     match output {
         Output::Stdout => {
             // `Stdout` (not its lock) because sinks must be `Send`; the BufWriter makes
             // the per-write locking negligible.
             let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let mut inner = match codec {
+            let (mut inner, hash) = match codec {
                 None => {
                     let mut sink = StreamSink::new(out, "<stdout>");
-                    write(&mut sink)?;
+                    // A stream cannot be patched, so the streamed digest is exact.
+                    let hash = write_hashed(&mut sink, digest, write)?;
                     sink.finish()?;
-                    sink.into_inner()
+                    (sink.into_inner(), hash)
                 }
                 Some(c) => {
-                    let mut sink = CompressedSink::new(c, out, "<stdout>")?;
+                    let mut sink =
+                        CompressedSink::new(c, HashingWriter::new(out, digest), "<stdout>")?;
                     write(&mut sink)?;
                     sink.finish()?;
-                    sink.into_inner()?
+                    sink.into_inner()?.into_parts()
                 }
             };
             inner.flush().map_err(|e| Error::Output {
                 path: "<stdout>".into(),
                 offset: 0,
                 source: e,
-            })
+            })?;
+            Ok(hash)
         }
         Output::Path(path) => {
             let dir = match path.parent() {
@@ -144,38 +153,68 @@ pub fn write_output(
             let written = match codec {
                 None => {
                     let mut sink = FileSink::new(file, path.clone());
-                    write(&mut sink).and_then(|()| sink.finish())
+                    write_hashed(&mut sink, digest, write)
+                        .and_then(|hash| sink.finish().map(|()| hash))
                 }
                 // A partial compressed stream is of no use to anyone: never kept.
                 Some(c) => {
-                    return write_compressed(c, file, path, write)
-                        .and_then(|()| persist(tmp, path, force));
+                    let hash = write_compressed(c, file, path, digest, write)?;
+                    persist(tmp, path, force)?;
+                    return Ok(hash);
                 }
             };
-            if let Err(e) = written {
-                if keep_partial {
-                    // Best effort: the write error is what the user must see.
-                    let _ = if force {
-                        tmp.persist(path).map(drop)
-                    } else {
-                        tmp.persist_noclobber(path).map(drop)
-                    };
+            let hash = match written {
+                Ok(h) => h,
+                Err(e) => {
+                    if keep_partial {
+                        // Best effort: the write error is what the user must see.
+                        let _ = if force {
+                            tmp.persist(path).map(drop)
+                        } else {
+                            tmp.persist_noclobber(path).map(drop)
+                        };
+                    }
+                    return Err(e);
                 }
-                return Err(e);
+            };
+            persist(tmp, path, force)?;
+            match hash {
+                // The writer patched earlier bytes: hash the finished file.
+                None if digest => file_blake3(path).map(Some),
+                h => Ok(h),
             }
-            persist(tmp, path, force)
         }
     }
 }
 
-/// Compress the writer's output into `file` (the temporary file), synced to disk.
+/// Run `write` on `sink`, through a [`HashingSink`] when `digest`. Returns the streamed
+/// digest, `None` when not asked or when the writer patched earlier bytes.
+fn write_hashed(
+    sink: &mut dyn Sink,
+    digest: bool,
+    write: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<Option<String>> {
+    if !digest {
+        write(sink)?;
+        return Ok(None);
+    }
+    let mut hashing = HashingSink::new(sink);
+    write(&mut hashing)?;
+    Ok(hashing.digest())
+}
+
+/// Compress the writer's output into `file` (the temporary file), synced to disk; with
+/// `digest`, the BLAKE3 of the compressed bytes.
 fn write_compressed(
     codec: StreamCodec,
     file: File,
     path: &Path,
+    digest: bool,
     write: impl FnOnce(&mut dyn Sink) -> Result<()>,
-) -> Result<()> {
-    let out = BufWriter::with_capacity(1 << 20, file);
+) -> Result<Option<String>> {
+    // Hash after the buffer, so BLAKE3 sees 1 MiB blocks rather than the encoder's
+    // small writes.
+    let out = BufWriter::with_capacity(1 << 20, HashingWriter::new(file, digest));
     let mut sink = CompressedSink::new(codec, out, path)?;
     write(&mut sink)?;
     sink.finish()?;
@@ -185,11 +224,13 @@ fn write_compressed(
         offset: at,
         source,
     };
-    let file = sink
+    let (file, hash) = sink
         .into_inner()?
         .into_inner()
-        .map_err(|e| err(e.into_error()))?;
-    file.sync_data().map_err(err)
+        .map_err(|e| err(e.into_error()))?
+        .into_parts();
+    file.sync_data().map_err(err)?;
+    Ok(hash)
 }
 
 /// Move the complete temporary file to its name.

@@ -78,6 +78,9 @@ pub struct ConvertReport {
     pub total_time: Duration,
     /// Notes that were said to the user as warnings.
     pub warnings: Vec<String>,
+    /// BLAKE3 of the output's bytes (hex, as `b3sum` prints it), from
+    /// [`convert_with_digest`]; `None` from [`convert`].
+    pub output_blake3: Option<String>,
 }
 
 /// Open an input with the options' reader settings.
@@ -402,6 +405,31 @@ pub fn convert_with(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
+    convert_impl(registry, input, output, opts, progress, false)
+}
+
+/// [`convert_with`], and the BLAKE3 of the output in [`ConvertReport::output_blake3`]:
+/// hashed while it is written when the writer only appends (raw, ELF, LiME, AVML, any
+/// whole-output-compressed output), else by reading the finished file back (kdump,
+/// whose header and bitmaps are written last). See [`crate::digest`].
+pub fn convert_with_digest(
+    registry: &Registry,
+    input: &Path,
+    output: &Output,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
+    convert_impl(registry, input, output, opts, progress, true)
+}
+
+fn convert_impl(
+    registry: &Registry,
+    input: &Path,
+    output: &Output,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+    digest: bool,
+) -> Result<ConvertReport> {
     let start = Instant::now();
     let choice = choose_output(registry, output, opts)?;
     let writer = choice.writer.clone();
@@ -416,9 +444,14 @@ pub fn convert_with(
     plan.options = choice.writer_options;
     report.memory_bytes = plan.total_bytes();
     let keep_partial = opts.writer_options.contains_key("keep-partial");
-    write_output(output, opts.force, keep_partial, choice.codec, |sink| {
-        writer.write(&plan, dump.memory.as_ref(), sink, progress)
-    })?;
+    report.output_blake3 = write_output(
+        output,
+        opts.force,
+        keep_partial,
+        choice.codec,
+        digest,
+        |sink| writer.write(&plan, dump.memory.as_ref(), sink, progress),
+    )?;
     progress.finish();
     report.total_time = start.elapsed();
     Ok(report)

@@ -663,3 +663,176 @@ fn the_examples_run() {
     assert!(csv.iter().all(|j| j.1 == "skip"), "{csv:?}");
     assert_eq!(csv, jsonl);
 }
+
+/// BLAKE3 of a file as `b3sum` prints it; the blake3 crate's one-shot hash of the
+/// file's bytes when `b3sum` is not installed (both independent of the streaming
+/// digest the batch takes while writing).
+fn b3sum(p: &Path) -> String {
+    if let Ok(o) = Command::new("b3sum").arg("--no-names").arg(p).output() {
+        if o.status.success() {
+            return String::from_utf8(o.stdout).unwrap().trim().to_string();
+        }
+    }
+    blake3::hash(&std::fs::read(p).unwrap())
+        .to_hex()
+        .to_string()
+}
+
+/// Every `done` line of the journal in `out`: version 2, and its `blake3` is the
+/// output file's.
+fn check_journal_hashes(out: &Path) {
+    let text = std::fs::read_to_string(out.join(".dumpconv-journal.jsonl")).unwrap();
+    let mut done = 0;
+    for line in text.lines() {
+        let rec: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(rec["v"], 2, "{line}");
+        assert!(rec.get("sha256").is_none(), "{line}");
+        if rec["event"] == "done" {
+            done += 1;
+            let file = out.join(rec["output"].as_str().unwrap());
+            assert_eq!(rec["blake3"].as_str().unwrap(), b3sum(&file), "{line}");
+        }
+    }
+    assert!(done > 0, "no done line in {text}");
+}
+
+/// The report's `blake3` of every job is `b3sum` of its output: for raw with holes and
+/// ELF (hashed while written), zstd/lz4-compressed outputs (hashed after the
+/// compressor) and kdump (read back, its writer patches its header).
+#[test]
+fn report_and_journal_hashes_are_b3sum_of_the_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    sample_inputs(&inp, 2);
+    for (format, extra, ext) in [
+        ("raw", None, "raw"),
+        ("elf", None, "elf"),
+        ("kdump", Some("zstd"), "kdump"),
+        ("elf", Some("lz4"), "elf.lz4"),
+    ] {
+        let out = tmp.path().join(format!("out-{format}-{ext}"));
+        let rep = tmp.path().join(format!("report-{format}-{ext}.json"));
+        let mut args = vec![
+            "batch",
+            inp.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--format",
+            format,
+            "-q",
+            "--report",
+            rep.to_str().unwrap(),
+        ];
+        if let Some(c) = extra {
+            args.extend(["--compress", c]);
+        }
+        let run = dumpconv(&args);
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+        let r = report(&rep);
+        for i in 0..2 {
+            let j = job(&r, &format!("dump-{i:02}.elf"));
+            let file = out.join(format!("dump-{i:02}.{ext}"));
+            assert_eq!(j["output"].as_str().unwrap(), file.to_str().unwrap());
+            assert_eq!(
+                j["blake3"].as_str().unwrap(),
+                b3sum(&file),
+                "{format} {j:#}"
+            );
+        }
+        check_journal_hashes(&out);
+        // --rehash recomputes the same digests: everything is skipped.
+        args.push("--rehash");
+        let again = dumpconv(&args);
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+        assert!(
+            statuses(&report(&rep)).iter().all(|s| s.1 == "skipped"),
+            "{format}: {:#}",
+            report(&rep)
+        );
+    }
+}
+
+/// `--format raw --compress zstd` names outputs `.raw.zst` as `convert` requires, the
+/// files are zstd streams of exactly the plain raw conversion, and `--verify` reads
+/// them back.
+#[test]
+fn whole_output_compression_is_named_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    let inputs = sample_inputs(&inp, 2);
+    let out = tmp.path().join("out");
+    let rep = tmp.path().join("report.json");
+    let run = dumpconv(&[
+        "batch",
+        inp.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--format",
+        "raw",
+        "--compress",
+        "zstd",
+        "--verify",
+        "-q",
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let r = report(&rep);
+    let plain = tmp.path().join("plain.raw");
+    let conv = dumpconv(&[
+        inputs[0].to_str().unwrap(),
+        "-o",
+        plain.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(conv.status.code(), Some(0), "{}", text(&conv));
+    let plain = std::fs::read(&plain).unwrap();
+    for i in 0..2 {
+        let name = format!("dump-{i:02}.raw.zst");
+        let file = out.join(&name);
+        assert!(
+            file.exists(),
+            "{name} missing: {:?}",
+            std::fs::read_dir(&out)
+        );
+        assert!(!out.join(format!("dump-{i:02}.raw")).exists());
+        let j = job(&r, &format!("dump-{i:02}.elf"));
+        assert_eq!(j["status"], "ok", "{j:#}");
+        assert_eq!(j["verify"], "verified", "{j:#}");
+        assert_eq!(j["blake3"].as_str().unwrap(), b3sum(&file));
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "{name}: not zstd");
+        let raw = zstd::stream::decode_all(&bytes[..]).unwrap();
+        assert!(raw == plain, "{name}: not the raw conversion");
+    }
+    // The same name `convert` gives to its own output passes its name check.
+    let conv = dumpconv(&[
+        inputs[0].to_str().unwrap(),
+        "-o",
+        tmp.path().join("c.raw.zst").to_str().unwrap(),
+        "--compress",
+        "zstd",
+        "-q",
+    ]);
+    assert_eq!(conv.status.code(), Some(0), "{}", text(&conv));
+
+    // A corrupted compressed output fails --verify (zstd's checksum, or the RAM digest).
+    let out2 = tmp.path().join("out2");
+    let bad = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args([
+            "batch",
+            inp.to_str().unwrap(),
+            "--out-dir",
+            out2.to_str().unwrap(),
+        ])
+        .args(["--format", "raw", "--compress", "zstd", "--verify", "-q"])
+        .args(["--report", rep.to_str().unwrap()])
+        .env("DUMPCONV_TEST_CORRUPT_BEFORE_VERIFY", "dump-01")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let r = report(&rep);
+    assert_eq!(job(&r, "dump-01.elf")["status"], "failed");
+    assert!(!out2.join("dump-01.raw.zst").exists());
+    assert_eq!(job(&r, "dump-00.elf")["verify"], "verified");
+}

@@ -13,9 +13,12 @@
 //!   the job fails rather than overwrite it, unless `--force`.
 //! - A job is skipped when its output's latest record is `done` for the same input
 //!   (canonical path, size, mtime) and the same options (their hash, thread count aside), and the
-//!   output file still has the recorded size and mtime. The SHA-256 of the output is
-//!   recorded too; `--rehash` checks it instead of the mtime (it reads every output:
-//!   about 0.3 s per GiB here, much more on a network file system).
+//!   output file still has the recorded size and mtime. The BLAKE3 of the output is
+//!   recorded too; `--rehash` checks it instead of the mtime (it reads every output).
+//! - Lines are versioned (`v`). Version 2 records the output's BLAKE3 (`blake3`);
+//!   version 1 lines (no `v`) recorded a SHA-256 (`sha256`), which is not read: such a
+//!   record's hash is unknown. It still skips on size and mtime, and `--rehash` redoes
+//!   the job, as for a record written with `--no-hash`.
 //! - A line that does not parse (a torn last line after a crash) is ignored.
 
 use std::collections::HashMap;
@@ -40,6 +43,9 @@ pub enum Event {
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Line format version: [`JOURNAL_VERSION`]; 1 when absent (SHA-256 era).
+    #[serde(default = "version_1")]
+    pub v: u32,
     pub event: Event,
     /// Output path, relative to the out dir when inside it.
     pub output: String,
@@ -51,12 +57,20 @@ pub struct Record {
     pub output_size: u64,
     #[serde(default)]
     pub output_mtime_ns: i128,
+    /// BLAKE3 of the output, hex; empty when unknown (`--no-hash`, version 1 lines).
     #[serde(default)]
-    pub sha256: String,
+    pub blake3: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
     /// When the line was written (ns since the epoch); the latest record wins.
     pub time_ns: i128,
+}
+
+/// The version of the lines this build writes.
+pub const JOURNAL_VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
 }
 
 /// Size and modification time of a file.
@@ -175,7 +189,7 @@ impl Journal {
             .into_owned()
     }
 
-    /// Decide whether `job` must run. `rehash`: compare the output's SHA-256 with the
+    /// Decide whether `job` must run. `rehash`: compare the output's BLAKE3 with the
     /// journal's instead of its mtime.
     pub fn decide(&self, job: &Job, options_hash: &str, force: bool, rehash: bool) -> Decision {
         let key = self.key(&job.output);
@@ -200,9 +214,10 @@ impl Journal {
             });
         let same_output = out.size == record.output_size
             && if rehash {
-                // An entry written with --no-hash cannot be checked: redo it.
-                !record.sha256.is_empty()
-                    && super::verify::file_sha256(&job.output).is_ok_and(|h| h == record.sha256)
+                // An entry with no known hash (--no-hash, a version 1 line) cannot be
+                // checked: redo it.
+                !record.blake3.is_empty()
+                    && crate::digest::file_blake3(&job.output).is_ok_and(|h| h == record.blake3)
             } else {
                 out.mtime_ns == record.output_mtime_ns
             };
@@ -221,6 +236,7 @@ impl Journal {
     pub fn record(&self, event: Event, job: &Job, options_hash: &str) -> Record {
         let input = Stamp::of(&job.input);
         Record {
+            v: JOURNAL_VERSION,
             event,
             output: self.key(&job.output),
             input: input_name(&job.input),
@@ -229,7 +245,7 @@ impl Journal {
             options_hash: options_hash.to_string(),
             output_size: 0,
             output_mtime_ns: 0,
-            sha256: String::new(),
+            blake3: String::new(),
             verified: None,
             time_ns: now_ns(),
         }
@@ -264,5 +280,110 @@ impl Journal {
             f.sync_data().map_err(err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &Path) -> Job {
+        Job {
+            index: 0,
+            input: dir.join("in.raw"),
+            output: dir.join("out/in.elf"),
+            options: Default::default(),
+            format: "elf".into(),
+            origin: "test".into(),
+        }
+    }
+
+    /// A `done` line for `job`'s current files, as an earlier build wrote it: no `v`,
+    /// a `sha256` field.
+    fn version_1_line(j: &Job, journal: &Journal) -> String {
+        let input = Stamp::of(&j.input).unwrap();
+        let out = Stamp::of(&j.output).unwrap();
+        serde_json::json!({
+            "event": "done",
+            "output": journal.key(&j.output),
+            "input": input_name(&j.input),
+            "input_size": input.size,
+            "input_mtime_ns": input.mtime_ns,
+            "options_hash": "h",
+            "output_size": out.size,
+            "output_mtime_ns": out.mtime_ns,
+            "sha256": "00".repeat(32),
+            "time_ns": 1,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_version_1_record_skips_on_size_and_mtime_but_its_hash_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path());
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        std::fs::write(&j.input, [1u8; 4096]).unwrap();
+        std::fs::write(&j.output, b"output bytes").unwrap();
+        let empty = Journal::open(&out_dir, None).unwrap();
+        let line = version_1_line(&j, &empty);
+        std::fs::write(out_dir.join(file_name(None)), format!("{line}\n")).unwrap();
+
+        let journal = Journal::open(&out_dir, None).unwrap();
+        assert_eq!(journal.ignored_lines, 0);
+        match journal.decide(&j, "h", false, false) {
+            Decision::Skip(r) => {
+                assert_eq!(r.v, 1);
+                assert_eq!(r.blake3, "");
+            }
+            d => panic!("expected a skip, got {d:?}"),
+        }
+        // --rehash cannot check an unknown hash: the job is redone.
+        assert_eq!(
+            journal.decide(&j, "h", false, true),
+            Decision::Run { replace: true }
+        );
+    }
+
+    #[test]
+    fn rehash_compares_the_outputs_blake3() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path());
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        std::fs::write(&j.input, [1u8; 4096]).unwrap();
+        std::fs::write(&j.output, b"output bytes").unwrap();
+        let journal = Journal::open(&out_dir, None).unwrap();
+        let out = Stamp::of(&j.output).unwrap();
+        let mut rec = journal.record(Event::Done, &j, "h");
+        rec.output_size = out.size;
+        rec.output_mtime_ns = out.mtime_ns;
+        rec.blake3 = blake3::hash(b"output bytes").to_hex().to_string();
+        journal.append(&rec).unwrap();
+
+        let journal = Journal::open(&out_dir, None).unwrap();
+        assert!(matches!(
+            journal.decide(&j, "h", false, true),
+            Decision::Skip(r) if r.v == JOURNAL_VERSION
+        ));
+        // Same size, other bytes, mtime put back: only the hash tells.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&j.output)
+            .unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"O", 0).unwrap();
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(out.mtime_ns as u64);
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        assert!(matches!(
+            journal.decide(&j, "h", false, false),
+            Decision::Skip(_)
+        ));
+        assert_eq!(
+            journal.decide(&j, "h", false, true),
+            Decision::Run { replace: true }
+        );
     }
 }

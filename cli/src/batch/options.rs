@@ -153,7 +153,9 @@ pub fn resolve_files(map: &mut OptionMap, dir: &Path) {
     }
 }
 
-/// A short hash of the options that change the output's bytes, for the journal.
+/// A short hash of the options that change the output's bytes, for the journal. SHA-256
+/// (not BLAKE3 like the output digest): it hashes a few bytes, and changing it would
+/// make every journal written before look like different options and redo its jobs.
 pub fn options_hash(map: &OptionMap) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();

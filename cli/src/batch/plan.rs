@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use dumpconv_core::{Error, Result};
+use dumpconv_core::{DumpWriter, Error, Result};
 
 use super::glob;
 use super::manifest::{self, JobSpec};
 use super::options::OptionMap;
+use crate::compress::NamedCodec;
 use crate::registry::Registry;
 
 /// The default naming template: the input's name without its last extension, plus the
@@ -114,9 +115,15 @@ pub fn plan(specs: Vec<JobSpec>, settings: &PlanSettings, registry: &Registry) -
                 .map_err(|e| at(e.to_string()))?
                 .name()
                 .to_string(),
-            (None, Some(out)) => match registry.writer_for_path(out) {
-                Some(w) => w.name().to_string(),
-                None => DEFAULT_FORMAT.to_string(),
+            // `x.raw.zst` is a raw image compressed whole, as for `convert -o`; a bare
+            // `x.zst` is raw too (crate::pipeline::choose_writer).
+            (None, Some(out)) => match NamedCodec::from_path(out) {
+                Some((_, inner)) => registry
+                    .writer_for_path(&inner)
+                    .map_or("raw".to_string(), |w| w.name().to_string()),
+                None => registry
+                    .writer_for_path(out)
+                    .map_or(DEFAULT_FORMAT.to_string(), |w| w.name().to_string()),
             },
             (None, None) => DEFAULT_FORMAT.to_string(),
         };
@@ -124,12 +131,7 @@ pub fn plan(specs: Vec<JobSpec>, settings: &PlanSettings, registry: &Registry) -
             Some(o) => o.clone(),
             None => {
                 let writer = registry.writer(&format)?;
-                let ext = writer
-                    .extensions()
-                    .first()
-                    .copied()
-                    .unwrap_or(&format)
-                    .to_string();
+                let ext = default_extension(writer.as_ref(), &options);
                 PathBuf::from(
                     render(&settings.template, &spec.input, &ext, &format, index).map_err(at)?,
                 )
@@ -155,6 +157,30 @@ pub fn plan(specs: Vec<JobSpec>, settings: &PlanSettings, registry: &Registry) -
         });
     }
     Ok(jobs)
+}
+
+/// `{ext}`: the format's first extension, followed by `.zst` or `.lz4` when the whole
+/// output is compressed (`compress=zstd|lz4` for a format that does not compress
+/// itself), so a batch names its outputs as `convert` requires them to be named
+/// (`ram.raw.zst`; `convert -o ram.raw --compress zstd` is refused). kdump compresses
+/// its pages and keeps `.kdump`.
+pub fn default_extension(writer: &dyn DumpWriter, options: &OptionMap) -> String {
+    let ext = writer
+        .extensions()
+        .first()
+        .copied()
+        .unwrap_or(writer.name())
+        .to_string();
+    if writer.compresses_itself() {
+        return ext;
+    }
+    match options
+        .get("compress")
+        .and_then(|v| NamedCodec::from_option(v))
+    {
+        Some(Some(codec)) => format!("{ext}.{}", codec.extension()),
+        _ => ext,
+    }
 }
 
 /// Fill a naming template.
@@ -290,6 +316,56 @@ mod tests {
         assert_eq!(jobs[1].output, PathBuf::from("/out/b.kdump"));
         assert_eq!(jobs[1].options["compress"], "zstd");
         assert_eq!(jobs[1].index, 1);
+    }
+
+    #[test]
+    fn whole_output_compression_names_the_output_as_convert_does() {
+        let r = Registry::builtin();
+        let jobs = plan(
+            vec![
+                spec("/in/a.elf", ""),
+                spec("/in/b.elf", "format=elf compress=lz4"),
+                spec("/in/c.elf", "format=kdump compress=zstd"),
+                spec("/in/d.elf", "compress=none"),
+                spec("/in/e.elf", "format=lime compress=ZSTD"),
+            ],
+            &settings("format=raw compress=zstd"),
+            &r,
+        )
+        .unwrap();
+        let names: Vec<_> = jobs.iter().map(|j| j.output.clone()).collect();
+        assert_eq!(
+            names,
+            ["a.raw.zst", "b.elf.lz4", "c.kdump", "d.raw", "e.lime.zst"]
+                .map(|n| PathBuf::from("/out").join(n))
+        );
+        // Every such name is one `convert` accepts for the job's options.
+        for j in &jobs {
+            let opts = super::super::options::build(&j.options).unwrap();
+            let out = crate::Output::Path(j.output.clone());
+            let choice = crate::pipeline::choose_output(&r, &out, &opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", j.output.display()));
+            assert_eq!(choice.writer.name(), j.format);
+        }
+        // `{format}` stays the format's name.
+        let mut s = settings("format=raw compress=zstd");
+        s.template = "{stem}-{format}.{ext}".into();
+        let jobs = plan(vec![spec("/in/a.elf", "")], &s, &r).unwrap();
+        assert_eq!(jobs[0].output, PathBuf::from("/out/a-raw.raw.zst"));
+    }
+
+    #[test]
+    fn explicit_compressed_outputs_take_the_inner_format() {
+        let r = Registry::builtin();
+        let mut a = spec("/in/a.elf", "");
+        a.output = Some("a.raw.zst".into());
+        let mut b = spec("/in/b.elf", "");
+        b.output = Some("b.zst".into());
+        let mut c = spec("/in/c.elf", "");
+        c.output = Some("c.elf.lz4".into());
+        let jobs = plan(vec![a, b, c], &settings(""), &r).unwrap();
+        let formats: Vec<_> = jobs.iter().map(|j| j.format.as_str()).collect();
+        assert_eq!(formats, ["raw", "raw", "elf"]);
     }
 
     #[test]

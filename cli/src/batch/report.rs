@@ -50,9 +50,9 @@ pub struct JobResult {
     pub bytes_out: u64,
     /// RAM bytes written.
     pub memory_bytes: u64,
-    /// SHA-256 of the output file.
+    /// BLAKE3 of the output file, hex (what `b3sum` prints).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub blake3: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,7 +15,7 @@ use super::plan::{Job, Shard};
 use super::report::{BatchReport, JobResult, JobStatus, VerifyStatus};
 use super::verify;
 use crate::output::Output;
-use crate::pipeline::convert_with;
+use crate::pipeline::{convert_with, convert_with_digest};
 use crate::registry::Registry;
 
 const MIB: u64 = 1 << 20;
@@ -40,10 +40,10 @@ pub struct BatchSettings {
     pub verify: bool,
     /// Replace outputs that exist and are not in the journal.
     pub force: bool,
-    /// Skip a journaled job only if its output's SHA-256 still matches.
+    /// Skip a journaled job only if its output's BLAKE3 still matches.
     pub rehash: bool,
-    /// Record each output's SHA-256 in the journal and the report (reads the whole
-    /// output back once; see docs/batch.md for the cost).
+    /// Record each output's BLAKE3 in the journal and the report (taken while the
+    /// output is written; a kdump output is read back once, see docs/batch.md).
     pub hash: bool,
     pub shard: Option<Shard>,
 }
@@ -158,7 +158,7 @@ pub fn run_batch(
                 results.push(JobResult {
                     bytes_in: Stamp::of(&job.input).map_or(0, |s| s.size),
                     bytes_out: record.output_size,
-                    sha256: (!record.sha256.is_empty()).then(|| record.sha256.clone()),
+                    blake3: (!record.blake3.is_empty()).then(|| record.blake3.clone()),
                     verify: record.verified.map(|v| {
                         if v {
                             VerifyStatus::Verified
@@ -277,7 +277,7 @@ fn result(job: &Job, status: JobStatus) -> JobResult {
         bytes_in: 0,
         bytes_out: 0,
         memory_bytes: 0,
-        sha256: None,
+        blake3: None,
         verify: None,
         error: None,
         warnings: Vec::new(),
@@ -343,7 +343,12 @@ fn convert_and_record(
     opts.force = p.replace;
     journal.append(&journal.record(Event::Start, job, &p.options_hash))?;
     let output = Output::Path(job.output.clone());
-    let report = convert_with(registry, &job.input, &output, &opts, progress)?;
+    let convert = if settings.hash {
+        convert_with_digest
+    } else {
+        convert_with
+    };
+    let report = convert(registry, &job.input, &output, &opts, progress)?;
     r.memory_bytes = report.memory_bytes;
     r.warnings = report.warnings;
     let mut verified = None;
@@ -363,7 +368,7 @@ fn convert_and_record(
             return Err(match v {
                 Ok(v) => Error::invalid(format!(
                     "{}: --verify: the output's RAM differs from the input's \
-                     (SHA-256 {} against {} over {} bytes); output removed",
+                     (BLAKE3 {} against {} over {} bytes); output removed",
                     job.output.display(),
                     v.output_digest,
                     v.input_digest,
@@ -377,22 +382,18 @@ fn convert_and_record(
         }
         verified = Some(true);
     }
-    let sha = if settings.hash {
-        verify::file_sha256(&job.output)?
-    } else {
-        String::new()
-    };
+    let hash = report.output_blake3.unwrap_or_default();
     let stamp = Stamp::of(&job.output).ok_or_else(|| {
         Error::invalid(format!("{}: vanished after writing", job.output.display()))
     })?;
     let mut rec = journal.record(Event::Done, job, &p.options_hash);
     rec.output_size = stamp.size;
     rec.output_mtime_ns = stamp.mtime_ns;
-    rec.sha256 = sha.clone();
+    rec.blake3 = hash.clone();
     rec.verified = verified;
     journal.append(&rec)?;
     r.bytes_out = stamp.size;
-    r.sha256 = (!sha.is_empty()).then_some(sha);
+    r.blake3 = (!hash.is_empty()).then_some(hash);
     Ok(())
 }
 

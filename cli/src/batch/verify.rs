@@ -1,7 +1,7 @@
 //! `--verify`: read a finished output back through our own readers and compare a
 //! digest of its RAM with the same digest of the input.
 //!
-//! The digest is SHA-256 over, for each RAM range written (the input's ranges clipped
+//! The digest is BLAKE3 over, for each RAM range written (the input's ranges clipped
 //! to `begin`/`length`, in address order), the range's start and length (little-endian
 //! u64) and then its bytes. Both sides are digested over the *input's* ranges, so a raw
 //! output (which covers holes with zeros) verifies too; an output that lacks some of
@@ -10,12 +10,10 @@
 //! with `exclude-zero` the output leaves zero pages out, so there both sides digest an
 //! unavailable page as zeros.
 
-use std::io::Read;
 use std::path::Path;
 
 use dumpconv_core::{Error, PhysRange, PhysicalMemory, Result, PAGE_SIZE};
 use dumpconv_formats::OpenOptions;
-use sha2::{Digest, Sha256};
 
 use crate::pipeline::{open_input, selected_ranges, ConvertOptions};
 
@@ -36,37 +34,24 @@ impl Verification {
     }
 }
 
-/// SHA-256 of a whole file, hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(super::hex(&h.finalize()))
-}
-
 /// Digest `ranges` of `mem` (see the module comment).
 pub fn memory_digest(
     mem: &dyn PhysicalMemory,
     ranges: &[PhysRange],
     unavailable_as_zero: bool,
 ) -> Result<String> {
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     for r in ranges {
-        h.update(r.start.to_le_bytes());
-        h.update(r.len().to_le_bytes());
+        h.update(&r.start.to_le_bytes());
+        h.update(&r.len().to_le_bytes());
         let mut at = r.start;
         while at < r.end {
             let n = (r.end - at).min(CHUNK as u64) as usize;
             match mem.read_at(at, &mut buf[..n]) {
-                Ok(()) => h.update(&buf[..n]),
+                Ok(()) => {
+                    h.update(&buf[..n]);
+                }
                 Err(Error::PageUnavailable { .. }) => {
                     digest_pages(mem, at, &mut buf[..n], unavailable_as_zero, &mut h)?
                 }
@@ -75,7 +60,7 @@ pub fn memory_digest(
             at += n as u64;
         }
     }
-    Ok(super::hex(&h.finalize()))
+    Ok(crate::digest::hex(&h.finalize()))
 }
 
 /// Page by page, for a chunk that holds unavailable pages.
@@ -84,7 +69,7 @@ fn digest_pages(
     start: u64,
     buf: &mut [u8],
     unavailable_as_zero: bool,
-    h: &mut Sha256,
+    h: &mut blake3::Hasher,
 ) -> Result<()> {
     let end = start + buf.len() as u64;
     let mut at = start;
@@ -93,15 +78,17 @@ fn digest_pages(
         let n = ((at / PAGE_SIZE + 1) * PAGE_SIZE).min(end) - at;
         let page = &mut buf[..n as usize];
         match mem.read_at(at, page) {
-            Ok(()) => h.update(&*page),
+            Ok(()) => {
+                h.update(page);
+            }
             Err(Error::PageUnavailable { .. }) if unavailable_as_zero => {
                 page.fill(0);
-                h.update(&*page);
+                h.update(page);
             }
             Err(Error::PageUnavailable { .. }) => {
                 h.update(b"\0unavailable\0");
-                h.update(at.to_le_bytes());
-                h.update(n.to_le_bytes());
+                h.update(&at.to_le_bytes());
+                h.update(&n.to_le_bytes());
             }
             Err(e) => return Err(e),
         }
