@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 need=()
-for pkg in gdb crash makedumpfile binutils gzip zstd xz-utils lz4; do
+for pkg in gdb crash makedumpfile binutils gzip zstd xz-utils lz4 b3sum; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
