@@ -119,6 +119,7 @@ impl BatchObserver for BatchBars {
                 batch: self,
                 bar: None,
                 name,
+                verifying: Default::default(),
             });
         };
         let bar = multi.add(ProgressBar::new(0));
@@ -133,6 +134,7 @@ impl BatchObserver for BatchBars {
             batch: self,
             bar: Some(bar),
             name,
+            verifying: Default::default(),
         })
     }
 
@@ -161,14 +163,22 @@ impl BatchBars {
 }
 
 /// One job's line.
+/// The stage name `--verify` reports (dumpconv::batch::verify).
+const VERIFYING: &str = dumpconv::batch::verify::STAGE;
+
 struct JobBar<'a> {
     batch: &'a BatchBars,
     bar: Option<ProgressBar>,
     name: String,
+    /// The job is reading its output back (`--verify`): its bytes are not RAM written,
+    /// so they move the job's bar but not the batch's "written" total.
+    verifying: std::sync::atomic::AtomicBool,
 }
 
 impl Progress for JobBar<'_> {
     fn start(&self, what: &str, total: u64) {
+        self.verifying
+            .store(what == VERIFYING, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(total);
             b.set_position(0);
@@ -180,7 +190,9 @@ impl Progress for JobBar<'_> {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
-        self.batch.add_bytes(n);
+        if !self.verifying.load(std::sync::atomic::Ordering::Relaxed) {
+            self.batch.add_bytes(n);
+        }
     }
 
     fn warn(&self, msg: &str) {

@@ -354,8 +354,7 @@ fn convert_and_record(
     let mut verified = None;
     if settings.verify {
         corrupt_for_test(&job.output);
-        progress.start("verifying", 0);
-        let v = verify::verify(&job.input, &opts, &job.output, &job.format);
+        let v = verify::verify(&job.input, &opts, &job.output, &job.format, progress);
         let ok = matches!(&v, Ok(v) if v.matches());
         r.verify = Some(match &v {
             Ok(_) if ok => VerifyStatus::Verified,

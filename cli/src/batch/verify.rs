@@ -12,12 +12,15 @@
 
 use std::path::Path;
 
-use dumpconv_core::{Error, PhysRange, PhysicalMemory, Result, PAGE_SIZE};
+use dumpconv_core::{Error, NoProgress, PhysRange, PhysicalMemory, Progress, Result, PAGE_SIZE};
 use dumpconv_formats::OpenOptions;
 
 use crate::pipeline::{open_input, selected_ranges, ConvertOptions};
 
 const CHUNK: usize = 4 << 20;
+
+/// The stage name given to [`Progress::start`] while verifying.
+pub const STAGE: &str = "verifying";
 
 /// The result of reading an output back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,16 @@ pub fn memory_digest(
     ranges: &[PhysRange],
     unavailable_as_zero: bool,
 ) -> Result<String> {
+    memory_digest_with(mem, ranges, unavailable_as_zero, &NoProgress)
+}
+
+/// [`memory_digest`], advancing `progress` by the bytes hashed.
+pub fn memory_digest_with(
+    mem: &dyn PhysicalMemory,
+    ranges: &[PhysRange],
+    unavailable_as_zero: bool,
+    progress: &dyn Progress,
+) -> Result<String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     for r in ranges {
@@ -57,6 +70,7 @@ pub fn memory_digest(
                 }
                 Err(e) => return Err(e),
             }
+            progress.advance(n as u64);
             at += n as u64;
         }
     }
@@ -98,17 +112,20 @@ fn digest_pages(
 }
 
 /// Digest the input's written RAM and the same RAM read from `output` (written as
-/// `format`), and return both.
+/// `format`), and return both. `progress` runs over both reads (twice the RAM).
 pub fn verify(
     input: &Path,
     opts: &ConvertOptions,
     output: &Path,
     format: &str,
+    progress: &dyn Progress,
 ) -> Result<Verification> {
     let dump = open_input(input, opts)?;
     let ranges = selected_ranges(&dump, opts)?;
+    let bytes: u64 = ranges.iter().map(PhysRange::len).sum();
+    progress.start(STAGE, bytes.saturating_mul(2));
     let as_zero = opts.writer_options.contains_key("exclude-zero");
-    let input_digest = memory_digest(dump.memory.as_ref(), &ranges, as_zero)?;
+    let input_digest = memory_digest_with(dump.memory.as_ref(), &ranges, as_zero, progress)?;
     drop(dump);
     let out_opts = OpenOptions {
         // A raw image is detected by elimination; say it, so its first bytes cannot
@@ -118,11 +135,11 @@ pub fn verify(
         spill_dir: opts.open.spill_dir.clone(),
     };
     let out = dumpconv_formats::open(output, &out_opts)?;
-    let output_digest = memory_digest(out.memory.as_ref(), &ranges, as_zero)?;
+    let output_digest = memory_digest_with(out.memory.as_ref(), &ranges, as_zero, progress)?;
     Ok(Verification {
         input_digest,
         output_digest,
-        bytes: ranges.iter().map(PhysRange::len).sum(),
+        bytes,
     })
 }
 
