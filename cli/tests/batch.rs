@@ -948,3 +948,60 @@ fn a_second_run_of_the_same_shard_into_one_dir_fails_at_once() {
     assert_eq!(job(&r, "pipe.elf")["status"], "ok");
     assert_eq!(job(&r, "dump-01.elf")["status"], "skipped");
 }
+
+/// The journal's options hash covers the contents of files named by options: editing
+/// the VMCOREINFO file of one manifest line redoes that job only.
+#[test]
+fn editing_a_file_named_by_an_option_redoes_its_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    sample_inputs(&inp, 3);
+    let vmci = inp.join("vmcoreinfo.txt");
+    std::fs::write(&vmci, "OSRELEASE=6.1.0-first\nPAGESIZE=4096\n").unwrap();
+    let m = inp.join("m.csv");
+    std::fs::write(
+        &m,
+        "dump-00.elf,,\ndump-01.elf,,vmcoreinfo=vmcoreinfo.txt\ndump-02.elf,,\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let rep = tmp.path().join("r.json");
+    let run = || {
+        let o = dumpconv(&[
+            "batch",
+            m.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "-q",
+            "--report",
+            rep.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let mut s = statuses(&report(&rep));
+        s.sort();
+        s
+    };
+    let st = |a: &str, b: &str, c: &str| {
+        vec![
+            ("dump-00.elf".to_string(), a.to_string()),
+            ("dump-01.elf".to_string(), b.to_string()),
+            ("dump-02.elf".to_string(), c.to_string()),
+        ]
+    };
+    assert_eq!(run(), st("ok", "ok", "ok"));
+    let contains = |p: &Path, needle: &[u8]| {
+        std::fs::read(p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    };
+    assert!(contains(&out.join("dump-01.elf"), b"OSRELEASE=6.1.0-first"));
+    assert_eq!(run(), st("skipped", "skipped", "skipped"));
+    std::fs::write(&vmci, "OSRELEASE=6.1.0-second\nPAGESIZE=4096\n").unwrap();
+    assert_eq!(run(), st("skipped", "ok", "skipped"));
+    assert!(contains(
+        &out.join("dump-01.elf"),
+        b"OSRELEASE=6.1.0-second"
+    ));
+    assert_eq!(run(), st("skipped", "skipped", "skipped"));
+}
