@@ -501,8 +501,9 @@ Examples:
   dumpconv batch manifest.csv --out-dir out --shard \"$JOB_COMPLETION_INDEX/8\"
 
 Exit codes: 0 every job succeeded or was already done, 1 one or more jobs failed (see
-the table or --report), 2 bad usage (bad manifest line, two jobs writing one output),
-3 the out dir or the report could not be written.";
+the table or --report), 2 bad usage (bad manifest line, two jobs writing one output,
+another batch of the same --shard running into the same --out-dir), 3 the out dir, its
+journal or the report could not be written.";
 
 /// `dumpconv batch`.
 #[derive(Args, Debug)]

@@ -836,3 +836,172 @@ fn whole_output_compression_is_named_and_verified() {
     assert!(!out2.join("dump-01.raw.zst").exists());
     assert_eq!(job(&r, "dump-00.elf")["verify"], "verified");
 }
+
+/// Wait until `journal` has a `start` line for an output whose name contains `name`:
+/// the run holds its journal lock from before that line until it exits. Fails if `run`
+/// exits first.
+fn wait_for_start(run: &mut std::process::Child, journal: &Path, name: &str) {
+    loop {
+        let text = std::fs::read_to_string(journal).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("\"event\":\"start\"") && l.contains(name))
+        {
+            return;
+        }
+        if let Some(status) = run.try_wait().unwrap() {
+            panic!("the first run exited ({status}) before starting {name}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A named pipe as an input: its job blocks in `open` until the test writes the dump
+/// into it, so the first run provably still runs (and holds its journal lock) while the
+/// second one is started.
+#[test]
+fn a_second_run_of_the_same_shard_into_one_dir_fails_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    let inputs = sample_inputs(&inp, 2);
+    let pipe = inp.join("pipe.elf");
+    let mk = Command::new("mkfifo").arg(&pipe).output().unwrap();
+    assert!(mk.status.success(), "mkfifo: {}", text(&mk));
+    let sample = std::fs::read(&inputs[0]).unwrap();
+    let out = tmp.path().join("out");
+    let rep = tmp.path().join("r.json");
+    // Plan: 0 pipe, 1 dump-00, 2 dump-01; shard 0/2 holds the pipe and dump-01.
+    let args = |shard: &str| -> Vec<String> {
+        [
+            "batch",
+            pipe.to_str().unwrap(),
+            inputs[0].to_str().unwrap(),
+            inputs[1].to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "-q",
+            "--shard",
+            shard,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args(args("0/2"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = out.join(".dumpconv-journal.shard-0-of-2.jsonl");
+    wait_for_start(&mut first, &journal, "pipe.elf");
+
+    let a: Vec<String> = args("0/2");
+    let second = dumpconv(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: another dumpconv batch is running there",
+            out.display()
+        )),
+        "{err}"
+    );
+    // It failed without waiting: the first is still blocked on the pipe.
+    assert!(first.try_wait().unwrap().is_none());
+
+    // Another shard locks another journal and runs alongside.
+    let a: Vec<String> = args("1/2");
+    let other = dumpconv(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(other.status.code(), Some(0), "{}", text(&other));
+    assert!(out.join("dump-00.elf").exists());
+    assert!(first.try_wait().unwrap().is_none());
+
+    // Release the first run: it converts the pipe's dump and the rest of its shard.
+    std::fs::write(&pipe, &sample).unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let starts = |name: &str| {
+        lines
+            .lines()
+            .filter(|l| l.contains("\"event\":\"start\"") && l.contains(name))
+            .count()
+    };
+    assert_eq!(starts("pipe.elf"), 1, "{lines}");
+    assert_eq!(starts("dump-01.elf"), 1, "{lines}");
+
+    // The lock is gone with the first run: a rerun of the shard runs (the pipe's job
+    // again, a pipe has no size or mtime to compare; dump-01 is skipped).
+    let writer = {
+        let pipe = pipe.clone();
+        std::thread::spawn(move || std::fs::write(&pipe, &sample).unwrap())
+    };
+    let mut a: Vec<String> = args("0/2");
+    a.extend(["--report".to_string(), rep.to_str().unwrap().to_string()]);
+    let rerun = dumpconv(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    writer.join().unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    let r = report(&rep);
+    assert_eq!(job(&r, "pipe.elf")["status"], "ok");
+    assert_eq!(job(&r, "dump-01.elf")["status"], "skipped");
+}
+
+/// The journal's options hash covers the contents of files named by options: editing
+/// the VMCOREINFO file of one manifest line redoes that job only.
+#[test]
+fn editing_a_file_named_by_an_option_redoes_its_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    sample_inputs(&inp, 3);
+    let vmci = inp.join("vmcoreinfo.txt");
+    std::fs::write(&vmci, "OSRELEASE=6.1.0-first\nPAGESIZE=4096\n").unwrap();
+    let m = inp.join("m.csv");
+    std::fs::write(
+        &m,
+        "dump-00.elf,,\ndump-01.elf,,vmcoreinfo=vmcoreinfo.txt\ndump-02.elf,,\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let rep = tmp.path().join("r.json");
+    let run = || {
+        let o = dumpconv(&[
+            "batch",
+            m.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "-q",
+            "--report",
+            rep.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let mut s = statuses(&report(&rep));
+        s.sort();
+        s
+    };
+    let st = |a: &str, b: &str, c: &str| {
+        vec![
+            ("dump-00.elf".to_string(), a.to_string()),
+            ("dump-01.elf".to_string(), b.to_string()),
+            ("dump-02.elf".to_string(), c.to_string()),
+        ]
+    };
+    assert_eq!(run(), st("ok", "ok", "ok"));
+    let contains = |p: &Path, needle: &[u8]| {
+        std::fs::read(p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    };
+    assert!(contains(&out.join("dump-01.elf"), b"OSRELEASE=6.1.0-first"));
+    assert_eq!(run(), st("skipped", "skipped", "skipped"));
+    std::fs::write(&vmci, "OSRELEASE=6.1.0-second\nPAGESIZE=4096\n").unwrap();
+    assert_eq!(run(), st("skipped", "ok", "skipped"));
+    assert!(contains(
+        &out.join("dump-01.elf"),
+        b"OSRELEASE=6.1.0-second"
+    ));
+    assert_eq!(run(), st("skipped", "skipped", "skipped"));
+}

@@ -374,7 +374,7 @@ fn strip_comments(text: &str) -> String {
         let block = rest.find("/*");
         let line = rest.find("//");
         match (block, line) {
-            (Some(b), l) if l.map_or(true, |l| b < l) => {
+            (Some(b), l) if l.is_none_or(|l| b < l) => {
                 out.push_str(&rest[..b]);
                 let end = rest[b..].find("*/").expect("unterminated comment") + b + 2;
                 out.push(' ');

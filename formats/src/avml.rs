@@ -88,7 +88,7 @@ pub struct ChunkIndex {
 impl ChunkIndex {
     /// Append a chunk; it must start at or after the end of the last one.
     pub fn push(&mut self, c: Chunk) {
-        debug_assert!(self.chunks.last().map_or(true, |l| l.end() <= c.start));
+        debug_assert!(self.chunks.last().is_none_or(|l| l.end() <= c.start));
         self.chunks.push(c);
     }
 

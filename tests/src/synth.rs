@@ -335,7 +335,7 @@ impl Guest {
             .leaf_level(size)
             .ok_or_else(|| format!("{:?} paging cannot map a {size:?} page", self.mode))?;
         let len = size.bytes();
-        if virt % len != 0 || phys % len != 0 {
+        if !virt.is_multiple_of(len) || !phys.is_multiple_of(len) {
             return Err(format!("{virt:#x} -> {phys:#x} is not {size:?}-aligned"));
         }
         if matches!(self.mode, PagingMode::Bits32 | PagingMode::Pae) && virt >= 1 << 32 {

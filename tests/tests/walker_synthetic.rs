@@ -642,7 +642,7 @@ fn garbage_tables_never_panic() {
                 }) {
                     let r = rng.next();
                     // Mostly pointers to our tables, sometimes anything at all.
-                    let v = if r % 4 == 0 {
+                    let v = if r.is_multiple_of(4) {
                         rng.next()
                     } else {
                         tables[(r >> 8) as usize % tables.len()] | (r & 0x8000_0000_0000_0FFF)

@@ -20,9 +20,14 @@
 //!   record's hash is unknown. It still skips on size and mtime, and `--rehash` redoes
 //!   the job, as for a record written with `--no-hash`.
 //! - A line that does not parse (a torn last line after a crash) is ignored.
+//! - A run holds an exclusive advisory lock (`flock`) on the journal file it appends to
+//!   for as long as it runs ([`Journal::lock`]), taken before the journals are read, so
+//!   the same shard (or two unsharded runs) started twice into one directory cannot
+//!   both convert a job: the second fails at once. Different shards lock different
+//!   files and run side by side.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -164,7 +169,7 @@ impl Journal {
                         let newer = j
                             .latest
                             .get(&r.output)
-                            .map_or(true, |old| old.time_ns <= r.time_ns);
+                            .is_none_or(|old| old.time_ns <= r.time_ns);
                         if newer {
                             j.latest.insert(r.output.clone(), r);
                         }
@@ -173,6 +178,56 @@ impl Journal {
                 }
             }
         }
+        Ok(j)
+    }
+
+    /// [`Journal::open`] for a run: create `out_dir` and this run's journal file, and
+    /// take an exclusive, non-blocking lock on that file first, held until the journal
+    /// is dropped (the end of the run; the kernel drops it if the process dies). Another
+    /// process holding it (the same shard, or another unsharded run, into the same
+    /// directory) is a usage error naming the directory. A file system that cannot lock
+    /// is an output error: running unlocked would bring back the double conversion.
+    pub fn lock(out_dir: &Path, shard: Option<Shard>) -> Result<Journal> {
+        let path = out_dir.join(file_name(shard));
+        let err = |e| Error::Output {
+            path: path.clone(),
+            offset: 0,
+            source: e,
+        };
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::Output {
+            path: out_dir.to_path_buf(),
+            offset: 0,
+            source: e,
+        })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::invalid(format!(
+                    "{}: another dumpconv batch is running there (it holds the lock on {}: \
+                     the same {} into the same directory); wait for it to finish or use \
+                     another --out-dir",
+                    out_dir.display(),
+                    file_name(shard),
+                    match shard {
+                        Some(s) => format!("--shard {s}"),
+                        None => "unsharded batch".to_string(),
+                    }
+                )))
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot lock the batch journal: {e}"),
+                )))
+            }
+        }
+        let mut j = Journal::open(out_dir, shard)?;
+        j.file = Mutex::new(Some(file));
         Ok(j)
     }
 

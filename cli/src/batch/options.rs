@@ -156,6 +156,13 @@ pub fn resolve_files(map: &mut OptionMap, dir: &Path) {
 /// A short hash of the options that change the output's bytes, for the journal. SHA-256
 /// (not BLAKE3 like the output digest): it hashes a few bytes, and changing it would
 /// make every journal written before look like different options and redo its jobs.
+///
+/// The files named by `cpu-state`, `vmcoreinfo` and `ram-map` (when it names a file)
+/// change the output too: the BLAKE3 of each one's contents is hashed after the
+/// options, so editing such a file redoes its jobs. Options naming no file hash as
+/// before this was added, so journals written earlier still skip their jobs; a job
+/// with a file option gets a new hash and is redone once (an earlier build did not
+/// record what the file held).
 pub fn options_hash(map: &OptionMap) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -167,6 +174,33 @@ pub fn options_hash(map: &OptionMap) -> String {
         h.update([0]);
         h.update(v.as_bytes());
         h.update([0]);
+    }
+    let files: Vec<(&str, String)> = FILE_KEYS
+        .iter()
+        .filter_map(|key| {
+            let v = map.get(*key)?;
+            let p = Path::new(v.as_str());
+            // A ram-map that is no file is a range list, hashed above as text.
+            if *key == "ram-map" && !p.is_file() {
+                return None;
+            }
+            // An unreadable file fails the job when it runs; it has no done record to
+            // compare with, so any marker will do.
+            let digest = std::fs::read(p).map_or_else(
+                |_| "unreadable".to_string(),
+                |bytes| blake3::hash(&bytes).to_hex().to_string(),
+            );
+            Some((*key, digest))
+        })
+        .collect();
+    if !files.is_empty() {
+        h.update(b"file contents\0");
+        for (key, digest) in files {
+            h.update(key.as_bytes());
+            h.update([0]);
+            h.update(digest.as_bytes());
+            h.update([0]);
+        }
     }
     crate::batch::hex(&h.finalize()[..16])
 }
@@ -271,6 +305,32 @@ mod tests {
         let c = parse_words("format=kdump compress=zstd").unwrap();
         assert_eq!(options_hash(&a), options_hash(&b));
         assert_ne!(options_hash(&a), options_hash(&c));
+    }
+
+    #[test]
+    fn hash_follows_the_contents_of_files_named_by_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let vmci = dir.path().join("vmcoreinfo.txt");
+        std::fs::write(&vmci, "OSRELEASE=6.1.0\n").unwrap();
+        let mut m = parse_words("format=elf").unwrap();
+        let plain = options_hash(&m);
+        // Without file options the hash is the one earlier builds wrote: SHA-256 of
+        // key, NUL, value, NUL, truncated to 16 bytes.
+        use sha2::{Digest, Sha256};
+        let earlier = Sha256::digest(b"format\0elf\0");
+        assert_eq!(plain, crate::batch::hex(&earlier[..16]));
+        m.insert("vmcoreinfo".into(), vmci.to_string_lossy().into_owned());
+        let before = options_hash(&m);
+        assert_ne!(before, plain);
+        assert_eq!(options_hash(&m), before);
+        std::fs::write(&vmci, "OSRELEASE=6.1.1\n").unwrap();
+        assert_ne!(options_hash(&m), before);
+        // A ram-map range list is no file: hashed as its text only.
+        let mut r = parse_words("format=elf").unwrap();
+        r.insert("ram-map".into(), "0-0x9ffff".into());
+        let ranges = options_hash(&r);
+        let earlier = Sha256::digest(b"format\0elf\0ram-map\x000-0x9ffff\0");
+        assert_eq!(ranges, crate::batch::hex(&earlier[..16]));
     }
 
     #[test]

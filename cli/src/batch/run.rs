@@ -148,7 +148,9 @@ pub fn run_batch(
     observer: &dyn BatchObserver,
 ) -> Result<BatchReport> {
     let start = Instant::now();
-    let journal = Journal::open(&settings.out_dir, settings.shard)?;
+    // Locked before the journals are read: a second run of this shard into this
+    // directory must not decide from a journal the first is still writing.
+    let journal = Journal::lock(&settings.out_dir, settings.shard)?;
     let mut results = Vec::new();
     let mut pending = Vec::new();
     for job in jobs {
@@ -197,13 +199,6 @@ pub fn run_batch(
         p.estimate = estimate_memory(&p.job, t, size, settings.verify);
     }
     observer.begin(pending.len(), results.len());
-    if !pending.is_empty() {
-        std::fs::create_dir_all(&settings.out_dir).map_err(|e| Error::Output {
-            path: settings.out_dir.clone(),
-            offset: 0,
-            source: e,
-        })?;
-    }
 
     let admission = Mutex::new(Admission {
         next: 0,

@@ -818,7 +818,7 @@ unsafe extern "C" fn cb_sink_write_at(
         with_sink(c, |s| {
             if offset
                 .checked_add(len as u64)
-                .map_or(true, |e| e > s.position())
+                .is_none_or(|e| e > s.position())
             {
                 return Err(Error::invalid(format!(
                     "write_at {offset:#x}+{len:#x} goes past the end of the output ({:#x}); \

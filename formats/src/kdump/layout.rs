@@ -498,7 +498,7 @@ pub fn set_bit(bitmap: &mut [u8], n: u64, value: bool) {
 pub fn set_bits(bitmap: &mut [u8], start: u64, end: u64) {
     let mut n = start;
     while n < end {
-        if n % 8 == 0 && end - n >= 8 {
+        if n.is_multiple_of(8) && end - n >= 8 {
             // Whole bytes at a time for the long runs RAM is made of.
             let first = (n / 8) as usize;
             let count = ((end - n) / 8) as usize;

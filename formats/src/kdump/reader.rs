@@ -425,7 +425,7 @@ fn slice_bits(bm: &[u8], start: u64, end: u64) -> Vec<u8> {
         };
     }
     // Bits past `n` belong to the next part.
-    if n % 8 != 0 {
+    if !n.is_multiple_of(8) {
         if let Some(last) = out.last_mut() {
             *last &= (1u8 << (n % 8)) - 1;
         }
@@ -451,7 +451,7 @@ fn ram_ranges(bm: &[u8], max_mapnr: u64, bs: u64) -> Vec<PhysRange> {
     let mut pfn = 0u64;
     while pfn < max_mapnr {
         // Skip whole 0x00 / 0xff bytes quickly; dumps are mostly long runs.
-        if pfn % 8 == 0 && pfn + 8 <= max_mapnr {
+        if pfn.is_multiple_of(8) && pfn + 8 <= max_mapnr {
             let b = bm.get((pfn / 8) as usize).copied().unwrap_or(0);
             if b == 0 && run.is_none() || b == 0xff && run.is_some() {
                 pfn += 8;
@@ -565,7 +565,7 @@ fn parse_file(path: &Path) -> Result<Parsed> {
     let area = u64::from(header.bitmap_blocks) * bs;
     if bitmap_off
         .checked_add(area)
-        .map_or(true, |e| e > len || area > src.stored_len())
+        .is_none_or(|e| e > len || area > src.stored_len())
     {
         return Err(fmt_err(
             path,
