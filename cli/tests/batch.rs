@@ -25,6 +25,26 @@ fn dumpconv(args: &[&str]) -> Output {
         .expect("run dumpconv")
 }
 
+/// [`dumpconv`], but a run still going after `secs` is killed and the test fails: a
+/// build that waits where it should refuse must fail the test, not hang it.
+fn dumpconv_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dumpconv");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait for dumpconv").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dumpconv {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect dumpconv's output")
+}
+
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -899,7 +919,7 @@ fn a_second_run_of_the_same_shard_into_one_dir_fails_at_once() {
     wait_for_start(&mut first, &journal, "pipe.elf");
 
     let a: Vec<String> = args("0/2");
-    let second = dumpconv(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let second = dumpconv_within(&a.iter().map(String::as_str).collect::<Vec<_>>(), 120);
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
