@@ -35,7 +35,8 @@ Any of these may be wrapped in gzip, zlib, lz4, zstd or xz (one level), and INPU
 be `-` (standard input) or a named pipe. Such inputs are first decompressed/copied as a
 stream into an unlinked temporary file in --spill-dir ($DUMPCONV_SPILL_DIR, else
 $TMPDIR): memory stays bounded, but that takes disk space up to the decompressed size
-(all-zero pages are left sparse and cost nothing).
+(all-zero pages are left sparse and cost nothing). --max-spill SIZE refuses an input
+that decompresses to more than SIZE (no limit by default).
 
 Plugins: walkers and writers can be added at run time, without rebuilding dumpconv, as
 shared libraries (C ABI: core/include/dumpconv_plugin.h; Rust: export_plugin!). They are
@@ -217,6 +218,12 @@ pub struct InputArgs {
     #[arg(long, value_name = "DIR", help_heading = "Input")]
     pub spill_dir: Option<PathBuf>,
 
+    /// Refuse a compressed or streamed input once its decompressed size passes SIZE
+    /// (16M, 1G, 4T...; all-zero pages included, though they cost no disk). Default
+    /// $DUMPCONV_MAX_SPILL, else no limit; a guard against decompression bombs.
+    #[arg(long, value_parser = parse_num, value_name = "SIZE", help_heading = "Input")]
+    pub max_spill: Option<u64>,
+
     /// Architecture of a raw image (ELF and kdump inputs say it themselves).
     #[arg(long, value_enum, help_heading = "Input")]
     pub arch: Option<ArchArg>,
@@ -262,6 +269,7 @@ impl InputArgs {
             input_format: self.input_format.clone(),
             ram_map,
             spill_dir: self.spill_dir.clone(),
+            max_spill: self.max_spill,
         })
     }
 
@@ -587,6 +595,18 @@ pub struct BatchArgs {
         help_heading = "Conversion options (as in convert)"
     )]
     pub ram_map: Option<String>,
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub spill_dir: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub max_spill: Option<String>,
     #[arg(long, value_enum, help_heading = "Conversion options (as in convert)")]
     pub arch: Option<ArchArg>,
     #[arg(
@@ -692,6 +712,8 @@ impl BatchArgs {
             ("format", self.format.clone()),
             ("input-format", self.input_format.clone()),
             ("ram-map", self.ram_map.clone()),
+            ("spill-dir", self.spill_dir.as_ref().map(path)),
+            ("max-spill", self.max_spill.clone()),
             ("arch", self.arch.map(|a| arch(a).to_string())),
             ("cr3", self.cr3.clone()),
             ("paging-mode", self.paging_mode.map(|m| mode(m).to_string())),

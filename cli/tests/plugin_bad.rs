@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -262,14 +263,34 @@ fn writer_that_panics() {
     std::fs::copy(build_panicky(), &lib).unwrap();
     let input = raw_input(tmp.path());
     let out = tmp.path().join("out.panicky");
-    let res = dumpconv!(tmp.path(), "--plugin", lib, input, "-o", out);
+    // With RUST_BACKTRACE, the plugin's std would also print a backtrace if its own hook
+    // ran: the SDK's hook must keep it quiet too.
+    let res = Command::new(env!("CARGO_BIN_EXE_dumpconv"))
+        .args([OsStr::new("--plugin"), lib.as_os_str(), input.as_os_str()])
+        .args([OsStr::new("-o"), out.as_os_str()])
+        .env_remove("DUMPCONV_PLUGIN_PATH")
+        .env("HOME", tmp.path())
+        .env("XDG_DATA_HOME", tmp.path().join("share"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    // The location is where the panicky plugin's source says `panic!(`.
+    let src = std::fs::read_to_string(repo().join("tests/plugins/panicky/src/lib.rs")).unwrap();
+    let line = 1 + src
+        .lines()
+        .position(|l| l.trim_start().starts_with("panic!("))
+        .expect("panic! in the panicky plugin");
+    let location = format!("panicked at tests/plugins/panicky/src/lib.rs:{line}:");
     assert_plugin_failure(
         &res,
         &lib,
         &out,
-        &[
-            "panicked",
-            "the panicky test writer gives up after 1 ranges",
-        ],
+        &[&location, "the panicky test writer gives up after 1 ranges"],
     );
+    // Only dumpconv's error: no "thread '<unnamed>' panicked at" from the plugin's std,
+    // no backtrace.
+    let stderr = text(&res.stderr);
+    assert!(!stderr.contains("thread '"), "{stderr}");
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    assert_eq!(stderr.matches("panicked at").count(), 1, "{stderr}");
 }

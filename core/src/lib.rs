@@ -12,6 +12,7 @@ pub mod error;
 pub mod mapping;
 pub mod memory;
 pub mod note;
+pub mod numbers;
 pub mod plugin;
 pub mod progress;
 pub mod sink;

@@ -22,6 +22,11 @@ pub struct OpenOptions {
     /// Directory for the temporary copy of a compressed or streamed input (see
     /// [`crate::wrapped`]); default `$DUMPCONV_SPILL_DIR`, else `$TMPDIR`.
     pub spill_dir: Option<PathBuf>,
+    /// Largest decompressed size a compressed or streamed input may have (holes
+    /// included), else `$DUMPCONV_MAX_SPILL`, else no limit: a stream that grows past it
+    /// fails as soon as it does. A guard against decompression bombs, whose all-zero
+    /// pages cost no disk but minutes of CPU (see [`crate::wrapped`]).
+    pub max_spill: Option<u64>,
 }
 
 /// One detectable format.

@@ -12,6 +12,11 @@
 //! nothing is left behind whatever happens to the process, and the space is freed when
 //! the dump is closed.
 //!
+//! `OpenOptions::max_spill` (else `$DUMPCONV_MAX_SPILL`) caps the decompressed size,
+//! holes included. There is no default: real guests reach terabytes, and an all-zero
+//! bomb (a few KiB of zstd expanding to 1 TiB) costs no disk, only CPU, so a limit is
+//! the user's call; past it the input fails with an error naming the limit.
+//!
 //! Only one level is undone: a wrapper inside a wrapper is refused with a clear error
 //! (a `.gz` of a `.zst` is almost certainly a mistake, and refusing rules out loops).
 //! Wrappers are recognised by their magic before any other format, whatever
@@ -35,6 +40,8 @@ pub const SPILL_BUFFER: usize = 1 << 20;
 const ZERO_PAGE: usize = 4096;
 /// Environment variable naming the spill directory.
 pub const SPILL_DIR_ENV: &str = "DUMPCONV_SPILL_DIR";
+/// Environment variable giving the largest decompressed size (`16G`, `0x1000`, ...).
+pub const MAX_SPILL_ENV: &str = "DUMPCONV_MAX_SPILL";
 
 /// A compressed wrapper format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +144,20 @@ pub fn spill_dir(opts: &OpenOptions) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// The decompressed-size limit: `OpenOptions::max_spill`, else `$DUMPCONV_MAX_SPILL`,
+/// else none.
+pub fn max_spill(opts: &OpenOptions) -> Result<Option<u64>> {
+    if opts.max_spill.is_some() {
+        return Ok(opts.max_spill);
+    }
+    match std::env::var(MAX_SPILL_ENV) {
+        Ok(v) if !v.trim().is_empty() => dumpconv_core::numbers::parse_u64(&v)
+            .map(Some)
+            .map_err(|e| Error::invalid(format!("${MAX_SPILL_ENV}: {e}"))),
+        _ => Ok(None),
+    }
+}
+
 /// A spilled stream: an unlinked temporary file holding the whole (decompressed) input.
 #[derive(Debug)]
 pub struct Spill {
@@ -168,12 +189,14 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::result::Result<usize, (us
 }
 
 /// Copy `src` into a new unlinked file in `dir`, leaving all-zero pages as holes.
-/// `what` names the input in errors; `wrapper` says what is being decompressed.
+/// `what` names the input in errors; `wrapper` says what is being decompressed; the
+/// stream fails once it is longer than `limit` bytes.
 pub fn spill(
     src: &mut dyn Read,
     dir: &Path,
     what: &Path,
     wrapper: Option<Wrapper>,
+    limit: Option<u64>,
 ) -> Result<Spill> {
     let write_err = |e: io::Error| {
         Error::io(
@@ -213,6 +236,24 @@ pub fn spill(
                 ));
             }
         };
+        if let Some(limit) = limit.filter(|&l| total + n as u64 > l) {
+            return Err(Error::format(
+                what.to_path_buf(),
+                None,
+                wrapper.map_or("input", Wrapper::name),
+                format!(
+                    "the {} is larger than the --max-spill limit of {} ({limit:#x} \
+                     bytes); raise it with --max-spill SIZE or ${MAX_SPILL_ENV} if the \
+                     input is genuine",
+                    if wrapper.is_some() {
+                        "decompressed stream"
+                    } else {
+                        "stream"
+                    },
+                    size_text(limit)
+                ),
+            ));
+        }
         // Write runs of non-zero pages; skip zero pages (they stay holes).
         let data = &buf[..n];
         let mut run_start: Option<usize> = None;
@@ -247,6 +288,17 @@ pub fn spill(
     })
 }
 
+/// `16 MiB`, or the exact byte count when it is not a whole number of a binary unit.
+fn size_text(bytes: u64) -> String {
+    let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in units {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Open a file that starts with a wrapper's magic (a [`detect::OpenFn`]).
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     let input = Input::open(path)?;
@@ -262,7 +314,8 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     let file = input.file.as_ref();
     let reader = io::BufReader::with_capacity(SPILL_BUFFER, file);
     let mut decoder = w.decoder(reader).map_err(|e| Error::io(path, e))?;
-    let spill = spill(&mut decoder, &spill_dir(opts), path, Some(w))?;
+    let limit = max_spill(opts)?;
+    let spill = spill(&mut decoder, &spill_dir(opts), path, Some(w), limit)?;
     open_spilled(spill, path, Some(w), false, opts)
 }
 
@@ -313,7 +366,13 @@ pub fn open_stream(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         Some(w) => w.decoder(reader).map_err(|e| Error::io(&shown, e))?,
         None => Box::new(reader),
     };
-    let spill = spill(&mut decoded, &spill_dir(opts), &shown, wrapper)?;
+    let spill = spill(
+        &mut decoded,
+        &spill_dir(opts),
+        &shown,
+        wrapper,
+        max_spill(opts)?,
+    )?;
     open_spilled(spill, &shown, wrapper, true, opts)
 }
 
@@ -589,7 +648,7 @@ mod tests {
     fn spill_is_sparse_and_exact() {
         let img = image();
         let dir = tempfile::tempdir().unwrap();
-        let s = spill(&mut &img[..], dir.path(), Path::new("x"), None).unwrap();
+        let s = spill(&mut &img[..], dir.path(), Path::new("x"), None, None).unwrap();
         assert_eq!(s.len, img.len() as u64);
         let mut back = vec![0u8; img.len()];
         s.file.read_exact_at(&mut back, 0).unwrap();
@@ -709,6 +768,31 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("/proc/self/fd"), "{e}");
+    }
+
+    #[test]
+    fn max_spill_stops_a_stream_past_it_and_allows_one_at_it() {
+        let img = image();
+        let f = file(&compress(Wrapper::Zstd, &img));
+        let dir = tempfile::tempdir().unwrap();
+        let with = |limit: u64| OpenOptions {
+            spill_dir: Some(dir.path().to_path_buf()),
+            max_spill: Some(limit),
+            ..OpenOptions::default()
+        };
+        let e = detect::open(f.path(), &with(img.len() as u64 - 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("--max-spill limit of"), "{e}");
+        assert!(e.contains(&format!("{:#x} bytes", img.len() - 1)), "{e}");
+        assert!(e.contains(MAX_SPILL_ENV), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let d = detect::open(f.path(), &with(img.len() as u64)).unwrap();
+        assert_eq!(d.memory.ranges(), &[PhysRange::new(0, img.len() as u64)]);
+        assert_eq!(size_text(16 << 20), "16 MiB");
+        assert_eq!(size_text(1 << 40), "1 TiB");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 
     #[test]

@@ -291,3 +291,99 @@ fn whole_guest_through_stdin_zstd_and_wrapped_raw_with_ram_map() {
     let dump = dumpconv_formats::open(&wrapped, &Default::default()).unwrap();
     assert_eq!(dump.memory.total_bytes(), want);
 }
+
+/// A zero-page bomb: 64 MiB of zeros as zstd (a few KiB). Past `--max-spill` (or
+/// `$DUMPCONV_MAX_SPILL`, or a batch job's `max-spill`) it fails as a bad input naming
+/// the file, the limit and the option, with nothing left behind; under it, it converts.
+#[test]
+fn max_spill_refuses_a_zero_bomb_past_the_limit_and_converts_it_under() {
+    let dir = scratch();
+    let d = dir.path();
+    let zeros = d.join("bomb.raw");
+    std::fs::File::create(&zeros).unwrap().set_len(CUT).unwrap();
+    let bomb = wrap(&zeros, "zstd");
+    std::fs::remove_file(&zeros).unwrap();
+    let bomb_len = std::fs::metadata(&bomb).unwrap().len();
+    assert!(bomb_len < CUT / 1000, "{bomb_len} bytes is no bomb");
+    let spill_dir = d.join("spill");
+    std::fs::create_dir(&spill_dir).unwrap();
+    let out = d.join("bomb.elf");
+    let run = |extra: &[&str], env: Option<&str>, stdin: bool| {
+        let mut cmd = std::process::Command::new(dumpconv_bin());
+        cmd.arg(if stdin {
+            OsStr::new("-")
+        } else {
+            bomb.as_os_str()
+        })
+        .args(["--arch", "x86_64", "--spill-dir"])
+        .arg(&spill_dir)
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .env_remove("DUMPCONV_MAX_SPILL");
+        if let Some(v) = env {
+            cmd.env("DUMPCONV_MAX_SPILL", v);
+        }
+        if stdin {
+            cmd.stdin(std::fs::File::open(&bomb).unwrap());
+        }
+        cmd.output().unwrap()
+    };
+    let refused = |o: &std::process::Output, name: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(name), "{err}");
+        assert!(err.contains("--max-spill limit of 16 MiB"), "{err}");
+        assert!(err.contains("DUMPCONV_MAX_SPILL"), "{err}");
+        assert!(!out.exists(), "output left behind");
+        assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0);
+    };
+    let shown = bomb.display().to_string();
+    refused(&run(&["--max-spill", "16M"], None, false), &shown);
+    refused(&run(&[], Some("16M"), false), &shown);
+    refused(&run(&["--max-spill", "16M"], None, true), "<stdin>");
+    // The option wins over the environment; exactly the limit is allowed.
+    let o = run(&["--max-spill", "64M"], Some("16M"), false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = d.join("plain.raw");
+    std::fs::File::create(&plain).unwrap().set_len(CUT).unwrap();
+    let plain_elf = d.join("plain.elf");
+    convert(plain.as_os_str(), &["--arch", "x86_64"], &plain_elf, None);
+    assert_same_file(&out, &plain_elf);
+
+    // batch passes max-spill (and spill-dir) to its jobs.
+    let out_dir = d.join("batch");
+    let report = d.join("report.json");
+    let o = std::process::Command::new(dumpconv_bin())
+        .arg("batch")
+        .arg(&bomb)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .args([
+            "--quiet",
+            "--arch",
+            "x86_64",
+            "--max-spill",
+            "16M",
+            "--spill-dir",
+        ])
+        .arg(&spill_dir)
+        .arg("--report")
+        .arg(&report)
+        .env_remove("DUMPCONV_MAX_SPILL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let job = &r["jobs"][0];
+    assert_eq!(job["status"], "failed", "{r}");
+    let err = job["error"].as_str().unwrap();
+    assert!(err.contains(&shown), "{err}");
+    assert!(err.contains("--max-spill limit of 16 MiB"), "{err}");
+    let outputs: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with(".dumpconv-journal"))
+        .collect();
+    assert!(outputs.is_empty(), "{outputs:?}");
+}

@@ -23,6 +23,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "ram-map",
         "RAM ranges of a raw image, or a file holding /proc/iomem",
     ),
+    (
+        "spill-dir",
+        "directory for the decompressed copy of a compressed input",
+    ),
+    (
+        "max-spill",
+        "refuse a compressed input decompressing to more than this",
+    ),
     ("arch", "x86_64 or i386, for raw images"),
     ("cr3", "page-table root for inputs without CPU state"),
     ("paging-mode", "32bit, pae, 4level or 5level (with cr3)"),
@@ -46,11 +54,13 @@ pub const KEYS: &[(&str, &str)] = &[
 
 /// Keys whose value is a file name: a relative one in a manifest is taken relative to
 /// the manifest's directory (`ram-map` only when that names an existing file).
-pub const FILE_KEYS: &[&str] = &["cpu-state", "vmcoreinfo", "ram-map"];
+pub const FILE_KEYS: &[&str] = &["cpu-state", "vmcoreinfo", "ram-map", "spill-dir"];
 
 /// Keys that do not change the output's bytes, left out of the options hash (kdump
-/// output is identical for any thread count, and the batch picks the count itself).
-const NEUTRAL_KEYS: &[&str] = &["threads"];
+/// output is identical for any thread count, and the batch picks the count itself;
+/// where an input is spilled and how large it may grow change whether a job runs, not
+/// what it writes).
+const NEUTRAL_KEYS: &[&str] = &["threads", "spill-dir", "max-spill"];
 
 fn known(key: &str) -> bool {
     KEYS.iter().any(|(k, _)| *k == key)
@@ -88,7 +98,9 @@ pub fn insert(map: &mut OptionMap, key: &str, value: String) -> std::result::Res
 fn check_value(key: &str, v: &str) -> std::result::Result<(), String> {
     let bad = |what: &str| Err(format!("option {key}={v:?}: {what}"));
     match key {
-        "begin" | "length" | "cr3" => parse_u64(v).map(drop).map_err(|e| format!("{key}: {e}")),
+        "begin" | "length" | "cr3" | "max-spill" => {
+            parse_u64(v).map(drop).map_err(|e| format!("{key}: {e}"))
+        }
         "cpu" | "level" => match v.trim().parse::<i64>() {
             Ok(_) => Ok(()),
             Err(_) => bad("expected an integer"),
@@ -177,6 +189,8 @@ pub fn options_hash(map: &OptionMap) -> String {
     }
     let files: Vec<(&str, String)> = FILE_KEYS
         .iter()
+        // spill-dir names a directory that changes nothing in the output.
+        .filter(|key| !NEUTRAL_KEYS.contains(key))
         .filter_map(|key| {
             let v = map.get(*key)?;
             let p = Path::new(v.as_str());
@@ -223,6 +237,8 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         ..ConvertOptions::default()
     };
     o.open.input_format = get("input-format").map(str::to_string);
+    o.open.spill_dir = get("spill-dir").map(std::path::PathBuf::from);
+    o.open.max_spill = num("max-spill")?;
     if let Some(m) = get("ram-map") {
         let p = Path::new(m);
         let text = if p.is_file() {
@@ -331,6 +347,16 @@ mod tests {
         let ranges = options_hash(&r);
         let earlier = Sha256::digest(b"format\0elf\0ram-map\x000-0x9ffff\0");
         assert_eq!(ranges, crate::batch::hex(&earlier[..16]));
+    }
+
+    #[test]
+    fn spill_options_reach_the_open_options_and_not_the_hash() {
+        let m = parse_words("spill-dir=/var/tmp max-spill=16M").unwrap();
+        let o = build(&m).unwrap();
+        assert_eq!(o.open.spill_dir.as_deref(), Some(Path::new("/var/tmp")));
+        assert_eq!(o.open.max_spill, Some(16 << 20));
+        assert_eq!(options_hash(&m), options_hash(&OptionMap::new()));
+        assert!(parse_words("max-spill=lots").is_err());
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn assert_plugin_failure(out: &Output, plugin: &Path, output_path: &Path, ne
         "expected exit code 4 (plugin error), got {:?}\nstderr:\n{stderr}",
         out.status
     );
-    // A Rust plugin's own panic is reported by its panic hook ("panicked at
+    // A Rust plugin's panic is reported in the error with its location ("panicked at
     // tests/plugins/..."); any other panic is dumpconv's.
     for (i, _) in stderr.match_indices("panicked at ") {
         let location = &stderr[i + "panicked at ".len()..];

@@ -14,8 +14,16 @@
 //! static and `extern "C"` functions that rebuild a [`CpuState`] or [`DumpPlan`] from the
 //! ABI structs and call the trait through a [`PhysicalMemory`] over `read_phys`, a
 //! [`Sink`] over the sink callbacks and a [`Progress`] over `progress`. Every export
-//! catches panics and returns `DUMPCONV_ERR_PANIC` with the panic message; a Rust error
-//! becomes an error code plus its message.
+//! catches panics and returns `DUMPCONV_ERR_PANIC` with the panic message and location
+//! ("panicked at src/lib.rs:12:5: boom"); a Rust error becomes an error code plus its
+//! message.
+//!
+//! A `cdylib` has its own copy of std, hence its own panic hook, which would print
+//! "thread '<unnamed>' panicked at ..." (and a backtrace under `RUST_BACKTRACE`) on
+//! stderr before the host's clean error. So the exported entry installs, once, a hook
+//! in the plugin's std ([`install_panic_hook`]) that, for a panic inside an export,
+//! records the message and location for the error and prints nothing. Panics elsewhere
+//! (the plugin's own threads, building the export) go to the previous hook as before.
 //!
 //! The implementation is constructed once, on the first call of the entry function.
 //! Its name, description and extensions come from the trait.
@@ -24,11 +32,12 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use crate::cpu::{Arch, CpuState};
 use crate::error::{Error, Result};
@@ -205,6 +214,45 @@ pub fn entry(
     }
 }
 
+thread_local! {
+    /// True while this thread runs an export's body under [`guarded`].
+    static IN_EXPORT: Cell<bool> = const { Cell::new(false) };
+    /// "panicked at FILE:LINE:COL: MESSAGE" of the last panic in an export on this
+    /// thread, recorded by the hook of [`install_panic_hook`].
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Install, once, a panic hook in this copy of std that records a panic raised inside an
+/// export (for [`guarded`] to report through `set_error`) and prints nothing; any other
+/// panic goes to the hook that was there before.
+///
+/// Called by the `dumpconv_plugin_entry` that [`export_plugin!`](crate::export_plugin)
+/// generates, i.e. only in a `cdylib`, whose std (and hook) is its own. Never from
+/// [`plugin_entry!`](crate::plugin_entry): used in-process, it shares the host's std, and
+/// installing a hook there would replace the host's.
+pub fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_EXPORT.with(Cell::get) {
+                return previous(info);
+            }
+            let msg = panic_message(info.payload());
+            let text = match info.location() {
+                Some(l) => format!(
+                    "panicked at {}:{}:{}: {msg}",
+                    l.file(),
+                    l.line(),
+                    l.column()
+                ),
+                None => format!("panicked: {msg}"),
+            };
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+        }));
+    });
+}
+
 /// The error code a Rust error crosses the boundary as.
 fn error_code(e: &Error) -> i32 {
     match e {
@@ -263,14 +311,24 @@ fn guarded(host: *const abi::Host, body: impl FnOnce(HostRef<'_>) -> Result<()>)
     }
     // SAFETY: the host passes a valid Host for the duration of the call.
     let h = HostRef(unsafe { &*host });
-    match catch_unwind(AssertUnwindSafe(|| body(h))) {
+    // Exports may nest on one thread only through host callbacks; keep the outer state.
+    let outer = IN_EXPORT.with(|f| f.replace(true));
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    let result = catch_unwind(AssertUnwindSafe(|| body(h)));
+    IN_EXPORT.with(|f| f.set(outer));
+    match result {
         Ok(Ok(())) => abi::DUMPCONV_OK,
         Ok(Err(e)) => {
             h.set_error(&e.to_string());
             error_code(&e)
         }
         Err(p) => {
-            h.set_error(&format!("panic: {}", panic_message(p.as_ref())));
+            // The hook's record has the location; without the hook (in-process), the
+            // payload alone.
+            let msg = LAST_PANIC
+                .with(|r| r.borrow_mut().take())
+                .unwrap_or_else(|| format!("panic: {}", panic_message(p.as_ref())));
+            h.set_error(&msg);
             abi::DUMPCONV_ERR_PANIC
         }
     }
@@ -623,6 +681,11 @@ pub unsafe fn write(
 /// Define an entry function (not exported) for a walker or writer: what
 /// [`export_plugin!`](crate::export_plugin) builds on, and what in-process tests call.
 ///
+/// It does not install the SDK's panic hook ([`install_panic_hook`]): called in-process
+/// it shares the host's std, whose hook is the host's. A panic in an export is still
+/// caught and reported, as "panic: MESSAGE" (no location), and the host's hook prints it
+/// as for any panic.
+///
 /// `plugin_entry!(pub fn my_entry, walker: MyWalker, version: "1.0", description: "...")`
 #[macro_export]
 macro_rules! plugin_entry {
@@ -678,6 +741,14 @@ macro_rules! plugin_entry {
 ///
 /// Defines the exported symbols `dumpconv_plugin_entry` and `dumpconv_plugin_abi`; use it
 /// once per library.
+///
+/// The first call of `dumpconv_plugin_entry` installs the SDK's panic hook
+/// ([`install_panic_hook`](crate::plugin::guest::install_panic_hook)) in the library's
+/// own std: a panic in an export then prints nothing and is reported through the host's
+/// error as "panicked at FILE:LINE:COL: MESSAGE". This is why only the exported entry
+/// installs it: the library is a `cdylib` with its own std, so the hook cannot replace
+/// the host's. (Do not call `dumpconv_plugin_entry` of a crate linked into the host
+/// itself; use [`plugin_entry!`](crate::plugin_entry) for in-process use.)
 #[macro_export]
 macro_rules! export_plugin {
     ($kind:ident: $make:expr, version: $ver:expr, description: $desc:expr $(,)?) => {
@@ -687,6 +758,7 @@ macro_rules! export_plugin {
         #[allow(unsafe_code)]
         #[no_mangle]
         pub extern "C" fn dumpconv_plugin_entry() -> *const $crate::plugin::abi::Plugin {
+            $crate::plugin::guest::install_panic_hook();
             __dumpconv_plugin_entry()
         }
 
