@@ -145,9 +145,6 @@ impl<W: Write + Send> CompressedSink<W> {
     }
 }
 
-/// Zero bytes for `skip`, large enough that a hole costs few encoder calls.
-static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
-
 impl<W: Write + Send> Sink for CompressedSink<W> {
     fn write_all(&mut self, buf: &[u8]) -> Result<()> {
         let r = match &mut self.encoder {
@@ -159,13 +156,8 @@ impl<W: Write + Send> Sink for CompressedSink<W> {
         Ok(())
     }
 
-    fn skip(&mut self, mut len: u64) -> Result<()> {
-        while len > 0 {
-            let n = len.min(ZEROS.len() as u64) as usize;
-            self.write_all(&ZEROS[..n])?;
-            len -= n as u64;
-        }
-        Ok(())
+    fn skip(&mut self, len: u64) -> Result<()> {
+        dumpconv_core::sink::write_zeros(self, len)
     }
 
     fn position(&self) -> u64 {

@@ -16,6 +16,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use dumpconv_core::zero::ZEROS;
 use dumpconv_core::{Error, Result, Sink};
 
 /// The size of the blocks [`HashingSink`] feeds to the hasher. BLAKE3 hashes many
@@ -23,9 +24,6 @@ use dumpconv_core::{Error, Result, Sink};
 /// writer emits where data and zero pages alternate, it runs at about half the speed
 /// (BENCHMARKS.md).
 pub const HASH_BLOCK: usize = 256 << 10;
-
-/// Zeros fed to the hasher for a hole.
-static ZEROS: [u8; HASH_BLOCK] = [0; HASH_BLOCK];
 
 /// Feed `len` zero bytes to `hasher`.
 pub fn update_zeros(hasher: &mut blake3::Hasher, mut len: u64) {

@@ -19,6 +19,7 @@ pub mod sink;
 pub mod vmcoreinfo;
 pub mod walker;
 pub mod writer;
+pub mod zero;
 
 pub use cpu::{Arch, CpuState, GeneralRegs, PagingMode, SegmentReg};
 pub use dump::Dump;
@@ -31,6 +32,7 @@ pub use sink::{FileSink, Sink, StreamSink};
 pub use vmcoreinfo::VmcoreInfo;
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
 pub use writer::{DumpPlan, DumpWriter};
+pub use zero::is_zero;
 
 /// Size of a page on every architecture dumpconv handles today (x86).
 pub const PAGE_SIZE: u64 = 4096;

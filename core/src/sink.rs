@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::zero::ZEROS;
 
 pub trait Sink: Send {
     /// Append `buf` at the current position.
@@ -136,6 +137,17 @@ impl Sink for FileSink {
 }
 
 /// A forward-only sink over any writer (stdout, a pipe, a compressor).
+/// Write `len` zero bytes: how a forward-only sink (a stream, a compressor) makes a
+/// hole, since it cannot seek over it.
+pub fn write_zeros<S: Sink + ?Sized>(sink: &mut S, mut len: u64) -> Result<()> {
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        sink.write_all(&ZEROS[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
 pub struct StreamSink<W: Write + Send> {
     inner: W,
     name: PathBuf,
@@ -171,14 +183,8 @@ impl<W: Write + Send> Sink for StreamSink<W> {
         Ok(())
     }
 
-    fn skip(&mut self, mut len: u64) -> Result<()> {
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-        while len > 0 {
-            let n = len.min(ZEROS.len() as u64) as usize;
-            self.write_all(&ZEROS[..n])?;
-            len -= n as u64;
-        }
-        Ok(())
+    fn skip(&mut self, len: u64) -> Result<()> {
+        write_zeros(self, len)
     }
 
     fn position(&self) -> u64 {

@@ -259,7 +259,7 @@ pub fn spill(
         let mut run_start: Option<usize> = None;
         for (i, page) in data.chunks(ZERO_PAGE).enumerate() {
             let at = i * ZERO_PAGE;
-            let zero = page.iter().all(|&b| b == 0);
+            let zero = dumpconv_core::is_zero(page);
             match (zero, run_start) {
                 (false, None) => run_start = Some(at),
                 (true, Some(s)) => {

@@ -5,8 +5,10 @@
 //! decompressing it). All-zero blocks are left out, as AVML does: readers fill the
 //! gap with zeros.
 
-use dumpconv_core::{DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink};
-use dumpconv_raw::{check_ranges, is_zero};
+use dumpconv_core::{
+    is_zero, DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink,
+};
+use dumpconv_raw::check_ranges;
 use std::io::Write;
 
 use crate::range_header;

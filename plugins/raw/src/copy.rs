@@ -2,7 +2,7 @@
 //! into holes. Shared by the raw writer and the ELF writer (whose memory area is a raw
 //! copy of the plan's ranges).
 
-use dumpconv_core::{Backing, Error, PhysRange, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_core::{is_zero, Backing, Error, PhysRange, PhysicalMemory, Progress, Result, Sink};
 
 /// Bytes read from memory at a time. Large enough that per-read overhead (a positioned
 /// read, a segment look-up) vanishes, small enough to stay in L2/L3-ish territory and
@@ -131,23 +131,6 @@ fn flush(run: &[u8], zero: bool, sink: &mut dyn Sink, stats: &mut CopyStats) -> 
     Ok(())
 }
 
-/// True if every byte is zero. Checks a short prefix first (data pages almost always
-/// have a non-zero byte early), then ORs fixed-size groups, which the compiler turns
-/// into wide vector operations.
-pub fn is_zero(b: &[u8]) -> bool {
-    let (head, rest) = b.split_at(b.len().min(32));
-    if head.iter().any(|&x| x != 0) {
-        return false;
-    }
-    let mut groups = rest.chunks_exact(256);
-    for g in &mut groups {
-        if g.iter().fold(0u8, |a, &x| a | x) != 0 {
-            return false;
-        }
-    }
-    groups.remainder().iter().all(|&x| x == 0)
-}
-
 /// Check that `ranges` are sorted, disjoint, non-empty and all RAM of `mem`, so a
 /// writer fails before writing anything rather than half-way through.
 pub fn check_ranges(ranges: &[PhysRange], mem: &dyn PhysicalMemory) -> Result<()> {
@@ -208,17 +191,5 @@ mod tests {
         let out = s.into_inner();
         assert_eq!(out.len(), 0x2000);
         assert_eq!(out[5], ((r.start + 5) % 251) as u8);
-    }
-
-    #[test]
-    fn zero_detection() {
-        assert!(is_zero(&[]));
-        assert!(is_zero(&[0; 4096]));
-        for pos in [0usize, 31, 32, 100, 287, 288, 4095] {
-            let mut b = [0u8; 4096];
-            b[pos] = 1;
-            assert!(!is_zero(&b), "{pos}");
-        }
-        assert!(!is_zero(&[0, 0, 7]));
     }
 }

@@ -14,7 +14,7 @@ pub mod copy;
 
 use dumpconv_core::{DumpPlan, DumpWriter, PhysicalMemory, Progress, Result, Sink};
 
-pub use copy::{check_ranges, is_zero, CopyStats, RangeCopier};
+pub use copy::{check_ranges, CopyStats, RangeCopier};
 
 /// Writes a plan as a flat image, offset = physical address.
 #[derive(Debug, Default, Clone, Copy)]
