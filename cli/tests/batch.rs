@@ -54,30 +54,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn guest_dir(name: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("DUMPCONV_GUEST_CACHE").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            Path::new(&home).join(".cache/dumpconv/guests")
-        },
-        PathBuf::from,
-    );
-    let dir = cache.join(name);
-    if dir.join("complete").exists() && dir.join("meta.json").exists() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "real guest {name} is not in {} (run tests/real-guests/ensure-guests.sh)",
-        cache.display()
-    );
-    assert!(
-        std::env::var("DUMPCONV_REQUIRE_GUESTS").as_deref() != Ok("1"),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
-}
-
 fn as_u64(v: &Value) -> u64 {
     match v {
         Value::Number(n) => n.as_u64().unwrap_or(0),
@@ -209,8 +185,8 @@ fn real_guest_batch_with_a_corrupt_input_resumes() {
     let names = ["x86_64-4level", "i386-pae", "i386-2level", "x86_64-kaslr"];
     let mut guests = Vec::new();
     for n in names {
-        match guest_dir(n) {
-            Some(d) => guests.push((n, d)),
+        match dumpconv_tests::guests::guest(n) {
+            Some(g) => guests.push((n, g.dir)),
             None => return,
         }
     }

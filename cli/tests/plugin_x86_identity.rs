@@ -58,29 +58,6 @@ fn x86_plugin() -> PathBuf {
     lib
 }
 
-fn guest_cache() -> PathBuf {
-    if let Some(d) = std::env::var_os("DUMPCONV_GUEST_CACHE") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".cache/dumpconv/guests")
-}
-
-/// `phys.elf` of a complete real guest, or None (skip) unless the cache is required.
-fn guest_dump(name: &str) -> Option<PathBuf> {
-    let dir = guest_cache().join(name);
-    if dir.join("complete").exists() && dir.join("phys.elf").is_file() {
-        return Some(dir.join("phys.elf"));
-    }
-    let msg = format!("real guest {name} is not in {}", guest_cache().display());
-    assert!(
-        std::env::var("DUMPCONV_REQUIRE_GUESTS").as_deref() != Ok("1"),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
-}
-
 #[test]
 fn plugin_walker_gives_the_builtin_bytes_on_real_guests() {
     let lib = x86_plugin();
@@ -93,7 +70,9 @@ fn plugin_walker_gives_the_builtin_bytes_on_real_guests() {
         "i386-pae",
         "i386-2level",
     ] {
-        let Some(input) = guest_dump(g) else { continue };
+        let Some(input) = dumpconv_tests::guests::guest(g).map(|g| g.file("phys.elf")) else {
+            continue;
+        };
         let a = tmp.path().join(format!("{g}-builtin.elf"));
         let b = tmp.path().join(format!("{g}-plugin.elf"));
         let err = ok(

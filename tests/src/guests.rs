@@ -100,30 +100,33 @@ pub fn as_u64(v: &Value) -> u64 {
 /// The complete guests in the cache. Prints why a guest is missing; panics on a missing
 /// guest when the cache is required.
 pub fn guests() -> Vec<Guest> {
+    ALL.iter().filter_map(|name| guest(name)).collect()
+}
+
+/// One guest of the cache, if it is complete. Prints why it is missing; panics on a
+/// missing guest when the cache is required.
+pub fn guest(name: &str) -> Option<Guest> {
     let dir = cache_dir();
-    let mut out = Vec::new();
-    for name in ALL {
-        let gdir = dir.join(name);
-        let meta = std::fs::read(gdir.join("meta.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-        match (gdir.join("complete").exists(), meta) {
-            (true, Some(meta)) => out.push(Guest {
-                name: name.to_string(),
-                dir: gdir,
-                meta,
-            }),
-            _ => {
-                let msg = format!(
-                    "real guest {name} is not in {} (run tests/real-guests/ensure-guests.sh)",
-                    dir.display()
-                );
-                assert!(!required(), "{msg}");
-                eprintln!("SKIP: {msg}");
-            }
+    let gdir = dir.join(name);
+    let meta = std::fs::read(gdir.join("meta.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    match (gdir.join("complete").exists(), meta) {
+        (true, Some(meta)) => Some(Guest {
+            name: name.to_string(),
+            dir: gdir,
+            meta,
+        }),
+        _ => {
+            let msg = format!(
+                "real guest {name} is not in {} (run tests/real-guests/ensure-guests.sh)",
+                dir.display()
+            );
+            assert!(!required(), "{msg}");
+            eprintln!("SKIP: {msg}");
+            None
         }
     }
-    out
 }
 
 /// Run a command, returning stdout; panics with stderr on failure.
