@@ -23,7 +23,7 @@ pub mod zero;
 
 pub use cpu::{Arch, CpuState, GeneralRegs, PagingMode, SegmentReg};
 pub use dump::Dump;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use mapping::{Mapping, MappingList};
 pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource};
 pub use note::Note;

@@ -270,7 +270,7 @@ impl<'a> Output<'a> {
                 self.sink.write_all(&zero)?;
             }
             if self.sink.position() != g.data_off {
-                return Err(Error::invalid(format!(
+                return Err(Error::internal(format!(
                     "kdump: sink is at {:#x} after the headers, expected {:#x}",
                     self.sink.position(),
                     g.data_off
