@@ -350,7 +350,7 @@ fn pn_xnum_reads_the_count_from_section_header_0() {
         }
         let bytes = elf.bytes();
         let phnum_at = if class == ElfClass::Elf64 { 56 } else { 44 };
-        assert_eq!(le_u16(&bytes, phnum_at), PN_XNUM);
+        assert_eq!(le_u16(&bytes, phnum_at), Ok(PN_XNUM));
         let (f, d) = open_bytes(&bytes);
         let d = d.unwrap();
         assert_eq!(detail(&d, "PT_LOAD"), [(n).to_string()]);
