@@ -12,7 +12,7 @@
 use dumpconv_core::cpu::SegmentRegs;
 use dumpconv_core::{Arch, CpuState, Error, GeneralRegs, Result, SegmentReg};
 
-use crate::input::{le_u32, le_u64, put_u32, put_u64};
+use crate::bytes::{le_u32, le_u64, put_u32, put_u64};
 
 /// Descriptor size on x86_64.
 pub const SIZE_X86_64: usize = 336;
@@ -126,69 +126,69 @@ pub fn decode(desc: &[u8]) -> Result<PrStatus> {
             let r = |slot: R64| le_u64(desc, REG_X86_64 + 8 * slot as usize);
             Ok(PrStatus {
                 arch: Arch::X86_64,
-                pid: le_u32(desc, PID_X86_64),
+                pid: le_u32(desc, PID_X86_64)?,
                 regs: GeneralRegs {
-                    rax: r(R64::Rax),
-                    rbx: r(R64::Rbx),
-                    rcx: r(R64::Rcx),
-                    rdx: r(R64::Rdx),
-                    rsi: r(R64::Rsi),
-                    rdi: r(R64::Rdi),
-                    rbp: r(R64::Rbp),
-                    rsp: r(R64::Rsp),
-                    r8: r(R64::R8),
-                    r9: r(R64::R9),
-                    r10: r(R64::R10),
-                    r11: r(R64::R11),
-                    r12: r(R64::R12),
-                    r13: r(R64::R13),
-                    r14: r(R64::R14),
-                    r15: r(R64::R15),
-                    rip: r(R64::Rip),
-                    rflags: r(R64::Eflags),
-                    orig_rax: r(R64::OrigRax),
-                    fs_base: r(R64::FsBase),
-                    gs_base: r(R64::GsBase),
+                    rax: r(R64::Rax)?,
+                    rbx: r(R64::Rbx)?,
+                    rcx: r(R64::Rcx)?,
+                    rdx: r(R64::Rdx)?,
+                    rsi: r(R64::Rsi)?,
+                    rdi: r(R64::Rdi)?,
+                    rbp: r(R64::Rbp)?,
+                    rsp: r(R64::Rsp)?,
+                    r8: r(R64::R8)?,
+                    r9: r(R64::R9)?,
+                    r10: r(R64::R10)?,
+                    r11: r(R64::R11)?,
+                    r12: r(R64::R12)?,
+                    r13: r(R64::R13)?,
+                    r14: r(R64::R14)?,
+                    r15: r(R64::R15)?,
+                    rip: r(R64::Rip)?,
+                    rflags: r(R64::Eflags)?,
+                    orig_rax: r(R64::OrigRax)?,
+                    fs_base: r(R64::FsBase)?,
+                    gs_base: r(R64::GsBase)?,
                 },
                 selectors: [
-                    r(R64::Cs),
-                    r(R64::Ds),
-                    r(R64::Es),
-                    r(R64::Fs),
-                    r(R64::Gs),
-                    r(R64::Ss),
+                    r(R64::Cs)?,
+                    r(R64::Ds)?,
+                    r(R64::Es)?,
+                    r(R64::Fs)?,
+                    r(R64::Gs)?,
+                    r(R64::Ss)?,
                 ],
             })
         }
         SIZE_I386 => {
-            let r = |slot: R32| u64::from(le_u32(desc, REG_I386 + 4 * slot as usize));
+            let r = |slot: R32| le_u32(desc, REG_I386 + 4 * slot as usize).map(u64::from);
             // Segment slots are 32 bits holding a 16-bit selector (QEMU zeroes the
             // upper half; the kernel may leave junk there, so mask it).
-            let sel = |slot: R32| r(slot) & 0xffff;
+            let sel = |slot: R32| r(slot).map(|v| v & 0xffff);
             Ok(PrStatus {
                 arch: Arch::X86,
-                pid: le_u32(desc, PID_I386),
+                pid: le_u32(desc, PID_I386)?,
                 regs: GeneralRegs {
-                    rax: r(R32::Eax),
-                    rbx: r(R32::Ebx),
-                    rcx: r(R32::Ecx),
-                    rdx: r(R32::Edx),
-                    rsi: r(R32::Esi),
-                    rdi: r(R32::Edi),
-                    rbp: r(R32::Ebp),
-                    rsp: r(R32::Esp),
-                    rip: r(R32::Eip),
-                    rflags: r(R32::Eflags),
-                    orig_rax: r(R32::OrigEax),
+                    rax: r(R32::Eax)?,
+                    rbx: r(R32::Ebx)?,
+                    rcx: r(R32::Ecx)?,
+                    rdx: r(R32::Edx)?,
+                    rsi: r(R32::Esi)?,
+                    rdi: r(R32::Edi)?,
+                    rbp: r(R32::Ebp)?,
+                    rsp: r(R32::Esp)?,
+                    rip: r(R32::Eip)?,
+                    rflags: r(R32::Eflags)?,
+                    orig_rax: r(R32::OrigEax)?,
                     ..GeneralRegs::default()
                 },
                 selectors: [
-                    sel(R32::Cs),
-                    sel(R32::Ds),
-                    sel(R32::Es),
-                    sel(R32::Fs),
-                    sel(R32::Gs),
-                    sel(R32::Ss),
+                    sel(R32::Cs)?,
+                    sel(R32::Ds)?,
+                    sel(R32::Es)?,
+                    sel(R32::Fs)?,
+                    sel(R32::Gs)?,
+                    sel(R32::Ss)?,
                 ],
             })
         }
@@ -334,13 +334,13 @@ mod tests {
         assert_eq!(d.len(), 336);
         // Spot-check FORMATS.md §6 offsets: pid @32, pr_reg @112, r15 first, rip @+128,
         // cs @+136, gs @+208, pr_fpvalid @328 left 0.
-        assert_eq!(le_u32(&d, 32), 77);
-        assert_eq!(le_u64(&d, 112), 16);
-        assert_eq!(le_u64(&d, 112 + 80), 0x1111_0000_0000_0001);
-        assert_eq!(le_u64(&d, 112 + 128), 0x1111_0000_0000_0011);
-        assert_eq!(le_u64(&d, 112 + 136), 0x10);
-        assert_eq!(le_u64(&d, 112 + 208), 0x2b);
-        assert_eq!(le_u32(&d, 328), 0);
+        assert_eq!(le_u32(&d, 32).unwrap(), 77);
+        assert_eq!(le_u64(&d, 112).unwrap(), 16);
+        assert_eq!(le_u64(&d, 112 + 80).unwrap(), 0x1111_0000_0000_0001);
+        assert_eq!(le_u64(&d, 112 + 128).unwrap(), 0x1111_0000_0000_0011);
+        assert_eq!(le_u64(&d, 112 + 136).unwrap(), 0x10);
+        assert_eq!(le_u64(&d, 112 + 208).unwrap(), 0x2b);
+        assert_eq!(le_u32(&d, 328).unwrap(), 0);
         let p = decode(&d).unwrap();
         assert_eq!(p.arch, Arch::X86_64);
         assert_eq!(p.pid, 77);
@@ -353,12 +353,12 @@ mod tests {
         let c = cpu(sample_regs(false));
         let d = encode(&c, Arch::X86);
         assert_eq!(d.len(), 144);
-        assert_eq!(le_u32(&d, 24), 77);
-        assert_eq!(le_u32(&d, 72), 2); // ebx first
-        assert_eq!(le_u32(&d, 72 + 24), 1); // eax
-        assert_eq!(le_u32(&d, 72 + 48), 17); // eip
-        assert_eq!(le_u32(&d, 72 + 52), 0x10); // cs
-        assert_eq!(le_u32(&d, 72 + 64), 0x18); // ss
+        assert_eq!(le_u32(&d, 24).unwrap(), 77);
+        assert_eq!(le_u32(&d, 72).unwrap(), 2); // ebx first
+        assert_eq!(le_u32(&d, 72 + 24).unwrap(), 1); // eax
+        assert_eq!(le_u32(&d, 72 + 48).unwrap(), 17); // eip
+        assert_eq!(le_u32(&d, 72 + 52).unwrap(), 0x10); // cs
+        assert_eq!(le_u32(&d, 72 + 64).unwrap(), 0x18); // ss
         let p = decode(&d).unwrap();
         assert_eq!(p.arch, Arch::X86);
         assert_eq!(p.regs, c.regs.unwrap());

@@ -16,7 +16,7 @@ use dumpconv_core::cpu::SegmentRegs;
 use dumpconv_core::cpu::{CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use dumpconv_core::{CpuState, Error, GeneralRegs, Result, SegmentReg};
 
-use crate::input::{le_u32, le_u64, put_u32, put_u64};
+use crate::bytes::{le_u32, le_u64, put_u32, put_u64, ShortRead};
 
 /// The note name.
 pub const NAME: &str = "QEMU";
@@ -65,8 +65,8 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
             desc.len()
         )));
     }
-    let version = le_u32(desc, 0);
-    let size = le_u32(desc, 4);
+    let version = le_u32(desc, 0)?;
+    let size = le_u32(desc, 4)?;
     if version != VERSION {
         return Err(Error::invalid(format!(
             "QEMU CPU-state note has version {version}; only version {VERSION} is known"
@@ -83,51 +83,51 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
     let g = |i: usize| le_u64(desc, GPR + 8 * i);
     let seg = |i: usize| {
         let o = SEGS + SEG_SIZE * i;
-        SegmentReg {
-            selector: u64::from(le_u32(desc, o)),
-            limit: u64::from(le_u32(desc, o + 4)),
-            flags: u64::from(le_u32(desc, o + 8)),
-            base: le_u64(desc, o + 16),
-        }
+        Ok::<_, ShortRead>(SegmentReg {
+            selector: u64::from(le_u32(desc, o)?),
+            limit: u64::from(le_u32(desc, o + 4)?),
+            flags: u64::from(le_u32(desc, o + 8)?),
+            base: le_u64(desc, o + 16)?,
+        })
     };
     let segments = SegmentRegs {
-        cs: seg(0),
-        ds: seg(1),
-        es: seg(2),
-        fs: seg(3),
-        gs: seg(4),
-        ss: seg(5),
-        ldt: seg(6),
-        tr: seg(7),
-        gdt: seg(8),
-        idt: seg(9),
+        cs: seg(0)?,
+        ds: seg(1)?,
+        es: seg(2)?,
+        fs: seg(3)?,
+        gs: seg(4)?,
+        ss: seg(5)?,
+        ldt: seg(6)?,
+        tr: seg(7)?,
+        gdt: seg(8)?,
+        idt: seg(9)?,
     };
     let regs = GeneralRegs {
-        rax: g(0),
-        rbx: g(1),
-        rcx: g(2),
-        rdx: g(3),
-        rsi: g(4),
-        rdi: g(5),
-        rsp: g(6),
-        rbp: g(7),
-        r8: g(8),
-        r9: g(9),
-        r10: g(10),
-        r11: g(11),
-        r12: g(12),
-        r13: g(13),
-        r14: g(14),
-        r15: g(15),
-        rip: g(16),
-        rflags: g(17),
+        rax: g(0)?,
+        rbx: g(1)?,
+        rcx: g(2)?,
+        rdx: g(3)?,
+        rsi: g(4)?,
+        rdi: g(5)?,
+        rsp: g(6)?,
+        rbp: g(7)?,
+        r8: g(8)?,
+        r9: g(9)?,
+        r10: g(10)?,
+        r11: g(11)?,
+        r12: g(12)?,
+        r13: g(13)?,
+        r14: g(14)?,
+        r15: g(15)?,
+        rip: g(16)?,
+        rflags: g(17)?,
         orig_rax: 0,
         fs_base: segments.fs.base,
         gs_base: segments.gs.base,
     };
     let mut cr = [0u64; 5];
     for (i, c) in cr.iter_mut().enumerate() {
-        *c = le_u64(desc, CR + 8 * i);
+        *c = le_u64(desc, CR + 8 * i)?;
     }
     Ok(QemuCpuState {
         version,
@@ -135,7 +135,11 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
         regs,
         segments,
         cr,
-        kernel_gs_base: (size_us >= SIZE).then(|| le_u64(desc, KERNEL_GS_BASE)),
+        kernel_gs_base: if size_us >= SIZE {
+            Some(le_u64(desc, KERNEL_GS_BASE)?)
+        } else {
+            None
+        },
     })
 }
 
