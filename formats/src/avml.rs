@@ -552,16 +552,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
         ranges,
         cache: ChunkCache::new(CACHE_CHUNKS),
     };
-    Ok(Dump {
-        path: input.path.clone(),
-        format: "avml",
-        details,
-        arch: None,
-        memory: Arc::new(memory),
-        cpus: Vec::new(),
-        notes: Vec::new(),
-        vmcoreinfo: None,
-    })
+    Ok(input.memory_only_dump("avml", details, Arc::new(memory)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dumpconv_core::{Error, Result};
+use dumpconv_core::{Dump, Error, PhysicalMemory, Result};
 
 /// How many bytes of the file content probes look at.
 pub const HEAD_LEN: usize = 4096;
@@ -126,6 +126,26 @@ impl Input {
         let mut buf = vec![0u8; n];
         self.read_exact_at(&mut buf, offset, format, what)?;
         Ok(buf)
+    }
+
+    /// The [`Dump`] of a format that holds physical memory only (raw, LiME, AVML): no
+    /// architecture, CPU state, notes or VMCOREINFO of its own.
+    pub fn memory_only_dump(
+        &self,
+        format: &'static str,
+        details: Vec<(String, String)>,
+        memory: Arc<dyn PhysicalMemory>,
+    ) -> Dump {
+        Dump {
+            path: self.path.clone(),
+            format,
+            details,
+            arch: None,
+            memory,
+            cpus: Vec::new(),
+            notes: Vec::new(),
+            vmcoreinfo: None,
+        }
     }
 
     fn past_eof(&self, offset: u64, len: u64, format: &'static str, what: &str) -> Error {

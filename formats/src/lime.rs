@@ -225,26 +225,16 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         segments,
     )?;
     let ram: u64 = memory.segments().iter().map(|s| s.range.len()).sum();
-    Ok(Dump {
-        path: input.path.clone(),
-        format: "lime",
-        details: vec![
-            ("file size".into(), format!("{:#x}", input.len)),
-            ("range headers".into(), count.to_string()),
-            ("RAM bytes".into(), format!("{ram:#x}")),
-            (
-                "note".into(),
-                "LiME has no CPU state and no VMCOREINFO (give --cr3/--cpu-state, \
-                 --vmcoreinfo)"
-                    .into(),
-            ),
-        ],
-        arch: None,
-        memory: Arc::new(memory),
-        cpus: Vec::new(),
-        notes: Vec::new(),
-        vmcoreinfo: None,
-    })
+    let details = vec![
+        ("file size".into(), format!("{:#x}", input.len)),
+        ("range headers".into(), count.to_string()),
+        ("RAM bytes".into(), format!("{ram:#x}")),
+        (
+            "note".into(),
+            "LiME has no CPU state and no VMCOREINFO (give --cr3/--cpu-state, --vmcoreinfo)".into(),
+        ),
+    ];
+    Ok(input.memory_only_dump("lime", details, Arc::new(memory)))
 }
 
 #[cfg(test)]

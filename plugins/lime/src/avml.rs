@@ -143,9 +143,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn blocks_are_framed_snappy_with_their_length_and_zero_blocks_are_left_out() {
-        let plan = DumpPlan {
+    fn plan() -> DumpPlan {
+        DumpPlan {
             arch: Arch::X86_64,
             page_size: 4096,
             ranges: RAM.to_vec(),
@@ -154,7 +153,12 @@ mod tests {
             cpus: Vec::new(),
             vmcoreinfo: None,
             options: BTreeMap::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn blocks_are_framed_snappy_with_their_length_and_zero_blocks_are_left_out() {
+        let plan = plan();
         let mut s = StreamSink::new(Vec::new(), "<mem>");
         let stats = AvmlWriter
             .write_with_stats(&plan, &Mem, &mut s, &NoProgress)
@@ -199,16 +203,7 @@ mod tests {
 
     #[test]
     fn refuses_options() {
-        let mut plan = DumpPlan {
-            arch: Arch::X86_64,
-            page_size: 4096,
-            ranges: RAM.to_vec(),
-            mappings: None,
-            notes: Vec::new(),
-            cpus: Vec::new(),
-            vmcoreinfo: None,
-            options: BTreeMap::new(),
-        };
+        let mut plan = plan();
         plan.options.insert("compress".into(), "zstd".into());
         let mut s = StreamSink::new(Vec::new(), "<mem>");
         assert!(AvmlWriter.write(&plan, &Mem, &mut s, &NoProgress).is_err());
