@@ -1,4 +1,5 @@
-//! AVML compressed images (`avml --compress`, `avml convert --format lime_compressed`).
+//! AVML compressed images (`avml --compress`, `avml convert --format lime_compressed`;
+//! docs/formats.md#avml).
 //!
 //! The file is a sequence of ranges with LiME's 32-byte header ([`crate::lime`]) but
 //! magic "AVML" and version 2. Each header is followed by a snappy *framed* stream

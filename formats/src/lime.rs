@@ -11,7 +11,8 @@
 //! | 16 | end u64 | **last** physical byte (inclusive) |
 //! | 24 | reserved u64 | zero |
 //!
-//! The header layout is shared with AVML ([`crate::avml`]), whose version-2 ranges hold a
+//! See docs/formats.md#lime. The header layout is shared with AVML ([`crate::avml`])
+//! and with the LiME and AVML writers (`plugins/lime`); AVML's version-2 ranges hold a
 //! snappy stream instead of the bytes. Opening reads one header per range and nothing
 //! else: the ranges become file-backed segments, so the cost is O(ranges), not O(file).
 //!

@@ -726,8 +726,9 @@ fn describe_vaddrs(loads: &[LoadHeader], qemu: bool) -> String {
         }
         max_end = max_end.max(e);
     }
-    // QEMU's walker sets bits 63:48 for lower-half (user) addresses too (FORMATS.md
-    // §3): 0xffff0xxx… in 4-level mode, 0xfe… in 5-level mode.
+    // QEMU's walker sets bits 63:48 for lower-half (user) addresses too
+    // (docs/formats.md#elf-paging-mappings): 0xffff0xxx… in 4-level mode, 0xfe… in
+    // 5-level mode.
     let noncanonical = loads
         .iter()
         .filter(|h| (h.vaddr >> 48 == 0xffff && h.vaddr & (1 << 47) == 0) || h.vaddr >> 56 == 0xfe)

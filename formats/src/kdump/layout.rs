@@ -1,4 +1,4 @@
-//! Byte layouts of the kdump-compressed ("diskdump") format (FORMATS.md §1.2–§1.5):
+//! Byte layouts of the kdump-compressed ("diskdump") format (docs/formats.md#kdump):
 //! `disk_dump_header`, `kdump_sub_header` (x86_64 and i386 shapes), `page_desc` and the
 //! two PFN bitmaps. Every field is little-endian: dumpconv handles x86 only.
 //!
@@ -14,7 +14,8 @@ pub const SIG_DISKDUMP: [u8; 8] = *b"DISKDUMP";
 /// The header version dumpconv writes (as makedumpfile and QEMU do).
 pub const HEADER_VERSION: i32 = 6;
 
-/// `status` bits and per-page `flags` (same constants, §1.6).
+/// `status` bits and per-page `flags` (same constants, docs/formats.md#kdump-codecs and
+/// #kdump-status).
 pub const DUMP_DH_COMPRESSED_ZLIB: u32 = 0x1;
 pub const DUMP_DH_COMPRESSED_LZO: u32 = 0x2;
 pub const DUMP_DH_COMPRESSED_SNAPPY: u32 = 0x4;
@@ -34,7 +35,8 @@ pub const MACHINE_OFFSET: usize = 12 + 4 * UTS_LEN;
 
 use crate::bytes::{array, le_u32, le_u64, put_u32, put_u64, ShortRead};
 
-/// Which C struct shapes the file uses: the *dumped* machine's (FORMATS.md §1.2).
+/// Which C struct shapes the file uses: the *dumped* machine's
+/// (docs/formats.md#kdump-layout-choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// x86_64: 464-byte main header, 104-byte sub header.
@@ -142,7 +144,8 @@ impl Utsname {
     }
 }
 
-/// `struct disk_dump_header` (§1.2). Integer fields keep their C signedness.
+/// `struct disk_dump_header` (docs/formats.md#kdump-header). Integer fields keep their C
+/// signedness.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskDumpHeader {
     pub signature: [u8; 8],
@@ -248,8 +251,9 @@ impl DiskDumpHeader {
     }
 }
 
-/// `struct kdump_sub_header` (§1.3), all versions; fields a version lacks are 0.
-/// The 32-bit shape stores some of these in 4 bytes (truncated on encode).
+/// `struct kdump_sub_header` (docs/formats.md#kdump-sub-header), all versions; fields a
+/// version lacks are 0. The 32-bit shape stores some of these in 4 bytes (truncated on
+/// encode).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubHeader {
     pub phys_base: u64,
@@ -379,7 +383,8 @@ impl SubHeader {
         })
     }
 
-    /// Clear the fields a header version does not have (§1.3 "since hv").
+    /// Clear the fields a header version does not have (docs/formats.md#kdump-sub-header,
+    /// "since version").
     pub fn for_version(mut self, hv: i32) -> SubHeader {
         if hv < 1 {
             self.dump_level = 0;
@@ -410,7 +415,7 @@ impl SubHeader {
     }
 }
 
-/// `struct page_desc` (§1.5).
+/// `struct page_desc` (docs/formats.md#kdump-page-descriptors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PageDesc {
     /// Absolute file offset of the page data; 0 = never written (incomplete dump).

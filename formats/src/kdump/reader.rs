@@ -12,10 +12,12 @@
 //! end of a dump marked incomplete).
 //!
 //! ## Choosing the 32- or 64-bit layout
-//! The layout follows the *dumped* machine and the file does not say which it is:
-//! QEMU's qemu-system-x86_64 writes "x86_64" in `utsname.machine` even for a 32-bit guest
-//! whose header uses the 32-bit layout (FORMATS.md §7.9). So the machine string only sets
-//! the order in which both layouts are tried ("i?86" → 32-bit first), and a layout is
+//! The layout follows the *dumped* machine and the file does not say which it is: QEMU
+//! writes its own target's name in `utsname.machine` ("x86_64" from qemu-system-x86_64
+//! even for a 32-bit guest) and takes the layout from its ELF class, which is 64-bit for
+//! every PC guest: a qemu-system-i386 kdump says "i686" with the 64-bit layout
+//! (docs/formats.md#kdump-layout-choice). So the machine string only sets the order in
+//! which both layouts are tried ("i?86" → 32-bit first), and a layout is
 //! accepted only if its fields are plausible: `block_size` a power of two between 512
 //! and 16 MiB, `bitmap_blocks` > 0, and `sub_hdr_size` > 0 for header versions ≥ 1. The
 //! two layouts disagree on where those fields are (they move by 12 bytes), and the bytes
@@ -558,8 +560,8 @@ fn parse_file(path: &Path) -> Result<Parsed> {
         ));
     }
 
-    // Bitmaps (FORMATS.md §1.4): crash takes two bitmaps iff bitmap_blocks covers two
-    // block-aligned copies, the 2nd at exactly half of the area.
+    // Bitmaps (docs/formats.md#kdump-bitmaps): crash takes two bitmaps iff bitmap_blocks
+    // covers two block-aligned copies, the 2nd at exactly half of the area.
     let bitmap_off = (1 + header.sub_hdr_size as u64) * bs;
     let area = u64::from(header.bitmap_blocks) * bs;
     if bitmap_off

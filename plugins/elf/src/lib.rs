@@ -1,4 +1,4 @@
-//! ELF core writer, in the shape crash, gdb and makedumpfile read (FORMATS.md §2).
+//! ELF core writer, in the shape crash, gdb and makedumpfile read (docs/formats.md#elf).
 //!
 //! - Physical view (`plan.mappings == None`): one PT_LOAD per plan range, vaddr = paddr.
 //! - Paging view: one PT_LOAD per mapping run piece inside the plan's RAM, vaddr = the

@@ -1,6 +1,6 @@
-//! AVML's compressed LiME variant (`lime_compressed`, PEERS.md §7): the LiME header
-//! (`dumpconv_formats::lime::RangeHeader`) with magic `AVML` and version 2, each range
-//! cut into blocks of at most 16 MiB, one header per block; the block's bytes as a
+//! AVML's compressed LiME variant (`lime_compressed`, docs/formats.md#avml): the LiME
+//! header (`dumpconv_formats::lime::RangeHeader`) with magic `AVML` and version 2, each
+//! range cut into blocks of at most 16 MiB, one header per block; the block's bytes as a
 //! snappy *framed* stream followed by the stream's length as a little-endian u64 (so a
 //! reader can skip a block without decompressing it). All-zero blocks are left out, as
 //! AVML does: readers fill the gap with zeros.

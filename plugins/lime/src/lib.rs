@@ -1,4 +1,4 @@
-//! LiME writer (FORMATS.md §5): for each RAM range of the plan, one 32-byte header
+//! LiME writer (docs/formats.md#lime): for each RAM range of the plan, one 32-byte header
 //! (`dumpconv_formats::lime::RangeHeader`, version 1: first address, *inclusive* last
 //! address) followed by the range's bytes. This is what the LiME kernel module
 //! writes with `format=lime` and what AVML writes uncompressed; Volatility, AVML's
