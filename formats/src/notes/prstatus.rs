@@ -1,5 +1,5 @@
 //! `elf_prstatus`, the NT_PRSTATUS ("CORE", type 1) descriptor, for x86_64 (336 bytes)
-//! and i386 (144 bytes). Layout: FORMATS.md §6.
+//! and i386 (144 bytes). Layout: docs/formats.md#prstatus.
 //!
 //! Only `pr_pid` and `pr_reg` carry anything in memory dumps: QEMU fills just those, and
 //! the kernel's per-CPU crash notes add signal fields nobody reads. So decoding keeps
@@ -332,8 +332,8 @@ mod tests {
         let c = cpu(sample_regs(true));
         let d = encode(&c, Arch::X86_64);
         assert_eq!(d.len(), 336);
-        // Spot-check FORMATS.md §6 offsets: pid @32, pr_reg @112, r15 first, rip @+128,
-        // cs @+136, gs @+208, pr_fpvalid @328 left 0.
+        // Spot-check docs/formats.md#prstatus offsets: pid @32, pr_reg @112, r15 first,
+        // rip @+128, cs @+136, gs @+208, pr_fpvalid @328 left 0.
         assert_eq!(le_u32(&d, 32).unwrap(), 77);
         assert_eq!(le_u64(&d, 112).unwrap(), 16);
         assert_eq!(le_u64(&d, 112 + 80).unwrap(), 0x1111_0000_0000_0001);

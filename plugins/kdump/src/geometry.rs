@@ -25,8 +25,8 @@ use dumpconv_formats::kdump::layout::{
 
 use crate::options::KdumpOptions;
 
-/// The machine name crash expects for each arch (FORMATS.md §1.11: crash recognises
-/// only the exact "i686" prefix for 32-bit x86).
+/// The machine name crash expects for each arch (docs/formats.md#kdump-crash: crash
+/// recognises only the exact "i686" prefix for 32-bit x86).
 pub fn machine_name(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64",

@@ -2,7 +2,7 @@
 //!
 //! One walk engine (`engine.rs`) is driven by a data description of each mode
 //! (`mode.rs`), so a fix lands once for every mode. Where QEMU's walker
-//! (FORMATS.md §3) goes wrong, this one does not:
+//! (docs/formats.md#x86-qemu-walker) goes wrong, this one does not:
 //!
 //! - virtual addresses are canonical (sign-extended from bit 47, or 56 with LA57);
 //! - physical addresses keep only MAXPHYADDR bits (`WalkOptions::max_phys_bits`) minus

@@ -1,7 +1,7 @@
-//! The four x86 paging modes described as data (DESIGN.md, "Paging modes as data, one
-//! walk engine"). The walk engine in `engine.rs` knows nothing mode-specific beyond what
-//! is written here: index bits per level, entry size, where a large page may end the
-//! walk, and how the root is found in CR3.
+//! The four x86 paging modes described as data (docs/formats.md#x86-modes), so that one
+//! walk engine serves every mode. The walk engine in `engine.rs` knows nothing
+//! mode-specific beyond what is written here: index bits per level, entry size, where a
+//! large page may end the walk, and how the root is found in CR3.
 
 use dumpconv_core::PagingMode;
 
