@@ -52,7 +52,7 @@ compresses each page instead (--compress zlib|lzo|snappy|zstd|none) and avml eac
 block (snappy, as `avml --compress`), so .kdump.zst and .avml.zst are refused.
 
 Exit codes: 0 success, 1 bad or unreadable input, 2 bad usage, 3 output could not be
-written (nothing is left behind), 4 plugin error.";
+written (nothing is left behind), 4 plugin error, 5 internal error (a bug in dumpconv).";
 
 #[derive(Parser, Debug)]
 #[command(

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dumpconv_core::{Error, Result, Sink};
+use dumpconv_core::{Error, Result, Sink, StreamSink};
 
 /// A compressed-stream format for the whole output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,15 @@ pub enum StreamCodec {
     Zstd { level: i32, threads: usize },
     /// LZ4 frame format (`.lz4`), content checksum on.
     Lz4,
+}
+
+impl StreamCodec {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamCodec::Zstd { .. } => "zstd",
+            StreamCodec::Lz4 => "lz4",
+        }
+    }
 }
 
 /// zstd's own command-line default, a good speed/size balance for memory images.
@@ -77,24 +86,58 @@ enum Encoder<W: Write> {
     Lz4(lz4_flex::frame::FrameEncoder<W>),
 }
 
-/// A forward-only sink that compresses into `W` (a buffered file or stdout).
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Encoder::Zstd(z) => z.write(buf),
+            Encoder::Lz4(l) => l.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Encoder::Zstd(z) => z.write_all(buf),
+            Encoder::Lz4(l) => l.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Encoder::Zstd(z) => z.flush(),
+            Encoder::Lz4(l) => l.flush(),
+        }
+    }
+}
+
+impl<W: Write> Encoder<W> {
+    /// End the frame (checksum included) and flush it into `W`.
+    fn end_frame(&mut self) -> std::io::Result<()> {
+        match self {
+            Encoder::Zstd(z) => {
+                z.do_finish()?;
+                z.get_mut().flush()
+            }
+            Encoder::Lz4(l) => {
+                l.try_finish().map_err(std::io::Error::other)?;
+                l.get_mut().flush()
+            }
+        }
+    }
+}
+
+/// A forward-only sink that compresses into `W` (a buffered file or stdout): the stream
+/// sink (position, zeros for holes, no going back) over an encoder.
 pub struct CompressedSink<W: Write + Send> {
-    encoder: Encoder<W>,
-    /// Named in errors: the final output path, not the temporary file.
-    name: PathBuf,
-    /// Uncompressed bytes so far (what writers see as the position).
-    pos: u64,
+    /// Names the final output path in errors, not the temporary file; its position is
+    /// in uncompressed bytes (what writers see).
+    stream: StreamSink<Encoder<W>>,
     finished: bool,
 }
 
 impl<W: Write + Send> CompressedSink<W> {
     pub fn new(codec: StreamCodec, inner: W, name: impl Into<PathBuf>) -> Result<Self> {
         let name = name.into();
-        let setup = |e: std::io::Error| Error::Output {
-            path: name.clone(),
-            offset: 0,
-            source: e,
-        };
+        let setup = |e: std::io::Error| Error::encode(codec.name(), e);
         let encoder = match codec {
             StreamCodec::Zstd { level, threads } => {
                 let mut z = zstd::stream::write::Encoder::new(inner, level).map_err(setup)?;
@@ -115,26 +158,20 @@ impl<W: Write + Send> CompressedSink<W> {
             }
         };
         Ok(CompressedSink {
-            encoder,
-            name,
-            pos: 0,
+            stream: StreamSink::new(encoder, name),
             finished: false,
         })
     }
 
-    fn err(&self, source: std::io::Error) -> Error {
-        Error::Output {
-            path: self.name.clone(),
-            offset: self.pos,
-            source,
-        }
-    }
-
     /// The writer underneath, after [`Sink::finish`] (which makes this a no-op for the
     /// encoder); the caller flushes and syncs it.
-    pub fn into_inner(self) -> Result<W> {
-        let (name, pos) = (self.name, self.pos);
-        match self.encoder {
+    pub fn into_inner(mut self) -> Result<W> {
+        if !self.finished {
+            self.finish()?;
+        }
+        let name = self.stream.name().to_path_buf();
+        let pos = self.stream.position();
+        match self.stream.into_inner() {
             Encoder::Zstd(z) => z.finish().map_err(|source| Error::Output {
                 path: name,
                 offset: pos,
@@ -147,32 +184,23 @@ impl<W: Write + Send> CompressedSink<W> {
 
 impl<W: Write + Send> Sink for CompressedSink<W> {
     fn write_all(&mut self, buf: &[u8]) -> Result<()> {
-        let r = match &mut self.encoder {
-            Encoder::Zstd(z) => z.write_all(buf),
-            Encoder::Lz4(l) => l.write_all(buf),
-        };
-        r.map_err(|e| self.err(e))?;
-        self.pos += buf.len() as u64;
-        Ok(())
+        self.stream.write_all(buf)
     }
 
     fn skip(&mut self, len: u64) -> Result<()> {
-        dumpconv_core::sink::write_zeros(self, len)
+        self.stream.skip(len)
     }
 
     fn position(&self) -> u64 {
-        self.pos
+        self.stream.position()
     }
 
     fn is_seekable(&self) -> bool {
         false
     }
 
-    fn write_at(&mut self, offset: u64, _buf: &[u8]) -> Result<()> {
-        Err(Error::Unsupported(format!(
-            "{}: cannot go back to offset {offset:#x} in a compressed stream",
-            self.name.display()
-        )))
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.stream.write_at(offset, buf)
     }
 
     /// End the compressed frame (checksum included) and flush it into `W`. Idempotent:
@@ -181,16 +209,10 @@ impl<W: Write + Send> Sink for CompressedSink<W> {
         if self.finished {
             return Ok(());
         }
-        let r = match &mut self.encoder {
-            Encoder::Zstd(z) => z.do_finish(),
-            Encoder::Lz4(l) => l.try_finish().map_err(std::io::Error::other),
-        };
-        r.map_err(|e| self.err(e))?;
-        let r = match &mut self.encoder {
-            Encoder::Zstd(z) => z.get_mut().flush(),
-            Encoder::Lz4(l) => l.get_mut().flush(),
-        };
-        r.map_err(|e| self.err(e))?;
+        self.stream
+            .get_mut()
+            .end_frame()
+            .map_err(|e| self.stream.err(e))?;
         self.finished = true;
         Ok(())
     }

@@ -36,11 +36,11 @@ use dumpconv_core::Error;
 
 use args::{Cli, Command};
 
-/// Exit codes, documented in `--help`.
-const EXIT_INPUT: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_OUTPUT: u8 = 3;
-const EXIT_PLUGIN: u8 = 4;
+/// Exit codes, documented in `--help` and README.md. Errors carry their own
+/// ([`dumpconv_core::ErrorClass`]: 1 input, 2 usage, 3 output, 4 plugin, 5 internal); these
+/// two are the ones this file uses directly.
+const EXIT_INPUT: u8 = dumpconv_core::ErrorClass::Input.exit_code();
+const EXIT_OUTPUT: u8 = dumpconv_core::ErrorClass::Output.exit_code();
 
 /// Standard output cannot be written: a closed pipe ends the run quietly (its reader has
 /// what it wanted); anything else is an output error.
@@ -50,15 +50,6 @@ fn stdout_failed(e: std::io::Error) -> ! {
     }
     eprintln!("dumpconv: error: cannot write to standard output: {e}");
     std::process::exit(i32::from(EXIT_OUTPUT));
-}
-
-fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::Invalid(_) | Error::Unsupported(_) => EXIT_USAGE,
-        Error::Output { .. } => EXIT_OUTPUT,
-        Error::Plugin { .. } => EXIT_PLUGIN,
-        _ => EXIT_INPUT,
-    }
 }
 
 fn main() -> ExitCode {
@@ -88,7 +79,7 @@ fn main() -> ExitCode {
                 }
                 src = s.source();
             }
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(e.class().exit_code())
         }
     }
 }

@@ -11,7 +11,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_plugin_failure, build_c_plugin, c_compiler, repo, scratch, text};
+use common::{
+    assert_plugin_failure, build_c_plugin, build_panicky, c_compiler, repo, scratch, text,
+};
 
 /// A 2 MiB raw RAM image with recognisable content, and the directory for outputs.
 fn raw_input(dir: &Path) -> PathBuf {
@@ -220,39 +222,6 @@ fn walker_named_like_a_builtin_needs_override() {
     let out = tmp.path().join("out.elf");
     let res = dumpconv!(tmp.path(), "--plugin", lib, input, "-o", out);
     assert_plugin_failure(&res, &lib, &out, &["--plugin-override"]);
-}
-
-/// Build the Rust test plugin `tests/plugins/panicky` (a workspace member) with the cargo
-/// and the profile that run this test, into the same target directory (a no-op when it
-/// is up to date), and return the library.
-fn build_panicky() -> PathBuf {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_dumpconv")).parent().unwrap();
-    let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(p) => p,
-        None => panic!("cannot tell the profile from {}", bin_dir.display()),
-    };
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "dumpconv-test-panicky",
-            "--profile",
-            profile,
-        ])
-        .current_dir(repo())
-        .env("CARGO_TARGET_DIR", bin_dir.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build -p dumpconv-test-panicky failed:\n{}",
-        text(&out.stderr)
-    );
-    let lib = bin_dir.join("libdumpconv_test_panicky.so");
-    assert!(lib.is_file(), "{} was not built", lib.display());
-    lib
 }
 
 #[test]

@@ -1,5 +1,10 @@
-//! One error type for the library crates. Every variant that comes from input data names
-//! the file (when there is one) and the byte offset (when there is one).
+//! The error type the library crates share. Every variant that comes from input data
+//! names the file (when there is one) and the byte offset (when there is one), and every
+//! variant belongs to one [`ErrorClass`], which decides the command's exit code: bad
+//! input, bad usage, output failure, plugin misbehaviour, or a broken internal invariant
+//! (a bug in dumpconv). Crates with failures of their own define their own error types
+//! (`dumpconv_formats::bytes::ShortRead`, the kdump writer's codec errors) and turn
+//! them into one of these variants where the file and offset are known.
 
 use std::fmt;
 use std::io;
@@ -71,6 +76,42 @@ pub enum Error {
     /// Valid input that this build does not handle.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A compressor failed while producing the output (zlib, zstd, snappy, lzo...).
+    #[error("{codec} compressor failed: {msg}")]
+    Encode { codec: &'static str, msg: String },
+    /// An invariant of dumpconv's own code does not hold: a bug, not the user's input or
+    /// options. The message says which invariant.
+    #[error("internal error (a bug in dumpconv, please report it): {0}")]
+    Internal(String),
+}
+
+/// What kind of failure an [`Error`] is, and so the command's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The input cannot be read or does not follow its format (exit code 1).
+    Input,
+    /// The request cannot be carried out: options, arguments, unsupported input (2).
+    Usage,
+    /// The output could not be produced: writing, syncing, compressing it (3).
+    Output,
+    /// A plugin misbehaved or could not be loaded (4).
+    Plugin,
+    /// A broken internal invariant: a bug in dumpconv (5).
+    Internal,
+}
+
+impl ErrorClass {
+    /// The exit code `dumpconv` ends with for this class (documented in `--help` and
+    /// README.md).
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            ErrorClass::Input => 1,
+            ErrorClass::Usage => 2,
+            ErrorClass::Output => 3,
+            ErrorClass::Plugin => 4,
+            ErrorClass::Internal => 5,
+        }
+    }
 }
 
 impl Error {
@@ -100,5 +141,70 @@ impl Error {
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    /// A broken invariant of dumpconv's own code.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
+    }
+
+    /// A compressor's failure while producing the output.
+    pub fn encode(codec: &'static str, msg: impl fmt::Display) -> Self {
+        Error::Encode {
+            codec,
+            msg: msg.to_string(),
+        }
+    }
+
+    /// Which kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Io { .. }
+            | Error::Format { .. }
+            | Error::UnknownFormat { .. }
+            | Error::Hole { .. }
+            | Error::PageUnavailable { .. }
+            | Error::Walk { .. } => ErrorClass::Input,
+            Error::Invalid(_) | Error::Unsupported(_) => ErrorClass::Usage,
+            Error::Output { .. } | Error::Encode { .. } => ErrorClass::Output,
+            Error::Plugin { .. } => ErrorClass::Plugin,
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_exit_codes() {
+        let cases = [
+            (Error::format(None, 0u64, "x", "bad"), 1),
+            (Error::Hole { paddr: 0 }, 1),
+            (Error::invalid("bad option"), 2),
+            (Error::Unsupported("arm".into()), 2),
+            (
+                Error::Output {
+                    path: "o".into(),
+                    offset: 0,
+                    source: io::Error::other("full"),
+                },
+                3,
+            ),
+            (Error::encode("zstd", "out of memory"), 3),
+            (
+                Error::Plugin {
+                    path: "p.so".into(),
+                    msg: "panicked".into(),
+                },
+                4,
+            ),
+            (Error::internal("a piece made no progress"), 5),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.class().exit_code(), code, "{e}");
+        }
+        assert!(Error::internal("x").to_string().contains("bug in dumpconv"));
     }
 }

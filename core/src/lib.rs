@@ -1,10 +1,10 @@
 //! dumpconv-core: the model of a memory dump and the contracts every reader, walker and
 //! writer follows. Nothing here knows an on-disk format.
 //!
-//! The flow (see DESIGN.md): a reader in `dumpconv-formats` opens an input into a
-//! [`Dump`]; an [`ArchWalker`] may turn each CPU's page tables into a [`MappingList`];
-//! the pieces are gathered into a [`DumpPlan`], which a [`DumpWriter`] writes into a
-//! [`Sink`] while reporting to a [`Progress`].
+//! The flow (README.md's crate table names each piece): a reader in `dumpconv-formats`
+//! opens an input into a [`Dump`]; an [`ArchWalker`] may turn each CPU's page tables into
+//! a [`MappingList`]; the pieces are gathered into a [`DumpPlan`], which a [`DumpWriter`]
+//! writes into a [`Sink`] while reporting to a [`Progress`].
 
 pub mod arch;
 pub mod cpu;
@@ -27,7 +27,7 @@ pub mod zero;
 pub use arch::{Arch, ArchInfo};
 pub use cpu::{CpuState, Registers};
 pub use dump::Dump;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use mapping::{Mapping, MappingList};
 pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource};
 pub use note::Note;

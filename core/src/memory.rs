@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -68,6 +68,58 @@ pub fn normalize_ranges(mut ranges: Vec<PhysRange>) -> Vec<PhysRange> {
 /// Intersect a normalized range list with `[begin, begin+len)`.
 pub fn clip_ranges(ranges: &[PhysRange], window: PhysRange) -> Vec<PhysRange> {
     ranges.iter().filter_map(|r| r.intersect(&window)).collect()
+}
+
+/// Fill `buf` with the bytes from `paddr` on, one piece at a time: `piece(addr, out)`
+/// fills the start of `out` (the part of `buf` still to fill, whose first byte is at
+/// physical address `addr`) from wherever `addr` lives and returns how many bytes it
+/// filled. The loop every chunked [`PhysicalMemory::read_at`] needs, written once: it
+/// stops at the top of the address space, and a piece that fills nothing (which would
+/// loop for ever) is an internal error.
+pub fn read_in_pieces(
+    paddr: u64,
+    buf: &mut [u8],
+    mut piece: impl FnMut(u64, &mut [u8]) -> Result<usize>,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let addr = paddr
+            .checked_add(done as u64)
+            .ok_or(Error::Hole { paddr: u64::MAX })?;
+        let n = piece(addr, &mut buf[done..])?;
+        if n == 0 {
+            return Err(Error::internal(format!(
+                "a read of physical address {addr:#x} made no progress"
+            )));
+        }
+        done = done.saturating_add(n);
+    }
+    Ok(())
+}
+
+/// Read exactly `buf.len()` bytes of `file` (named `path` in errors) at `offset`. A file
+/// that ends first is a format error of `format` at `offset`, saying `what` was being
+/// read; any other failure is an I/O error.
+pub fn read_file_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    buf: &mut [u8],
+    format: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::format(
+                path.to_path_buf(),
+                offset,
+                format,
+                format!("the file ends inside {} (truncated file?)", what()),
+            )
+        } else {
+            Error::io(path, e)
+        }
+    })
 }
 
 /// Where the bytes at a physical address come from, for writers that can copy without
@@ -151,7 +203,7 @@ impl SegmentMemory {
         for s in &segments {
             if let SegmentSource::File { file, .. } = s.source {
                 if file >= files.len() {
-                    return Err(Error::invalid(format!(
+                    return Err(Error::internal(format!(
                         "segment at {:#x} names source file {file}, but there are {}",
                         s.range.start,
                         files.len()
@@ -224,43 +276,27 @@ impl PhysicalMemory for SegmentMemory {
     }
 
     fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let addr = paddr
-                .checked_add(done as u64)
-                .ok_or(Error::Hole { paddr: u64::MAX })?;
-            let i = self
+        read_in_pieces(paddr, buf, |addr, out| {
+            let seg = self
                 .segment_index(addr)
+                .and_then(|i| self.segments.get(i))
                 .ok_or(Error::Hole { paddr: addr })?;
-            let seg = &self.segments[i];
-            let avail = seg.range.end - addr;
-            let n = avail.min((buf.len() - done) as u64) as usize;
-            let out = &mut buf[done..done + n];
+            let n = (seg.range.end - addr).min(out.len() as u64) as usize;
+            let out = &mut out[..n];
             match seg.source {
                 SegmentSource::Zero => out.fill(0),
                 SegmentSource::File { file, offset } => {
-                    let (path, f) = &self.files[file];
+                    let (path, f) = self.files.get(file).ok_or_else(|| {
+                        Error::internal(format!("segment names source file {file}"))
+                    })?;
                     let off = offset + (addr - seg.range.start);
-                    f.read_exact_at(out, off).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            Error::format(
-                                path.clone(),
-                                off,
-                                "input",
-                                format!(
-                                    "file ends inside the data of physical address {addr:#x} \
-                                     (truncated file?)"
-                                ),
-                            )
-                        } else {
-                            Error::io(path.clone(), e)
-                        }
+                    read_file_at(f, path, off, out, "input", || {
+                        format!("the data of physical address {addr:#x}")
                     })?;
                 }
             }
-            done += n;
-        }
-        Ok(())
+            Ok(n)
+        })
     }
 
     fn backing(&self, paddr: u64) -> Option<Backing<'_>> {

@@ -108,7 +108,7 @@ impl Sink for FileSink {
         self.buf_start = self
             .buf_start
             .checked_add(len)
-            .ok_or_else(|| Error::invalid("output offset overflows 64 bits"))?;
+            .ok_or_else(|| Error::internal("output offset overflows 64 bits"))?;
         Ok(())
     }
 
@@ -136,7 +136,6 @@ impl Sink for FileSink {
     }
 }
 
-/// A forward-only sink over any writer (stdout, a pipe, a compressor).
 /// Write `len` zero bytes: how a forward-only sink (a stream, a compressor) makes a
 /// hole, since it cannot seek over it.
 pub fn write_zeros<S: Sink + ?Sized>(sink: &mut S, mut len: u64) -> Result<()> {
@@ -148,6 +147,7 @@ pub fn write_zeros<S: Sink + ?Sized>(sink: &mut S, mut len: u64) -> Result<()> {
     Ok(())
 }
 
+/// A forward-only sink over any writer (stdout, a pipe, a compressor).
 pub struct StreamSink<W: Write + Send> {
     inner: W,
     name: PathBuf,
@@ -167,7 +167,18 @@ impl<W: Write + Send> StreamSink<W> {
         self.inner
     }
 
-    fn err(&self, source: std::io::Error) -> Error {
+    /// The writer underneath (for a wrapper that must end it, a compressor's frame).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The name errors give.
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+
+    /// An output error at the current position.
+    pub fn err(&self, source: std::io::Error) -> Error {
         Error::Output {
             path: self.name.clone(),
             offset: self.pos,

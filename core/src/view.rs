@@ -1,11 +1,11 @@
 //! One virtual view of a multi-CPU guest, for any architecture, driven through the
 //! [`ArchWalker`] trait.
 //!
-//! QEMU (FORMATS.md §2.8) walks every CPU's CR3 from the first paging CPU on and keeps
-//! the union, so two processes' user halves land in one list with contradictory
-//! virtual addresses. The default here keeps one address space: the user half from one
-//! CPU, the kernel half merged from all (the kernel half is shared by every process,
-//! but a CPU may still have per-CPU or per-mm kernel mappings of its own).
+//! QEMU (docs/formats.md#elf-paging-mappings) walks every CPU's CR3 from the first paging
+//! CPU on and keeps the union, so two processes' user halves land in one list with
+//! contradictory virtual addresses. The default here keeps one address space: the user
+//! half from one CPU, the kernel half merged from all (the kernel half is shared by every
+//! process, but a CPU may still have per-CPU or per-mm kernel mappings of its own).
 
 use std::collections::HashMap;
 

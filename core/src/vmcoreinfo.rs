@@ -1,9 +1,9 @@
 //! The Linux VMCOREINFO note: `KEY=value` lines. The raw bytes are kept so the note
 //! can be written back unchanged; the parsed lines serve look-ups.
 //!
-//! Value formats differ by key (FORMATS.md §4): `SYMBOL(x)` and `KERNELOFFSET` are hex
-//! without 0x, `NUMBER(x)`, `SIZE(x)`, `OFFSET(x)`, `LENGTH(x)` are decimal (NUMBER may
-//! be negative), `NUMBER(VMALLOC_START)` is hex with 0x.
+//! Value formats differ by key (docs/formats.md#vmcoreinfo): `SYMBOL(x)` and
+//! `KERNELOFFSET` are hex without 0x, `NUMBER(x)`, `SIZE(x)`, `OFFSET(x)`, `LENGTH(x)` are
+//! decimal (NUMBER may be negative), `NUMBER(VMALLOC_START)` is hex with 0x.
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VmcoreInfo {

@@ -1,4 +1,5 @@
-//! AVML compressed images (`avml --compress`, `avml convert --format lime_compressed`).
+//! AVML compressed images (`avml --compress`, `avml convert --format lime_compressed`;
+//! docs/formats.md#avml).
 //!
 //! The file is a sequence of ranges with LiME's 32-byte header ([`crate::lime`]) but
 //! magic "AVML" and version 2. Each header is followed by a snappy *framed* stream
@@ -17,19 +18,22 @@
 //! file offset, never wrong bytes.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use dumpconv_core::memory::normalize_ranges;
+use dumpconv_core::memory::{normalize_ranges, read_file_at, read_in_pieces};
 use dumpconv_core::{Dump, Error, PhysRange, PhysicalMemory, Result};
 
-use crate::detect::OpenOptions;
-use crate::input::{fits, le_u32, le_u64, Input};
+use crate::bytes::le_u32;
+use crate::input::{fits, Input};
 use crate::lime::{check_order, read_header, AVML_MAGIC, AVML_VERSION, HEADER_LEN};
+use crate::options::OpenOptions;
 
 const FMT: &str = "AVML";
 
+/// Largest range avml puts under one header: it cuts each RAM range into blocks of at
+/// most this many bytes from the range's start (and leaves out the all-zero ones).
+pub const AVML_BLOCK: u64 = 16 << 20;
 /// Largest uncompressed chunk the snappy framing format allows.
 pub const MAX_CHUNK: u32 = 65536;
 /// Decoded chunks kept by default: 64 × 64 KiB = 4 MiB.
@@ -44,8 +48,8 @@ const STREAM_ID: &[u8; 6] = b"sNaPpY";
 /// True if `head` starts with an AVML version-2 header.
 pub fn probe(head: &[u8], _file_len: u64) -> bool {
     head.len() >= HEADER_LEN as usize
-        && le_u32(head, 0) == AVML_MAGIC
-        && le_u32(head, 4) == AVML_VERSION
+        && le_u32(head, 0) == Ok(AVML_MAGIC)
+        && le_u32(head, 4) == Ok(AVML_VERSION)
 }
 
 /// How a chunk's bytes are stored.
@@ -243,14 +247,14 @@ impl AvmlMemory {
     /// Decode snappy chunk `c` into `out` (exactly `c.len` bytes) and check its CRC.
     fn decode_into(&self, c: &Chunk, out: &mut [u8]) -> Result<()> {
         let mut body = vec![0u8; c.body_len as usize];
-        self.file.read_exact_at(&mut body, c.body).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.corrupt(c, "the file ends inside the chunk (truncated file?)".into())
-            } else {
-                Error::io(self.path.clone(), e)
-            }
+        read_file_at(&self.file, &self.path, c.body, &mut body, FMT, || {
+            format!(
+                "the snappy chunk of physical {:#x}-{:#x}",
+                c.start,
+                c.end() - 1
+            )
         })?;
-        let stored_crc = le_u32(&body, 0);
+        let stored_crc = le_u32(&body, 0).map_err(|e| e.at(&self.path, c.body, FMT))?;
         let data = body.get(4..).unwrap_or(&[]);
         match c.kind {
             ChunkKind::Snappy => {
@@ -302,32 +306,16 @@ impl PhysicalMemory for AvmlMemory {
     }
 
     fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let addr = paddr
-                .checked_add(done as u64)
-                .ok_or(Error::Hole { paddr: u64::MAX })?;
+        read_in_pieces(paddr, buf, |addr, out| {
             let i = self.index.find(addr).ok_or(Error::Hole { paddr: addr })?;
-            let Some(c) = self.index.get(i) else {
-                return Err(Error::Hole { paddr: addr });
-            };
+            let c = self.index.get(i).ok_or(Error::Hole { paddr: addr })?;
             let skip = addr - c.start;
-            let n = (c.len - skip).min((buf.len() - done) as u64) as usize;
-            let out = &mut buf[done..done + n];
+            let n = (c.len - skip).min(out.len() as u64) as usize;
+            let out = &mut out[..n];
             match c.kind {
                 ChunkKind::Plain => {
-                    let off = c.body + skip;
-                    self.file.read_exact_at(out, off).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            Error::format(
-                                self.path.clone(),
-                                off,
-                                FMT,
-                                "the file ends inside a range's data (truncated file?)",
-                            )
-                        } else {
-                            Error::io(self.path.clone(), e)
-                        }
+                    read_file_at(&self.file, &self.path, c.body + skip, out, FMT, || {
+                        "a range's data".into()
                     })?;
                 }
                 // A whole chunk wanted: decode straight into the caller's buffer, past
@@ -343,9 +331,8 @@ impl PhysicalMemory for AvmlMemory {
                     out.copy_from_slice(src);
                 }
             }
-            done += n;
-        }
-        Ok(())
+            Ok(n)
+        })
     }
 }
 
@@ -501,7 +488,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
                 ));
             }
             input.read_exact_at(&mut t, end, FMT, "compressed length")?;
-            let stated = le_u64(&t, 0);
+            let stated = u64::from_le_bytes(t);
             let actual = end - data;
             if stated != actual {
                 return Err(Error::format(
@@ -566,21 +553,13 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
         ranges,
         cache: ChunkCache::new(CACHE_CHUNKS),
     };
-    Ok(Dump {
-        path: input.path.clone(),
-        format: "avml",
-        details,
-        arch: None,
-        memory: Arc::new(memory),
-        cpus: Vec::new(),
-        notes: Vec::new(),
-        vmcoreinfo: None,
-    })
+    Ok(input.memory_only_dump("avml", details, Arc::new(memory)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bytes::le_u64;
     use crate::lime::encode_header;
     use std::io::Write;
 
@@ -702,7 +681,7 @@ mod tests {
         let end = index_stream(&input, PhysRange::new(0, a.len() as u64), 32, &mut index).unwrap();
         assert_eq!(index.len(), 2);
         assert_eq!(
-            le_u64(&std::fs::read(f.path()).unwrap(), end as usize),
+            le_u64(&std::fs::read(f.path()).unwrap(), end as usize).unwrap(),
             end - 32
         );
         let m = AvmlMemory {

@@ -1,4 +1,5 @@
-//! makedumpfile's flattened format (`makedumpfile -F`, QEMU `kdump-*`; FORMATS.md §1.9):
+//! makedumpfile's flattened format (`makedumpfile -F`, QEMU `kdump-*`;
+//! docs/formats.md#kdump-flattened):
 //! a way to stream a file that would normally be written with seeks.
 //!
 //! ```text

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dumpconv_core::{Error, Result};
+use dumpconv_core::{Dump, Error, PhysicalMemory, Result};
 
 /// How many bytes of the file content probes look at.
 pub const HEAD_LEN: usize = 4096;
@@ -128,6 +128,26 @@ impl Input {
         Ok(buf)
     }
 
+    /// The [`Dump`] of a format that holds physical memory only (raw, LiME, AVML): no
+    /// architecture, CPU state, notes or VMCOREINFO of its own.
+    pub fn memory_only_dump(
+        &self,
+        format: &'static str,
+        details: Vec<(String, String)>,
+        memory: Arc<dyn PhysicalMemory>,
+    ) -> Dump {
+        Dump {
+            path: self.path.clone(),
+            format,
+            details,
+            arch: None,
+            memory,
+            cpus: Vec::new(),
+            notes: Vec::new(),
+            vmcoreinfo: None,
+        }
+    }
+
     fn past_eof(&self, offset: u64, len: u64, format: &'static str, what: &str) -> Error {
         Error::format(
             self.path.clone(),
@@ -146,44 +166,4 @@ impl Input {
 /// overflowing).
 pub fn fits(offset: u64, len: u64, file_len: u64) -> bool {
     matches!(offset.checked_add(len), Some(end) if end <= file_len)
-}
-
-/// Little-endian field access on a byte slice whose length the caller has checked.
-/// Out-of-range offsets read as zero rather than panic, so a wrong length check turns
-/// into a wrong value that later validation catches, never a crash.
-pub(crate) fn le_u16(b: &[u8], off: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(off..off + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_le_bytes(a)
-}
-
-pub(crate) fn le_u32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(off..off + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-pub(crate) fn le_u64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(off..off + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
-}
-
-/// Store helpers for encoders writing into a buffer they sized themselves.
-pub(crate) fn put_u32(b: &mut [u8], off: usize, v: u32) {
-    if let Some(s) = b.get_mut(off..off + 4) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-pub(crate) fn put_u64(b: &mut [u8], off: usize, v: u64) {
-    if let Some(s) = b.get_mut(off..off + 8) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
 }

@@ -3,6 +3,7 @@
 //! defined here.
 
 pub mod avml;
+pub mod bytes;
 pub mod detect;
 pub mod elf;
 pub mod flattened;
@@ -11,7 +12,9 @@ pub mod kdump;
 pub mod lime;
 mod lz4_frame_end;
 pub mod notes;
+pub mod options;
 pub mod raw;
 pub mod wrapped;
 
-pub use detect::{detect, open, Detected, DetectedBy, OpenOptions, Probe};
+pub use detect::{detect, open, Detected, DetectedBy, Probe};
+pub use options::OpenOptions;

@@ -11,7 +11,8 @@
 //! | 16 | end u64 | **last** physical byte (inclusive) |
 //! | 24 | reserved u64 | zero |
 //!
-//! The header layout is shared with AVML ([`crate::avml`]), whose version-2 ranges hold a
+//! See docs/formats.md#lime. The header layout is shared with AVML ([`crate::avml`])
+//! and with the LiME and AVML writers (`plugins/lime`); AVML's version-2 ranges hold a
 //! snappy stream instead of the bytes. Opening reads one header per range and nothing
 //! else: the ranges become file-backed segments, so the cost is O(ranges), not O(file).
 //!
@@ -23,8 +24,9 @@ use std::sync::Arc;
 
 use dumpconv_core::{Dump, Error, PhysRange, Result, Segment, SegmentMemory, SegmentSource};
 
-use crate::detect::OpenOptions;
-use crate::input::{fits, le_u32, le_u64, Input};
+use crate::bytes::{le_u32, le_u64, put_u32, put_u64, ShortRead};
+use crate::input::{fits, Input};
+use crate::options::OpenOptions;
 
 const FMT: &str = "LiME";
 
@@ -46,26 +48,57 @@ pub struct RangeHeader {
     pub range: PhysRange,
 }
 
-/// Encode a header (for tests and writers).
-pub fn encode_header(version: u32, start: u64, last: u64) -> [u8; 32] {
+impl RangeHeader {
+    /// The header of an uncompressed (LiME, version 1) range.
+    pub fn lime(range: PhysRange) -> RangeHeader {
+        RangeHeader {
+            version: LIME_VERSION,
+            range,
+        }
+    }
+
+    /// The header of a snappy-compressed (AVML, version 2) range.
+    pub fn avml(range: PhysRange) -> RangeHeader {
+        RangeHeader {
+            version: AVML_VERSION,
+            range,
+        }
+    }
+
+    /// The 32 bytes on disk: the magic that goes with the version, the version, the
+    /// first address, the *inclusive* last address, zero. The range must not be empty
+    /// (an inclusive end cannot express one; writers refuse empty ranges first).
+    pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
+        encode_header(
+            self.version,
+            self.range.start,
+            self.range.end.saturating_sub(1),
+        )
+    }
+}
+
+/// Encode a header from its on-disk fields (`last` inclusive) as they are, even ones
+/// no reader accepts (tests build broken files with it).
+pub fn encode_header(version: u32, start: u64, last: u64) -> [u8; HEADER_LEN as usize] {
     let magic = if version == AVML_VERSION {
         AVML_MAGIC
     } else {
         LIME_MAGIC
     };
-    let mut h = [0u8; 32];
-    h[0..4].copy_from_slice(&magic.to_le_bytes());
-    h[4..8].copy_from_slice(&version.to_le_bytes());
-    h[8..16].copy_from_slice(&start.to_le_bytes());
-    h[16..24].copy_from_slice(&last.to_le_bytes());
+    let mut h = [0u8; HEADER_LEN as usize];
+    put_u32(&mut h, 0, magic);
+    put_u32(&mut h, 4, version);
+    put_u64(&mut h, 8, start);
+    put_u64(&mut h, 16, last);
+    // 24..32: reserved, zero.
     h
 }
 
 /// True if `head` starts with a LiME version-1 header.
 pub fn probe(head: &[u8], _file_len: u64) -> bool {
     head.len() >= HEADER_LEN as usize
-        && le_u32(head, 0) == LIME_MAGIC
-        && le_u32(head, 4) == LIME_VERSION
+        && le_u32(head, 0) == Ok(LIME_MAGIC)
+        && le_u32(head, 4) == Ok(LIME_VERSION)
 }
 
 /// Read and check the range header at `offset`. `format` names the reader in errors.
@@ -80,8 +113,14 @@ pub fn read_header(input: &Input, offset: u64, format: &'static str) -> Result<R
     }
     let mut b = [0u8; HEADER_LEN as usize];
     input.read_exact_at(&mut b, offset, format, "range header")?;
-    let (magic, version) = (le_u32(&b, 0), le_u32(&b, 4));
-    let (start, last, reserved) = (le_u64(&b, 8), le_u64(&b, 16), le_u64(&b, 24));
+    let fields = || -> std::result::Result<_, ShortRead> {
+        Ok((
+            (le_u32(&b, 0)?, le_u32(&b, 4)?),
+            (le_u64(&b, 8)?, le_u64(&b, 16)?, le_u64(&b, 24)?),
+        ))
+    };
+    let ((magic, version), (start, last, reserved)) =
+        fields().map_err(|e| e.at(&input.path, offset, format))?;
     match (magic, version) {
         (LIME_MAGIC, LIME_VERSION) | (AVML_MAGIC, AVML_VERSION) => {}
         (LIME_MAGIC | AVML_MAGIC, v) => {
@@ -187,26 +226,16 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         segments,
     )?;
     let ram: u64 = memory.segments().iter().map(|s| s.range.len()).sum();
-    Ok(Dump {
-        path: input.path.clone(),
-        format: "lime",
-        details: vec![
-            ("file size".into(), format!("{:#x}", input.len)),
-            ("range headers".into(), count.to_string()),
-            ("RAM bytes".into(), format!("{ram:#x}")),
-            (
-                "note".into(),
-                "LiME has no CPU state and no VMCOREINFO (give --cr3/--cpu-state, \
-                 --vmcoreinfo)"
-                    .into(),
-            ),
-        ],
-        arch: None,
-        memory: Arc::new(memory),
-        cpus: Vec::new(),
-        notes: Vec::new(),
-        vmcoreinfo: None,
-    })
+    let details = vec![
+        ("file size".into(), format!("{:#x}", input.len)),
+        ("range headers".into(), count.to_string()),
+        ("RAM bytes".into(), format!("{ram:#x}")),
+        (
+            "note".into(),
+            "LiME has no CPU state and no VMCOREINFO (give --cr3/--cpu-state, --vmcoreinfo)".into(),
+        ),
+    ];
+    Ok(input.memory_only_dump("lime", details, Arc::new(memory)))
 }
 
 #[cfg(test)]

@@ -62,21 +62,13 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         segments,
     )?;
     let ram: u64 = ranges.iter().map(PhysRange::len).sum();
-    Ok(Dump {
-        path: input.path.clone(),
-        format: "raw",
-        details: vec![
-            ("file size".into(), format!("{:#x}", input.len)),
-            ("RAM map".into(), source.into()),
-            ("RAM ranges".into(), ranges.len().to_string()),
-            ("RAM bytes".into(), format!("{ram:#x}")),
-        ],
-        arch: None,
-        memory: Arc::new(memory),
-        cpus: Vec::new(),
-        notes: Vec::new(),
-        vmcoreinfo: None,
-    })
+    let details = vec![
+        ("file size".into(), format!("{:#x}", input.len)),
+        ("RAM map".into(), source.into()),
+        ("RAM ranges".into(), ranges.len().to_string()),
+        ("RAM bytes".into(), format!("{ram:#x}")),
+    ];
+    Ok(input.memory_only_dump("raw", details, Arc::new(memory)))
 }
 
 /// Parse a RAM map given on the command line or in a file.

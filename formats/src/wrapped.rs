@@ -31,8 +31,9 @@ use std::sync::Arc;
 
 use dumpconv_core::{Backing, Dump, Error, PhysRange, PhysicalMemory, Result};
 
-use crate::detect::{self, OpenOptions};
+use crate::detect;
 use crate::input::{Input, HEAD_LEN};
+use crate::options::OpenOptions;
 
 /// Bytes read from the decoder per step; the only buffer the spill holds.
 pub const SPILL_BUFFER: usize = 1 << 20;

@@ -178,7 +178,7 @@ fn zeroed_descriptors_are_lost_pages() {
     for i in n - 5..n {
         bytes[desc_off + i * 24..desc_off + i * 24 + 24].fill(0);
     }
-    let d29 = PageDesc::decode(&bytes[desc_off + 28 * 24..][..24].try_into().unwrap());
+    let d29 = PageDesc::decode(&bytes[desc_off + 28 * 24..][..24]).unwrap();
     bytes.truncate(d29.offset as usize + 100);
     let p = dir.path().join("inc");
     std::fs::write(&p, bytes).unwrap();
@@ -263,7 +263,7 @@ fn bad_input_gives_clear_errors() {
 
     let desc_case = |f: &dyn Fn(&mut PageDesc)| {
         let mut b = good.clone();
-        let mut d = PageDesc::decode(&b[desc..desc + 24].try_into().unwrap());
+        let mut d = PageDesc::decode(&b[desc..desc + 24]).unwrap();
         f(&mut d);
         b[desc..desc + 24].copy_from_slice(&d.encode());
         let (_dir, p, r) = open_bytes(&b);
@@ -284,7 +284,7 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("negative"), "{e}");
     // A compressed page that does not decompress: error at the data's offset.
     let mut b = good.clone();
-    let mut d = PageDesc::decode(&b[desc..desc + 24].try_into().unwrap());
+    let mut d = PageDesc::decode(&b[desc..desc + 24]).unwrap();
     d.flags = 1;
     b[desc..desc + 24].copy_from_slice(&d.encode());
     let e = first_read_error(&open_bytes(&b).2.unwrap()).unwrap();

@@ -58,7 +58,7 @@ fn header_fields_follow_the_plan() {
     let img = Image::new(&ranges, realistic_page);
     let p = plan(Arch::X86_64, &ranges, notes_with_vmcoreinfo(3), &[]);
     let f = write_file(&p, &img.mem, &img.out("h.kdump"));
-    let h = DiskDumpHeader::decode(&f, Layout::Bits64);
+    let h = DiskDumpHeader::decode(&f, Layout::Bits64).unwrap();
     assert_eq!(&h.signature, b"KDUMP   ");
     assert_eq!(h.header_version, 6);
     assert_eq!(h.block_size, 4096);
@@ -75,7 +75,7 @@ fn header_fields_follow_the_plan() {
         u64::from(h.bitmap_blocks),
         2 * max_mapnr.div_ceil(8).div_ceil(4096)
     );
-    let s = SubHeader::decode(&f[4096..], Layout::Bits64);
+    let s = SubHeader::decode(&f[4096..], Layout::Bits64).unwrap();
     assert_eq!(s.max_mapnr_64, max_mapnr);
     assert_eq!(s.phys_base, 16_777_216, "NUMBER(phys_base) is decimal");
     assert_eq!(s.offset_note, 4096 + 104);
@@ -171,10 +171,10 @@ fn bit32_layout_round_trip() {
     notes.insert(0, dumpconv_core::Note::new("CORE", 1, noise(5, 144)));
     let p = plan(Arch::X86, &ranges, notes, &[("threads", "2")]);
     let f = write_file(&p, &img.mem, &img.out("x86.kdump"));
-    let h = DiskDumpHeader::decode(&f, Layout::Bits32);
+    let h = DiskDumpHeader::decode(&f, Layout::Bits32).unwrap();
     assert_eq!(h.block_size, 4096, "block_size at the i386 offset (416)");
     assert_eq!(h.utsname.get(Utsname::MACHINE), "i686");
-    let s = SubHeader::decode(&f[4096..], Layout::Bits32);
+    let s = SubHeader::decode(&f[4096..], Layout::Bits32).unwrap();
     assert_eq!(s.offset_note, 4096 + 80);
     assert_eq!(s.max_mapnr_64, 0x800);
     let d = open(&img.out("x86.kdump"));
@@ -217,7 +217,7 @@ fn exclude_zero_reports_zero_pages_as_excluded() {
         &[("exclude-zero", "true"), ("threads", "3")],
     );
     let f = write_file(&p, &img.mem, &img.out("ez.kdump"));
-    let s = SubHeader::decode(&f[4096..], Layout::Bits64);
+    let s = SubHeader::decode(&f[4096..], Layout::Bits64).unwrap();
     assert_eq!(s.dump_level, 1);
     let d = open(&img.out("ez.kdump"));
     assert_eq!(
@@ -300,7 +300,7 @@ fn failing_sink_errors_and_keep_partial_marks_the_dump_incomplete() {
         assert!(e.to_string().contains("no space left"), "{e}");
         // The header says incomplete from the start until the end rewrites it, so a
         // cut file is marked whether or not keep-partial could rewrite anything.
-        let h = DiskDumpHeader::decode(&sink.data, Layout::Bits64);
+        let h = DiskDumpHeader::decode(&sink.data, Layout::Bits64).unwrap();
         assert_eq!(h.status, 0x8, "status {:#x}", h.status);
         if keep {
             let path = img.out("partial.kdump");

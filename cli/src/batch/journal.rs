@@ -309,7 +309,7 @@ impl Journal {
     /// Append one record and flush it to disk.
     pub fn append(&self, record: &Record) -> Result<()> {
         let mut line = serde_json::to_string(record)
-            .map_err(|e| Error::invalid(format!("journal record: {e}")))?;
+            .map_err(|e| Error::internal(format!("journal record: {e}")))?;
         line.push('\n');
         let err = |e| Error::Output {
             path: self.path.clone(),
@@ -319,7 +319,7 @@ impl Journal {
         let mut guard = self
             .file
             .lock()
-            .map_err(|_| Error::invalid("journal lock poisoned"))?;
+            .map_err(|_| Error::internal("journal lock poisoned"))?;
         if guard.is_none() {
             std::fs::create_dir_all(&self.out_dir).map_err(err)?;
             let f = OpenOptions::new()

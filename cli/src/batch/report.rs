@@ -118,7 +118,7 @@ impl BatchReport {
 
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::invalid(format!("report: {e}")))?;
+            .map_err(|e| Error::internal(format!("report: {e}")))?;
         std::fs::write(path, text + "\n").map_err(|e| Error::Output {
             path: path.to_path_buf(),
             offset: 0,

@@ -141,3 +141,36 @@ pub fn assert_plugin_failure(out: &Output, plugin: &Path, output_path: &Path, ne
         assert!(left.is_empty(), "temporary output left behind: {left:?}");
     }
 }
+
+/// Build the Rust test plugin `tests/plugins/panicky` (a workspace member) with the cargo
+/// and the profile that run this test, into the same target directory (a no-op when it
+/// is up to date), and return the library.
+pub fn build_panicky() -> PathBuf {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_dumpconv")).parent().unwrap();
+    let profile = match bin_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("cannot tell the profile from {}", bin_dir.display()),
+    };
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dumpconv-test-panicky",
+            "--profile",
+            profile,
+        ])
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", bin_dir.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build -p dumpconv-test-panicky failed:\n{}",
+        text(&out.stderr)
+    );
+    let lib = bin_dir.join("libdumpconv_test_panicky.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}

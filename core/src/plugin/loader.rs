@@ -7,7 +7,8 @@
 //! (`RTLD_NOW | RTLD_LOCAL`), its entry called and the descriptor checked
 //! ([`wrap_descriptor`]). Libraries are never unloaded: their handles are leaked on
 //! purpose, since unloading a library whose TLS destructors or statics are still
-//! referenced crashes the host (PEERS.md §9).
+//! referenced crashes the host (the reason plugin systems built on libloading leak their
+//! libraries).
 
 #![allow(unsafe_code)]
 

@@ -24,10 +24,11 @@ use object::elf::{
     PT_NOTE,
 };
 
-use crate::detect::OpenOptions;
+use crate::bytes::{le_u16, le_u32, le_u64, ShortRead};
 use crate::elf::note::parse_notes;
-use crate::input::{fits, le_u16, le_u32, le_u64, Input, MAX_METADATA};
+use crate::input::{fits, Input, MAX_METADATA};
 use crate::notes;
+use crate::options::OpenOptions;
 
 const FMT: &str = "ELF";
 
@@ -204,31 +205,38 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
             ),
         ));
     }
-    let e_type = le_u16(&eh, 16);
-    let machine = le_u16(&eh, 18);
-    let (e_phoff, e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum) =
-        match class {
-            ElfClass::Elf32 => (
-                u64::from(le_u32(&eh, 28)),
-                u64::from(le_u32(&eh, 32)),
-                le_u32(&eh, 36),
-                le_u16(&eh, 40),
-                le_u16(&eh, 42),
-                le_u16(&eh, 44),
-                le_u16(&eh, 46),
-                le_u16(&eh, 48),
-            ),
-            ElfClass::Elf64 => (
-                le_u64(&eh, 32),
-                le_u64(&eh, 40),
-                le_u32(&eh, 48),
-                le_u16(&eh, 52),
-                le_u16(&eh, 54),
-                le_u16(&eh, 56),
-                le_u16(&eh, 58),
-                le_u16(&eh, 60),
-            ),
-        };
+    let fields = || -> Result<_, ShortRead> {
+        let head = (le_u16(&eh, 16)?, le_u16(&eh, 18)?);
+        Ok((
+            head,
+            match class {
+                ElfClass::Elf32 => (
+                    u64::from(le_u32(&eh, 28)?),
+                    u64::from(le_u32(&eh, 32)?),
+                    le_u32(&eh, 36)?,
+                    le_u16(&eh, 40)?,
+                    le_u16(&eh, 42)?,
+                    le_u16(&eh, 44)?,
+                    le_u16(&eh, 46)?,
+                    le_u16(&eh, 48)?,
+                ),
+                ElfClass::Elf64 => (
+                    le_u64(&eh, 32)?,
+                    le_u64(&eh, 40)?,
+                    le_u32(&eh, 48)?,
+                    le_u16(&eh, 52)?,
+                    le_u16(&eh, 54)?,
+                    le_u16(&eh, 56)?,
+                    le_u16(&eh, 58)?,
+                    le_u16(&eh, 60)?,
+                ),
+            },
+        ))
+    };
+    let (
+        (e_type, machine),
+        (e_phoff, e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum),
+    ) = fields().map_err(|e| e.at(&input.path, 0, FMT))?;
     if e_type != ET_CORE {
         let what = match e_type {
             1 => " (ET_REL, an object file)",
@@ -281,7 +289,8 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
         let info = match class {
             ElfClass::Elf32 => le_u32(&sh0, 28),
             ElfClass::Elf64 => le_u32(&sh0, 44),
-        };
+        }
+        .map_err(|e| e.at(&input.path, e_shoff, FMT))?;
         (u64::from(info), true)
     } else {
         (u64::from(e_phnum), false)
@@ -345,27 +354,32 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
     let incomplete = e_flags & DUMP_ELF_INCOMPLETE != 0;
     for (i, ph) in table.chunks_exact(phsz).enumerate() {
         let at = e_phoff + (i * phsz) as u64;
-        let p_type = le_u32(ph, 0);
-        let h = match class {
-            ElfClass::Elf32 => LoadHeader {
-                offset: u64::from(le_u32(ph, 4)),
-                vaddr: u64::from(le_u32(ph, 8)),
-                paddr: u64::from(le_u32(ph, 12)),
-                filesz: u64::from(le_u32(ph, 16)),
-                memsz: u64::from(le_u32(ph, 20)),
-                flags: le_u32(ph, 24),
-                align: u64::from(le_u32(ph, 28)),
-            },
-            ElfClass::Elf64 => LoadHeader {
-                flags: le_u32(ph, 4),
-                offset: le_u64(ph, 8),
-                vaddr: le_u64(ph, 16),
-                paddr: le_u64(ph, 24),
-                filesz: le_u64(ph, 32),
-                memsz: le_u64(ph, 40),
-                align: le_u64(ph, 48),
-            },
+        let fields = || -> Result<_, ShortRead> {
+            Ok((
+                le_u32(ph, 0)?,
+                match class {
+                    ElfClass::Elf32 => LoadHeader {
+                        offset: u64::from(le_u32(ph, 4)?),
+                        vaddr: u64::from(le_u32(ph, 8)?),
+                        paddr: u64::from(le_u32(ph, 12)?),
+                        filesz: u64::from(le_u32(ph, 16)?),
+                        memsz: u64::from(le_u32(ph, 20)?),
+                        flags: le_u32(ph, 24)?,
+                        align: u64::from(le_u32(ph, 28)?),
+                    },
+                    ElfClass::Elf64 => LoadHeader {
+                        flags: le_u32(ph, 4)?,
+                        offset: le_u64(ph, 8)?,
+                        vaddr: le_u64(ph, 16)?,
+                        paddr: le_u64(ph, 24)?,
+                        filesz: le_u64(ph, 32)?,
+                        memsz: le_u64(ph, 40)?,
+                        align: le_u64(ph, 48)?,
+                    },
+                },
+            ))
         };
+        let (p_type, h) = fields().map_err(|e| e.at(&input.path, at, FMT))?;
         match p_type {
             PT_LOAD => {
                 if h.filesz > h.memsz {
@@ -712,8 +726,9 @@ fn describe_vaddrs(loads: &[LoadHeader], qemu: bool) -> String {
         }
         max_end = max_end.max(e);
     }
-    // QEMU's walker sets bits 63:48 for lower-half (user) addresses too (FORMATS.md
-    // §3): 0xffff0xxx… in 4-level mode, 0xfe… in 5-level mode.
+    // QEMU's walker sets bits 63:48 for lower-half (user) addresses too
+    // (docs/formats.md#elf-paging-mappings): 0xffff0xxx… in 4-level mode, 0xfe… in
+    // 5-level mode.
     let noncanonical = loads
         .iter()
         .filter(|h| (h.vaddr >> 48 == 0xffff && h.vaddr & (1 << 47) == 0) || h.vaddr >> 56 == 0xfe)

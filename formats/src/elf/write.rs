@@ -7,7 +7,7 @@
 //!
 //! Every encoder checks that values fit the class: an ELF32 file cannot hold an offset,
 //! address or size above 4 GiB, and the writer must pick ELF64 for those (QEMU does the
-//! same, FORMATS.md §2.1).
+//! same, docs/formats.md#elf-class).
 
 use dumpconv_core::{Error, Result};
 use object::elf::{

@@ -1,4 +1,5 @@
-//! Per-page compression methods of kdump files (FORMATS.md §1.5) and their decoders.
+//! Per-page compression methods of kdump files (docs/formats.md#kdump-codecs) and their
+//! decoders.
 //! Encoding is writer policy and lives in the kdump plugin; the method names, flag
 //! values and decoders live here so both sides agree.
 

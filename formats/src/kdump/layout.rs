@@ -1,4 +1,4 @@
-//! Byte layouts of the kdump-compressed ("diskdump") format (FORMATS.md §1.2–§1.5):
+//! Byte layouts of the kdump-compressed ("diskdump") format (docs/formats.md#kdump):
 //! `disk_dump_header`, `kdump_sub_header` (x86_64 and i386 shapes), `page_desc` and the
 //! two PFN bitmaps. Every field is little-endian: dumpconv handles x86 only.
 //!
@@ -14,7 +14,8 @@ pub const SIG_DISKDUMP: [u8; 8] = *b"DISKDUMP";
 /// The header version dumpconv writes (as makedumpfile and QEMU do).
 pub const HEADER_VERSION: i32 = 6;
 
-/// `status` bits and per-page `flags` (same constants, §1.6).
+/// `status` bits and per-page `flags` (same constants, docs/formats.md#kdump-codecs and
+/// #kdump-status).
 pub const DUMP_DH_COMPRESSED_ZLIB: u32 = 0x1;
 pub const DUMP_DH_COMPRESSED_LZO: u32 = 0x2;
 pub const DUMP_DH_COMPRESSED_SNAPPY: u32 = 0x4;
@@ -32,7 +33,10 @@ pub const UTS_LEN: usize = 65;
 /// Offset of `utsname.machine` in the main header (both layouts).
 pub const MACHINE_OFFSET: usize = 12 + 4 * UTS_LEN;
 
-/// Which C struct shapes the file uses: the *dumped* machine's (FORMATS.md §1.2).
+use crate::bytes::{array, le_u32, le_u64, put_u32, put_u64, ShortRead};
+
+/// Which C struct shapes the file uses: the *dumped* machine's
+/// (docs/formats.md#kdump-layout-choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layout {
     /// x86_64: 464-byte main header, 104-byte sub header.
@@ -140,7 +144,8 @@ impl Utsname {
     }
 }
 
-/// `struct disk_dump_header` (§1.2). Integer fields keep their C signedness.
+/// `struct disk_dump_header` (docs/formats.md#kdump-header). Integer fields keep their C
+/// signedness.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskDumpHeader {
     pub signature: [u8; 8],
@@ -161,30 +166,6 @@ pub struct DiskDumpHeader {
     pub written_blocks: u32,
     pub current_cpu: u32,
     pub nr_cpus: i32,
-}
-
-fn put_u32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Little-endian reads from a slice that the caller has sized; out-of-range reads give 0
-/// so a short buffer can never panic (the callers check lengths first anyway).
-fn get_u32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn get_u64(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
 }
 
 impl DiskDumpHeader {
@@ -219,50 +200,45 @@ impl DiskDumpHeader {
         b
     }
 
-    /// Decode from the first bytes of a file. Missing bytes read as zero; the caller
-    /// checks that at least `layout.header_size()` bytes exist.
-    pub fn decode(b: &[u8], layout: Layout) -> DiskDumpHeader {
+    /// Decode from the first bytes of a file; fewer than `layout.header_size()` bytes
+    /// is an error.
+    pub fn decode(b: &[u8], layout: Layout) -> Result<DiskDumpHeader, ShortRead> {
         let o = layout.header_offsets();
-        let mut signature = [0u8; 8];
-        if let Some(s) = b.get(0..8) {
-            signature.copy_from_slice(s);
-        }
+        // The last field first: past it, every read below fits.
+        le_u32(b, o.size - 4)?;
         let mut utsname = Utsname::default();
         for (i, f) in utsname.fields.iter_mut().enumerate() {
-            let at = 12 + i * UTS_LEN;
-            if let Some(s) = b.get(at..at + UTS_LEN) {
-                f.copy_from_slice(s);
-            }
+            *f = array(b, 12 + i * UTS_LEN)?;
         }
         let (timestamp_sec, timestamp_usec) = if o.long == 8 {
             (
-                get_u64(b, o.timestamp) as i64,
-                get_u64(b, o.timestamp + 8) as i64,
+                le_u64(b, o.timestamp)? as i64,
+                le_u64(b, o.timestamp + 8)? as i64,
             )
         } else {
             (
-                i64::from(get_u32(b, o.timestamp) as i32),
-                i64::from(get_u32(b, o.timestamp + 4) as i32),
+                i64::from(le_u32(b, o.timestamp)? as i32),
+                i64::from(le_u32(b, o.timestamp + 4)? as i32),
             )
         };
         let s = o.status;
-        DiskDumpHeader {
-            signature,
-            header_version: get_u32(b, 8) as i32,
+        Ok(DiskDumpHeader {
+            signature: array(b, 0)?,
+            header_version: le_u32(b, 8)? as i32,
             utsname,
             timestamp_sec,
             timestamp_usec,
-            status: get_u32(b, s),
-            block_size: get_u32(b, s + 4) as i32,
-            sub_hdr_size: get_u32(b, s + 8) as i32,
-            bitmap_blocks: get_u32(b, s + 12),
-            max_mapnr: get_u32(b, s + 16),
-            total_ram_blocks: get_u32(b, s + 20),
-            device_blocks: get_u32(b, s + 24),
-            written_blocks: get_u32(b, s + 28),
-            current_cpu: get_u32(b, s + 32),
-            nr_cpus: get_u32(b, s + 36) as i32,
-        }
+            status: le_u32(b, s)?,
+            block_size: le_u32(b, s + 4)? as i32,
+            sub_hdr_size: le_u32(b, s + 8)? as i32,
+            bitmap_blocks: le_u32(b, s + 12)?,
+            max_mapnr: le_u32(b, s + 16)?,
+            total_ram_blocks: le_u32(b, s + 20)?,
+            device_blocks: le_u32(b, s + 24)?,
+            written_blocks: le_u32(b, s + 28)?,
+            current_cpu: le_u32(b, s + 32)?,
+            nr_cpus: le_u32(b, s + 36)? as i32,
+        })
     }
 
     /// True for the `"KDUMP   "` signature, where status 0x8 means incomplete.
@@ -275,8 +251,9 @@ impl DiskDumpHeader {
     }
 }
 
-/// `struct kdump_sub_header` (§1.3), all versions; fields a version lacks are 0.
-/// The 32-bit shape stores some of these in 4 bytes (truncated on encode).
+/// `struct kdump_sub_header` (docs/formats.md#kdump-sub-header), all versions; fields a
+/// version lacks are 0. The 32-bit shape stores some of these in 4 bytes (truncated on
+/// encode).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubHeader {
     pub phys_base: u64,
@@ -377,17 +354,18 @@ impl SubHeader {
     }
 
     /// Decode every field; fields beyond `header_version` must be ignored by the caller
-    /// (use [`SubHeader::for_version`]).
-    pub fn decode(b: &[u8], layout: Layout) -> SubHeader {
+    /// (use [`SubHeader::for_version`]). Fewer than `layout.sub_header_size()` bytes is
+    /// an error.
+    pub fn decode(b: &[u8], layout: Layout) -> Result<SubHeader, ShortRead> {
         let mut v = [0u64; 14];
         for (slot, (off, width)) in v.iter_mut().zip(sub_offsets(layout).fields.iter()) {
             *slot = if *width == 8 {
-                get_u64(b, *off)
+                le_u64(b, *off)?
             } else {
-                u64::from(get_u32(b, *off))
+                u64::from(le_u32(b, *off)?)
             };
         }
-        SubHeader {
+        Ok(SubHeader {
             phys_base: v[0],
             dump_level: v[1] as u32 as i32,
             split: v[2] as u32 as i32,
@@ -402,10 +380,11 @@ impl SubHeader {
             start_pfn_64: v[11],
             end_pfn_64: v[12],
             max_mapnr_64: v[13],
-        }
+        })
     }
 
-    /// Clear the fields a header version does not have (§1.3 "since hv").
+    /// Clear the fields a header version does not have (docs/formats.md#kdump-sub-header,
+    /// "since version").
     pub fn for_version(mut self, hv: i32) -> SubHeader {
         if hv < 1 {
             self.dump_level = 0;
@@ -436,7 +415,7 @@ impl SubHeader {
     }
 }
 
-/// `struct page_desc` (§1.5).
+/// `struct page_desc` (docs/formats.md#kdump-page-descriptors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PageDesc {
     /// Absolute file offset of the page data; 0 = never written (incomplete dump).
@@ -458,13 +437,14 @@ impl PageDesc {
         b
     }
 
-    pub fn decode(b: &[u8; PAGE_DESC_SIZE]) -> PageDesc {
-        PageDesc {
-            offset: get_u64(b, 0) as i64,
-            size: get_u32(b, 8),
-            flags: get_u32(b, 12),
-            page_flags: get_u64(b, 16),
-        }
+    /// Decode the descriptor at the start of `b`.
+    pub fn decode(b: &[u8]) -> Result<PageDesc, ShortRead> {
+        Ok(PageDesc {
+            offset: le_u64(b, 0)? as i64,
+            size: le_u32(b, 8)?,
+            flags: le_u32(b, 12)?,
+            page_flags: le_u64(b, 16)?,
+        })
     }
 }
 
@@ -515,6 +495,7 @@ pub fn set_bits(bitmap: &mut [u8], start: u64, end: u64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -541,10 +522,12 @@ mod tests {
                 Layout::Bits64 => (424, 460),
                 Layout::Bits32 => (412, 448),
             };
-            assert_eq!(get_u32(&b, status), 0x21);
-            assert_eq!(get_u32(&b, status + 4), 4096);
-            assert_eq!(get_u32(&b, nr_cpus), 3);
-            assert_eq!(DiskDumpHeader::decode(&b, layout), h);
+            assert_eq!(le_u32(&b, status).unwrap(), 0x21);
+            assert_eq!(le_u32(&b, status + 4).unwrap(), 4096);
+            assert_eq!(le_u32(&b, nr_cpus).unwrap(), 3);
+            assert_eq!(DiskDumpHeader::decode(&b, layout).unwrap(), h);
+            let short = DiskDumpHeader::decode(&b[..b.len() - 1], layout).unwrap_err();
+            assert_eq!(short.offset, layout.header_size() - 4);
         }
     }
 
@@ -568,13 +551,13 @@ mod tests {
         };
         let b = s.encode(Layout::Bits64);
         assert_eq!(b.len(), 104);
-        assert_eq!(SubHeader::decode(&b, Layout::Bits64), s);
+        assert_eq!(SubHeader::decode(&b, Layout::Bits64).unwrap(), s);
         let b = s.encode(Layout::Bits32);
         assert_eq!(b.len(), 80);
-        let d = SubHeader::decode(&b, Layout::Bits32);
+        let d = SubHeader::decode(&b, Layout::Bits32).unwrap();
         assert_eq!(d.phys_base, 7);
         assert_eq!(d.offset_vmcoreinfo, 0x0012_3456_789a);
-        assert_eq!(get_u64(&b, 72), 0x1_0000_0001);
+        assert_eq!(le_u64(&b, 72).unwrap(), 0x1_0000_0001);
         assert_eq!(d.max_mapnr_64, s.max_mapnr_64);
         let v3 = s.clone().for_version(3);
         assert_eq!(v3.offset_note, 0);
@@ -604,6 +587,7 @@ mod tests {
             flags: DUMP_DH_COMPRESSED_ZSTD,
             page_flags: 0,
         };
-        assert_eq!(PageDesc::decode(&d.encode()), d);
+        assert_eq!(PageDesc::decode(&d.encode()).unwrap(), d);
+        assert!(PageDesc::decode(&d.encode()[..23]).is_err());
     }
 }

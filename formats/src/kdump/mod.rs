@@ -1,5 +1,5 @@
-//! kdump-compressed ("diskdump") files, FORMATS.md §1: byte layouts shared by the reader
-//! here and the writer in `plugins/kdump`, per-page codecs, and the reader.
+//! kdump-compressed ("diskdump") files (docs/formats.md#kdump): byte layouts shared by
+//! the reader here and the writer in `plugins/kdump`, per-page codecs, and the reader.
 
 pub mod codec;
 pub mod layout;

@@ -12,10 +12,12 @@
 //! end of a dump marked incomplete).
 //!
 //! ## Choosing the 32- or 64-bit layout
-//! The layout follows the *dumped* machine and the file does not say which it is:
-//! QEMU's qemu-system-x86_64 writes "x86_64" in `utsname.machine` even for a 32-bit guest
-//! whose header uses the 32-bit layout (FORMATS.md §7.9). So the machine string only sets
-//! the order in which both layouts are tried ("i?86" → 32-bit first), and a layout is
+//! The layout follows the *dumped* machine and the file does not say which it is: QEMU
+//! writes its own target's name in `utsname.machine` ("x86_64" from qemu-system-x86_64
+//! even for a 32-bit guest) and takes the layout from its ELF class, which is 64-bit for
+//! every PC guest: a qemu-system-i386 kdump says "i686" with the 64-bit layout
+//! (docs/formats.md#kdump-layout-choice). So the machine string only sets the order in
+//! which both layouts are tried ("i?86" → 32-bit first), and a layout is
 //! accepted only if its fields are plausible: `block_size` a power of two between 512
 //! and 16 MiB, `bitmap_blocks` > 0, and `sub_hdr_size` > 0 for header versions ≥ 1. The
 //! two layouts disagree on where those fields are (they move by 12 bytes), and the bytes
@@ -25,6 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use dumpconv_core::memory::read_in_pieces;
 use dumpconv_core::{Arch, Dump, Error, PhysRange, PhysicalMemory, Result, VmcoreInfo};
 
 use super::codec::{decompress_page, Codec};
@@ -86,7 +89,7 @@ pub fn probe_head(head: &[u8], _file_len: u64) -> bool {
 
 /// [`open_kdump`] for one path, in the shape `detect::PROBES` wants (a split set needs
 /// all its files: call [`open_kdump`] with every path).
-pub fn open(path: &Path, _opts: &crate::detect::OpenOptions) -> Result<Dump> {
+pub fn open(path: &Path, _opts: &crate::options::OpenOptions) -> Result<Dump> {
     open_kdump(&[path.to_path_buf()])
 }
 
@@ -231,7 +234,7 @@ impl KdumpMemory {
                 ),
             ));
         }
-        let d = PageDesc::decode(&raw);
+        let d = PageDesc::decode(&raw).map_err(|e| e.at(path, desc_at, FORMAT))?;
         let bad = |msg: String| Error::format(path.clone(), desc_at, FORMAT, msg);
         if d.offset == 0 {
             // makedumpfile writes descriptor and data in pairs: a descriptor left as
@@ -291,28 +294,23 @@ impl PhysicalMemory for KdumpMemory {
     fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
         let bs = self.block_size;
         let mut page = Vec::new();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let addr = paddr
-                .checked_add(done as u64)
-                .ok_or(Error::Hole { paddr: u64::MAX })?;
+        read_in_pieces(paddr, buf, |addr, out| {
             if !self.is_ram(addr, 1) {
                 return Err(Error::Hole { paddr: addr });
             }
             let pfn = addr / bs;
             let off = (addr % bs) as usize;
-            let n = (bs as usize - off).min(buf.len() - done);
+            let n = (bs as usize - off).min(out.len());
             if n == bs as usize {
                 // A whole page: decode straight into the caller's buffer.
-                self.page(pfn, &mut buf[done..done + n])?;
+                self.page(pfn, &mut out[..n])?;
             } else {
                 page.resize(bs as usize, 0);
                 self.page(pfn, &mut page)?;
-                buf[done..done + n].copy_from_slice(&page[off..off + n]);
+                out[..n].copy_from_slice(&page[off..off + n]);
             }
-            done += n;
-        }
-        Ok(())
+            Ok(n)
+        })
     }
 }
 
@@ -385,26 +383,27 @@ fn pick_layout(head: &[u8], path: &Path) -> Result<(Layout, DiskDumpHeader)> {
         [Layout::Bits64, Layout::Bits32]
     };
     for layout in order {
-        let h = DiskDumpHeader::decode(head, layout);
-        if plausible(&h) {
-            return Ok((layout, h));
+        // A file too short for one layout's header may still hold the other's.
+        if let Ok(h) = DiskDumpHeader::decode(head, layout) {
+            if plausible(&h) {
+                return Ok((layout, h));
+            }
         }
     }
-    let h64 = DiskDumpHeader::decode(head, Layout::Bits64);
-    let h32 = DiskDumpHeader::decode(head, Layout::Bits32);
+    let fields = |layout: Layout| match DiskDumpHeader::decode(head, layout) {
+        Ok(h) => format!(
+            "block_size {}, sub_hdr_size {}, bitmap_blocks {}",
+            h.block_size, h.sub_hdr_size, h.bitmap_blocks
+        ),
+        Err(e) => e.to_string(),
+    };
     Err(fmt_err(
         path,
         0u64,
         format!(
-            "header fields are not plausible in either layout (64-bit: block_size {}, \
-             sub_hdr_size {}, bitmap_blocks {}; 32-bit: block_size {}, sub_hdr_size {}, \
-             bitmap_blocks {})",
-            h64.block_size,
-            h64.sub_hdr_size,
-            h64.bitmap_blocks,
-            h32.block_size,
-            h32.sub_hdr_size,
-            h32.bitmap_blocks
+            "header fields are not plausible in either layout (64-bit: {}; 32-bit: {})",
+            fields(Layout::Bits64),
+            fields(Layout::Bits32)
         ),
     ))
 }
@@ -524,7 +523,9 @@ fn parse_file(path: &Path) -> Result<Parsed> {
     }
     let sub = if hv >= 1 {
         let raw = read_exact(&src, bs, layout.sub_header_size() as u64, "sub header")?;
-        SubHeader::decode(&raw, layout).for_version(hv)
+        SubHeader::decode(&raw, layout)
+            .map_err(|e| e.at(path, bs, FORMAT))?
+            .for_version(hv)
     } else {
         SubHeader::default()
     };
@@ -559,8 +560,8 @@ fn parse_file(path: &Path) -> Result<Parsed> {
         ));
     }
 
-    // Bitmaps (FORMATS.md §1.4): crash takes two bitmaps iff bitmap_blocks covers two
-    // block-aligned copies, the 2nd at exactly half of the area.
+    // Bitmaps (docs/formats.md#kdump-bitmaps): crash takes two bitmaps iff bitmap_blocks
+    // covers two block-aligned copies, the 2nd at exactly half of the area.
     let bitmap_off = (1 + header.sub_hdr_size as u64) * bs;
     let area = u64::from(header.bitmap_blocks) * bs;
     if bitmap_off

@@ -1,5 +1,5 @@
 //! `elf_prstatus`, the NT_PRSTATUS ("CORE", type 1) descriptor, for x86_64 (336 bytes)
-//! and i386 (144 bytes). Layout: FORMATS.md §6.
+//! and i386 (144 bytes). Layout: docs/formats.md#prstatus.
 //!
 //! Only `pr_pid` and `pr_reg` carry anything in memory dumps: QEMU fills just those, and
 //! the kernel's per-CPU crash notes add signal fields nobody reads. So decoding keeps
@@ -11,7 +11,7 @@
 
 use dumpconv_core::{Arch, CpuState, Error, Registers, Result};
 
-use crate::input::{le_u32, le_u64, put_u32, put_u64};
+use crate::bytes::{le_u32, le_u64, put_u32, put_u64, ShortRead};
 
 /// Descriptor size on x86_64.
 pub const SIZE_X86_64: usize = 336;
@@ -140,14 +140,17 @@ pub fn size_for(arch: Arch) -> Option<usize> {
 }
 
 /// `slots` read by `get`, recorded in [`ORDER`].
-fn ordered(slots: &[&str], get: impl Fn(usize) -> u64) -> Registers {
+fn ordered(
+    slots: &[&str],
+    get: impl Fn(usize) -> std::result::Result<u64, ShortRead>,
+) -> std::result::Result<Registers, ShortRead> {
     let mut regs = Registers::new();
     for name in ORDER {
         if let Some(i) = slots.iter().position(|s| *s == name) {
-            regs.set(name, get(i));
+            regs.set(name, get(i)?);
         }
     }
-    regs
+    Ok(regs)
 }
 
 /// Decode a descriptor. The layout is chosen by its size, not by the file's machine:
@@ -156,22 +159,22 @@ pub fn decode(desc: &[u8]) -> Result<PrStatus> {
     match desc.len() {
         SIZE_X86_64 => Ok(PrStatus {
             arch: Arch::X86_64,
-            pid: le_u32(desc, PID_X86_64),
-            regs: ordered(&SLOTS_X86_64, |i| le_u64(desc, REG_X86_64 + 8 * i)),
+            pid: le_u32(desc, PID_X86_64)?,
+            regs: ordered(&SLOTS_X86_64, |i| le_u64(desc, REG_X86_64 + 8 * i))?,
         }),
         SIZE_I386 => Ok(PrStatus {
             arch: Arch::I386,
-            pid: le_u32(desc, PID_I386),
+            pid: le_u32(desc, PID_I386)?,
             regs: ordered(&SLOTS_I386, |i| {
-                let v = u64::from(le_u32(desc, REG_I386 + 4 * i));
+                let v = u64::from(le_u32(desc, REG_I386 + 4 * i)?);
                 // Segment slots are 32 bits holding a 16-bit selector (QEMU zeroes the
                 // upper half; the kernel may leave junk there, so mask it).
-                if SLOTS_I386[i].ends_with(".selector") {
+                Ok(if SLOTS_I386[i].ends_with(".selector") {
                     v & 0xffff
                 } else {
                     v
-                }
-            }),
+                })
+            })?,
         }),
         n => Err(Error::invalid(format!(
             "NT_PRSTATUS descriptor is {n} bytes; expected {SIZE_X86_64} (x86_64) or \
@@ -265,15 +268,15 @@ mod tests {
         let c = sample_cpu(true);
         let d = encode(&c, Arch::X86_64).unwrap();
         assert_eq!(d.len(), 336);
-        // Spot-check FORMATS.md §6 offsets: pid @32, pr_reg @112, r15 first, rip @+128,
+        // Spot-check docs/formats.md#prstatus offsets: pid @32, pr_reg @112, r15 first, rip @+128,
         // cs @+136, gs @+208, pr_fpvalid @328 left 0.
-        assert_eq!(le_u32(&d, 32), 77);
-        assert_eq!(le_u64(&d, 112), 16);
-        assert_eq!(le_u64(&d, 112 + 80), 0x1111_0000_0000_0001);
-        assert_eq!(le_u64(&d, 112 + 128), 0x1111_0000_0000_0011);
-        assert_eq!(le_u64(&d, 112 + 136), 0x10);
-        assert_eq!(le_u64(&d, 112 + 208), 0x2b);
-        assert_eq!(le_u32(&d, 328), 0);
+        assert_eq!(le_u32(&d, 32).unwrap(), 77);
+        assert_eq!(le_u64(&d, 112).unwrap(), 16);
+        assert_eq!(le_u64(&d, 112 + 80).unwrap(), 0x1111_0000_0000_0001);
+        assert_eq!(le_u64(&d, 112 + 128).unwrap(), 0x1111_0000_0000_0011);
+        assert_eq!(le_u64(&d, 112 + 136).unwrap(), 0x10);
+        assert_eq!(le_u64(&d, 112 + 208).unwrap(), 0x2b);
+        assert_eq!(le_u32(&d, 328).unwrap(), 0);
         let p = decode(&d).unwrap();
         assert_eq!(p.arch, Arch::X86_64);
         assert_eq!(p.pid, 77);
@@ -288,12 +291,12 @@ mod tests {
         let c = sample_cpu(false);
         let d = encode(&c, Arch::I386).unwrap();
         assert_eq!(d.len(), 144);
-        assert_eq!(le_u32(&d, 24), 77);
-        assert_eq!(le_u32(&d, 72), 2); // ebx first
-        assert_eq!(le_u32(&d, 72 + 24), 1); // eax
-        assert_eq!(le_u32(&d, 72 + 48), 17); // eip
-        assert_eq!(le_u32(&d, 72 + 52), 0x10); // cs
-        assert_eq!(le_u32(&d, 72 + 64), 0x18); // ss
+        assert_eq!(le_u32(&d, 24).unwrap(), 77);
+        assert_eq!(le_u32(&d, 72).unwrap(), 2); // ebx first
+        assert_eq!(le_u32(&d, 72 + 24).unwrap(), 1); // eax
+        assert_eq!(le_u32(&d, 72 + 48).unwrap(), 17); // eip
+        assert_eq!(le_u32(&d, 72 + 52).unwrap(), 0x10); // cs
+        assert_eq!(le_u32(&d, 72 + 64).unwrap(), 0x18); // ss
         let p = decode(&d).unwrap();
         assert_eq!(p.arch, Arch::I386);
         // Every register the i386 layout has comes back; r8-r15, fs_base and gs_base are

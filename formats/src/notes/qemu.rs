@@ -14,7 +14,7 @@
 
 use dumpconv_core::{CpuState, Error, Result};
 
-use crate::input::{le_u32, le_u64, put_u32, put_u64};
+use crate::bytes::{le_u32, le_u64, put_u32, put_u64};
 
 /// The note name.
 pub const NAME: &str = "QEMU";
@@ -90,8 +90,8 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
             desc.len()
         )));
     }
-    let version = le_u32(desc, 0);
-    let size = le_u32(desc, 4);
+    let version = le_u32(desc, 0)?;
+    let size = le_u32(desc, 4)?;
     if version != VERSION {
         return Err(Error::invalid(format!(
             "QEMU CPU-state note has version {version}; only version {VERSION} is known"
@@ -108,24 +108,24 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
     let g = |i: usize| le_u64(desc, GPR + 8 * i);
     let seg = |i: usize| {
         let o = SEGS + SEG_SIZE * i;
-        SegmentReg {
-            selector: u64::from(le_u32(desc, o)),
-            limit: u64::from(le_u32(desc, o + 4)),
-            flags: u64::from(le_u32(desc, o + 8)),
-            base: le_u64(desc, o + 16),
-        }
+        Ok::<_, crate::bytes::ShortRead>(SegmentReg {
+            selector: u64::from(le_u32(desc, o)?),
+            limit: u64::from(le_u32(desc, o + 4)?),
+            flags: u64::from(le_u32(desc, o + 8)?),
+            base: le_u64(desc, o + 16)?,
+        })
     };
     let mut segments = [SegmentReg::default(); 10];
     for (i, sg) in segments.iter_mut().enumerate() {
-        *sg = seg(i);
+        *sg = seg(i)?;
     }
     let mut gprs = [0u64; 18];
     for (i, r) in gprs.iter_mut().enumerate() {
-        *r = g(i);
+        *r = g(i)?;
     }
     let mut cr = [0u64; 5];
     for (i, c) in cr.iter_mut().enumerate() {
-        *c = le_u64(desc, CR + 8 * i);
+        *c = le_u64(desc, CR + 8 * i)?;
     }
     Ok(QemuCpuState {
         version,
@@ -133,7 +133,11 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
         gprs,
         segments,
         cr,
-        kernel_gs_base: (size_us >= SIZE).then(|| le_u64(desc, KERNEL_GS_BASE)),
+        kernel_gs_base: if size_us >= SIZE {
+            Some(le_u64(desc, KERNEL_GS_BASE)?)
+        } else {
+            None
+        },
     })
 }
 

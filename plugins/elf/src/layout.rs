@@ -14,7 +14,8 @@
 //! Why the memory area keeps physical page alignment: a zero page then covers whole
 //! file-system blocks and turns into a real hole, and readers' page-sized reads stay
 //! aligned. The cost is under 4 KiB of padding per range. crash tells "kdump ELF" from
-//! "netdump ELF" by `p_align == 0` (FORMATS.md §2.4), so aligned offsets are harmless.
+//! "netdump ELF" by `p_align == 0` (docs/formats.md#elf-program-headers), so aligned
+//! offsets are harmless.
 
 use dumpconv_core::{DumpPlan, Error, PhysRange, PhysicalMemory, Result};
 use dumpconv_formats::elf::write::{
@@ -144,7 +145,8 @@ pub fn loads(plan: &DumpPlan) -> Result<Vec<Load>> {
     loads.dedup();
     // RAM no mapping covers still gets PT_LOADs, at virtual 0: crash reads by p_paddr
     // and must see all memory. (QEMU leaves such RAM without any program header,
-    // FORMATS.md §2.8.) They come out in physical order, after the mapped loads.
+    // docs/formats.md#elf-paging-mappings.) They come out in physical order, after the
+    // mapped loads.
     covered = dumpconv_core::memory::normalize_ranges(covered);
     let mut c = covered.iter().peekable();
     for r in ranges {
@@ -233,7 +235,8 @@ pub fn place(
             p_paddr: l.paddr,
             p_filesz: l.len,
             p_memsz: l.len,
-            // 0 = "kdump ELF" for crash (FORMATS.md §2.4), as QEMU and the kernel write.
+            // 0 = "kdump ELF" for crash (docs/formats.md#elf-program-headers), as QEMU and
+            // the kernel write.
             p_align: 0,
         });
     }
@@ -249,7 +252,8 @@ pub fn place(
 }
 
 /// True if the layout can be written as ELF32: every header field fits 32 bits and no
-/// extended numbering is needed (crash honours PN_XNUM only in ELF64, FORMATS.md §2.6).
+/// extended numbering is needed (crash honours PN_XNUM only in ELF64,
+/// docs/formats.md#elf-pn-xnum).
 fn fits_elf32(l: &Layout) -> bool {
     l.end <= u64::from(u32::MAX)
         && l.shoff.is_none()
@@ -260,8 +264,8 @@ fn fits_elf32(l: &Layout) -> bool {
 ///
 /// x86-64 is always ELF64. 32-bit x86 gets ELF32 when all RAM ends at or below 4 GiB
 /// and the file can be encoded in it, else ELF64 with EM_386 (what QEMU writes for
-/// such guests, FORMATS.md §2.1). Option `elf-class`: `64` forces ELF64, `32` demands
-/// ELF32 (an error if it cannot hold the dump), `auto` or absent chooses.
+/// such guests, docs/formats.md#elf-class). Option `elf-class`: `64` forces ELF64, `32`
+/// demands ELF32 (an error if it cannot hold the dump), `auto` or absent chooses.
 pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Result<Layout> {
     let want = match plan.option("elf-class") {
         None | Some("auto") => None,

@@ -1,4 +1,4 @@
-//! ELF core writer, in the shape crash, gdb and makedumpfile read (FORMATS.md §2).
+//! ELF core writer, in the shape crash, gdb and makedumpfile read (docs/formats.md#elf).
 //!
 //! - Physical view (`plan.mappings == None`): one PT_LOAD per plan range, vaddr = paddr.
 //! - Paging view: one PT_LOAD per mapping run piece inside the plan's RAM, vaddr = the
@@ -79,8 +79,8 @@ impl ElfWriter {
             let at = here(sink);
             if *off < at {
                 // place() never does this; refuse rather than write a corrupt file.
-                return Err(Error::invalid(format!(
-                    "internal: range {:#x} placed at {off:#x}, behind output position {at:#x}",
+                return Err(Error::internal(format!(
+                    "range {:#x} placed at {off:#x}, behind output position {at:#x}",
                     r.start
                 )));
             }
@@ -129,8 +129,8 @@ fn encode_header(plan: &DumpPlan, lay: &Layout, notes: &[u8]) -> Result<Vec<u8>>
         out.extend_from_slice(&encode_shdr0_xnum(class, lay.phnum()));
     }
     if out.len() as u64 != lay.notes_offset {
-        return Err(Error::invalid(format!(
-            "internal: headers end at {:#x}, notes placed at {:#x}",
+        return Err(Error::internal(format!(
+            "headers end at {:#x}, notes placed at {:#x}",
             out.len(),
             lay.notes_offset
         )));

@@ -35,7 +35,7 @@ impl PageEncoder {
         let zstd = if codec == Codec::Zstd {
             Some(
                 zstd::bulk::Compressor::new(level.unwrap_or(1))
-                    .map_err(|e| Error::invalid(format!("zstd: {e}")))?,
+                    .map_err(|e| Error::encode("zstd", e))?,
             )
         } else {
             None
@@ -69,7 +69,7 @@ impl PageEncoder {
     pub(crate) fn store(&mut self, page: &[u8], out: &mut Vec<u8>) -> Result<Stored> {
         let bs = page.len();
         if bs == 0 {
-            return Err(Error::invalid("kdump: empty page"));
+            return Err(Error::internal("kdump: empty page"));
         }
         let compressed: Option<&[u8]> = match self.codec {
             Codec::None => None,
@@ -89,7 +89,7 @@ impl PageEncoder {
                     match r {
                         Ok(flate2::Status::StreamEnd) if n < bs => Some(&self.scratch[..n]),
                         Ok(_) => None,
-                        Err(e) => return Err(Error::invalid(format!("zlib: {e}"))),
+                        Err(e) => return Err(Error::encode("zlib", e)),
                     }
                 }
                 None => None,
@@ -117,13 +117,13 @@ impl PageEncoder {
                 let n = self
                     .snappy
                     .compress(page, &mut self.scratch)
-                    .map_err(|e| Error::invalid(format!("snappy: {e}")))?;
+                    .map_err(|e| Error::encode("snappy", e))?;
                 (n < bs).then(|| &self.scratch[..n])
             }
             Codec::Lzo => match self.lzo.as_mut() {
                 Some(dict) => {
                     let c = lzokay_native::compress_with_dict(page, dict)
-                        .map_err(|e| Error::invalid(format!("lzo: {e:?}")))?;
+                        .map_err(|e| Error::encode("lzo", format!("{e:?}")))?;
                     self.scratch = c;
                     (self.scratch.len() < bs).then_some(&self.scratch[..])
                 }

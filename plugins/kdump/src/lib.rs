@@ -1,5 +1,6 @@
-//! kdump-compressed writer (FORMATS.md §1), for seekable files and, on a forward-only
-//! sink, in makedumpfile's flattened format (§1.9).
+//! kdump-compressed writer (docs/formats.md#kdump), for seekable files and, on a
+//! forward-only sink, in makedumpfile's flattened format
+//! (docs/formats.md#kdump-flattened).
 //!
 //! Policy lives here (threads, codecs, layout choices); the byte layouts come from
 //! `dumpconv_formats::kdump` and `dumpconv_formats::flattened`.
@@ -270,7 +271,7 @@ impl<'a> Output<'a> {
                 self.sink.write_all(&zero)?;
             }
             if self.sink.position() != g.data_off {
-                return Err(Error::invalid(format!(
+                return Err(Error::internal(format!(
                     "kdump: sink is at {:#x} after the headers, expected {:#x}",
                     self.sink.position(),
                     g.data_off

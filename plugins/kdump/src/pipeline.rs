@@ -184,7 +184,7 @@ where
     if encoders.len() <= 1 {
         let mut enc = encoders
             .pop()
-            .ok_or_else(|| Error::invalid("kdump: no compression context"))?;
+            .ok_or_else(|| Error::internal("kdump: no compression context"))?;
         let mut buf = Vec::new();
         for job in jobs {
             consume(ctx.process(job, &mut enc, &mut buf)?)?;
@@ -253,7 +253,7 @@ where
                     }
                 }
                 Some(Err(e)) => break Err(e),
-                None => break Err(Error::invalid("kdump: a compression thread stopped")),
+                None => break Err(Error::internal("kdump: a compression thread stopped")),
             }
         };
         // Let the workers go: no more jobs, skip queued ones, and dropping the result

@@ -1,25 +1,17 @@
-//! AVML's compressed LiME variant (`lime_compressed`, PEERS.md §7): the LiME layout
-//! with magic `AVML` and version 2, each range cut into blocks of at most 16 MiB, one
-//! header per block; the block's bytes as a snappy *framed* stream followed by the
-//! stream's length as a little-endian u64 (so a reader can skip a block without
-//! decompressing it). All-zero blocks are left out, as AVML does: readers fill the
-//! gap with zeros.
+//! AVML's compressed LiME variant (`lime_compressed`, docs/formats.md#avml): the LiME
+//! header (`dumpconv_formats::lime::RangeHeader`) with magic `AVML` and version 2, each
+//! range cut into blocks of at most 16 MiB, one header per block; the block's bytes as a
+//! snappy *framed* stream followed by the stream's length as a little-endian u64 (so a
+//! reader can skip a block without decompressing it). All-zero blocks are left out, as
+//! AVML does: readers fill the gap with zeros.
 
 use dumpconv_core::{
     is_zero, DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink,
 };
+use dumpconv_formats::avml::AVML_BLOCK;
+use dumpconv_formats::lime::RangeHeader;
 use dumpconv_raw::check_ranges;
 use std::io::Write;
-
-use crate::range_header;
-
-/// `"AVML"` read as a little-endian u32.
-pub const AVML_MAGIC: u32 = 0x4C4D_5641;
-/// The header version of the compressed variant.
-pub const AVML_VERSION: u32 = 2;
-/// Largest block under one header (AVML's own limit; blocks are cut from each range's
-/// start).
-pub const AVML_BLOCK: u64 = 16 << 20;
 
 /// Writes a plan as an AVML compressed image.
 #[derive(Debug, Default, Clone, Copy)]
@@ -72,11 +64,9 @@ impl AvmlWriter {
                     // Writing into a Vec cannot fail; an error here is a snap bug.
                     enc.write_all(data)
                         .and_then(|()| enc.flush())
-                        .map_err(|e| {
-                            dumpconv_core::Error::invalid(format!("snappy encoder: {e}"))
-                        })?;
+                        .map_err(|e| dumpconv_core::Error::encode("snappy", e))?;
                     drop(enc);
-                    sink.write_all(&range_header(AVML_MAGIC, AVML_VERSION, block))?;
+                    sink.write_all(&RangeHeader::avml(block).encode())?;
                     sink.write_all(&packed)?;
                     sink.write_all(&(packed.len() as u64).to_le_bytes())?;
                     stats.blocks += 1;
@@ -153,9 +143,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn blocks_are_framed_snappy_with_their_length_and_zero_blocks_are_left_out() {
-        let plan = DumpPlan {
+    fn plan() -> DumpPlan {
+        DumpPlan {
             arch: Arch::X86_64,
             page_size: 4096,
             ranges: RAM.to_vec(),
@@ -164,7 +153,12 @@ mod tests {
             cpus: Vec::new(),
             vmcoreinfo: None,
             options: BTreeMap::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn blocks_are_framed_snappy_with_their_length_and_zero_blocks_are_left_out() {
+        let plan = plan();
         let mut s = StreamSink::new(Vec::new(), "<mem>");
         let stats = AvmlWriter
             .write_with_stats(&plan, &Mem, &mut s, &NoProgress)
@@ -209,16 +203,7 @@ mod tests {
 
     #[test]
     fn refuses_options() {
-        let mut plan = DumpPlan {
-            arch: Arch::X86_64,
-            page_size: 4096,
-            ranges: RAM.to_vec(),
-            mappings: None,
-            notes: Vec::new(),
-            cpus: Vec::new(),
-            vmcoreinfo: None,
-            options: BTreeMap::new(),
-        };
+        let mut plan = plan();
         plan.options.insert("compress".into(), "zstd".into());
         let mut s = StreamSink::new(Vec::new(), "<mem>");
         assert!(AvmlWriter.write(&plan, &Mem, &mut s, &NoProgress).is_err());

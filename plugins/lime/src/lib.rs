@@ -1,6 +1,6 @@
-//! LiME writer (FORMATS.md §5): for each RAM range of the plan, one 32-byte header
-//! (magic `LiME`, version 1, first address, *inclusive* last address, 8 zero bytes, all
-//! little-endian) followed by the range's bytes. This is what the LiME kernel module
+//! LiME writer (docs/formats.md#lime): for each RAM range of the plan, one 32-byte header
+//! (`dumpconv_formats::lime::RangeHeader`, version 1: first address, *inclusive* last
+//! address) followed by the range's bytes. This is what the LiME kernel module
 //! writes with `format=lime` and what AVML writes uncompressed; Volatility, AVML's
 //! `convert` and dumpconv itself read it.
 //!
@@ -11,27 +11,9 @@ pub mod avml;
 
 pub use avml::AvmlWriter;
 
-use dumpconv_core::{DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_core::{DumpPlan, DumpWriter, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_formats::lime::RangeHeader;
 use dumpconv_raw::{check_ranges, CopyStats, RangeCopier};
-
-/// `"LiME"` read as a little-endian u32 (bytes `45 4D 69 4C` on disk).
-pub const LIME_MAGIC: u32 = 0x4C69_4D45;
-/// The only header version LiME writes (AVML's compressed variant uses 2).
-pub const LIME_VERSION: u32 = 1;
-/// Size of one range header.
-pub const HEADER_LEN: usize = 32;
-
-/// The header that introduces `range` (a non-empty range: the end is stored inclusive,
-/// so an empty range has no representation).
-pub fn range_header(magic: u32, version: u32, range: PhysRange) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[0..4].copy_from_slice(&magic.to_le_bytes());
-    h[4..8].copy_from_slice(&version.to_le_bytes());
-    h[8..16].copy_from_slice(&range.start.to_le_bytes());
-    h[16..24].copy_from_slice(&(range.end - 1).to_le_bytes());
-    // 24..32: reserved, zero.
-    h
-}
 
 /// Writes a plan as a LiME file.
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,7 +43,7 @@ impl LimeWriter {
         let mut stats = CopyStats::default();
         progress.start("writing", plan.total_bytes());
         for r in &plan.ranges {
-            sink.write_all(&range_header(LIME_MAGIC, LIME_VERSION, *r))?;
+            sink.write_all(&RangeHeader::lime(*r).encode())?;
             stats.add(copier.copy(mem, *r, sink, progress)?);
         }
         // A range that ends in zeros was only skipped; finish() gives the file its length.
@@ -99,7 +81,7 @@ impl DumpWriter for LimeWriter {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use dumpconv_core::{Arch, Error, FileSink, NoProgress, StreamSink};
+    use dumpconv_core::{Arch, Error, FileSink, NoProgress, PhysRange, StreamSink};
     use std::collections::BTreeMap;
 
     /// Two RAM ranges with a hole between them; every byte is a function of its address,

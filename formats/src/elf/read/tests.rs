@@ -349,7 +349,7 @@ fn pn_xnum_reads_the_count_from_section_header_0() {
         }
         let bytes = elf.bytes();
         let phnum_at = if class == ElfClass::Elf64 { 56 } else { 44 };
-        assert_eq!(le_u16(&bytes, phnum_at), PN_XNUM);
+        assert_eq!(le_u16(&bytes, phnum_at), Ok(PN_XNUM));
         let (f, d) = open_bytes(&bytes);
         let d = d.unwrap();
         assert_eq!(detail(&d, "PT_LOAD"), [(n).to_string()]);
@@ -570,7 +570,7 @@ fn real_qemu_7_2_dump_two_cpus() {
     // qemu-system-x86_64 (QEMU 7.2, Debian) -m 64 -smp 2 -S, never booted,
     // dump-guest-memory paging=false. The CPUs are in real mode, so QEMU wrote
     // EM_386 and 144-byte NT_PRSTATUS notes; and because the BIOS ROM ends exactly at
-    // 4 GiB, it chose ELF64 (FORMATS.md §2.1). e_ehsize is 8.
+    // 4 GiB, it chose ELF64 (docs/formats.md#elf-class). e_ehsize is 8.
     let head = include_bytes!("testdata/qemu-7.2-x64-2.head");
     let f = real_qemu_file(head, 67_372_795, 0x400_06f0 + 0x3_fff0);
     let d = crate::open(f.path(), &OpenOptions::default()).unwrap();
