@@ -31,7 +31,7 @@ pub use progress::{NoProgress, Progress};
 pub use sink::{FileSink, Sink, StreamSink};
 pub use vmcoreinfo::VmcoreInfo;
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
-pub use writer::{DumpPlan, DumpWriter};
+pub use writer::{check_writer_options, DumpPlan, DumpWriter};
 pub use zero::is_zero;
 
 /// Size of a page on every architecture dumpconv handles today (x86).

@@ -50,7 +50,7 @@ pub struct BatchSettings {
 
 impl BatchSettings {
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = dumpconv_core::numbers::default_threads();
         BatchSettings {
             out_dir: out_dir.into(),
             jobs: cores,
@@ -336,6 +336,7 @@ fn convert_and_record(
     let job = &p.job;
     let mut opts = options::build(&p.options)?;
     opts.force = p.replace;
+    opts.parts = job.parts.clone();
     journal.append(&journal.record(Event::Start, job, &p.options_hash))?;
     let output = Output::Path(job.output.clone());
     let convert = if settings.hash {
