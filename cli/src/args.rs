@@ -543,6 +543,49 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn convert_flags_build_the_options_as_a_manifest_line_does() {
+        let cli = Cli::parse_from(with_default_subcommand(
+            [
+                "dumpconv",
+                "in.raw",
+                "p2",
+                "p3",
+                "-o",
+                "out.elf",
+                "--arch",
+                "i386",
+                "--elf-class",
+                "64",
+                "--paging",
+                "--max-phys-bits",
+                "40",
+                "--level",
+                "-5",
+            ]
+            .map(OsString::from)
+            .into_iter(),
+        ));
+        let Command::Convert(c) = cli.command else {
+            panic!("not convert")
+        };
+        let from_flags = c.to_options().unwrap();
+        assert_eq!(from_flags.parts, [PathBuf::from("p2"), PathBuf::from("p3")]);
+        let words = "arch=i386 elf-class=64 paging max-phys-bits=40 level=-5";
+        let from_words = schema::build(&schema::parse_words(words).unwrap()).unwrap();
+        assert_eq!(from_flags.arch, from_words.arch);
+        assert_eq!(from_flags.paging, from_words.paging);
+        assert_eq!(from_flags.writer_options, from_words.writer_options);
+        assert_eq!(from_flags.paging.unwrap().max_phys_bits, 40);
+        assert_eq!(from_flags.writer_options["level"], "-5");
+    }
+
+    #[test]
     fn default_subcommand_looks_past_plugin_options() {
         assert_eq!(
             args(&["d", "in", "-o", "x"]),

@@ -34,8 +34,68 @@ pub fn open_split_set(first: &Path, rest: &[PathBuf]) -> Result<Dump> {
             first.display()
         )));
     }
+    check_same_dump(&paths)?;
     check_complete(&dump)?;
     Ok(dump)
+}
+
+/// Header fields every part of one dump repeats (makedumpfile copies them into each).
+const SAME_IN_EVERY_PART: &[&str] = &[
+    "signature",
+    "header version",
+    "layout",
+    "machine",
+    "release",
+    "codec",
+    "block size",
+    "max_mapnr",
+    "nr_cpus",
+    "dump level",
+    "phys_base",
+    "timestamp",
+];
+
+/// Refuse a part of another dump: each part repeats the dump's header, ELF notes (CPU
+/// registers) and VMCOREINFO, and they must be the first file's. (The reader checks
+/// block size, page count and layout, and that the page-frame ranges do not overlap;
+/// a part of another dump of the same machine passes those.)
+fn check_same_dump(paths: &[PathBuf]) -> Result<()> {
+    let opened = paths
+        .iter()
+        .map(|p| dumpconv_formats::kdump::open_kdump(std::slice::from_ref(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let Some((first, rest)) = opened.split_first() else {
+        return Ok(());
+    };
+    let field = |d: &Dump, key: &str| {
+        d.details
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    for d in rest {
+        let differs = SAME_IN_EVERY_PART
+            .iter()
+            .find(|key| field(d, key) != field(first, key))
+            .map(|key| {
+                let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+                format!(
+                    "{key} ({} here, {} there)",
+                    show(field(d, key)),
+                    show(field(first, key))
+                )
+            })
+            .or_else(|| (d.notes != first.notes).then(|| "ELF notes (CPU state)".into()))
+            .or_else(|| (d.vmcoreinfo != first.vmcoreinfo).then(|| "VMCOREINFO".into()));
+        if let Some(what) = differs {
+            return Err(Error::invalid(format!(
+                "{}: a part of another dump than {}: its {what} differs",
+                d.path.display(),
+                first.path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuse a split set that lacks a part (a lone part given alone, or a set with a gap):

@@ -370,6 +370,24 @@ fn makedumpfile_split_sets_convert_like_the_unsplit_dump() {
     let o = run(&[&"batch", &m, &"--out-dir", &out, &"--verify", &"-q"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_files_equal(&out.join("from-manifest.elf"), &want);
+    // A rerun skips both; a part touched since redoes both (the journal stamps them).
+    let list = |want: &str| {
+        let o = run(&[&"batch", &m, &"--out-dir", &out, &"--list"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let actions: Vec<String> = stdout(&o)
+            .lines()
+            .map(|l| l.split('\t').nth(1).unwrap().to_string())
+            .collect();
+        assert_eq!(actions, [want, want]);
+    };
+    list("skip");
+    let touched = Command::new("touch")
+        .args(["-d", "2001-01-01"])
+        .arg(&parts[1])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    list("run");
     let back = d.join("back.elf");
     let o = run(&[&"-q", &out.join("from-manifest.kdump"), &"-o", &back]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -405,6 +423,32 @@ fn makedumpfile_split_sets_convert_like_the_unsplit_dump() {
     fails(
         &[&"-q", &parts[0], &parts[1], &parts[2], &elf, &"-o", &no],
         "in.elf: at offset 0x0: kdump: no \"KDUMP   \"",
+    );
+    // A part of another dump of the same guest with the same page-frame ranges (here
+    // made from its raw RAM, so without CPU notes) fits by its ranges alone.
+    let other = d.join("other.elf");
+    let o = run(&[
+        &"-q",
+        &g.file("ram.raw"),
+        &"--arch",
+        &"x86_64",
+        &"--vmcoreinfo",
+        &g.file("vmcoreinfo.txt"),
+        &"-o",
+        &other,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let foreign: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|p| d.join(p)).collect();
+    let o = Command::new(&mdf)
+        .args(["--split", "--splitblock-size", "1024", "-d", "0"])
+        .arg(&other)
+        .args(&foreign)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "makedumpfile --split: {}", stderr(&o));
+    fails(
+        &[&"-q", &parts[0], &foreign[1], &parts[2], &"-o", &no],
+        "t2: a part of another dump than",
     );
     assert!(!no.exists());
 }

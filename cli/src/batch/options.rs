@@ -8,7 +8,7 @@
 //!
 //! [`ConvertOptions`]: crate::pipeline::ConvertOptions
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use crate::schema::{build, insert, parse_words, OptionMap};
 pub use dumpconv_core::numbers::parse_bool;
@@ -104,6 +104,28 @@ pub fn options_hash(map: &OptionMap) -> String {
     crate::batch::hex(&h.finalize()[..16])
 }
 
+/// The journal's hash of a job: [`options_hash`], and for a kdump split set the other
+/// parts' names, sizes and modification times, so a changed or replaced part redoes the
+/// job as a changed input does (the journal stamps the first part, the job's input).
+pub fn job_hash(options: &OptionMap, parts: &[PathBuf]) -> String {
+    use sha2::{Digest, Sha256};
+    let base = options_hash(options);
+    if parts.is_empty() {
+        return base;
+    }
+    let mut h = Sha256::new();
+    h.update(base.as_bytes());
+    h.update(b"\0split parts\0");
+    for p in parts {
+        let stamp = super::journal::Stamp::of(p);
+        h.update(p.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(stamp.map_or(0, |s| s.size).to_le_bytes());
+        h.update(stamp.map_or(0, |s| s.mtime_ns).to_le_bytes());
+    }
+    crate::batch::hex(&h.finalize()[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +173,20 @@ mod tests {
         assert_eq!(o.open.max_spill, Some(16 << 20));
         assert_eq!(options_hash(&m), options_hash(&OptionMap::new()));
         assert!(parse_words("max-spill=lots").is_err());
+    }
+
+    #[test]
+    fn split_parts_change_the_job_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("s2");
+        std::fs::write(&part, "one").unwrap();
+        let m = parse_words("format=elf").unwrap();
+        assert_eq!(job_hash(&m, &[]), options_hash(&m));
+        let before = job_hash(&m, std::slice::from_ref(&part));
+        assert_ne!(before, options_hash(&m));
+        assert_eq!(job_hash(&m, std::slice::from_ref(&part)), before);
+        std::fs::write(&part, "three").unwrap();
+        assert_ne!(job_hash(&m, std::slice::from_ref(&part)), before);
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn decisions(jobs: &[Job], settings: &BatchSettings) -> Result<Vec<Decision>
         .map(|j| {
             journal.decide(
                 j,
-                &options::options_hash(&j.options),
+                &options::job_hash(&j.options, &j.parts),
                 settings.force,
                 settings.rehash,
             )
@@ -154,7 +154,7 @@ pub fn run_batch(
     let mut results = Vec::new();
     let mut pending = Vec::new();
     for job in jobs {
-        let hash = options::options_hash(&job.options);
+        let hash = options::job_hash(&job.options, &job.parts);
         match journal.decide(&job, &hash, settings.force, settings.rehash) {
             Decision::Skip(record) => {
                 results.push(JobResult {
