@@ -27,7 +27,7 @@ pub fn open_split_set(first: &Path, rest: &[PathBuf]) -> Result<Dump> {
         }
     }
     let dump = dumpconv_formats::kdump::open_kdump(&paths)?;
-    if !dump.details.iter().any(|(k, _)| k == "split") {
+    if details(&dump, "split").is_empty() {
         return Err(Error::invalid(format!(
             "{}: several inputs were given, but it is no part of a kdump split set \
              (makedumpfile --split); convert one dump at a time",
@@ -67,12 +67,7 @@ fn check_same_dump(paths: &[PathBuf]) -> Result<()> {
     let Some((first, rest)) = opened.split_first() else {
         return Ok(());
     };
-    let field = |d: &Dump, key: &str| {
-        d.details
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
+    let field = |d: &Dump, key: &str| details(d, key).first().map(|v| v.to_string());
     for d in rest {
         let differs = SAME_IN_EVERY_PART
             .iter()
@@ -101,21 +96,11 @@ fn check_same_dump(paths: &[PathBuf]) -> Result<()> {
 /// Refuse a split set that lacks a part (a lone part given alone, or a set with a gap):
 /// its missing pages could only be written as lost.
 pub fn check_complete(dump: &Dump) -> Result<()> {
-    let gaps: Vec<&str> = dump
-        .details
-        .iter()
-        .filter(|(k, _)| k == "missing part")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let gaps = details(dump, "missing part");
     if gaps.is_empty() {
         return Ok(());
     }
-    let parts: Vec<&str> = dump
-        .details
-        .iter()
-        .filter(|(k, _)| k == "split")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let parts = details(dump, "split");
     Err(Error::invalid(format!(
         "{}: incomplete kdump split set: {}; give every part (dumpconv convert PART1 \
          PART2 ... -o OUT). Parts given: {}",
@@ -123,4 +108,13 @@ pub fn check_complete(dump: &Dump) -> Result<()> {
         gaps.join("; "),
         parts.join("; ")
     )))
+}
+
+/// The values of the reader's detail lines named `key` (`split`, `missing part`...).
+fn details<'a>(dump: &'a Dump, key: &str) -> Vec<&'a str> {
+    dump.details
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
