@@ -308,6 +308,49 @@ fn completions_and_man_pages_come_from_the_definitions() {
     assert!(dir.join("dumpconv-batch.1").is_file());
 }
 
+/// The install commands README.md gives for completions and man pages run as written.
+#[test]
+fn the_readme_install_commands_work() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("mkdir -p ~/.local/share/bash-completion"))
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert!(
+        block.iter().any(|l| l.starts_with("dumpconv man")),
+        "README.md: no install block ({block:?})"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_dumpconv")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("bash")
+        .args(["-euc", &block.join("\n")])
+        .env("HOME", home.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let h = home.path();
+    for f in [
+        ".local/share/bash-completion/completions/dumpconv",
+        ".zfunc/_dumpconv",
+        ".config/fish/completions/dumpconv.fish",
+        ".local/share/man/man1/dumpconv.1",
+        ".local/share/man/man1/dumpconv-convert.1",
+        ".local/share/man/man1/dumpconv-batch.1",
+    ] {
+        let len = std::fs::metadata(h.join(f)).map_or(0, |m| m.len());
+        assert!(len > 100, "{f}: {len} bytes");
+    }
+}
+
 /// makedumpfile's `--split` output of a real guest converts through the command line,
 /// parts in any order, to the bytes of the unsplit dump's conversion; so does a manifest
 /// line naming the parts. A missing, repeated or foreign part is an error.
