@@ -1,15 +1,16 @@
 //! Command-line arguments. `dumpconv INPUT -o OUTPUT` is short for
 //! `dumpconv convert INPUT -o OUTPUT`.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueHint};
 use dumpconv::numbers::parse_u64;
-use dumpconv::{ConvertOptions, PagingOptions};
-use dumpconv_core::{Arch, CpuState, Error, VmcoreInfo};
-use dumpconv_formats::OpenOptions;
+use dumpconv::schema::{self, Kind, OptDef, OptionMap, Scope};
+use dumpconv::ConvertOptions;
+use dumpconv_core::Error;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -21,6 +22,7 @@ Examples:
   dumpconv qemu.elf -o guest.avml                  AVML's compressed LiME (avml convert reads it)
   dumpconv qemu.elf -o ram.raw.zst                 raw image in one zstd stream (zstd -d reads it)
   dumpconv qemu.elf -o guest.elf.lz4               any format but kdump: add .zst or .lz4
+  dumpconv vmcore.1 vmcore.2 vmcore.3 -o v.elf     a kdump split set (makedumpfile --split)
   dumpconv qemu.elf --format raw --compress zstd -o - | ssh host 'zstd -d > ram.raw'
   dumpconv vmcore.elf --format kdump -o - | ssh host 'cat > vmcore.flat'
   dumpconv info --json qemu.elf > state.json       CPU state, editable, reusable with --cpu-state
@@ -102,9 +104,23 @@ pub enum Command {
     /// splittable into shards for job arrays (see docs/batch.md).
     #[command(after_help = BATCH_AFTER_HELP)]
     Batch(BatchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell); see
+    /// README.md for where to install it.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one per subcommand with --dir.
+    Man(ManArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "info", "translate", "plugins", "batch", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "convert",
+    "info",
+    "translate",
+    "plugins",
+    "batch",
+    "completions",
+    "man",
+    "help",
+];
 
 /// Insert `convert` when the first argument (after the global plugin options) is not a
 /// subcommand or a top-level flag, so `dumpconv IN -o OUT` and
@@ -168,34 +184,129 @@ fn parse_num(s: &str) -> Result<u64, String> {
     parse_u64(s)
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ArchArg {
-    #[value(name = "x86_64")]
-    X86_64,
-    #[value(name = "i386", alias = "x86")]
-    I386,
+/// The options of [`schema::OPTIONS`] for one scope, as clap arguments (so they are in
+/// `--help`, the completions and the man page), parsed into an option map that
+/// [`schema::build`] turns into [`ConvertOptions`]. `OUTPUT`: the output options, else
+/// the input options.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaFlags<const OUTPUT: bool> {
+    pub map: OptionMap,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    #[value(name = "32bit")]
-    Bits32,
-    Pae,
-    #[value(name = "4level")]
-    Level4,
-    #[value(name = "5level")]
-    Level5,
+fn scope(output: bool) -> Scope {
+    if output {
+        Scope::Output
+    } else {
+        Scope::Input
+    }
 }
 
-impl ModeArg {
-    /// The mode's name, as walkers know it.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModeArg::Bits32 => "32bit",
-            ModeArg::Pae => "pae",
-            ModeArg::Level4 => "4level",
-            ModeArg::Level5 => "5level",
+/// A schema option's value parser: [`schema::check_value`], and its words for help and
+/// completion.
+#[derive(Clone)]
+struct SchemaValue(&'static OptDef);
+
+impl TypedValueParser for SchemaValue {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let v = value
+            .to_str()
+            .ok_or_else(|| clap::Error::new(ErrorKind::InvalidUtf8).with_cmd(cmd))?;
+        schema::check_value(self.0, v).map_err(|e| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid value '{v}' for '--{}': {e}\n", self.0.name),
+            )
+            .with_cmd(cmd)
+        })?;
+        Ok(v.to_string())
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        if self.0.kind == Kind::Arch {
+            let names = dumpconv_core::arch::known_names();
+            return Some(Box::new(names.into_iter().map(PossibleValue::new)));
         }
+        if self.0.values.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.0.values.iter().map(PossibleValue::new)))
+    }
+}
+
+/// The clap argument of one schema option.
+fn schema_arg(d: &'static OptDef) -> Arg {
+    // As clap's derive does with doc comments: no final period.
+    let mut help = d.help.strip_suffix('.').unwrap_or(d.help).to_string();
+    if let Some(v) = d.default {
+        help.push_str(&format!(" [default: {v}]"));
+    }
+    if !d.formats.is_empty() {
+        help.push_str(&format!(" [formats: {}]", d.formats.join(", ")));
+    }
+    let mut a = Arg::new(d.name)
+        .long(d.name)
+        .help(help)
+        .help_heading(d.heading);
+    if let Some(c) = d.short {
+        a = a.short(c);
+    }
+    if let Some(r) = d.requires {
+        a = a.requires(r);
+    }
+    if let Some(c) = d.conflicts {
+        a = a.conflicts_with(c);
+    }
+    if d.kind == Kind::Flag {
+        return a.action(ArgAction::SetTrue);
+    }
+    a = a
+        .action(ArgAction::Set)
+        .value_name(d.value_name)
+        .value_parser(SchemaValue(d));
+    match d.kind {
+        Kind::Int => a.allow_negative_numbers(true),
+        Kind::Path => a.value_hint(ValueHint::AnyPath),
+        // Suggestions only (plugins add formats): not listed as the only values.
+        Kind::Text => a.hide_possible_values(true),
+        _ => a,
+    }
+}
+
+impl<const OUTPUT: bool> FromArgMatches for SchemaFlags<OUTPUT> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut map = OptionMap::new();
+        for d in schema::in_scope(scope(OUTPUT)) {
+            if d.kind == Kind::Flag {
+                if m.get_flag(d.name) {
+                    map.insert(d.name.to_string(), "1".to_string());
+                }
+            } else if let Some(v) = m.get_one::<String>(d.name) {
+                map.insert(d.name.to_string(), v.clone());
+            }
+        }
+        Ok(SchemaFlags { map })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl<const OUTPUT: bool> Args for SchemaFlags<OUTPUT> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        schema::in_scope(scope(OUTPUT)).fold(cmd, |c, d| c.arg(schema_arg(d)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -205,116 +316,14 @@ pub struct InputArgs {
     /// Input dump (format detected by content); `-` reads standard input.
     pub input: PathBuf,
 
-    /// Read the input as this format instead of detecting it (raw).
-    #[arg(long, value_name = "FORMAT", help_heading = "Input")]
-    pub input_format: Option<String>,
-
-    /// RAM ranges of a raw image, inclusive: `0-0x9ffff,0x100000-0xbfffffff`, or a file
-    /// holding a copy of /proc/iomem ("System RAM" lines are used).
-    #[arg(long, value_name = "RANGES|FILE", help_heading = "Input")]
-    pub ram_map: Option<String>,
-
-    /// Directory for the temporary decompressed copy of a compressed or streamed input
-    /// (default $DUMPCONV_SPILL_DIR, else $TMPDIR); needs up to the decompressed size.
-    #[arg(long, value_name = "DIR", help_heading = "Input")]
-    pub spill_dir: Option<PathBuf>,
-
-    /// Refuse a compressed or streamed input once its decompressed size passes SIZE
-    /// (16M, 1G, 4T...; all-zero pages included, though they cost no disk). Default
-    /// $DUMPCONV_MAX_SPILL, else no limit; a guard against decompression bombs.
-    #[arg(long, value_parser = parse_num, value_name = "SIZE", help_heading = "Input")]
-    pub max_spill: Option<u64>,
-
-    /// Architecture of a raw image (ELF and kdump inputs say it themselves).
-    #[arg(long, value_enum, help_heading = "Input")]
-    pub arch: Option<ArchArg>,
-
-    /// Page-table root for inputs without CPU state (with --paging-mode).
-    #[arg(long, value_parser = parse_num, value_name = "ADDR", help_heading = "CPU state")]
-    pub cr3: Option<u64>,
-
-    /// Paging mode that goes with --cr3.
-    #[arg(long, value_enum, requires = "cr3", help_heading = "CPU state")]
-    pub paging_mode: Option<ModeArg>,
-
-    /// CPU states as JSON: an array of CPU objects, or the output of `dumpconv info
-    /// --json` (its "cpus"). Registers are hex strings ("0x1000") or numbers.
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "cr3",
-        help_heading = "CPU state"
-    )]
-    pub cpu_state: Option<PathBuf>,
-
-    /// VMCOREINFO text (KEY=value lines) to use when the input has none.
-    #[arg(long, value_name = "FILE", help_heading = "Input")]
-    pub vmcoreinfo: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: SchemaFlags<false>,
 }
 
 impl InputArgs {
-    pub fn open_options(&self) -> Result<OpenOptions, Error> {
-        let ram_map = match &self.ram_map {
-            None => None,
-            Some(s) => {
-                let p = std::path::Path::new(s);
-                let text = if p.is_file() {
-                    std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?
-                } else {
-                    s.clone()
-                };
-                Some(dumpconv_formats::raw::parse_ram_map(&text)?)
-            }
-        };
-        Ok(OpenOptions {
-            input_format: self.input_format.clone(),
-            ram_map,
-            spill_dir: self.spill_dir.clone(),
-            max_spill: self.max_spill,
-        })
-    }
-
-    pub fn cpus(&self) -> Result<Option<Vec<CpuState>>, Error> {
-        if let Some(cr3) = self.cr3 {
-            let mode = self.paging_mode.map(ModeArg::name).ok_or_else(|| {
-                Error::invalid("--cr3 needs --paging-mode (32bit, pae, 4level or 5level)")
-            })?;
-            let cpu = dumpconv::Registry::builtin().cpu_from_root(self.arch(), mode, cr3)?;
-            return Ok(Some(vec![cpu]));
-        }
-        match &self.cpu_state {
-            Some(p) => dumpconv::pipeline::read_cpu_state_file(p).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    pub fn vmcoreinfo(&self) -> Result<Option<VmcoreInfo>, Error> {
-        self.vmcoreinfo
-            .as_ref()
-            .map(|p| {
-                std::fs::read(p)
-                    .map(|b| VmcoreInfo::parse(&b))
-                    .map_err(|e| Error::io(p, e))
-            })
-            .transpose()
-    }
-
-    pub fn arch(&self) -> Option<Arch> {
-        self.arch.map(|a| match a {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::I386 => Arch::I386,
-        })
-    }
-
     /// The options shared by every command that opens an input.
     pub fn base_options(&self) -> Result<ConvertOptions, Error> {
-        Ok(ConvertOptions {
-            open: self.open_options()?,
-            arch: self.arch(),
-            cpus: self.cpus()?,
-            vmcoreinfo: self.vmcoreinfo()?,
-            ..ConvertOptions::default()
-        })
+        schema::build(&self.options.map)
     }
 }
 
@@ -323,81 +332,22 @@ pub struct ConvertArgs {
     #[command(flatten)]
     pub input_args: InputArgs,
 
+    /// The other files of a kdump split set (makedumpfile --split) whose first file is
+    /// INPUT, in any order; every part must be given.
+    #[arg(value_name = "PART")]
+    pub parts: Vec<PathBuf>,
+
     /// Output file, or `-` for standard output (a stream: kdump becomes the flattened
     /// format). Written to a temporary file and renamed when complete.
     #[arg(short, long, value_name = "FILE")]
     pub output: String,
 
-    /// Output format: elf, kdump, raw, lime, avml; default from the output name (.elf
-    /// .kdump .raw .lime .avml ..., also under a final .zst or .lz4; a bare X.zst is raw).
-    #[arg(short, long, value_name = "FORMAT")]
-    pub format: Option<String>,
+    #[command(flatten)]
+    pub options: SchemaFlags<true>,
 
     /// Replace the output if it exists.
     #[arg(long)]
     pub force: bool,
-
-    /// First physical address to write.
-    #[arg(long, value_parser = parse_num, value_name = "ADDR", help_heading = "Selection")]
-    pub begin: Option<u64>,
-
-    /// Bytes of physical address space to write from --begin.
-    #[arg(long, value_parser = parse_num, value_name = "LEN", help_heading = "Selection")]
-    pub length: Option<u64>,
-
-    /// Walk the guest's page tables and write virtual mappings (ELF p_vaddr), so gdb
-    /// can read kernel virtual addresses; all RAM is still written.
-    #[arg(long, help_heading = "Paging")]
-    pub paging: bool,
-
-    /// CPU whose user-space mappings are kept (kernel mappings come from all CPUs).
-    #[arg(long, value_name = "N", help_heading = "Paging")]
-    pub cpu: Option<u32>,
-
-    /// `all`: keep user mappings of every CPU, as QEMU does (may contradict each other).
-    #[arg(
-        long,
-        value_name = "all|one",
-        default_value = "one",
-        help_heading = "Paging"
-    )]
-    pub paging_cpus: String,
-
-    /// MAXPHYADDR: physical address bits in page-table entries.
-    #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52), help_heading = "Paging")]
-    pub max_phys_bits: u8,
-
-    /// kdump: page codec, zlib (default), lzo, snappy, zstd or none (Debian's
-    /// makedumpfile 1.7.2 reads only zlib and lzo; crash reads all four). raw, elf,
-    /// lime: compress the whole output as one stream, zstd or lz4 (what `zstd -d` or
-    /// `lz4 -d` reads), or none; an output named X.zst or X.lz4 implies it.
-    #[arg(long, value_name = "CODEC", help_heading = "Compression")]
-    pub compress: Option<String>,
-
-    /// Compression level: zlib 0-9, zstd 1-22 (whole-output zstd default 3); lz4,
-    /// lzo and snappy have none.
-    #[arg(
-        long,
-        value_name = "N",
-        allow_negative_numbers = true,
-        help_heading = "Compression"
-    )]
-    pub level: Option<i32>,
-
-    /// Compression threads (default: all cores), for kdump pages and zstd output. A
-    /// kdump file is identical for any count.
-    #[arg(long, value_name = "N", help_heading = "Compression")]
-    pub threads: Option<usize>,
-
-    /// Leave all-zero pages out of a kdump file entirely (crash then needs
-    /// `--zero_excluded`). By default zero pages share one stored zero block.
-    #[arg(long, help_heading = "kdump")]
-    pub exclude_zero: bool,
-
-    /// On a write error (full disk), keep the partial kdump file, marked incomplete
-    /// (status 0x8) as makedumpfile does; lost pages read as lost, never as zeros.
-    #[arg(long, help_heading = "kdump")]
-    pub keep_partial: bool,
 
     /// No progress bar.
     #[arg(short, long)]
@@ -416,45 +366,17 @@ impl std::ops::Deref for ConvertArgs {
 }
 
 impl ConvertArgs {
+    /// The command line's options as one map, as a manifest line would give them.
+    pub fn option_map(&self) -> OptionMap {
+        let mut m = self.input_args.options.map.clone();
+        m.extend(self.options.map.clone());
+        m
+    }
+
     pub fn to_options(&self) -> Result<ConvertOptions, Error> {
-        let mut o = self.input_args.base_options()?;
-        o.format = self.format.clone();
-        o.begin = self.begin;
-        o.length = self.length;
+        let mut o = schema::build(&self.option_map())?;
         o.force = self.force;
-        let all_cpus = match self.paging_cpus.as_str() {
-            "all" => true,
-            "one" => false,
-            other => {
-                return Err(Error::invalid(format!(
-                    "--paging-cpus {other:?}: expected `all` or `one`"
-                )))
-            }
-        };
-        if self.paging {
-            o.paging = Some(PagingOptions {
-                user_cpu: self.cpu,
-                all_cpus,
-                max_phys_bits: self.max_phys_bits,
-            });
-        }
-        let mut w = BTreeMap::new();
-        if let Some(c) = &self.compress {
-            w.insert("compress".into(), c.clone());
-        }
-        if let Some(l) = self.level {
-            w.insert("level".into(), l.to_string());
-        }
-        if let Some(t) = self.threads {
-            w.insert("threads".into(), t.to_string());
-        }
-        if self.exclude_zero {
-            w.insert("exclude-zero".into(), "1".into());
-        }
-        if self.keep_partial {
-            w.insert("keep-partial".into(), "1".into());
-        }
-        o.writer_options = w;
+        o.parts = self.parts.clone();
         Ok(o)
     }
 }
@@ -498,8 +420,9 @@ pub struct TranslateArgs {
 const BATCH_AFTER_HELP: &str = "\
 Inputs: a directory (its files, not recursive), a pattern (`dumps/*.elf`, quoted), a
 dump, or a manifest (.csv: input,output,options; .jsonl: {\"input\":..,\"output\":..,
-\"options\":..}). Manifest options are convert's flags as words (`format=kdump
-compress=zstd paging`) and override the command line's.
+\"options\":..}). Manifest options are the conversion options above as words, without
+the dashes (`format=kdump compress=zstd paging`), and override the command line's. A
+manifest input may be a kdump split set: `part1|part2|part3` in CSV, an array in JSON.
 
 Outputs are named by --name in --out-dir; finished ones are recorded in
 OUT_DIR/.dumpconv-journal*.jsonl and skipped on a rerun; failed and unfinished ones are
@@ -577,170 +500,39 @@ pub struct BatchArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Output format for every job (default: elf); a manifest's format=... wins.
-    #[arg(
-        short,
-        long,
-        value_name = "FORMAT",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub format: Option<String>,
-    #[arg(
-        long,
-        value_name = "FORMAT",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub input_format: Option<String>,
-    #[arg(
-        long,
-        value_name = "RANGES|FILE",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub ram_map: Option<String>,
-    #[arg(
-        long,
-        value_name = "DIR",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub spill_dir: Option<PathBuf>,
-    #[arg(
-        long,
-        value_name = "SIZE",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub max_spill: Option<String>,
-    #[arg(long, value_enum, help_heading = "Conversion options (as in convert)")]
-    pub arch: Option<ArchArg>,
-    #[arg(
-        long,
-        value_name = "ADDR",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub cr3: Option<String>,
-    #[arg(
-        long,
-        value_enum,
-        requires = "cr3",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub paging_mode: Option<ModeArg>,
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "cr3",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub cpu_state: Option<PathBuf>,
-    #[arg(
-        long,
-        value_name = "FILE",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub vmcoreinfo: Option<PathBuf>,
-    #[arg(
-        long,
-        value_name = "ADDR",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub begin: Option<String>,
-    #[arg(
-        long,
-        value_name = "LEN",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub length: Option<String>,
-    #[arg(long, help_heading = "Conversion options (as in convert)")]
-    pub paging: bool,
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub cpu: Option<u32>,
-    #[arg(
-        long,
-        value_name = "all|one",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub paging_cpus: Option<String>,
-    #[arg(
-        long,
-        value_name = "BITS",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub max_phys_bits: Option<u8>,
-    #[arg(
-        long,
-        value_name = "CODEC",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub compress: Option<String>,
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub level: Option<i32>,
-    /// Compression threads per job (default: cores / jobs).
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = "Conversion options (as in convert)"
-    )]
-    pub threads: Option<usize>,
-    #[arg(long, help_heading = "Conversion options (as in convert)")]
-    pub exclude_zero: bool,
-    #[arg(long, help_heading = "Conversion options (as in convert)")]
-    pub keep_partial: bool,
+    /// Conversion options for every job (a manifest line's override them).
+    #[command(flatten)]
+    pub input_options: SchemaFlags<false>,
+
+    #[command(flatten)]
+    pub output_options: SchemaFlags<true>,
 }
 
 impl BatchArgs {
-    /// The command line's conversion options in the manifest vocabulary, checked by the
-    /// same code that checks a manifest line.
-    pub fn option_map(&self) -> Result<dumpconv::batch::options::OptionMap, Error> {
-        let mode = |m: ModeArg| match m {
-            ModeArg::Bits32 => "32bit",
-            ModeArg::Pae => "pae",
-            ModeArg::Level4 => "4level",
-            ModeArg::Level5 => "5level",
-        };
-        let arch = |a: ArchArg| match a {
-            ArchArg::X86_64 => "x86_64",
-            ArchArg::I386 => "i386",
-        };
-        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
-        let flag = |b: bool| b.then(|| "1".to_string());
-        let pairs: Vec<(&str, Option<String>)> = vec![
-            ("format", self.format.clone()),
-            ("input-format", self.input_format.clone()),
-            ("ram-map", self.ram_map.clone()),
-            ("spill-dir", self.spill_dir.as_ref().map(path)),
-            ("max-spill", self.max_spill.clone()),
-            ("arch", self.arch.map(|a| arch(a).to_string())),
-            ("cr3", self.cr3.clone()),
-            ("paging-mode", self.paging_mode.map(|m| mode(m).to_string())),
-            ("cpu-state", self.cpu_state.as_ref().map(path)),
-            ("vmcoreinfo", self.vmcoreinfo.as_ref().map(path)),
-            ("begin", self.begin.clone()),
-            ("length", self.length.clone()),
-            ("paging", flag(self.paging)),
-            ("cpu", self.cpu.map(|c| c.to_string())),
-            ("paging-cpus", self.paging_cpus.clone()),
-            ("max-phys-bits", self.max_phys_bits.map(|b| b.to_string())),
-            ("compress", self.compress.clone()),
-            ("level", self.level.map(|l| l.to_string())),
-            ("threads", self.threads.map(|t| t.to_string())),
-            ("exclude-zero", flag(self.exclude_zero)),
-            ("keep-partial", flag(self.keep_partial)),
-        ];
-        let mut map = dumpconv::batch::options::OptionMap::new();
-        for (k, v) in pairs {
-            if let Some(v) = v {
-                dumpconv::batch::options::insert(&mut map, k, v).map_err(Error::invalid)?;
-            }
-        }
-        Ok(map)
+    /// The command line's conversion options in the manifest vocabulary (checked by the
+    /// same [`schema::check_value`] as a manifest line).
+    pub fn option_map(&self) -> OptionMap {
+        let mut m = self.input_options.map.clone();
+        m.extend(self.output_options.map.clone());
+        m
     }
+}
+
+/// `dumpconv completions SHELL`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `dumpconv man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write dumpconv.1 and one page per subcommand (dumpconv-convert.1 ...) into DIR
+    /// instead of printing dumpconv.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -752,6 +544,49 @@ mod tests {
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn convert_flags_build_the_options_as_a_manifest_line_does() {
+        let cli = Cli::parse_from(with_default_subcommand(
+            [
+                "dumpconv",
+                "in.raw",
+                "p2",
+                "p3",
+                "-o",
+                "out.elf",
+                "--arch",
+                "i386",
+                "--elf-class",
+                "64",
+                "--paging",
+                "--max-phys-bits",
+                "40",
+                "--level",
+                "-5",
+            ]
+            .map(OsString::from)
+            .into_iter(),
+        ));
+        let Command::Convert(c) = cli.command else {
+            panic!("not convert")
+        };
+        let from_flags = c.to_options().unwrap();
+        assert_eq!(from_flags.parts, [PathBuf::from("p2"), PathBuf::from("p3")]);
+        let words = "arch=i386 elf-class=64 paging max-phys-bits=40 level=-5";
+        let from_words = schema::build(&schema::parse_words(words).unwrap()).unwrap();
+        assert_eq!(from_flags.arch, from_words.arch);
+        assert_eq!(from_flags.paging, from_words.paging);
+        assert_eq!(from_flags.writer_options, from_words.writer_options);
+        assert_eq!(from_flags.paging.unwrap().max_phys_bits, 40);
+        assert_eq!(from_flags.writer_options["level"], "-5");
     }
 
     #[test]
@@ -843,7 +678,7 @@ mod tests {
         let Command::Batch(b) = cli.command else {
             panic!("not batch")
         };
-        let m = b.option_map().unwrap();
+        let m = b.option_map();
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
         assert_eq!(
             keys,

@@ -16,6 +16,8 @@ pub mod numbers;
 pub mod output;
 pub mod pipeline;
 pub mod registry;
+pub mod schema;
+pub mod split;
 
 pub use output::Output;
 pub use pipeline::{build_plan, convert, open_input, ConvertOptions, ConvertReport, PagingOptions};

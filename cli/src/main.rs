@@ -30,7 +30,7 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dumpconv::{Output, Registry};
 use dumpconv_core::Error;
 
@@ -59,14 +59,26 @@ fn main() -> ExitCode {
     plugins.paths.extend(cli.plugins.paths);
     plugins.plugin_override |= cli.plugins.plugin_override;
     let done = |r: Result<(), Error>| r.map(|()| 0u8);
-    let result = load_registry(&plugins).and_then(|registry| match cli.command {
+    // Generated from the argument definitions alone: no plugin is loaded for them.
+    let command = match cli.command {
+        Command::Completions(c) => return report(done(completions(c.shell))),
+        Command::Man(m) => return report(done(man(m.dir.as_deref()))),
+        command => command,
+    };
+    let result = load_registry(&plugins).and_then(|registry| match command {
         Command::Convert(c) => done(run_convert(c, &registry)),
         Command::Info(i) => done(info::run_info(i, &registry)),
         Command::Translate(t) => done(info::run_translate(t, &registry)),
         Command::Plugins(p) => done(plugins::run_plugins(&p, &registry)),
         // A batch reports its own failures per job; its exit code says whether any failed.
         Command::Batch(b) => run_batch(b, &registry),
+        Command::Completions(_) | Command::Man(_) => Ok(0),
     });
+    report(result)
+}
+
+/// Exit with `result`'s code, printing its error and causes.
+fn report(result: Result<u8, Error>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -144,7 +156,7 @@ fn run_batch(b: args::BatchArgs, registry: &Registry) -> Result<u8, Error> {
     let plan_settings = PlanSettings {
         out_dir: b.out_dir.clone(),
         template: b.template.clone(),
-        options: b.option_map()?,
+        options: b.option_map(),
     };
     let mut jobs = plan::plan(specs, &plan_settings, registry)?;
     if let Some(s) = b.shard {
@@ -186,4 +198,40 @@ fn run_batch(b: args::BatchArgs, registry: &Registry) -> Result<u8, Error> {
         print!("{}", report.table());
     }
     Ok(if report.success() { 0 } else { EXIT_INPUT })
+}
+
+/// `dumpconv completions SHELL`: the completion script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<(), Error> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dumpconv", &mut buf);
+    print!("{}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
+/// `dumpconv man [--dir DIR]`: dumpconv.1 on standard output, or every page into DIR.
+fn man(dir: Option<&std::path::Path>) -> Result<(), Error> {
+    let cmd = Cli::command();
+    match dir {
+        Some(dir) => {
+            let failed = |source| Error::Output {
+                path: dir.to_path_buf(),
+                offset: 0,
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(failed)?;
+            clap_mangen::generate_to(cmd, dir).map_err(failed)
+        }
+        None => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .map_err(|source| Error::Output {
+                    path: "standard output".into(),
+                    offset: 0,
+                    source,
+                })?;
+            print!("{}", String::from_utf8_lossy(&buf));
+            Ok(())
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub struct ConvertOptions {
     pub force: bool,
     /// Writer options (`compress=zstd`, `level=3`, `threads=4`, ...).
     pub writer_options: BTreeMap<String, String>,
+    /// The other files of a kdump split set whose first file is the input (empty: the
+    /// input is one file).
+    pub parts: Vec<PathBuf>,
 }
 
 /// What a conversion did.
@@ -83,9 +86,14 @@ pub struct ConvertReport {
     pub output_blake3: Option<String>,
 }
 
-/// Open an input with the options' reader settings.
+/// Open an input with the options' reader settings (with `opts.parts`, the files of a
+/// split set together).
 pub fn open_input(path: &Path, opts: &ConvertOptions) -> Result<Dump> {
-    dumpconv_formats::open(path, &opts.open)
+    if opts.parts.is_empty() {
+        dumpconv_formats::open(path, &opts.open)
+    } else {
+        crate::split::open_split_set(path, &opts.parts)
+    }
 }
 
 /// The architecture of the dump: `--arch`, else what the input says, else
@@ -303,7 +311,24 @@ pub struct OutputChoice {
 }
 
 /// Whole-output compression options, removed from what the writer receives.
-const STREAM_KEYS: [&str; 3] = ["compress", "level", "threads"];
+pub const STREAM_KEYS: [&str; 3] = ["compress", "level", "threads"];
+
+/// The writer options `writer` receives from `options`: all of them when it compresses
+/// itself, else all but the whole-output compression's. Checked against what the
+/// writer declares (the same check for `convert`, a batch and a manifest line).
+pub fn writer_receives(
+    writer: &dyn DumpWriter,
+    options: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let mut receives = options.clone();
+    if !writer.compresses_itself() {
+        for k in STREAM_KEYS {
+            receives.remove(k);
+        }
+    }
+    dumpconv_core::check_writer_options(writer, receives.keys())?;
+    Ok(receives)
+}
 
 /// Choose the writer and the output compression. `--compress`, `--level` and
 /// `--threads` belong to kdump's per-page compression when the writer compresses
@@ -319,6 +344,7 @@ pub fn choose_output(
         Output::Stdout => None,
     };
     let wopts = &opts.writer_options;
+    let writer_options = writer_receives(writer.as_ref(), wopts)?;
     if writer.compresses_itself() {
         if let Some((c, p)) = named {
             return Err(Error::invalid(format!(
@@ -337,7 +363,7 @@ pub fn choose_output(
         return Ok(OutputChoice {
             writer,
             codec: None,
-            writer_options: wopts.clone(),
+            writer_options,
         });
     }
 
@@ -422,15 +448,10 @@ pub fn choose_output(
                     range.end()
                 )));
             }
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = threads.unwrap_or_else(dumpconv_core::numbers::default_threads);
             Some(StreamCodec::Zstd { level, threads })
         }
     };
-    let mut writer_options = wopts.clone();
-    for k in STREAM_KEYS {
-        writer_options.remove(k);
-    }
     Ok(OutputChoice {
         writer,
         codec,
@@ -484,8 +505,11 @@ fn convert_impl(
     let start = Instant::now();
     let choice = choose_output(registry, output, opts)?;
     let writer = choice.writer.clone();
-    check_output(output, &[input], opts.force)?;
+    let mut inputs = vec![input];
+    inputs.extend(opts.parts.iter().map(PathBuf::as_path));
+    check_output(output, &inputs, opts.force)?;
     let dump = open_input(input, opts)?;
+    crate::split::check_complete(&dump)?;
     let mut report = ConvertReport {
         input_format: dump.format,
         writer: writer.name().to_string(),

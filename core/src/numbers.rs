@@ -21,6 +21,26 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
 }
 
+/// The one reading of an on/off value, for option words, manifests and writer options
+/// alike: `1 true yes on` and an empty value (a bare key) are on, `0 false no off` off,
+/// any case.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The words [`parse_bool`] takes, for messages.
+pub const BOOL_WORDS: &str = "1/0, true/false, yes/no, on/off";
+
+/// The default number of compression threads: all cores. The one place it is computed
+/// (kdump page compression, whole-output zstd, the cores a batch shares out).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +53,9 @@ mod tests {
         assert_eq!(parse_u64("1_000"), Ok(1000));
         assert!(parse_u64("x").is_err());
         assert!(parse_u64("99999999999T").is_err());
+        assert_eq!(parse_bool("Yes"), Some(true));
+        assert_eq!(parse_bool(""), Some(true));
+        assert_eq!(parse_bool("off"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
     }
 }

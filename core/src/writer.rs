@@ -61,6 +61,20 @@ pub trait DumpWriter: Send + Sync {
         false
     }
 
+    /// The writer options (keys of [`DumpPlan::options`]) this writer takes. The
+    /// pipeline refuses any other before anything is opened, naming the writer and the
+    /// option (see [`check_writer_options`]). `None` (the default) declares nothing and
+    /// lets every option through: a plugin writer whose descriptor lists no options.
+    fn options(&self) -> Option<&[&str]> {
+        None
+    }
+
+    /// A word on the options this writer refuses, added to the error (AVML: its blocks
+    /// are always snappy-compressed, so it has no `compress`).
+    fn options_note(&self) -> Option<&str> {
+        None
+    }
+
     /// Write the plan. Bytes of memory come from `mem`, output goes to `sink`, progress
     /// is reported in bytes of memory written. On error the caller discards the output.
     fn write(
@@ -70,4 +84,32 @@ pub trait DumpWriter: Send + Sync {
         sink: &mut dyn Sink,
         progress: &dyn Progress,
     ) -> Result<()>;
+}
+
+/// Refuse an option `writer` does not declare (a usage error naming the writer, the
+/// option and what it takes). Writers declaring nothing take anything.
+pub fn check_writer_options<'a>(
+    writer: &dyn DumpWriter,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> Result<()> {
+    let Some(takes) = writer.options() else {
+        return Ok(());
+    };
+    for key in keys {
+        if !takes.contains(&key.as_str()) {
+            let takes = if takes.is_empty() {
+                "it takes none".to_string()
+            } else {
+                format!("it takes {}", takes.join(", "))
+            };
+            let note = writer
+                .options_note()
+                .map_or(String::new(), |n| format!(": {n}"));
+            return Err(crate::Error::invalid(format!(
+                "{} output takes no option {key:?} ({takes}){note}",
+                writer.name()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -346,6 +346,7 @@ mod tests {
         Job {
             index: 0,
             input: dir.join("in.raw"),
+            parts: Vec::new(),
             output: dir.join("out/in.elf"),
             options: Default::default(),
             format: "elf".into(),

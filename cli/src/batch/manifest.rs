@@ -7,6 +7,8 @@
 //!   is relative to `--out-dir`.
 //! - A relative input (and a relative file named by an option) is relative to the
 //!   manifest's directory, so a manifest travels with its dumps.
+//! - `input` may name the files of a kdump split set (`makedumpfile --split`): in CSV
+//!   separated by `|` (`part1|part2|part3`), in JSON lines as an array of strings.
 //! - `options` is `key=value` words in CSV (`format=kdump compress=zstd paging`), a
 //!   string of such words or a JSON object in JSON lines; see [`super::options`].
 //!
@@ -23,6 +25,8 @@ use super::options::{self, OptionMap};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
     pub input: PathBuf,
+    /// The other files of a kdump split set whose first file is `input`.
+    pub parts: Vec<PathBuf>,
     /// Explicit output (relative to the out dir unless absolute); None: the template.
     pub output: Option<PathBuf>,
     /// Options of this job only (they override the command line's).
@@ -79,21 +83,32 @@ pub fn parse(text: &str, name: &str, dir: &Path, csv: bool) -> Result<Vec<JobSpe
                     .unwrap_or_default()
             };
             let opts = options::parse_words(&get(2)).map_err(err)?;
-            (get(0), get(1), opts)
+            let inputs = get(0).split('|').map(|s| s.trim().to_string()).collect();
+            (inputs, get(1), opts)
         } else {
             parse_json_line(trimmed).map_err(err)?
         };
-        if input.is_empty() {
+        if input.iter().all(String::is_empty) {
             return Err(err("no input".into()));
         }
+        if input.iter().any(String::is_empty) {
+            return Err(err("an empty name in a split set's inputs".into()));
+        }
         options::resolve_files(&mut opts, dir);
-        let input = PathBuf::from(input);
-        jobs.push(JobSpec {
-            input: if input.is_relative() {
-                dir.join(input)
+        let mut paths = input.into_iter().map(|i| {
+            let p = PathBuf::from(i);
+            if p.is_relative() {
+                dir.join(p)
             } else {
-                input
-            },
+                p
+            }
+        });
+        let Some(first) = paths.next() else {
+            return Err(err("no input".into()));
+        };
+        jobs.push(JobSpec {
+            input: first,
+            parts: paths.collect(),
             output: (!output.is_empty()).then(|| PathBuf::from(output)),
             options: opts,
             origin,
@@ -102,19 +117,31 @@ pub fn parse(text: &str, name: &str, dir: &Path, csv: bool) -> Result<Vec<JobSpe
     Ok(jobs)
 }
 
-fn parse_json_line(line: &str) -> std::result::Result<(String, String, OptionMap), String> {
+/// A line's inputs (one, or the files of a split set), output and options.
+type Line = (Vec<String>, String, OptionMap);
+
+fn parse_json_line(line: &str) -> std::result::Result<Line, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(obj) = v else {
         return Err(
             "expected a JSON object {\"input\": ..., \"output\": ..., \"options\": ...}".into(),
         );
     };
-    let mut input = String::new();
+    let mut input = Vec::new();
     let mut output = String::new();
     let mut opts = OptionMap::new();
     for (k, v) in obj {
         match (k.as_str(), v) {
-            ("input", Value::String(s)) => input = s,
+            ("input", Value::String(s)) => input = vec![s],
+            ("input", Value::Array(a)) if !a.is_empty() => {
+                input = a
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        other => Err(format!("\"input\" array holds {other}, not a file name")),
+                    })
+                    .collect::<std::result::Result<_, _>>()?;
+            }
             ("output", Value::String(s)) => output = s,
             ("output", Value::Null) => {}
             ("options", Value::String(s)) => opts = options::parse_words(&s)?,
@@ -273,6 +300,25 @@ mod tests {
         assert!(e.contains("not a string, number or boolean"), "{e}");
         let e = jsonl("{\"output\": \"x\"}\n").unwrap_err().to_string();
         assert!(e.starts_with("m.jsonl:1: no input"), "{e}");
+    }
+
+    #[test]
+    fn split_sets_list_their_parts() {
+        let jobs = csv("s1|/abs/s2 | s3,out.elf,\n").unwrap();
+        assert_eq!(jobs[0].input, PathBuf::from("/data/s1"));
+        assert_eq!(
+            jobs[0].parts,
+            [PathBuf::from("/abs/s2"), PathBuf::from("/data/s3")]
+        );
+        let jobs = jsonl("{\"input\": [\"s1\", \"s2\"], \"output\": \"o.elf\"}\n").unwrap();
+        assert_eq!(jobs[0].input, PathBuf::from("/data/s1"));
+        assert_eq!(jobs[0].parts, [PathBuf::from("/data/s2")]);
+        let e = csv("s1||s3,,\n").unwrap_err().to_string();
+        assert!(e.contains("m.csv:1: an empty name"), "{e}");
+        let e = jsonl("{\"input\": [\"s1\", 2]}\n").unwrap_err().to_string();
+        assert!(e.contains("not a file name"), "{e}");
+        let e = jsonl("{\"input\": []}\n").unwrap_err().to_string();
+        assert!(e.contains("wrong type"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use super::glob;
 use super::manifest::{self, JobSpec};
 use super::options::OptionMap;
 use crate::compress::NamedCodec;
+use crate::output::Output;
+use crate::pipeline::{choose_writer, writer_receives};
 use crate::registry::Registry;
+use crate::schema::writer_options;
 
 /// The default naming template: the input's name without its last extension, plus the
 /// output format's extension.
@@ -35,6 +38,8 @@ pub struct Job {
     /// Position in the whole (unsharded) plan, from 0; the shard key.
     pub index: usize,
     pub input: PathBuf,
+    /// The other files of a kdump split set whose first file is `input`.
+    pub parts: Vec<PathBuf>,
     pub output: PathBuf,
     /// The command line's options overridden by the job's own.
     pub options: OptionMap,
@@ -65,6 +70,7 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<JobSpec>> {
         let path = Path::new(arg);
         let from = |p: PathBuf| JobSpec {
             input: p,
+            parts: Vec::new(),
             output: None,
             options: OptionMap::new(),
             origin: arg.clone(),
@@ -109,28 +115,22 @@ pub fn plan(specs: Vec<JobSpec>, settings: &PlanSettings, registry: &Registry) -
         let mut options = settings.options.clone();
         options.extend(spec.options.clone());
         let at = |msg: String| Error::invalid(format!("{}: {msg}", spec.origin));
-        let format = match (options.get("format"), &spec.output) {
-            (Some(f), _) => registry
-                .writer(f)
-                .map_err(|e| at(e.to_string()))?
-                .name()
-                .to_string(),
-            // `x.raw.zst` is a raw image compressed whole, as for `convert -o`; a bare
-            // `x.zst` is raw too (crate::pipeline::choose_writer).
-            (None, Some(out)) => match NamedCodec::from_path(out) {
-                Some((_, inner)) => registry
-                    .writer_for_path(&inner)
-                    .map_or("raw".to_string(), |w| w.name().to_string()),
-                None => registry
-                    .writer_for_path(out)
-                    .map_or(DEFAULT_FORMAT.to_string(), |w| w.name().to_string()),
-            },
-            (None, None) => DEFAULT_FORMAT.to_string(),
-        };
+        // As `convert -o` chooses (`x.raw.zst` is a raw image compressed whole, a bare
+        // `x.zst` raw too, an unknown extension an error); without an output name, elf.
+        let format = options.get("format").map(String::as_str);
+        let writer = match (format, &spec.output) {
+            (None, None) => registry.writer(DEFAULT_FORMAT),
+            (format, Some(out)) => choose_writer(registry, &Output::Path(out.clone()), format),
+            (format, None) => choose_writer(registry, &Output::Stdout, format),
+        }
+        .map_err(|e| at(e.to_string()))?;
+        // A writer option the writer does not take fails the plan, as it fails `convert`.
+        writer_receives(writer.as_ref(), &writer_options(&options))
+            .map_err(|e| at(e.to_string()))?;
+        let format = writer.name().to_string();
         let rel = match &spec.output {
             Some(o) => o.clone(),
             None => {
-                let writer = registry.writer(&format)?;
                 let ext = default_extension(writer.as_ref(), &options);
                 PathBuf::from(
                     render(&settings.template, &spec.input, &ext, &format, index).map_err(at)?,
@@ -150,6 +150,7 @@ pub fn plan(specs: Vec<JobSpec>, settings: &PlanSettings, registry: &Registry) -
         jobs.push(Job {
             index,
             input: spec.input,
+            parts: spec.parts,
             output,
             options,
             format,
@@ -285,6 +286,7 @@ mod tests {
     fn spec(input: &str, opts: &str) -> JobSpec {
         JobSpec {
             input: input.into(),
+            parts: Vec::new(),
             output: None,
             options: super::super::options::parse_words(opts).unwrap(),
             origin: input.into(),

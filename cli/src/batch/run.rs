@@ -50,7 +50,7 @@ pub struct BatchSettings {
 
 impl BatchSettings {
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = dumpconv_core::numbers::default_threads();
         BatchSettings {
             out_dir: out_dir.into(),
             jobs: cores,
@@ -88,7 +88,7 @@ pub fn decisions(jobs: &[Job], settings: &BatchSettings) -> Result<Vec<Decision>
         .map(|j| {
             journal.decide(
                 j,
-                &options::options_hash(&j.options),
+                &options::job_hash(&j.options, &j.parts),
                 settings.force,
                 settings.rehash,
             )
@@ -154,7 +154,7 @@ pub fn run_batch(
     let mut results = Vec::new();
     let mut pending = Vec::new();
     for job in jobs {
-        let hash = options::options_hash(&job.options);
+        let hash = options::job_hash(&job.options, &job.parts);
         match journal.decide(&job, &hash, settings.force, settings.rehash) {
             Decision::Skip(record) => {
                 results.push(JobResult {
@@ -336,6 +336,7 @@ fn convert_and_record(
     let job = &p.job;
     let mut opts = options::build(&p.options)?;
     opts.force = p.replace;
+    opts.parts = job.parts.clone();
     journal.append(&journal.record(Event::Start, job, &p.options_hash))?;
     let output = Output::Path(job.output.clone());
     let convert = if settings.hash {

@@ -152,6 +152,10 @@ impl DumpWriter for ElfWriter {
         &["elf", "core", "vmcore"]
     }
 
+    fn options(&self) -> Option<&[&str]> {
+        Some(&["elf-class"])
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,

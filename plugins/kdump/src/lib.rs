@@ -83,6 +83,10 @@ impl DumpWriter for KdumpWriter {
         true
     }
 
+    fn options(&self) -> Option<&[&str]> {
+        Some(options::OPTION_KEYS)
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,

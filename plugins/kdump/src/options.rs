@@ -44,18 +44,15 @@ impl Default for KdumpOptions {
 }
 
 /// All cores.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+pub use dumpconv_core::numbers::default_threads;
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "" | "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(Error::invalid(format!(
-            "kdump option {key}={v:?}: expected true or false"
-        ))),
-    }
+    dumpconv_core::numbers::parse_bool(v).ok_or_else(|| {
+        Error::invalid(format!(
+            "kdump option {key}={v:?}: expected {}",
+            dumpconv_core::numbers::BOOL_WORDS
+        ))
+    })
 }
 
 impl KdumpOptions {

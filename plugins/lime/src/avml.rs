@@ -99,6 +99,14 @@ impl DumpWriter for AvmlWriter {
         true
     }
 
+    fn options(&self) -> Option<&[&str]> {
+        Some(&[])
+    }
+
+    fn options_note(&self) -> Option<&str> {
+        Some("its blocks are always snappy-compressed")
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,

@@ -66,6 +66,11 @@ impl DumpWriter for LimeWriter {
         &["lime"]
     }
 
+    /// None of its own (whole-output compression is the pipeline's).
+    fn options(&self) -> Option<&[&str]> {
+        Some(&[])
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,

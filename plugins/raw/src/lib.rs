@@ -71,6 +71,11 @@ impl DumpWriter for RawWriter {
         &["raw", "img", "bin", "mem"]
     }
 
+    /// None of its own (whole-output compression is the pipeline's).
+    fn options(&self) -> Option<&[&str]> {
+        Some(&[])
+    }
+
     fn write(
         &self,
         plan: &DumpPlan,
