@@ -456,9 +456,22 @@ pub fn writer_options(map: &OptionMap) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The CPU state for a page-table root given by hand (`cr3` + `paging-mode`).
-fn cpu_from_root(root: u64, mode: &str) -> Option<CpuState> {
-    parse_paging_mode(mode).map(|m| CpuState::from_root(0, root, m))
+/// The CPU state for a page-table root given by hand (`cr3` + `paging-mode`, with
+/// `arch` when given). The one place it is made.
+fn cpu_from_root(_arch: Option<Arch>, mode: &str, root: u64) -> Result<CpuState> {
+    let mode = parse_paging_mode(mode).ok_or_else(|| {
+        Error::invalid(format!(
+            "paging-mode {mode:?}: expected {}",
+            PAGING_MODE_NAMES.join(", ")
+        ))
+    })?;
+    Ok(CpuState::from_root(0, root, mode))
+}
+
+/// Read the file `vmcoreinfo=` names. The one place it is read.
+fn read_vmcoreinfo(path: &Path) -> Result<VmcoreInfo> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(VmcoreInfo::parse(&bytes))
 }
 
 /// Build the options of one conversion from an option map: the one builder of
@@ -498,21 +511,18 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
                 "options cr3 and cpu-state exclude each other",
             ));
         }
-        let cpu = get("paging-mode")
-            .and_then(|m| cpu_from_root(cr3, m))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "option cr3 needs paging-mode ({})",
-                    PAGING_MODE_NAMES.join(", ")
-                ))
-            })?;
-        o.cpus = Some(vec![cpu]);
+        let mode = get("paging-mode").ok_or_else(|| {
+            Error::invalid(format!(
+                "option cr3 needs paging-mode ({})",
+                PAGING_MODE_NAMES.join(", ")
+            ))
+        })?;
+        o.cpus = Some(vec![cpu_from_root(o.arch, mode, cr3)?]);
     } else if let Some(p) = get("cpu-state") {
         o.cpus = Some(read_cpu_state_file(Path::new(p))?);
     }
     if let Some(p) = get("vmcoreinfo") {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        o.vmcoreinfo = Some(VmcoreInfo::parse(&bytes));
+        o.vmcoreinfo = Some(read_vmcoreinfo(Path::new(p))?);
     }
     if flag(map, "paging") {
         let defaults = PagingOptions::default();
