@@ -30,7 +30,8 @@ use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
 
 /// Option name → value, sorted (so its JSON form is canonical and can be hashed). A
-/// flag that is on is `"1"`; one that is off is absent.
+/// flag from a command line is `"1"` when on and absent when off; from a manifest it is
+/// as written (`paging=yes`, `paging=no`): read flags with [`flag`].
 pub type OptionMap = BTreeMap<String, String>;
 
 /// What an option's value is.
