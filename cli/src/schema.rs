@@ -30,7 +30,8 @@ use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
 
 /// Option name → value, sorted (so its JSON form is canonical and can be hashed). A
-/// flag that is on is `"1"`; one that is off is absent.
+/// flag from a command line is `"1"` when on and absent when off; from a manifest it is
+/// as written (`paging=yes`, `paging=no`): read flags with [`flag`].
 pub type OptionMap = BTreeMap<String, String>;
 
 /// What an option's value is.
@@ -457,6 +458,12 @@ pub fn writer_options(map: &OptionMap) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Read the file `vmcoreinfo=` names. The one place it is read.
+fn read_vmcoreinfo(path: &Path) -> Result<VmcoreInfo> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(VmcoreInfo::parse(&bytes))
+}
+
 /// Build the options of one conversion from an option map: the one builder of
 /// [`ConvertOptions`], for `convert`, `info`, `translate`, the batch command line and
 /// every manifest line. Files named by options are read here (so in a batch a missing
@@ -506,8 +513,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         o.cpus = Some(read_cpu_state_file(Path::new(p))?);
     }
     if let Some(p) = get("vmcoreinfo") {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        o.vmcoreinfo = Some(VmcoreInfo::parse(&bytes));
+        o.vmcoreinfo = Some(read_vmcoreinfo(Path::new(p))?);
     }
     if flag(map, "paging") {
         let defaults = PagingOptions::default();
