@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dumpconv::numbers::parse_u64;
 use dumpconv::{ConvertOptions, PagingOptions};
-use dumpconv_core::{Arch, CpuState, Error, PagingMode, VmcoreInfo};
+use dumpconv_core::{Arch, CpuState, Error, PagingMode, VmcoreInfoFile};
 use dumpconv_formats::OpenOptions;
 
 const AFTER_HELP: &str = "\
@@ -246,7 +246,9 @@ pub struct InputArgs {
     )]
     pub cpu_state: Option<PathBuf>,
 
-    /// VMCOREINFO text (KEY=value lines) to use when the input has none.
+    /// VMCOREINFO to use when the input has none: its text (KEY=value lines, with
+    /// OSRELEASE=), or a copy of the dumped machine's /sys/kernel/vmcoreinfo ("ADDR
+    /// SIZE": the note is then read from the dump's memory). Anything else is refused.
     #[arg(long, value_name = "FILE", help_heading = "Input")]
     pub vmcoreinfo: Option<PathBuf>,
 }
@@ -286,14 +288,11 @@ impl InputArgs {
         }
     }
 
-    pub fn vmcoreinfo(&self) -> Result<Option<VmcoreInfo>, Error> {
+    /// `--vmcoreinfo FILE`, checked (a file with neither form is a usage error).
+    pub fn vmcoreinfo(&self) -> Result<Option<VmcoreInfoFile>, Error> {
         self.vmcoreinfo
-            .as_ref()
-            .map(|p| {
-                std::fs::read(p)
-                    .map(|b| VmcoreInfo::parse(&b))
-                    .map_err(|e| Error::io(p, e))
-            })
+            .as_deref()
+            .map(VmcoreInfoFile::read)
             .transpose()
     }
 

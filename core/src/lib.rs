@@ -29,7 +29,7 @@ pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, Seg
 pub use note::Note;
 pub use progress::{NoProgress, Progress};
 pub use sink::{FileSink, Sink, StreamSink};
-pub use vmcoreinfo::VmcoreInfo;
+pub use vmcoreinfo::{VmcoreInfo, VmcoreInfoFile};
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
 pub use writer::{DumpPlan, DumpWriter};
 pub use zero::is_zero;

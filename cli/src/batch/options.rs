@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dumpconv_core::{Arch, CpuState, Error, PagingMode, Result, VmcoreInfo};
+use dumpconv_core::{Arch, CpuState, Error, PagingMode, Result, VmcoreInfoFile};
 
 use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
@@ -262,8 +262,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         o.cpus = Some(read_cpu_state_file(Path::new(p))?);
     }
     if let Some(p) = get("vmcoreinfo") {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        o.vmcoreinfo = Some(VmcoreInfo::parse(&bytes));
+        o.vmcoreinfo = Some(VmcoreInfoFile::read(Path::new(p))?);
     }
     if flag("paging") {
         o.paging = Some(PagingOptions {
