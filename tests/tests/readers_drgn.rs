@@ -19,8 +19,7 @@
 //!
 //! Every codec we write, seekable, and the flattened format on x86_64-4level and
 //! i386-pae (one 64-bit and one 32-bit header layout); zlib seekable and zstd flattened
-//! on the other guests; `DUMPCONV_DRGN_ALL=1` runs every output on every guest. The
-//! x86_64-highmem guest (4.5 GiB) runs only with `DUMPCONV_DRGN_ALL=1`.
+//! on the other guests; `DUMPCONV_DRGN_ALL=1` runs every output on every guest.
 //!
 //! Skips, saying why, when drgn or a guest is missing; `DUMPCONV_REQUIRE_DRGN=1` (set by
 //! `scripts/test.sh`) makes a missing drgn a failure.
@@ -222,10 +221,6 @@ fn drgn_reads_our_kdump_files(name: &str) {
     let Some(py) = python() else { return };
     let Some(g) = guest(name) else { return };
     let all = env_is("DUMPCONV_DRGN_ALL", "1");
-    if name == "x86_64-highmem" && !all {
-        eprintln!("SKIP: {name}: 4.5 GiB, only with DUMPCONV_DRGN_ALL=1");
-        return;
-    }
     let Some(vmlinux) = vmlinux(&g) else {
         let msg = format!("{name}: no debug vmlinux (guest cache or -dbg .deb)");
         assert!(!env_is("DUMPCONV_REQUIRE_DRGN", "1"), "{msg}");
