@@ -375,3 +375,42 @@ fn drgn_reads_a_raw_image_given_sys_kernel_vmcoreinfo() {
         &got,
     );
 }
+
+/// When memory cannot give the utsname (here VMCOREINFO without `SYMBOL(init_uts_ns)`),
+/// the header's placeholder version still lets drgn open the file, with a warning.
+#[test]
+fn drgn_reads_a_kdump_with_the_placeholder_utsname() {
+    let name = "x86_64-4level";
+    let Some(py) = python() else { return };
+    let Some(g) = guest(name) else { return };
+    let Some(vmlinux) = vmlinux(&g) else { return };
+    let text = std::fs::read_to_string(g.file("vmcoreinfo.txt")).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("SYMBOL(init_uts_ns)="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let vi = dir.path().join("vmcoreinfo.txt");
+    std::fs::write(&vi, text).unwrap();
+    let opts = ConvertOptions {
+        arch: Some(Arch::X86_64),
+        vmcoreinfo: Some(VmcoreInfoFile::read(&vi).unwrap()),
+        ..ConvertOptions::default()
+    };
+    let out = dir.path().join("raw.kdump");
+    let warnings = write_kdump_with(&g.file("ram.raw"), &out, "zlib", false, opts);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("utsname") && w.contains("init_uts_ns")),
+        "{warnings:?}"
+    );
+    let b = std::fs::read(&out).unwrap();
+    let version = &b[12 + 3 * 65..12 + 3 * 65 + dumpconv_kdump::PLACEHOLDER_VERSION.len()];
+    assert_eq!(version, dumpconv_kdump::PLACEHOLDER_VERSION.as_bytes());
+    let reference = facts(&py, &g.file("phys.elf"), &vmlinux).unwrap();
+    let got = facts(&py, &out, &vmlinux)
+        .unwrap_or_else(|e| panic!("{name}: drgn cannot open the placeholder header: {e}"));
+    assert_same(&format!("{name}: placeholder utsname"), &reference, &got);
+}
