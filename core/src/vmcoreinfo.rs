@@ -4,14 +4,14 @@
 //! Value formats differ by key (FORMATS.md §4): `SYMBOL(x)` and `KERNELOFFSET` are hex
 //! without 0x, `NUMBER(x)`, `SIZE(x)`, `OFFSET(x)`, `LENGTH(x)` are decimal (NUMBER may
 //! be negative), `NUMBER(VMALLOC_START)` is hex with 0x.
-//!
-//! Also here, because they are driven by VMCOREINFO alone:
-//! - [`VmcoreInfo::kernel_image_phys`]: the physical address of a kernel-image virtual
-//!   address (a `SYMBOL(..)` value) without a page walk, one rule per architecture;
-//! - [`VmcoreInfo::read_kernel_utsname`]: the kernel's `new_utsname` read from
-//!   `init_uts_ns`, as makedumpfile puts it in a kdump header;
-//! - [`VmcoreInfoFile`]: what a user's `--vmcoreinfo FILE` holds (KEY=value text, or the
-//!   `ADDR SIZE` of `/sys/kernel/vmcoreinfo` resolved against the dump's memory).
+
+// Also here, because they are driven by VMCOREINFO alone:
+// - `VmcoreInfo::kernel_image_phys`: the physical address of a kernel-image virtual
+//   address (a `SYMBOL(..)` value) without a page walk, one rule per architecture;
+// - `VmcoreInfo::read_kernel_utsname`: the kernel's `new_utsname` read from
+//   `init_uts_ns`, as makedumpfile puts it in a kdump header;
+// - `VmcoreInfoFile`: what a user's `--vmcoreinfo FILE` holds (KEY=value text, or the
+//   `ADDR SIZE` of `/sys/kernel/vmcoreinfo` resolved against the dump's memory).
 
 use std::path::Path;
 

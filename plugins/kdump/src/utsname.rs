@@ -39,23 +39,23 @@ pub(crate) fn header_utsname(
     plan: &DumpPlan,
     mem: &dyn PhysicalMemory,
 ) -> (Utsname, Option<String>) {
-    let machine = machine_name(plan.arch);
+    let machine = machine_name(plan.arch).to_string();
     let mut u = Utsname::default();
     let Some(v) = plan_vmcoreinfo(plan) else {
-        u.set(Utsname::MACHINE, machine);
+        u.set(Utsname::MACHINE, &machine);
         return (u, None);
     };
     match v.read_kernel_utsname(plan.arch.elf_machine(), mem) {
         Ok(fields) => {
             u.fields = fields;
-            u.set(Utsname::MACHINE, machine);
+            u.set(Utsname::MACHINE, &machine);
             (u, None)
         }
         Err(why) => {
             u.set(Utsname::SYSNAME, "Linux");
             u.set(Utsname::RELEASE, v.osrelease().unwrap_or(""));
             u.set(Utsname::VERSION, PLACEHOLDER_VERSION);
-            u.set(Utsname::MACHINE, machine);
+            u.set(Utsname::MACHINE, &machine);
             let warning = format!(
                 "kdump header: the kernel's utsname could not be read ({why}); wrote \
                  release {:?} from VMCOREINFO, machine {machine:?} and version {:?} instead \
