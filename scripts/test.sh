@@ -30,6 +30,20 @@ if [ ! -x "$AVML_ROOT/bin/avml" ]; then
 fi
 export DUMPCONV_AVML="$AVML_ROOT/bin/avml"
 
+# drgn (PyPI wheel; it bundles libkdumpfile, which reads kdump files): the reader tests
+# (tests/tests/readers_drgn.rs) open our kdump files with it. Installed once (~3 s).
+DRGN_VERSION=${DUMPCONV_DRGN_VERSION:-0.3.0}
+PY=${DUMPCONV_PYTHON:-python3}
+if command -v "$PY" >/dev/null 2>&1; then
+    if ! "$PY" -c 'import drgn' >/dev/null 2>&1; then
+        step "pip install drgn==$DRGN_VERSION"
+        "$PY" -m pip install --quiet --disable-pip-version-check "drgn==$DRGN_VERSION"
+    fi
+    export DUMPCONV_PYTHON="$PY" DUMPCONV_REQUIRE_DRGN=1
+else
+    echo "no $PY: the drgn reader tests will skip" >&2
+fi
+
 if [ "${DUMPCONV_SKIP_GUESTS:-0}" != 1 ]; then
     step "real-guest dumps (tests/real-guests/ensure-guests.sh)"
     bash tests/real-guests/ensure-guests.sh

@@ -60,7 +60,7 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
     let arch = effective_arch(&dump, &opts);
     let cpus = effective_cpus(&dump, &opts);
-    let vmcoreinfo = effective_vmcoreinfo(&dump, &opts);
+    let vmcoreinfo = effective_vmcoreinfo(&dump, &opts)?;
 
     // Optional page-table statistics per CPU.
     let mut paging_stats = Vec::new();
@@ -196,7 +196,10 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
     })?;
     let arch = effective_arch(&dump, &opts);
     let (walker, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None, arch)?;
-    let wopts = walk_options(effective_vmcoreinfo(&dump, &opts).as_ref(), a.max_phys_bits);
+    let wopts = walk_options(
+        effective_vmcoreinfo(&dump, &opts)?.as_ref(),
+        a.max_phys_bits,
+    );
     let mut all = Vec::new();
     for &v in &a.vaddrs {
         let t = walker.translate(cpu, dump.memory.as_ref(), &wopts, v)?;

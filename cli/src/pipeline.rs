@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dumpconv_core::memory::{clip_ranges, normalize_ranges};
 use dumpconv_core::{
     build_view, Arch, ArchWalker, CpuState, Dump, DumpPlan, DumpWriter, Error, PhysRange, Progress,
-    Regime, Result, ViewPolicy, VmcoreInfo, WalkOptions, WalkStats,
+    Regime, Result, ViewPolicy, VmcoreInfo, VmcoreInfoFile, WalkOptions, WalkStats,
 };
 use dumpconv_formats::OpenOptions;
 
@@ -49,8 +49,8 @@ pub struct ConvertOptions {
     pub arch: Option<Arch>,
     /// CPU states replacing the input's (`--cr3`/`--cpu-state`).
     pub cpus: Option<Vec<CpuState>>,
-    /// VMCOREINFO to use when the input has none (`--vmcoreinfo FILE`).
-    pub vmcoreinfo: Option<VmcoreInfo>,
+    /// VMCOREINFO to use when the input has none (`--vmcoreinfo FILE`, checked).
+    pub vmcoreinfo: Option<VmcoreInfoFile>,
     /// Physical window: `--begin`, `--length`.
     pub begin: Option<u64>,
     pub length: Option<u64>,
@@ -113,9 +113,16 @@ pub fn effective_cpus(dump: &Dump, opts: &ConvertOptions) -> Vec<CpuState> {
     cpus
 }
 
-/// The VMCOREINFO to use: the input's, else the user's `--vmcoreinfo`.
-pub fn effective_vmcoreinfo(dump: &Dump, opts: &ConvertOptions) -> Option<VmcoreInfo> {
-    dump.vmcoreinfo.clone().or_else(|| opts.vmcoreinfo.clone())
+/// The VMCOREINFO to use: the input's, else the user's `--vmcoreinfo` (whose "ADDR
+/// SIZE" form is read from the dump's memory here).
+pub fn effective_vmcoreinfo(dump: &Dump, opts: &ConvertOptions) -> Result<Option<VmcoreInfo>> {
+    if let Some(v) = &dump.vmcoreinfo {
+        return Ok(Some(v.clone()));
+    }
+    opts.vmcoreinfo
+        .as_ref()
+        .map(|f| f.resolve(dump.memory.as_ref(), &dump.path))
+        .transpose()
 }
 
 /// Walk options for a dump: MAXPHYADDR, and the SME C-bit from VMCOREINFO cleared from
@@ -160,7 +167,7 @@ pub fn build_plan(
 ) -> Result<DumpPlan> {
     let arch = effective_arch(dump, opts);
     let cpus = effective_cpus(dump, opts);
-    let vmcoreinfo = effective_vmcoreinfo(dump, opts);
+    let vmcoreinfo = effective_vmcoreinfo(dump, opts)?;
     let ranges = selected_ranges(dump, opts)?;
 
     let mappings = match &opts.paging {

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dumpconv_core::numbers::{parse_bool, BOOL_WORDS};
-use dumpconv_core::{Arch, CpuState, Error, Result, VmcoreInfo};
+use dumpconv_core::{Arch, CpuState, Error, Result, VmcoreInfoFile};
 
 use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
@@ -174,7 +174,9 @@ pub const OPTIONS: &[OptDef] = &[
     },
     OptDef {
         value_name: "FILE",
-        help: "VMCOREINFO text (KEY=value lines) to use when the input has none.",
+        help: "VMCOREINFO to use when the input has none: its text (KEY=value lines, with \
+               OSRELEASE=), or a copy of the dumped machine's /sys/kernel/vmcoreinfo (\"ADDR \
+               SIZE\": the note is then read from the dump's memory). Anything else is refused.",
         file: true,
         ..def("vmcoreinfo", Kind::Path, Scope::Input, INPUT)
     },
@@ -459,9 +461,8 @@ pub fn writer_options(map: &OptionMap) -> BTreeMap<String, String> {
 }
 
 /// Read the file `vmcoreinfo=` names. The one place it is read.
-fn read_vmcoreinfo(path: &Path) -> Result<VmcoreInfo> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(VmcoreInfo::parse(&bytes))
+fn read_vmcoreinfo(path: &Path) -> Result<VmcoreInfoFile> {
+    VmcoreInfoFile::read(path)
 }
 
 /// Build the options of one conversion from an option map: the one builder of

@@ -24,6 +24,7 @@ use dumpconv_formats::kdump::layout::{
 };
 
 use crate::options::KdumpOptions;
+use crate::utsname::plan_vmcoreinfo;
 
 /// The machine name crash expects for each arch: the architecture table's `uname -m`
 /// (FORMATS.md §1.11: crash recognises only the exact "i686" prefix for 32-bit x86).
@@ -109,12 +110,7 @@ impl Geometry {
             }
             at += note_size(n) as u64;
         }
-        let vmci = plan.vmcoreinfo.clone().or_else(|| {
-            plan.notes
-                .iter()
-                .find(|n| n.kind() == NoteKind::VmcoreInfo)
-                .map(|n| dumpconv_core::VmcoreInfo::parse(&n.desc))
-        });
+        let vmci = plan_vmcoreinfo(plan);
         // NUMBER(phys_base) is decimal (the kernel prints %ld); QEMU misreads it as hex.
         let phys_base = vmci.as_ref().and_then(|v| v.phys_base()).unwrap_or(0);
 
@@ -143,15 +139,11 @@ impl Geometry {
         } else {
             plan.cpus.len().max(1)
         };
+        // Filled from memory by the writer (crate::utsname); the machine alone here.
         let mut utsname = Utsname::default();
         utsname.set(Utsname::MACHINE, &machine_name(plan.arch));
-        if let Some(v) = &vmci {
-            // VMCOREINFO exists only on Linux.
-            utsname.set(Utsname::SYSNAME, "Linux");
-            if let Some(r) = v.osrelease() {
-                utsname.set(Utsname::RELEASE, r);
-            }
-        }
+        // The time of the crash when the kernel recorded one (kdump kernels do; a live
+        // guest dumped by QEMU has none), else 0 as QEMU writes.
         let crashtime = vmci
             .as_ref()
             .and_then(|v| v.get("CRASHTIME"))

@@ -6,7 +6,9 @@
 //! `dumpconv_formats::kdump` and `dumpconv_formats::flattened`.
 //!
 //! - Header version 6, `"KDUMP   "`, block size = page size; 64-bit structs for x86_64,
-//!   32-bit structs for i386; `utsname.machine` "x86_64" / "i686" (what crash expects).
+//!   32-bit structs for i386; `utsname` the kernel's own, read from `init_uts_ns` as
+//!   makedumpfile does (module `utsname`), `machine` "x86_64" / "i686" (what crash
+//!   expects); timestamp from VMCOREINFO `CRASHTIME`.
 //! - Both bitmaps, LSB first, block aligned, the 2nd at exactly half of the area.
 //! - One shared zero block written first; every all-zero page points at it (QEMU's
 //!   scheme), unless `exclude-zero` drops zero pages from the 2nd bitmap.
@@ -21,6 +23,7 @@ mod encode;
 mod geometry;
 mod options;
 mod pipeline;
+mod utsname;
 
 use dumpconv_core::{DumpPlan, DumpWriter, Error, PhysicalMemory, Progress, Result, Sink};
 use dumpconv_formats::flattened;
@@ -31,6 +34,7 @@ use dumpconv_formats::kdump::Codec;
 
 pub use geometry::machine_name;
 pub use options::{default_threads, KdumpOptions, DEFAULT_CODEC, OPTION_KEYS};
+pub use utsname::PLACEHOLDER_VERSION;
 
 use encode::{PageEncoder, Stored};
 use geometry::Geometry;
@@ -113,7 +117,12 @@ pub fn write_kdump(
             "kdump: the output must start empty (offsets in the file are absolute)",
         ));
     }
-    let geo = Geometry::new(plan, opts)?;
+    let mut geo = Geometry::new(plan, opts)?;
+    let (utsname, warning) = utsname::header_utsname(plan, mem);
+    geo.header.utsname = utsname;
+    if let Some(w) = warning {
+        progress.warn(&w);
+    }
     if plan.mappings.is_some() {
         progress
             .warn("kdump files hold physical memory only: the virtual mappings are not written");
