@@ -540,13 +540,14 @@ try:
         regs.write("### CPU %d (gdb thread %d)\n" % (t.num - 1, t.num))
         regs.write(gdb.execute("info all-registers", to_string=True))
     regs.close()
-    # every read goes through CPU 0 (gdb thread 1): kernel addresses are translated by
-    # TTBR1_EL1, which is the same on every CPU
-    [t for t in inf.threads() if t.num == 1][0].switch()
+    # each read goes through the CPU its line names (gdb thread = CPU index + 1); gdb
+    # selects that vCPU (Hg) before reading, and QEMU translates with its MMU state
+    threads = {t.num: t for t in inf.threads()}
     out = open(os.environ["DUMPCONV_GDB_OUT"] + ".tmp", "w")
     for line in open(os.environ["DUMPCONV_GDB_ADDRS"]):
-        addr, n, label = line.split(None, 2)
-        addr, n = int(addr, 16), int(n)
+        addr, n, cpu, label = line.split(None, 3)
+        addr, n, cpu = int(addr, 16), int(n), int(cpu)
+        threads[cpu + 1].switch()
         try:
             data = bytes(inf.read_memory(addr, n)).hex()
         except gdb.MemoryError:
@@ -627,9 +628,9 @@ def linear_va(lay, phys):
     return (phys - lay["phys_offset"] + lay["page_offset"]) & ((1 << 64) - 1)
 
 
-def arm64_sample_addresses(out, ranges, lay):
-    """A few hundred kernel virtual addresses (with a label and a length that stays in
-    its 4 KiB page): named symbols, random text/rodata/data/bss symbols of System.map
+def arm64_sample_addresses(out, ranges, lay, ncpus):
+    """A few hundred virtual addresses (va, length that stays in its 4 KiB page, CPU to
+    read through, label): named symbols, random text/rodata/data/bss symbols of System.map
     (+ KASLR offset), linear-map addresses spread over RAM, vmalloc and module areas the
     guest printed. Deterministic for a given System.map and boot."""
     import random
@@ -640,9 +641,9 @@ def arm64_sample_addresses(out, ranges, lay):
     lo, hi = by_name["_text"], by_name["_end"]
     picks = []
 
-    def add(va, label, n=64):
+    def add(va, label, n=64, cpu=0):
         n = min(n, PAGE - (va % PAGE))
-        picks.append((va & ((1 << 64) - 1), n, label))
+        picks.append((va & ((1 << 64) - 1), n, cpu, label))
 
     for name in ("_stext", "linux_banner", "init_task", "init_uts_ns",
                  "swapper_pg_dir", "init_mm", "vmcoreinfo_note", "jiffies_64", "init_pid_ns",
@@ -711,6 +712,21 @@ def arm64_sample_addresses(out, ranges, lay):
         if base:
             add(base, f"module:{m.group(1)}")
             add(base + 0x100, f"module:{m.group(1)}+0x100")
+    # user space (TTBR0_EL1 half): each idle CPU still holds the page tables of the last
+    # process it ran. Try the first two pages of every readable mapping of every process
+    # the guest listed, through each CPU; what reads is mapped by that CPU's TTBR0_EL1.
+    seen = set()
+    for line in console_section(con, "maps"):
+        m = re.match(r"(\d+) ([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", line)
+        if not m or not m.group(4).startswith("r"):
+            continue
+        pid, start, end = int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)
+        what = m.group(5).strip() or "anon"
+        for va in (start, start + PAGE + 0x40) if end - start > PAGE else (start,):
+            for cpu in range(ncpus):
+                if (va, cpu) not in seen:
+                    seen.add((va, cpu))
+                    add(va, f"user:cpu={cpu}:pid={pid}:{m.group(4)}:{what}", cpu=cpu)
     return picks
 
 
@@ -728,13 +744,14 @@ def gdb_reference(qmp, out, ranges, timeout):
     if not vmci_text:
         raise Fail("phys.elf has no VMCOREINFO note: qemu_fw_cfg / -device vmcoreinfo failed?")
     lay = arm64_layout(parse_vmcoreinfo(vmci_text))
-    picks = arm64_sample_addresses(out, ranges, lay)
+    ncpus = len(qmp.cmd("query-cpus-fast"))
+    picks = arm64_sample_addresses(out, ranges, lay, ncpus)
     tmp = tempfile.mkdtemp(prefix="dumpconv-gdb-")
     try:
         addrs = os.path.join(tmp, "addrs")
         with open(addrs, "w") as f:
-            for va, n, label in picks:
-                f.write(f"{va:#x} {n} {label}\n")
+            for va, n, cpu, label in picks:
+                f.write(f"{va:#x} {n} {cpu} {label}\n")
         script = os.path.join(tmp, "samples.py")
         with open(script, "w") as f:
             f.write(GDB_SCRIPT)
@@ -769,14 +786,16 @@ def gdb_reference(qmp, out, ranges, timeout):
         os.unlink(body)
         unread = sum(1 for line in lines if line.split()[1] == "-")
         with open(os.path.join(out, "gdbstub-samples.txt"), "w") as f:
-            f.write("# Kernel virtual memory read through QEMU's gdbstub (QEMU translates each\n"
-                    "# address with CPU 0's own MMU state) while the guest was stopped, after\n"
+            f.write("# Guest virtual memory read through QEMU's gdbstub (QEMU translates each\n"
+                    "# address with the vCPU's own MMU state) while the guest was stopped, after\n"
                     "# every dump. One line per sample: <virtual address> <bytes as hex, or\n"
                     "# '-' if gdb could not read it (not mapped)> <kind:what>.\n"
                     "# Reads stay inside one 4 KiB page. Kinds: named, text, rodata, data, bss\n"
                     "# (System.map + KASLR offset), linear (PAGE_OFFSET + phys - PHYS_OFFSET),\n"
                     "# vmemmap (struct page of a pfn), vmalloc, module (as the guest printed\n"
-                    "# them), unmapped (where the kernel unmapped its image header or init).\n"
+                    "# them), unmapped (where the kernel unmapped its image header or init),\n"
+                    "# user (read through CPU n's TTBR0_EL1: label user:cpu=n:pid:perms:what;\n"
+                    "# every other read went through CPU 0).\n"
                     f"# kernel_offset={lay['kernel_offset']:#x} kimage_voffset={lay['kimage_voffset']:#x} "
                     f"phys_offset={lay['phys_offset']:#x} page_offset={lay['page_offset']:#x} "
                     f"va_bits={lay['va_bits']}\n")

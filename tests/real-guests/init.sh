@@ -48,6 +48,12 @@ if [ "$(uname -m)" = aarch64 ]; then
     echo "DUMPCONV: vmallocinfo-begin"
     grep 'pages=' /proc/vmallocinfo | grep -v ioremap | head -n 80
     echo "DUMPCONV: vmallocinfo-end"
+    # user mappings of every process: the harness reads some through each CPU's TTBR0_EL1
+    echo "DUMPCONV: maps-begin"
+    for d in /proc/[0-9]*; do
+        sed "s|^|${d#/proc/} |" "$d/maps" 2>/dev/null
+    done
+    echo "DUMPCONV: maps-end"
 fi
 echo "DUMPCONV-GUEST-READY"
 

@@ -117,7 +117,8 @@ pub struct GdbSample {
     /// `None`: gdb could not read the address (QEMU's MMU found no mapping).
     pub bytes: Option<Vec<u8>>,
     /// `kind:what`, kind one of named, text, rodata, data, bss, linear, vmemmap,
-    /// vmalloc, module, unmapped.
+    /// vmalloc, module, unmapped (all read through CPU 0), user (`user:cpu=N:...`, read
+    /// through CPU N's TTBR0_EL1).
     pub label: String,
 }
 
@@ -145,6 +146,14 @@ impl GdbSample {
     }
     pub fn kind(&self) -> &str {
         self.label.split(':').next().unwrap_or("")
+    }
+    /// The vCPU whose MMU translated the read (`cpu=N` in the label, else 0).
+    pub fn cpu(&self) -> u32 {
+        self.label
+            .split(':')
+            .find_map(|f| f.strip_prefix("cpu="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 }
 

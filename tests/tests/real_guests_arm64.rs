@@ -166,6 +166,9 @@ fn arm64_gdbstub_reference_is_usable() {
                 c["index"]
             );
         }
+        // user samples name the CPU whose TTBR0_EL1 translated them
+        let ncpus = g.meta["cpus"].as_array().unwrap().len() as u32;
+        assert!(samples.iter().all(|s| s.cpu() < ncpus), "{}", g.name);
         eprintln!(
             "{}: {} gdbstub samples, {} readable",
             g.name,
