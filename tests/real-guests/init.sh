@@ -36,11 +36,11 @@ echo "DUMPCONV: iomem-begin"
 cat /proc/iomem
 echo "DUMPCONV: iomem-end"
 echo "DUMPCONV: cmdline $(cat /proc/cmdline)"
-# where the kernel really is (KASLR), as the guest sees it (arm64's kallsyms has no _text
-# and, without KALLSYMS_ALL, no data symbols; _stext is there everywhere)
-grep -E ' (_text|_stext|linux_banner)$' /proc/kallsyms | sed 's/^/DUMPCONV: kallsyms /'
-sed 's/^/DUMPCONV: module /' /proc/modules
 if [ "$(uname -m)" = aarch64 ]; then
+    # where the kernel really is (KASLR), as the guest sees it (arm64's kallsyms has no
+    # _text and, without KALLSYMS_ALL, no data symbols; _stext is there)
+    grep -E ' (_text|_stext|linux_banner)$' /proc/kallsyms | sed 's/^/DUMPCONV: kallsyms /'
+    sed 's/^/DUMPCONV: module /' /proc/modules
     # vmalloc areas backed by RAM pages (no ioremap: reading device memory through the
     # debugger could have side effects): the harness samples a few through QEMU's gdbstub
     # %pK prints hashed values unless kptr_restrict is 1 (then root sees the addresses)
