@@ -986,6 +986,14 @@ def meta(a):
     if a.arch == "aarch64" and vmci:
         arm64, samples, p = check_arm64(out, vmci, cpus, ranges, kernel_offset, banner, con)
         problems += p
+    if a.arch == "aarch64":
+        # QEMU's arm64 dumps carry no system registers: the CPU state as dumpconv's
+        # `--cpu-state` JSON (the neutral model: named registers, hex strings)
+        with open(os.path.join(out, "cpu-state.json"), "w") as f:
+            json.dump([{"index": c["index"], "pid": c["index"] + 1, "arch": "aarch64",
+                        "regs": {k: f"{v:#x}" for k, v in c.items() if k != "index"}}
+                       for c in cpus], f, indent=1)
+            f.write("\n")
 
     if a.kaslr == 0 and kernel_offset not in (None, 0):
         problems.append(f"nokaslr guest has kernel offset {kernel_offset:#x}")
