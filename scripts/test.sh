@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"; CI runs it through .ci/run).
-# On a fresh Debian machine it installs what the tests need (gdb, crash, makedumpfile,
-# QEMU for the real-guest suite), builds the real-guest dumps into the cache outside the
+# On a fresh Debian machine it installs what the tests need (gdb, gdb-multiarch, crash,
+# makedumpfile, QEMU for the real-guest suite), builds the real-guest dumps into the cache outside the
 # clone (~/.cache/dumpconv/guests, reused when present), then checks formatting, lints
 # and runs every test.
 set -euo pipefail
@@ -11,7 +11,8 @@ export DEBIAN_FRONTEND=noninteractive
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 need=()
-for pkg in gdb crash makedumpfile binutils gzip zstd xz-utils lz4 b3sum; do
+# gdb-multiarch: the arm64 guest's reference reads and the arm64 output checks
+for pkg in gdb gdb-multiarch crash makedumpfile binutils gzip zstd xz-utils lz4 b3sum; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,8 +4,11 @@
   capture.py capture ...   boot one guest under QEMU TCG, wait for READY on the serial
                            console, stop it, save registers/mtree/mem info, every dump
                            format, pmemsave of each RAM range and a padded ram.raw, quit.
-  capture.py meta ...      check the capture (paging mode from CR0/CR4/EFER, VMCOREINFO,
-                           phys.elf == ram.raw) and write meta.json.
+  capture.py meta ...      check the capture (paging mode from CR0/CR4/EFER, or TCR_EL1
+                           on aarch64, VMCOREINFO, phys.elf == ram.raw) and write meta.json.
+
+aarch64 guests also get gdbstub-samples.txt: kernel virtual memory read through QEMU's
+gdbstub (QEMU's own MMU) while the guest is stopped, the reference for page-table walks.
 
 Called by ensure-guests.sh; see README.md.
 """
@@ -143,7 +146,7 @@ def parse_mtree_ram(text):
     entries = mem[0]["entries"]
     ranges = []
     for start, end, typ, name, _off in entries:
-        if name not in ("pc.ram",) and typ != "ram":
+        if name not in ("pc.ram", "mach-virt.ram") and typ != "ram":
             continue
         if ranges and ranges[-1][0] + ranges[-1][1] == start:
             ranges[-1][1] += end + 1 - start
@@ -185,6 +188,122 @@ def parse_registers(text):
     if not cpus:
         raise Fail("no CPU#n blocks in info registers -a output")
     return cpus
+
+
+def parse_registers_arm64(text):
+    """`info registers -a` of an aarch64 guest -> [{index, pc, sp, pstate, x0..x30}]."""
+    cpus = []
+    blocks = re.split(r"^CPU#(\d+)\s*$", text, flags=re.M)
+    for i in range(1, len(blocks), 2):
+        cpu = {"index": int(blocks[i])}
+        for k, v in re.findall(r"\b(PC|SP|PSTATE|X\d\d)=([0-9a-f]+)", blocks[i + 1]):
+            cpu["x%d" % int(k[1:]) if k.startswith("X") else k.lower()] = int(v, 16)
+        cpus.append(cpu)
+    if not cpus:
+        raise Fail("no CPU#n blocks in info registers -a output")
+    return cpus
+
+
+ARM64_GRANULE_TG1 = {1: "16k", 2: "4k", 3: "64k"}
+
+
+def paging_mode_arm64(cpu):
+    """<granule>-va<bits> of the kernel half (TTBR1) from TCR_EL1.TG1/T1SZ, "off" when
+    SCTLR_EL1.M is clear."""
+    if "sctlr_el1" not in cpu or "tcr_el1" not in cpu:
+        return "unknown"
+    if not cpu["sctlr_el1"] & 1:
+        return "off"
+    tcr = cpu["tcr_el1"]
+    return f"{ARM64_GRANULE_TG1.get((tcr >> 30) & 3, '?')}-va{64 - ((tcr >> 16) & 0x3f)}"
+
+
+def check_arm64(out, vmci, cpus, ranges, kernel_offset, banner, con):
+    """aarch64 checks: TTBR1_EL1 is swapper_pg_dir, the KASLR offset agrees with the
+    guest's /proc/kallsyms, and every gdbstub sample in the kernel image or the linear map
+    equals ram.raw at the physical address the VMCOREINFO layout gives (so the samples
+    were read from the same stopped guest as the dumps). Returns (meta, samples, problems)."""
+    problems = []
+    lay = arm64_layout(vmci)
+    mask = (1 << 64) - 1
+    swapper_phys = (int(vmci["SYMBOL(swapper_pg_dir)"], 16) - lay["kimage_voffset"]) & mask
+    for c in cpus:
+        t1 = c.get("ttbr1_el1")
+        # BADDR is bits 47:1 with 48-bit PAs; 63:48 hold the ASID, bit 0 CnP
+        if t1 is None or t1 & 0x0000FFFFFFFFFFFE != swapper_phys:
+            problems.append(f"CPU{c['index']} TTBR1_EL1={t1 if t1 is None else hex(t1)} is not "
+                            f"swapper_pg_dir at phys {swapper_phys:#x}")
+    sysmap = {n: a for a, _t, n in read_system_map(os.path.join(out, "System.map"))}
+    kallsyms = {}
+    for m in re.finditer(r"DUMPCONV: kallsyms ([0-9a-f]+) \S (\S+)", con):
+        kallsyms[m.group(2)] = int(m.group(1), 16)
+    koff_kallsyms = None
+    if "_stext" in kallsyms and "_stext" in sysmap:
+        koff_kallsyms = (kallsyms["_stext"] - sysmap["_stext"]) & mask
+        if koff_kallsyms != kernel_offset:
+            problems.append(f"/proc/kallsyms _stext - System.map _stext = {koff_kallsyms:#x}, "
+                            f"VMCOREINFO KERNELOFFSET = {kernel_offset}")
+    else:
+        problems.append("the guest printed no _stext line of /proc/kallsyms")
+    if "_stext" in sysmap and int(vmci.get("SYMBOL(_stext)", "0"), 16) != sysmap["_stext"] + (kernel_offset or 0):
+        problems.append("VMCOREINFO SYMBOL(_stext) is not System.map _stext + KERNELOFFSET")
+    # gdbstub samples vs ram.raw
+    samples = []
+    with open(os.path.join(out, "gdbstub-samples.txt")) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            va, data, label = line.split(None, 2)
+            samples.append((int(va, 16), None if data == "-" else bytes.fromhex(data), label.strip()))
+    img_lo = sysmap["_text"] + lay["kernel_offset"]
+    img_hi = sysmap["_end"] + lay["kernel_offset"]
+    lin_lo = lay["page_offset"]
+    lin_hi = lay["page_offset"] + (1 << (lay["va_bits"] - 1))
+    by_kind = {}
+    checked = 0
+    with open(os.path.join(out, "ram.raw"), "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        for va, data, label in samples:
+            kind = label.split(":", 1)[0]
+            k = by_kind.setdefault(kind, {"samples": 0, "unreadable": 0})
+            k["samples"] += 1
+            if data is None:
+                k["unreadable"] += 1
+                if kind in ("named", "text", "rodata", "data", "bss"):
+                    problems.append(f"gdbstub could not read {label} at {va:#x}")
+                continue
+            if img_lo <= va < img_hi:
+                pa = (va - lay["kimage_voffset"]) & mask
+            elif lin_lo <= va < lin_hi:
+                pa = (va - lay["page_offset"] + lay["phys_offset"]) & mask
+            else:
+                continue
+            if not any(s <= pa and pa + len(data) <= s + n for s, n in ranges):
+                problems.append(f"{label}: {va:#x} -> phys {pa:#x} is not RAM")
+                continue
+            checked += 1
+            if mm[pa:pa + len(data)] != data:
+                problems.append(f"gdbstub bytes of {label} at {va:#x} differ from ram.raw at {pa:#x}")
+        mm.close()
+    named = {label: data for _va, data, label in samples if label.startswith("named:")}
+    if banner and (named.get("named:linux_banner") or b"")[:len(banner)] != banner.encode()[:64]:
+        problems.append("gdbstub's linux_banner is not the console's banner")
+    readable = sum(1 for s in samples if s[1] is not None)
+    if readable < 200:
+        problems.append(f"only {readable} readable gdbstub samples")
+    log(f"gdbstub samples: {len(samples)}, {readable} readable, {checked} equal ram.raw "
+        f"through the VMCOREINFO layout")
+    meta = {
+        "va_bits": lay["va_bits"], "page_offset": f"{lay['page_offset']:#x}",
+        "kimage_voffset": f"{lay['kimage_voffset']:#x}", "phys_offset": f"{lay['phys_offset']:#x}",
+        "tcr_el1_t1sz": lay["tcr_el1_t1sz"], "swapper_pg_dir_phys": f"{swapper_phys:#x}",
+        "kernel_offset_kallsyms": koff_kallsyms,
+        "kernel_image": [f"{img_lo:#x}", f"{img_hi:#x}"],
+        "kernel_image_phys": f"{(img_lo - lay['kimage_voffset']) & mask:#x}",
+    }
+    summary = {"file": "gdbstub-samples.txt", "count": len(samples), "readable": readable,
+               "equal_ram_raw": checked, "by_kind": by_kind}
+    return meta, summary, problems
 
 
 def paging_mode(cpu):
@@ -261,7 +380,8 @@ def capture(a):
     console = os.path.join(out, "console.log")
     tmp = tempfile.mkdtemp(prefix="dumpconv-qmp-")
     sock = os.path.join(tmp, "qmp.sock")
-    cmd = [a.qemu, "-machine", "pc,accel=tcg", "-smp", str(a.smp), "-m", str(a.mem),
+    machine = "virt,accel=tcg" if a.arch == "aarch64" else "pc,accel=tcg"
+    cmd = [a.qemu, "-machine", machine, "-smp", str(a.smp), "-m", str(a.mem),
            "-cpu", a.cpu, "-nodefaults", "-display", "none", "-no-reboot",
            "-kernel", a.kernel, "-initrd", a.initrd, "-append", a.append,
            "-chardev", f"file,id=ser0,path={console}", "-serial", "chardev:ser0",
@@ -321,7 +441,9 @@ def capture(a):
         save("registers.txt", timed("info registers -a", qmp.hmp, "info registers -a"))
         mtree = qmp.hmp("info mtree -f")
         save("mtree.txt", mtree)
-        if "info-mem.txt" in a.skip:
+        if "info-mem.txt" in a.skip and a.arch == "aarch64":
+            pass  # QEMU 7.2 has no `info mem` / `info tlb` for arm
+        elif "info-mem.txt" in a.skip:
             # QEMU 7.2's mem_info_la57 walks for a minute per CPU and prints nothing
             save("info-mem.txt", "### skipped: QEMU 7.2 `info mem` prints nothing under LA57 "
                                  "(and takes ~60 s per CPU); see info-tlb.txt\n")
@@ -375,6 +497,12 @@ def capture(a):
         timed("pmemsave", pmemsave)
         with open(os.path.join(out, "ram-ranges.json"), "w") as f:
             json.dump([{"start": s, "size": n} for s, n in ranges], f)
+        if a.arch == "aarch64":
+            # last, after every dump: a debugger that detached would resume the guest
+            timed("gdbstub samples", gdb_reference, qmp, out, ranges, a.dump_timeout)
+            st = qmp.cmd("query-status")
+            if st.get("running"):
+                raise Fail(f"VM running after the gdbstub session: {st}")
         qmp.cmd("quit")
         proc.wait(timeout=60)
     except Exception as e:
@@ -392,6 +520,289 @@ def capture(a):
     with open(os.path.join(out, "capture-timings.txt"), "w") as f:
         for name, dt in timings:
             f.write(f"{name:40s} {dt:8.1f}s\n")
+
+
+# ---------------------------------------------------------------------------------------
+# aarch64: an independent reference for virtual addresses, read through QEMU's gdbstub.
+PAGE = 4096
+
+GDB_SCRIPT = r"""
+import gdb, os
+gdb.execute("set pagination off")
+gdb.execute("set confirm off")
+gdb.execute("set architecture aarch64")
+gdb.execute("target remote 127.0.0.1:" + os.environ["DUMPCONV_GDB_PORT"])
+inf = gdb.selected_inferior()
+try:
+    regs = open(os.environ["DUMPCONV_GDB_REGS"], "w")
+    for t in sorted(inf.threads(), key=lambda t: t.num):
+        t.switch()
+        regs.write("### CPU %d (gdb thread %d)\n" % (t.num - 1, t.num))
+        regs.write(gdb.execute("info all-registers", to_string=True))
+    regs.close()
+    # each read goes through the CPU its line names (gdb thread = CPU index + 1); gdb
+    # selects that vCPU (Hg) before reading, and QEMU translates with its MMU state
+    threads = {t.num: t for t in inf.threads()}
+    out = open(os.environ["DUMPCONV_GDB_OUT"] + ".tmp", "w")
+    for line in open(os.environ["DUMPCONV_GDB_ADDRS"]):
+        addr, n, cpu, label = line.split(None, 3)
+        addr, n, cpu = int(addr, 16), int(n), int(cpu)
+        threads[cpu + 1].switch()
+        try:
+            data = bytes(inf.read_memory(addr, n)).hex()
+        except gdb.MemoryError:
+            data = "-"
+        out.write("%#018x %s %s" % (addr, data, label))
+    out.close()
+    os.rename(os.environ["DUMPCONV_GDB_OUT"] + ".tmp", os.environ["DUMPCONV_GDB_OUT"])
+finally:
+    # never `detach` (QEMU resumes the guest then) nor kill (QEMU exits): just drop the link
+    gdb.execute("disconnect")
+"""
+
+SYSREG_NAMES = {"pc": "pc", "sp": "sp", "cpsr": "pstate", "TTBR0_EL1": "ttbr0_el1",
+                "TTBR1_EL1": "ttbr1_el1", "TCR_EL1": "tcr_el1", "SCTLR": "sctlr_el1",
+                "MAIR_EL1": "mair_el1", "VBAR": "vbar_el1", "ID_AA64MMFR0_EL1": "id_aa64mmfr0_el1"}
+
+
+def parse_gdb_registers(text):
+    """gdb-registers.txt (`info all-registers` per CPU) -> {cpu index: {name: int}} with
+    the names of SYSREG_NAMES (PLAN's lowercase names)."""
+    cpus = {}
+    cur = None
+    for line in text.splitlines():
+        m = re.match(r"^### CPU (\d+)", line)
+        if m:
+            cur = cpus.setdefault(int(m.group(1)), {})
+            continue
+        parts = line.split()
+        if cur is not None and len(parts) >= 2 and parts[0] in SYSREG_NAMES:
+            try:
+                cur[SYSREG_NAMES[parts[0]]] = int(parts[1], 16) & ((1 << 64) - 1)
+            except ValueError:
+                pass
+    return cpus
+
+
+def read_system_map(path):
+    syms = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                try:
+                    syms.append((int(parts[0], 16), parts[1], parts[2]))
+                except ValueError:
+                    pass
+    return syms
+
+
+def console_section(con, name):
+    m = re.search(r"DUMPCONV: %s-begin\r?\n(.*?)DUMPCONV: %s-end" % (name, name), con, re.S)
+    return m.group(1).replace("\r", "").splitlines() if m else []
+
+
+def arm64_layout(vmci):
+    """What the VMCOREINFO of an arm64 kernel says about its address map."""
+    va_bits = int(vmci["NUMBER(VA_BITS)"], 0)
+    return {
+        "va_bits": va_bits,
+        "page_offset": (-(1 << va_bits)) & ((1 << 64) - 1),   # start of the linear map
+        "kimage_voffset": int(vmci["NUMBER(kimage_voffset)"], 16),
+        "phys_offset": int(vmci["NUMBER(PHYS_OFFSET)"], 16),
+        "kernel_offset": int(vmci.get("KERNELOFFSET", "0"), 16),
+        "tcr_el1_t1sz": int(vmci["NUMBER(TCR_EL1_T1SZ)"], 16) if "NUMBER(TCR_EL1_T1SZ)" in vmci else None,
+        "vmemmap_start": int(vmci["NUMBER(VMEMMAP_START)"], 16) if "NUMBER(VMEMMAP_START)" in vmci else None,
+        "page_struct_size": int(vmci.get("SIZE(page)", "0")),
+    }
+
+
+def vmemmap_va(lay, pfn):
+    """Address of pfn's struct page: vmemmap = VMEMMAP_START - (memstart_addr >> PAGE_SHIFT),
+    memstart_addr (PHYS_OFFSET) being signed."""
+    po = lay["phys_offset"] - (1 << 64) if lay["phys_offset"] >> 63 else lay["phys_offset"]
+    return (lay["vmemmap_start"] + (pfn - (po >> 12)) * lay["page_struct_size"]) & ((1 << 64) - 1)
+
+
+def linear_va(lay, phys):
+    return (phys - lay["phys_offset"] + lay["page_offset"]) & ((1 << 64) - 1)
+
+
+def arm64_sample_addresses(out, ranges, lay, ncpus):
+    """A few hundred virtual addresses (va, length that stays in its 4 KiB page, CPU to
+    read through, label): named symbols, random text/rodata/data/bss symbols of System.map
+    (+ KASLR offset), linear-map addresses spread over RAM, vmalloc and module areas the
+    guest printed. Deterministic for a given System.map and boot."""
+    import random
+    rnd = random.Random(0x5eed)
+    koff = lay["kernel_offset"]
+    syms = read_system_map(os.path.join(out, "System.map"))
+    by_name = {n: a for a, _t, n in syms}
+    lo, hi = by_name["_text"], by_name["_end"]
+    picks = []
+
+    def add(va, label, n=64, cpu=0):
+        n = min(n, PAGE - (va % PAGE))
+        picks.append((va & ((1 << 64) - 1), n, cpu, label))
+
+    for name in ("_stext", "linux_banner", "init_task", "init_uts_ns",
+                 "swapper_pg_dir", "init_mm", "vmcoreinfo_note", "jiffies_64", "init_pid_ns",
+                 "__start_rodata", "_sdata", "__bss_start"):
+        if name in by_name and by_name[name] < hi:
+            add(by_name[name] + koff, f"named:{name}")
+    # expected to read as unmapped ('-'): the image header before _stext is not mapped,
+    # and arm64 unmaps the init section once boot is done (free_initmem)
+    ilo, ihi = by_name.get("__init_begin", 0), by_name.get("__init_end", 0)
+    for name, delta in (("_text", 0), ("__init_begin", 0), ("__init_end", -64)):
+        if name in by_name:
+            add(by_name[name] + koff + delta, f"unmapped:{name}{delta or ''}")
+    # swapper_pg_dir's entries for the kernel image and the linear map (its top-level
+    # table: 512 x 8 bytes; sample each quarter)
+    if "swapper_pg_dir" in by_name:
+        for i in range(1, 8):
+            add(by_name["swapper_pg_dir"] + koff + i * 512, f"named:swapper_pg_dir+{i * 512:#x}")
+    kinds = {"text": "Tt", "rodata": "Rr", "data": "Dd", "bss": "Bb"}
+    counts = {"text": 60, "rodata": 50, "data": 50, "bss": 40}
+    for kind, types in kinds.items():
+        cand = sorted({(a, n) for a, t, n in syms
+                       if t in types and lo <= a < hi and not ilo <= a < ihi})
+        for a, n in rnd.sample(cand, min(counts[kind], len(cand))):
+            add(a + koff, f"{kind}:{n}")
+    # linear map: the first and last page of RAM, the kernel image's alias, then
+    # addresses spread over all of RAM at odd offsets
+    total = sum(n for _, n in ranges)
+    for s, n in ranges:
+        add(linear_va(lay, s), f"linear:phys={s:#x}")
+        add(linear_va(lay, s + n - 64), f"linear:phys={s + n - 64:#x}")
+    if "linux_banner" in by_name:
+        p = by_name["linux_banner"] + koff - lay["kimage_voffset"]
+        add(linear_va(lay, p), f"linear:phys={p:#x}(linux_banner alias)")
+    nlin = 100
+    for i in range(nlin):
+        off = i * total // nlin + rnd.randrange(0, PAGE) // 8 * 8
+        for s, n in ranges:
+            if off < n:
+                add(linear_va(lay, s + off), f"linear:phys={s + off:#x}")
+                break
+            off -= n
+    # the struct pages of RAM (vmemmap)
+    if lay["vmemmap_start"] and lay["page_struct_size"]:
+        for i in range(20):
+            off = i * total // 20 + rnd.randrange(0, 1 << 20)
+            for s, n in ranges:
+                if off < n:
+                    add(vmemmap_va(lay, (s + off) >> 12), f"vmemmap:pfn={(s + off) >> 12:#x}")
+                    break
+                off -= n
+    # vmalloc'd memory (pages=) and modules, from what the guest printed
+    con = open(os.path.join(out, "console.log"), "rb").read().decode("utf-8", "replace")
+    vm = []
+    for line in console_section(con, "vmallocinfo"):
+        m = re.match(r"\s*0x([0-9a-f]+)-0x([0-9a-f]+)\s+(\d+)\s+(\S+)", line)
+        # (hashed %pK values, if the guest printed those, are no kernel addresses)
+        if m and int(m.group(1), 16) >= lay["page_offset"]:
+            vm.append((int(m.group(1), 16), int(m.group(2), 16), m.group(4)))
+    for start, end, caller in rnd.sample(vm, min(25, len(vm))):
+        add(start, f"vmalloc:{caller}")
+        # the last page of a vmalloc area is its guard page (not mapped)
+        if end - start >= 3 * PAGE:
+            add(start + PAGE + 8, f"vmalloc:{caller}+{PAGE + 8:#x}")
+    for m in re.finditer(r"DUMPCONV: module (\S+) \d+ \d+ \S+ \S+ 0x([0-9a-f]+)", con):
+        base = int(m.group(2), 16)
+        if base:
+            add(base, f"module:{m.group(1)}")
+            add(base + 0x100, f"module:{m.group(1)}+0x100")
+    # user space (TTBR0_EL1 half): each idle CPU still holds the page tables of the last
+    # process it ran. Try the first two pages of every readable mapping of every process
+    # the guest listed, through each CPU; what reads is mapped by that CPU's TTBR0_EL1.
+    seen = set()
+    for line in console_section(con, "maps"):
+        m = re.match(r"(\d+) ([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", line)
+        if not m or not m.group(4).startswith("r"):
+            continue
+        pid, start, end = int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16)
+        what = m.group(5).strip() or "anon"
+        for va in (start, start + PAGE + 0x40) if end - start > PAGE else (start,):
+            for cpu in range(ncpus):
+                if (va, cpu) not in seen:
+                    seen.add((va, cpu))
+                    add(va, f"user:cpu={cpu}:pid={pid}:{m.group(4)}:{what}", cpu=cpu)
+    return picks
+
+
+GDB_PORT_BASE = 47000
+
+
+def gdb_reference(qmp, out, ranges, timeout):
+    """Read kernel virtual memory of the stopped guest through QEMU's gdbstub:
+    gdbstub-samples.txt (`<va> <hex bytes | -> <label>` per line; `-` = gdb could not
+    read it: unmapped) and gdb-registers.txt (`info all-registers` per CPU, including the
+    system registers QEMU's gdbstub exposes: TTBR0_EL1, TTBR1_EL1, TCR_EL1, SCTLR, ...)."""
+    elf = read_elf(os.path.join(out, "phys.elf"))
+    vmci_text = next((n["desc"].rstrip(b"\0").decode("ascii", "replace") for n in elf["notes"]
+                      if n["name"] == "VMCOREINFO"), None)
+    if not vmci_text:
+        raise Fail("phys.elf has no VMCOREINFO note: qemu_fw_cfg / -device vmcoreinfo failed?")
+    lay = arm64_layout(parse_vmcoreinfo(vmci_text))
+    ncpus = len(qmp.cmd("query-cpus-fast"))
+    picks = arm64_sample_addresses(out, ranges, lay, ncpus)
+    tmp = tempfile.mkdtemp(prefix="dumpconv-gdb-")
+    try:
+        addrs = os.path.join(tmp, "addrs")
+        with open(addrs, "w") as f:
+            for va, n, cpu, label in picks:
+                f.write(f"{va:#x} {n} {cpu} {label}\n")
+        script = os.path.join(tmp, "samples.py")
+        with open(script, "w") as f:
+            f.write(GDB_SCRIPT)
+        # a free port: ask the kernel for one, then let QEMU listen there (retry on a race)
+        port = None
+        for _ in range(10):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            cand = s.getsockname()[1]
+            s.close()
+            r = qmp.hmp(f"gdbserver tcp:127.0.0.1:{cand}")
+            if "Waiting for gdb connection" in r:
+                port = cand
+                break
+        if port is None:
+            raise Fail(f"QEMU could not start its gdbserver: {r!r}")
+        env = dict(os.environ, DUMPCONV_GDB_PORT=str(port),
+                   DUMPCONV_GDB_ADDRS=addrs,
+                   DUMPCONV_GDB_OUT=os.path.join(out, "gdbstub-samples.body"),
+                   DUMPCONV_GDB_REGS=os.path.join(out, "gdb-registers.txt"))
+        r = subprocess.run(["gdb-multiarch", "-batch", "-nx", "-x", script], env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+        with open(os.path.join(out, "gdb.log"), "w") as f:
+            f.write(r.stdout + r.stderr)
+        body = os.path.join(out, "gdbstub-samples.body")
+        if r.returncode != 0 or not os.path.exists(body):
+            raise Fail(f"gdb-multiarch failed ({r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
+        qmp.hmp("gdbserver none")
+        with open(body) as f:
+            lines = f.readlines()
+        os.unlink(body)
+        unread = sum(1 for line in lines if line.split()[1] == "-")
+        with open(os.path.join(out, "gdbstub-samples.txt"), "w") as f:
+            f.write("# Guest virtual memory read through QEMU's gdbstub (QEMU translates each\n"
+                    "# address with the vCPU's own MMU state) while the guest was stopped, after\n"
+                    "# every dump. One line per sample: <virtual address> <bytes as hex, or\n"
+                    "# '-' if gdb could not read it (not mapped)> <kind:what>.\n"
+                    "# Reads stay inside one 4 KiB page. Kinds: named, text, rodata, data, bss\n"
+                    "# (System.map + KASLR offset), linear (PAGE_OFFSET + phys - PHYS_OFFSET),\n"
+                    "# vmemmap (struct page of a pfn), vmalloc, module (as the guest printed\n"
+                    "# them), unmapped (where the kernel unmapped its image header or init),\n"
+                    "# user (read through CPU n's TTBR0_EL1: label user:cpu=n:pid:perms:what;\n"
+                    "# every other read went through CPU 0).\n"
+                    f"# kernel_offset={lay['kernel_offset']:#x} kimage_voffset={lay['kimage_voffset']:#x} "
+                    f"phys_offset={lay['phys_offset']:#x} page_offset={lay['page_offset']:#x} "
+                    f"va_bits={lay['va_bits']}\n")
+            f.writelines(lines)
+        log(f"gdbstub: {len(lines)} samples ({unread} unreadable), port {port}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_ram_raw(out, ranges):
@@ -422,10 +833,21 @@ def meta(a):
     out = a.out
     problems = []
     regs = open(os.path.join(out, "registers.txt")).read()
-    cpus = parse_registers(regs)
-    modes = {paging_mode(c) for c in cpus}
+    if a.arch == "aarch64":
+        # HMP gives X0-X30/SP/PC/PSTATE, the gdbstub the system registers
+        cpus = parse_registers_arm64(regs)
+        sysregs = parse_gdb_registers(open(os.path.join(out, "gdb-registers.txt")).read())
+        for c in cpus:
+            for k, v in sysregs.get(c["index"], {}).items():
+                c.setdefault(k, v)
+        modes = {paging_mode_arm64(c) for c in cpus}
+        src = "TCR_EL1/SCTLR_EL1 (gdb-registers.txt)"
+    else:
+        cpus = parse_registers(regs)
+        modes = {paging_mode(c) for c in cpus}
+        src = "registers.txt"
     if modes != {a.paging}:
-        problems.append(f"paging mode from registers.txt is {sorted(modes)}, expected {a.paging}")
+        problems.append(f"paging mode from {src} is {sorted(modes)}, expected {a.paging}")
     if a.paging == "5level" and not all(c["cr4"] & (1 << 12) for c in cpus):
         problems.append("CR4.LA57 (bit 12) not set on every CPU")
     mtree = open(os.path.join(out, "mtree.txt")).read()
@@ -472,7 +894,7 @@ def meta(a):
             f.write(vmci_text)
         if vmci.get("OSRELEASE") != a.release:
             problems.append(f"VMCOREINFO OSRELEASE={vmci.get('OSRELEASE')} != {a.release}")
-    elif a.arch == "x86_64":
+    elif a.arch in ("x86_64", "aarch64"):
         problems.append(f"phys.elf has no VMCOREINFO note (notes: {note_names})")
     loads = [p for p in elf["phdrs"] if p["type"] == 1]
     check = compare_elf_with_ram(os.path.join(out, "phys.elf"), loads, os.path.join(out, "ram.raw"),
@@ -532,6 +954,8 @@ def meta(a):
             banner_phys = banner_virt - 0xFFFFFFFF80000000 + phys_base
         elif a.arch == "i386":
             banner_phys = banner_virt - 0xC0000000
+        elif a.arch == "aarch64" and "NUMBER(kimage_voffset)" in vmci:
+            banner_phys = banner_virt - int(vmci["NUMBER(kimage_voffset)"], 16)
         want = banner.encode()
         if banner_phys is not None:
             with open(os.path.join(out, "ram.raw"), "rb") as f:
@@ -556,6 +980,20 @@ def meta(a):
                       "loads": len(ploads), "load_bytes": sum(p["filesz"] for p in ploads),
                       "linux_banner_found": found}
         log(f"paging.elf: {len(ploads)} PT_LOADs, linux_banner at {banner_virt:#x} found={found}")
+
+    arm64 = None
+    samples = None
+    if a.arch == "aarch64" and vmci:
+        arm64, samples, p = check_arm64(out, vmci, cpus, ranges, kernel_offset, banner, con)
+        problems += p
+    if a.arch == "aarch64":
+        # QEMU's arm64 dumps carry no system registers: the CPU state as dumpconv's
+        # `--cpu-state` JSON (the neutral model: named registers, hex strings)
+        with open(os.path.join(out, "cpu-state.json"), "w") as f:
+            json.dump([{"index": c["index"], "pid": c["index"] + 1, "arch": "aarch64",
+                        "regs": {k: f"{v:#x}" for k, v in c.items() if k != "index"}}
+                       for c in cpus], f, indent=1)
+            f.write("\n")
 
     if a.kaslr == 0 and kernel_offset not in (None, 0):
         problems.append(f"nokaslr guest has kernel offset {kernel_offset:#x}")
@@ -600,6 +1038,7 @@ def meta(a):
                        "filesz": p["filesz"], "memsz": p["memsz"]} for p in loads],
         },
         "kdump": kdumps,
+        **({"aarch64": arm64, "gdbstub_samples": samples} if a.arch == "aarch64" else {}),
         "crash_ref": (None if a.arch != "x86_64" else
                       ("failed" if os.path.exists(os.path.join(out, "crash-ref.failed")) else "ok")),
         "files": files,
@@ -610,6 +1049,11 @@ def meta(a):
         json.dump(m, f, indent=1)
         f.write("\n")
     for c in cpus:
+        if a.arch == "aarch64":
+            log(f"CPU{c['index']}: {paging_mode_arm64(c)} TTBR0_EL1={c.get('ttbr0_el1', 0):#x} "
+                f"TTBR1_EL1={c.get('ttbr1_el1', 0):#x} TCR_EL1={c.get('tcr_el1', 0):#x} "
+                f"SCTLR_EL1={c.get('sctlr_el1', 0):#x}")
+            continue
         log(f"CPU{c['index']}: {paging_mode(c)} CR0={c['cr0']:#x} CR3={c['cr3']:#x} "
             f"CR4={c['cr4']:#x} EFER={c.get('efer', 0):#x}")
     log(f"kernel_offset={kernel_offset if kernel_offset is None else hex(kernel_offset)} "
@@ -656,7 +1100,10 @@ def check_kdump(path, ram_path, ranges):
         hv = struct.unpack_from("<i", mm, 8)[0]
         machine = mm[12 + 4 * 65:12 + 5 * 65].rstrip(b"\0").decode()
         # 64-bit layout puts block_size at 428, the 32-bit one at 416
-        if struct.unpack_from("<i", mm, 428)[0] == 4096:
+        # (QEMU writes 64 KiB blocks for aarch64 guests: its kdump page size is the
+        # largest arm64 granule, whatever the guest uses)
+        b64, b32 = struct.unpack_from("<i", mm, 428)[0], struct.unpack_from("<i", mm, 416)[0]
+        if b64 == 4096 or (b32 != 4096 and b64 in (16384, 65536)):
             layout, (status, bs, sub_blocks, bitmap_blocks, max_mapnr32) = 64, struct.unpack_from("<IiiII", mm, 424)
             nr_cpus = struct.unpack_from("<i", mm, 460)[0]
             sub = struct.unpack_from("<QiiQQQQQQQQQQQ", mm, bs)

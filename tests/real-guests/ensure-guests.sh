@@ -27,6 +27,8 @@ HIGHMEM_LITE=${DUMPCONV_HIGHMEM_LITE:-0}
 HARNESS_VERSION=1
 
 # name            arch    flavor   cpu                mem   kaslr  expected paging
+# (aarch64 paging: <TCR_EL1.TG1 granule>-va<64 - TCR_EL1.T1SZ>, checked from the
+#  system registers QEMU's gdbstub reports)
 GUEST_TABLE="
 x86_64-4level     x86_64  amd64    qemu64             512   0      4level
 x86_64-kaslr      x86_64  amd64    qemu64             512   1      4level
@@ -34,6 +36,7 @@ x86_64-la57       x86_64  amd64    qemu64,+la57       512   0      5level
 x86_64-highmem    x86_64  amd64    qemu64             4608  0      4level
 i386-pae          i386    686-pae  qemu32,+nx         512   0      pae
 i386-2level       i386    686      qemu32             512   0      32bit
+arm64-4k          aarch64 arm64    cortex-a57         512   1      4k-va48
 "
 ALL_GUESTS=$(awk 'NF {print $1}' <<<"$GUEST_TABLE")
 
@@ -92,9 +95,9 @@ if [ ${#TODO[@]} -eq 0 ]; then
     log "all requested guests are cached in $CACHE"
     exit 0
 fi
-NEED_AMD64=0; NEED_I386=0; NEED_FLAVORS=()
+NEED_AMD64=0; NEED_I386=0; NEED_ARM64=0; NEED_FLAVORS=()
 for g in "${TODO[@]}"; do
-    case "$(guest_field "$g" 2)" in x86_64) NEED_AMD64=1 ;; i386) NEED_I386=1 ;; esac
+    case "$(guest_field "$g" 2)" in x86_64) NEED_AMD64=1 ;; i386) NEED_I386=1 ;; aarch64) NEED_ARM64=1 ;; esac
     f=$(guest_field "$g" 3)
     [[ " ${NEED_FLAVORS[*]-} " == *" $f "* ]] || NEED_FLAVORS+=("$f")
 done
@@ -143,41 +146,49 @@ apt_download() {
     mv "$dir/.partial/"*.deb "$dir/"; rmdir "$dir/.partial"
 }
 
-# A private apt state for i386 packages, so the host's dpkg architectures stay as they are.
-APT386_DIR=$BUILD/apt-i386
-APT386=(-o APT::Architecture=i386 -o APT::Architectures::=i386 -o APT::Sandbox::User=root
-        -o Dir::State::Lists="$APT386_DIR/lists" -o Dir::State::status="$APT386_DIR/status"
-        -o Dir::Cache="$APT386_DIR/cache")
-apt386_update() {
-    mkdir -p "$APT386_DIR/lists/partial" "$APT386_DIR/cache/archives/partial"
-    touch "$APT386_DIR/status"
-    if [ -f "$APT386_DIR/updated" ] && [ -n "$(find "$APT386_DIR/updated" -mmin -720)" ]; then return 0; fi
-    local i
+# A private apt state per foreign architecture (i386, arm64) in the build cache, so the
+# host's dpkg architectures stay as they are (no `dpkg --add-architecture`).
+FAPT=()
+fapt_opts() {   # fapt_opts ARCH: FAPT=(apt options for ARCH's private state)
+    local d=$BUILD/apt-$1
+    FAPT=(-o APT::Architecture="$1" -o APT::Architectures::="$1" -o APT::Sandbox::User=root
+          -o Dir::State::Lists="$d/lists" -o Dir::State::status="$d/status"
+          -o Dir::Cache="$d/cache")
+}
+fapt_update() {   # fapt_update ARCH PROBE-PACKAGE
+    local arch=$1 probe=$2 d=$BUILD/apt-$1 i
+    fapt_opts "$arch"
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    touch "$d/status"
+    if [ -f "$d/updated" ] && [ -n "$(find "$d/updated" -mmin -720)" ]; then return 0; fi
     for i in 1 2 3; do
-        apt-get "${APT386[@]}" update -q >"$APT386_DIR/update.log" 2>&1 && break
+        apt-get "${FAPT[@]}" update -q >"$d/update.log" 2>&1 && break
         sleep 3
     done
     # a security index that fails its size check ("Mirror sync in progress?") leaves the
     # main suite usable; give up only when nothing resolves
-    grep -E '^E:' "$APT386_DIR/update.log" | sed 's/^/  i386 apt-get update: /' >&2 || true
-    apt-cache "${APT386[@]}" show linux-image-686-pae >/dev/null 2>&1 || die "i386 package lists unusable"
-    touch "$APT386_DIR/updated"
+    grep -E '^E:' "$d/update.log" | sed "s/^/  $arch apt-get update: /" >&2 || true
+    apt-cache "${FAPT[@]}" show "$probe" >/dev/null 2>&1 || die "$arch package lists unusable"
+    touch "$d/updated"
 }
-apt386_download() {
-    local dir=$1; shift
+fapt_probe() { case "$1" in i386) echo linux-image-686-pae ;; *) echo "linux-image-$1" ;; esac; }
+fapt_download() {   # fapt_download ARCH DIR PKG...: fetch ARCH .debs into DIR unless there
+    local arch=$1 dir=$2; shift 2
     local p need=()
     mkdir -p "$dir"
-    for p in "$@"; do compgen -G "$dir/${p}_*_i386.deb" >/dev/null || need+=("$p"); done
+    for p in "$@"; do compgen -G "$dir/${p}_*_$arch.deb" >/dev/null || need+=("$p"); done
     [ ${#need[@]} -eq 0 ] && return 0
-    apt386_update
+    fapt_update "$arch" "$(fapt_probe "$arch")"
     rm -rf "$dir/.partial"; mkdir -p "$dir/.partial"
-    (cd "$dir/.partial" && apt-get "${APT386[@]}" download -q "${need[@]}" >"$APT386_DIR/download.log" 2>&1) \
-        || { tail -20 "$APT386_DIR/download.log" >&2; die "i386 download ${need[*]} failed"; }
+    (cd "$dir/.partial" && apt-get "${FAPT[@]}" download -q "${need[@]}" >"$BUILD/apt-$arch/download.log" 2>&1) \
+        || { tail -20 "$BUILD/apt-$arch/download.log" >&2; die "$arch download ${need[*]} failed"; }
     mv "$dir/.partial/"*.deb "$dir/"; rmdir "$dir/.partial"
 }
 
 host_tools() {
     apt_install gdb crash makedumpfile cpio gzip xz-utils zstd binutils util-linux python3 kmod
+    # the arm64 guest's virtual-address reference is read through QEMU's gdbstub
+    [ "$NEED_ARM64" = 0 ] || apt_install gdb-multiarch
 }
 
 QEMU_DIR=""
@@ -208,23 +219,47 @@ qemu_setup() {
     "$QEMU_DIR/usr/libexec/qemu-system-i386" --version >/dev/null
 }
 
+# qemu-system-aarch64 7.2 comes in qemu-system-arm (an amd64 .deb, same shared libraries
+# as qemu-system-x86); unpacked the same way. TCG is built into it (no accel module), and
+# `-M virt` boots the arm64 Image given with -kernel directly: no firmware is needed.
+QEMU_ARM_DIR=""
+qemu_arm_setup() {
+    apt_download "$DEBS" qemu-system-arm
+    local deb ver
+    deb=$(ls "$DEBS"/qemu-system-arm_*_amd64.deb | sort -V | tail -1)
+    ver=$(dpkg-deb -f "$deb" Version | tr ':~+' '___')
+    QEMU_ARM_DIR=$BUILD/qemu-arm-$ver
+    # shellcheck disable=SC2046
+    apt_install $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g' \
+                  | grep -v -E '^(qemu-.*|ipxe-qemu|seabios|)$')
+    if [ ! -f "$QEMU_ARM_DIR/ok" ]; then
+        rm -rf "$QEMU_ARM_DIR"; mkdir -p "$QEMU_ARM_DIR"
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$QEMU_ARM_DIR" ./usr/bin/qemu-system-aarch64
+        touch "$QEMU_ARM_DIR/ok"
+    fi
+    "$QEMU_ARM_DIR/usr/bin/qemu-system-aarch64" --version | head -1 >&2
+}
+
 # ---------------------------------------------------------------------------------------
 # 2. kernels: image .deb (vmlinuz, config, modules) + -dbg .deb (System.map, vmlinux)
 declare -A KDIR   # flavor -> $BUILD/kernel-<release>
+flavor_arch() { case "$1" in amd64) echo amd64 ;; arm64) echo arm64 ;; *) echo i386 ;; esac; }
 kernel_pkg() {    # kernel_pkg FLAVOR -> linux-image-<abi>-<flavor>
-    local meta=linux-image-$1 dep
-    if [ "$1" = amd64 ]; then
+    local meta=linux-image-$1 dep arch
+    arch=$(flavor_arch "$1")
+    if [ "$arch" = amd64 ]; then
         apt_update
         dep=$(apt-cache show "$meta" 2>/dev/null | awk '/^Depends:/ {print $2; exit}')
     else
-        apt386_update
-        dep=$(apt-cache "${APT386[@]}" show "$meta" 2>/dev/null | awk '/^Depends:/ {print $2; exit}')
+        fapt_update "$arch" "$(fapt_probe "$arch")"
+        dep=$(apt-cache "${FAPT[@]}" show "$meta" 2>/dev/null | awk '/^Depends:/ {print $2; exit}')
     fi
     [ -n "$dep" ] || die "cannot resolve $meta"
     echo "$dep"
 }
 kernel_setup() {
-    local flavor=$1 pkg rel dir deb dbg
+    local flavor=$1 pkg rel dir deb dbg arch
+    arch=$(flavor_arch "$flavor")
     # reuse an extracted kernel when one exists (re-runs need no apt look-up at all)
     dir=$(ls -d "$BUILD"/kernel-*-"$flavor" 2>/dev/null | sort -V | tail -1 || true)
     if [ -n "$dir" ] && [ -f "$dir/ok" ] && [ "${DUMPCONV_REFRESH_KERNELS:-0}" = 0 ]; then
@@ -240,9 +275,9 @@ kernel_setup() {
         deb=$(ls "$DEBS/${pkg}_"*_amd64.deb | sort -V | tail -1)
         dbg=$(ls "$DEBS/${pkg}-dbg_"*_amd64.deb | sort -V | tail -1)
     else
-        apt386_download "$DEBS" "$pkg" "$pkg-dbg"
-        deb=$(ls "$DEBS/${pkg}_"*_i386.deb | sort -V | tail -1)
-        dbg=$(ls "$DEBS/${pkg}-dbg_"*_i386.deb | sort -V | tail -1)
+        fapt_download "$arch" "$DEBS" "$pkg" "$pkg-dbg"
+        deb=$(ls "$DEBS/${pkg}_"*_"$arch".deb | sort -V | tail -1)
+        dbg=$(ls "$DEBS/${pkg}-dbg_"*_"$arch".deb | sort -V | tail -1)
     fi
     rm -rf "$dir"; mkdir -p "$dir/x"
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/x" --wildcards \
@@ -263,12 +298,12 @@ kernel_setup() {
     # start of the -dbg archive: stop reading once both are out (--occurrence), which
     # makes dpkg-deb die of SIGPIPE, so check the files rather than the pipe status.
     local members=("./usr/lib/debug/boot/System.map-$rel")
-    [ "$flavor" = amd64 ] && members+=("./usr/lib/debug/boot/vmlinux-$rel")
+    [ "$arch" = i386 ] || members+=("./usr/lib/debug/boot/vmlinux-$rel")
     dpkg-deb --fsys-tarfile "$dbg" 2>/dev/null | tar -x -C "$dir/x" --occurrence=1 "${members[@]}" || true
     mv "$dir/x/boot/vmlinuz-$rel" "$dir/vmlinuz"
     mv "$dir/x/boot/config-$rel" "$dir/config"
     mv "$dir/x/usr/lib/debug/boot/System.map-$rel" "$dir/System.map" || die "no System.map in $dbg"
-    if [ "$flavor" = amd64 ]; then
+    if [ "$arch" != i386 ]; then
         mv "$dir/x/usr/lib/debug/boot/vmlinux-$rel" "$dir/vmlinux" || die "no vmlinux in $dbg"
         readelf -h "$dir/vmlinux" >/dev/null || die "truncated vmlinux from $dbg"
     fi
@@ -307,7 +342,7 @@ EOF
 # ---------------------------------------------------------------------------------------
 # 3. busybox + initramfs (one per kernel flavor: the modules belong to the kernel)
 declare -A BUSYBOX
-busybox_setup() {   # busybox_setup ARCH(amd64|i386)
+busybox_setup() {   # busybox_setup ARCH(amd64|i386|arm64)
     local arch=$1 out=$BUILD/busybox-$1 deb
     BUSYBOX[$arch]=$out/busybox
     [ -x "$out/busybox" ] && return 0
@@ -315,8 +350,8 @@ busybox_setup() {   # busybox_setup ARCH(amd64|i386)
         apt_download "$DEBS" busybox-static
         deb=$(ls "$DEBS"/busybox-static_*_amd64.deb | sort -V | tail -1)
     else
-        apt386_download "$DEBS" busybox-static
-        deb=$(ls "$DEBS"/busybox-static_*_i386.deb | sort -V | tail -1)
+        fapt_download "$arch" "$DEBS" busybox-static
+        deb=$(ls "$DEBS"/busybox-static_*_"$arch".deb | sort -V | tail -1)
     fi
     rm -rf "$out"; mkdir -p "$out/x"
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$out/x" ./bin/busybox
@@ -326,8 +361,8 @@ busybox_setup() {   # busybox_setup ARCH(amd64|i386)
 }
 
 initramfs_setup() {   # initramfs_setup FLAVOR -> $KDIR/initramfs.cpio.gz
-    local flavor=$1 dir=${KDIR[$1]} arch=amd64
-    [ "$flavor" = amd64 ] || arch=i386
+    local flavor=$1 dir=${KDIR[$1]} arch
+    arch=$(flavor_arch "$flavor")
     local out=$dir/initramfs.cpio.gz
     if [ -f "$out" ] && [ "$out" -nt "$HERE/init.sh" ]; then return 0; fi
     local st=$dir/initramfs
@@ -352,22 +387,31 @@ capture_guest() {
     kd=${KDIR[$flavor]}
     dir=$CACHE/$g
     rm -rf "$dir"; mkdir -p "$dir"
-    if [ "$arch" = x86_64 ]; then qemu=$QEMU_DIR/usr/bin/qemu-system-x86_64
-    else qemu=$QEMU_DIR/usr/libexec/qemu-system-i386; fi
-    append="console=ttyS0 panic=-1 rdinit=/init"
+    local extra=() console=ttyS0
+    case "$arch" in
+        x86_64) qemu=$QEMU_DIR/usr/bin/qemu-system-x86_64 ;;
+        i386) qemu=$QEMU_DIR/usr/libexec/qemu-system-i386 ;;
+        aarch64)
+            qemu=$QEMU_ARM_DIR/usr/bin/qemu-system-aarch64; console=ttyAMA0
+            # QEMU 7.2 accepts paging=true for arm but has no arm page-table walker for
+            # dumps: it writes the physical dump again with vaddr == paddr. HMP `info
+            # mem` / `info tlb` do not exist for arm. The virtual-address reference is
+            # gdbstub-samples.txt instead (capture.py).
+            extra+=(--skip paging.elf --skip info-mem.txt --skip info-tlb.txt) ;;
+    esac
+    [ "$arch" = aarch64 ] || extra+=(--datadir "$QEMU_DIR/usr/share/qemu" --datadir "$QEMU_DIR/usr/share/seabios")
+    append="console=$console panic=-1 rdinit=/init"
     [ "$kaslr" = 1 ] || append+=" nokaslr"
-    local extra=()
     if [ "$g" = x86_64-highmem ] && [ "$HIGHMEM_LITE" = 1 ]; then extra+=(--skip paging.elf --skip kdump-lzo --skip kdump-snappy); fi
     [ "$paging" = 5level ] && extra+=(--skip info-mem.txt)
     cp "$kd/System.map" "$dir/System.map"
     cp "$kd/config" "$dir/config"
     python3 "$HERE/capture.py" capture \
         --guest "$g" --arch "$arch" --qemu "$qemu" \
-        --datadir "$QEMU_DIR/usr/share/qemu" --datadir "$QEMU_DIR/usr/share/seabios" \
         --kernel "$kd/vmlinuz" --initrd "$kd/initramfs.cpio.gz" --append "$append" \
         --cpu "$cpu" --mem "$mem" --smp 2 --out "$dir" \
         --boot-timeout "$BOOT_TIMEOUT" --dump-timeout "$DUMP_TIMEOUT" "${extra[@]}"
-    if [ "$arch" = x86_64 ]; then
+    if [ "$arch" != i386 ]; then
         ln "$kd/vmlinux" "$dir/vmlinux" 2>/dev/null || cp "$kd/vmlinux" "$dir/vmlinux"
     fi
     # QEMU's kdump formats are flattened only; makedumpfile -R rearranges one into the
@@ -421,12 +465,14 @@ crash_ref() {
 
 # ---------------------------------------------------------------------------------------
 step "host tools (apt)" host_tools
-step "qemu (unpack 7.2 .debs)" qemu_setup
+[ "$NEED_AMD64$NEED_I386" = 00 ] || step "qemu (unpack 7.2 .debs)" qemu_setup
+[ "$NEED_ARM64" = 0 ] || step "qemu-system-aarch64 (unpack 7.2 .deb)" qemu_arm_setup
 for f in "${NEED_FLAVORS[@]}"; do
     step "kernel $f (download + extract)" kernel_setup "$f"
 done
 [ "$NEED_AMD64" = 1 ] && step "busybox amd64" busybox_setup amd64
 [ "$NEED_I386" = 1 ] && step "busybox i386" busybox_setup i386
+[ "$NEED_ARM64" = 1 ] && step "busybox arm64" busybox_setup arm64
 for f in "${NEED_FLAVORS[@]}"; do
     step "initramfs $f" initramfs_setup "$f"
 done

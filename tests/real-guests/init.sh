@@ -36,6 +36,25 @@ echo "DUMPCONV: iomem-begin"
 cat /proc/iomem
 echo "DUMPCONV: iomem-end"
 echo "DUMPCONV: cmdline $(cat /proc/cmdline)"
+if [ "$(uname -m)" = aarch64 ]; then
+    # where the kernel really is (KASLR), as the guest sees it (arm64's kallsyms has no
+    # _text and, without KALLSYMS_ALL, no data symbols; _stext is there)
+    grep -E ' (_text|_stext|linux_banner)$' /proc/kallsyms | sed 's/^/DUMPCONV: kallsyms /'
+    sed 's/^/DUMPCONV: module /' /proc/modules
+    # vmalloc areas backed by RAM pages (no ioremap: reading device memory through the
+    # debugger could have side effects): the harness samples a few through QEMU's gdbstub
+    # %pK prints hashed values unless kptr_restrict is 1 (then root sees the addresses)
+    echo 1 >/proc/sys/kernel/kptr_restrict
+    echo "DUMPCONV: vmallocinfo-begin"
+    grep 'pages=' /proc/vmallocinfo | grep -v ioremap | head -n 80
+    echo "DUMPCONV: vmallocinfo-end"
+    # user mappings of every process: the harness reads some through each CPU's TTBR0_EL1
+    echo "DUMPCONV: maps-begin"
+    for d in /proc/[0-9]*; do
+        sed "s|^|${d#/proc/} |" "$d/maps" 2>/dev/null
+    done
+    echo "DUMPCONV: maps-end"
+fi
 echo "DUMPCONV-GUEST-READY"
 
 # PID 1 must not exit.

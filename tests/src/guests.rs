@@ -2,7 +2,8 @@
 //! `${DUMPCONV_GUEST_CACHE:-~/.cache/dumpconv/guests}/<guest>/` with QEMU's dumps,
 //! pmemsave images, System.map, vmlinux (x86_64) and `meta.json`.
 //!
-//! Tests call [`guests`]; when the cache is missing they skip with a printed reason,
+//! Tests call [`guests`] (the x86 guests) or [`arm64_guests`]; when the cache is missing
+//! they skip with a printed reason,
 //! unless `DUMPCONV_REQUIRE_GUESTS=1` (set by `scripts/test.sh`), where a missing
 //! guest fails the test.
 
@@ -18,6 +19,9 @@ pub const ALL: &[&str] = &[
     "i386-pae",
     "i386-2level",
 ];
+
+/// The aarch64 guests. Not in [`ALL`]: the tests that iterate [`guests`] are x86 tests.
+pub const ARM64: &[&str] = &["arm64-4k"];
 
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DUMPCONV_GUEST_CACHE") {
@@ -46,6 +50,11 @@ impl Guest {
     pub fn is_x86_64(&self) -> bool {
         self.meta["arch"] == "x86_64"
     }
+    pub fn is_aarch64(&self) -> bool {
+        self.meta["arch"] == "aarch64"
+    }
+    /// x86: "4level", "5level", "pae", "32bit"; aarch64: "<granule>-va<bits>" of the
+    /// kernel half (TCR_EL1.TG1 / T1SZ), e.g. "4k-va48".
     pub fn paging(&self) -> &str {
         self.meta["paging"].as_str().unwrap_or("")
     }
@@ -80,6 +89,72 @@ impl Guest {
     pub fn kernel_offset(&self) -> u64 {
         as_u64(&self.meta["kernel_offset"])
     }
+    /// The VMCOREINFO note of QEMU's `phys.elf` as `KEY=value` pairs, in order.
+    pub fn vmcoreinfo(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.file("vmcoreinfo.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+    /// aarch64: kernel virtual memory QEMU's gdbstub read through the CPU's own MMU
+    /// while the guest was stopped (`gdbstub-samples.txt`); empty for other guests.
+    pub fn gdbstub_samples(&self) -> Vec<GdbSample> {
+        std::fs::read_to_string(self.file("gdbstub-samples.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(GdbSample::parse)
+            .collect()
+    }
+}
+
+/// One line of `gdbstub-samples.txt`: `<va> <hex bytes | -> <kind>:<what>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdbSample {
+    pub va: u64,
+    /// `None`: gdb could not read the address (QEMU's MMU found no mapping).
+    pub bytes: Option<Vec<u8>>,
+    /// `kind:what`, kind one of named, text, rodata, data, bss, linear, vmemmap,
+    /// vmalloc, module, unmapped (all read through CPU 0), user (`user:cpu=N:...`, read
+    /// through CPU N's TTBR0_EL1).
+    pub label: String,
+}
+
+impl GdbSample {
+    fn parse(line: &str) -> Option<GdbSample> {
+        let mut it = line.splitn(3, char::is_whitespace);
+        let va = u64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
+        let data = it.next()?;
+        let label = it.next()?.trim().to_string();
+        let bytes = if data == "-" {
+            None
+        } else {
+            let b = data.as_bytes();
+            if b.len() % 2 != 0 {
+                return None;
+            }
+            let hex = |c: u8| (c as char).to_digit(16);
+            let mut v = Vec::with_capacity(b.len() / 2);
+            for p in b.chunks(2) {
+                v.push((hex(p[0])? * 16 + hex(p[1])?) as u8);
+            }
+            Some(v)
+        };
+        Some(GdbSample { va, bytes, label })
+    }
+    pub fn kind(&self) -> &str {
+        self.label.split(':').next().unwrap_or("")
+    }
+    /// The vCPU whose MMU translated the read (`cpu=N` in the label, else 0).
+    pub fn cpu(&self) -> u32 {
+        self.label
+            .split(':')
+            .find_map(|f| f.strip_prefix("cpu="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// A JSON number or a hex/decimal string.
@@ -101,6 +176,11 @@ pub fn as_u64(v: &Value) -> u64 {
 /// guest when the cache is required.
 pub fn guests() -> Vec<Guest> {
     ALL.iter().filter_map(|name| guest(name)).collect()
+}
+
+/// The complete aarch64 guests in the cache (see [`guests`] for a missing one).
+pub fn arm64_guests() -> Vec<Guest> {
+    ARM64.iter().filter_map(|name| guest(name)).collect()
 }
 
 /// One guest of the cache, if it is complete. Prints why it is missing; panics on a
