@@ -560,33 +560,25 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
 mod tests {
     use super::*;
     use crate::bytes::le_u64;
-    use crate::lime::encode_header;
+    use crate::lime::tests::{file, ranges_file};
     use std::io::Write;
 
     /// An AVML file made with the snap crate's frame encoder, as avml does.
     fn avml(ranges: &[(u64, &[u8])]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (start, data) in ranges {
-            v.extend_from_slice(&encode_header(2, *start, start + data.len() as u64 - 1));
+        ranges_file(AVML_VERSION, ranges, |data| {
             let mut enc = snap::write::FrameEncoder::new(Vec::new());
             enc.write_all(data).unwrap();
-            let s = enc.into_inner().unwrap();
-            v.extend_from_slice(&s);
-            v.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        }
-        v
+            let mut s = enc.into_inner().unwrap();
+            let len = s.len() as u64;
+            s.extend_from_slice(&len.to_le_bytes());
+            s
+        })
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
             .collect()
-    }
-
-    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(bytes).unwrap();
-        f
     }
 
     #[test]

@@ -239,20 +239,33 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn lime(ranges: &[(u64, &[u8])]) -> Vec<u8> {
+    /// A file of ranges with headers of `version`, each followed by `body(data)`.
+    pub(crate) fn ranges_file(
+        version: u32,
+        ranges: &[(u64, &[u8])],
+        body: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> Vec<u8> {
         let mut v = Vec::new();
         for (start, data) in ranges {
-            v.extend_from_slice(&encode_header(1, *start, start + data.len() as u64 - 1));
-            v.extend_from_slice(data);
+            v.extend_from_slice(&encode_header(
+                version,
+                *start,
+                start + data.len() as u64 - 1,
+            ));
+            v.extend_from_slice(&body(data));
         }
         v
     }
 
-    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    fn lime(ranges: &[(u64, &[u8])]) -> Vec<u8> {
+        ranges_file(LIME_VERSION, ranges, <[u8]>::to_vec)
+    }
+
+    pub(crate) fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f
