@@ -26,7 +26,9 @@ use dumpconv_core::{Dump, Error, PhysRange, PhysicalMemory, Result};
 
 use crate::bytes::le_u32;
 use crate::input::{fits, Input};
-use crate::lime::{check_order, read_header, AVML_MAGIC, AVML_VERSION, HEADER_LEN};
+use crate::lime::{
+    check_order, check_plain_data, read_header, AVML_MAGIC, AVML_VERSION, HEADER_LEN,
+};
 use crate::options::OpenOptions;
 
 const FMT: &str = "AVML";
@@ -507,19 +509,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
             offset = end + 8;
         } else {
             let len = h.range.len();
-            if !fits(data, len, input.len) {
-                return Err(Error::format(
-                    input.path.clone(),
-                    data,
-                    FMT,
-                    format!(
-                        "the data of range {:#x}-{:#x} ({len:#x} bytes) runs past the end \
-                         of the file (truncated file?)",
-                        h.range.start,
-                        h.range.end - 1
-                    ),
-                ));
-            }
+            check_plain_data(&input, data, FMT, h.range)?;
             index.push(Chunk {
                 start: h.range.start,
                 len,
