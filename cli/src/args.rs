@@ -436,7 +436,7 @@ Examples:
 Exit codes: 0 every job succeeded or was already done, 1 one or more jobs failed (see
 the table or --report), 2 bad usage (bad manifest line, two jobs writing one output,
 another batch of the same --shard running into the same --out-dir), 3 the out dir, its
-journal or the report could not be written.";
+journal or the report could not be written, 5 internal error (a bug in dumpconv).";
 
 /// `dumpconv batch`.
 #[derive(Args, Debug)]

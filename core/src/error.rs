@@ -2,9 +2,10 @@
 //! names the file (when there is one) and the byte offset (when there is one), and every
 //! variant belongs to one [`ErrorClass`], which decides the command's exit code: bad
 //! input, bad usage, output failure, plugin misbehaviour, or a broken internal invariant
-//! (a bug in dumpconv). Crates with failures of their own define their own error types
-//! (`dumpconv_formats::bytes::ShortRead`, the kdump writer's codec errors) and turn
-//! them into one of these variants where the file and offset are known.
+//! (a bug in dumpconv). A crate with failures of its own defines its own error type
+//! (`dumpconv_formats::bytes::ShortRead`: a field past the end of a record, which knows
+//! the offset but not the file) and turns it into one of these variants where the file
+//! is known.
 
 use std::fmt;
 use std::io;

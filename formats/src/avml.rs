@@ -26,7 +26,9 @@ use dumpconv_core::{Dump, Error, PhysRange, PhysicalMemory, Result};
 
 use crate::bytes::le_u32;
 use crate::input::{fits, Input};
-use crate::lime::{check_order, read_header, AVML_MAGIC, AVML_VERSION, HEADER_LEN};
+use crate::lime::{
+    check_order, check_plain_data, read_header, AVML_MAGIC, AVML_VERSION, HEADER_LEN,
+};
 use crate::options::OpenOptions;
 
 const FMT: &str = "AVML";
@@ -507,19 +509,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
             offset = end + 8;
         } else {
             let len = h.range.len();
-            if !fits(data, len, input.len) {
-                return Err(Error::format(
-                    input.path.clone(),
-                    data,
-                    FMT,
-                    format!(
-                        "the data of range {:#x}-{:#x} ({len:#x} bytes) runs past the end \
-                         of the file (truncated file?)",
-                        h.range.start,
-                        h.range.end - 1
-                    ),
-                ));
-            }
+            check_plain_data(&input, data, FMT, h.range)?;
             index.push(Chunk {
                 start: h.range.start,
                 len,
@@ -560,33 +550,25 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
 mod tests {
     use super::*;
     use crate::bytes::le_u64;
-    use crate::lime::encode_header;
+    use crate::lime::tests::{file, ranges_file};
     use std::io::Write;
 
     /// An AVML file made with the snap crate's frame encoder, as avml does.
     fn avml(ranges: &[(u64, &[u8])]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (start, data) in ranges {
-            v.extend_from_slice(&encode_header(2, *start, start + data.len() as u64 - 1));
+        ranges_file(AVML_VERSION, ranges, |data| {
             let mut enc = snap::write::FrameEncoder::new(Vec::new());
             enc.write_all(data).unwrap();
-            let s = enc.into_inner().unwrap();
-            v.extend_from_slice(&s);
-            v.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        }
-        v
+            let mut s = enc.into_inner().unwrap();
+            let len = s.len() as u64;
+            s.extend_from_slice(&len.to_le_bytes());
+            s
+        })
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
             .collect()
-    }
-
-    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(bytes).unwrap();
-        f
     }
 
     #[test]

@@ -181,6 +181,32 @@ pub fn check_order(
     }
 }
 
+/// Check that the plain (version-1) data of `range`, starting at file offset `data`, is
+/// all in the file.
+pub fn check_plain_data(
+    input: &Input,
+    data: u64,
+    format: &'static str,
+    range: PhysRange,
+) -> Result<()> {
+    let len = range.len();
+    if fits(data, len, input.len) {
+        return Ok(());
+    }
+    Err(Error::format(
+        input.path.clone(),
+        data,
+        format,
+        format!(
+            "the data of range {:#x}-{:#x} ({len:#x} bytes) runs past the end of the file \
+             ({:#x} bytes; truncated file?)",
+            range.start,
+            range.end - 1,
+            input.len
+        ),
+    ))
+}
+
 /// Open a LiME file. A file whose ranges turn out to be AVML-compressed goes to
 /// [`crate::avml`], which reads both kinds.
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
@@ -196,20 +222,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         check_order(&input, offset, FMT, prev_end, h.range)?;
         let data = offset + HEADER_LEN;
         let len = h.range.len();
-        if !fits(data, len, input.len) {
-            return Err(Error::format(
-                input.path.clone(),
-                data,
-                FMT,
-                format!(
-                    "the data of range {:#x}-{:#x} ({len:#x} bytes) runs past the end of \
-                     the file ({:#x} bytes; truncated file?)",
-                    h.range.start,
-                    h.range.end - 1,
-                    input.len
-                ),
-            ));
-        }
+        check_plain_data(&input, data, FMT, h.range)?;
         segments.push(Segment {
             range: h.range,
             source: SegmentSource::File {
@@ -239,20 +252,33 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn lime(ranges: &[(u64, &[u8])]) -> Vec<u8> {
+    /// A file of ranges with headers of `version`, each followed by `body(data)`.
+    pub(crate) fn ranges_file(
+        version: u32,
+        ranges: &[(u64, &[u8])],
+        body: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> Vec<u8> {
         let mut v = Vec::new();
         for (start, data) in ranges {
-            v.extend_from_slice(&encode_header(1, *start, start + data.len() as u64 - 1));
-            v.extend_from_slice(data);
+            v.extend_from_slice(&encode_header(
+                version,
+                *start,
+                start + data.len() as u64 - 1,
+            ));
+            v.extend_from_slice(&body(data));
         }
         v
     }
 
-    fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    fn lime(ranges: &[(u64, &[u8])]) -> Vec<u8> {
+        ranges_file(LIME_VERSION, ranges, <[u8]>::to_vec)
+    }
+
+    pub(crate) fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f
