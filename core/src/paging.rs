@@ -1,6 +1,6 @@
 //! Paging as data: one table-walk engine for every architecture, driven by an MMU
-//! description ([`MmuDesc`]) per address space (DESIGN.md, "Paging modes as data, one
-//! walk engine").
+//! description ([`MmuDesc`]) per address space (docs/plugins.md says how an
+//! architecture describes itself).
 //!
 //! An architecture describes each translation regime it has by data: per level the
 //! index bits and shift, which entries point at a next-level table and which end the

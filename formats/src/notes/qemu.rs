@@ -1,5 +1,5 @@
 //! QEMU's CPU-state note: name "QEMU", type 0, descriptor `QEMUCPUState`
-//! (FORMATS.md §2.5; QEMU `target/i386/arch_dump.c`, version 1).
+//! (docs/formats.md#qemu-cpu-state; QEMU `target/i386/arch_dump.c`, version 1).
 //!
 //! Layout, the same for x86_64 and i386 guests (every field is 64-bit wide):
 //! `version u32 @0`, `size u32 @4`, rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags

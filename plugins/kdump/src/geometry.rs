@@ -27,7 +27,7 @@ use crate::options::KdumpOptions;
 use crate::utsname::plan_vmcoreinfo;
 
 /// The machine name crash expects for each arch: the architecture table's `uname -m`
-/// (FORMATS.md §1.11: crash recognises only the exact "i686" prefix for 32-bit x86).
+/// (docs/formats.md#kdump-crash: crash recognises only the exact "i686" prefix for 32-bit x86).
 pub fn machine_name(arch: Arch) -> std::borrow::Cow<'static, str> {
     arch.utsname_machine()
 }

@@ -4,7 +4,7 @@
 //! walk engine of `dumpconv_core::paging`, and [`X86Walker`] reads CR0, CR3, CR4, EFER
 //! and the A20 mask of a CPU to choose one. Everything else (the walk, its bounds, the
 //! table cache shared across CPUs, the multi-CPU view) is core's. Where QEMU's walker
-//! (FORMATS.md §3) goes wrong, this one does not:
+//! (docs/formats.md#x86-qemu-walker) goes wrong, this one does not:
 //!
 //! - virtual addresses are canonical (sign-extended from bit 47, or 56 with LA57);
 //! - physical addresses keep only MAXPHYADDR bits (`WalkOptions::max_phys_bits`) minus

@@ -1,6 +1,6 @@
 //! The x86 paging modes described as data for the engine in `dumpconv_core::paging`
-//! (DESIGN.md, "Paging modes as data, one walk engine"), and how the control registers
-//! choose one.
+//! (docs/plugins.md says how an architecture describes itself), and how the control
+//! registers choose one.
 //!
 //! Entries are interpreted as the CPU would, except that reserved bits are not checked
 //! (a real CPU would fault on them): PS in a PML4E or PML5E is ignored and the entry
