@@ -2,4 +2,5 @@
 
 pub mod guests;
 pub mod reference;
+pub mod reference_arm64;
 pub mod synth;
