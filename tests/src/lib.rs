@@ -4,3 +4,4 @@ pub mod guests;
 pub mod reference;
 pub mod reference_arm64;
 pub mod synth;
+pub mod synth_arm64;

@@ -58,7 +58,7 @@ fn field(v: u64, hi: u32, lo: u32) -> u64 {
 /// Little-endian 64-bit descriptor at `addr` (8-byte aligned), None unless all of it is
 /// RAM. Reads the pages of [`RefRam`] directly.
 fn read_descriptor(ram: &RefRam, addr: u64) -> Option<u64> {
-    if addr % 8 != 0 || !ram.is_ram(addr) || !ram.is_ram(addr.checked_add(7)?) {
+    if !addr.is_multiple_of(8) || !ram.is_ram(addr) || !ram.is_ram(addr.checked_add(7)?) {
         return None;
     }
     let page = addr & !0xFFF;
