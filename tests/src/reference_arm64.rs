@@ -5,7 +5,7 @@
 //! table/block/page descriptor formats (including the 52-bit forms: FEAT_LPA's 64KB
 //! OA[51:48] in bits[15:12], FEAT_LPA2's OA[51:50] in bits[9:8] when TCR_EL1.DS = 1), and
 //! the register fields TCR_EL1.{T0SZ,T1SZ,TG0,TG1,EPD0,EPD1,TBI0,TBI1,IPS,DS},
-//! TTBRn_EL1.{ASID,BADDR,CnP} and SCTLR_EL1.M.
+//! TTBRn_EL1.{ASID,BADDR,CnP} and SCTLR_EL1.{M,EE} (EE: table walks are big-endian).
 //!
 //! It translates one virtual address at a time in one slow, obvious function, and shares
 //! no code with any walker: it does not import `dumpconv-core` or an aarch64 plugin. Only
@@ -55,9 +55,9 @@ fn field(v: u64, hi: u32, lo: u32) -> u64 {
     bits(v, hi, lo) << lo
 }
 
-/// Little-endian 64-bit descriptor at `addr` (8-byte aligned), None unless all of it is
-/// RAM. Reads the pages of [`RefRam`] directly.
-fn read_descriptor(ram: &RefRam, addr: u64) -> Option<u64> {
+/// The 64-bit descriptor at `addr` (8-byte aligned), little- or big-endian, None unless
+/// all of it is RAM. Reads the pages of [`RefRam`] directly.
+fn read_descriptor(ram: &RefRam, addr: u64, big_endian: bool) -> Option<u64> {
     if !addr.is_multiple_of(8) || !ram.is_ram(addr) || !ram.is_ram(addr.checked_add(7)?) {
         return None;
     }
@@ -70,7 +70,7 @@ fn read_descriptor(ram: &RefRam, addr: u64) -> Option<u64> {
     for i in 0..8 {
         v |= u64::from(p.get(off + i).copied().unwrap_or(0)) << (8 * i);
     }
-    Some(v)
+    Some(if big_endian { v.swap_bytes() } else { v })
 }
 
 /// The physical address `va` translates to through stage 1 of the EL1&0 regime, or None
@@ -207,7 +207,7 @@ pub fn translate(ram: &RefRam, cpu: &RefArm64Cpu, va: u64) -> Option<u64> {
     loop {
         let lo = shift_of(level);
         let hi = (lo + stride).min(va_bits) - 1;
-        let desc = read_descriptor(ram, table + bits(va, hi, lo) * 8)?;
+        let desc = read_descriptor(ram, table + bits(va, hi, lo) * 8, bit(cpu.sctlr_el1, 25))?;
         if !bit(desc, 0) {
             return None; // invalid
         }

@@ -67,6 +67,8 @@ pub const TCR_DS: u64 = 1 << 59;
 /// IRGN0/ORGN0 write-back, SH0 inner; the same for TTBR1.
 pub const TCR_CACHE_BITS: u64 =
     (1 << 8) | (1 << 10) | (3 << 12) | (1 << 24) | (1 << 26) | (3 << 28);
+/// SCTLR_EL1.EE: big-endian table walks.
+pub const SCTLR_EE: u64 = 1 << 25;
 /// SCTLR_EL1 with M (bit 0), C, I and the RES1 bits Linux sets.
 pub const SCTLR_MMU_ON: u64 = 0x0000_0000_34d5_d91d;
 
@@ -178,6 +180,8 @@ pub struct Arm64Guest {
     pub cnp: bool,
     /// SCTLR_EL1.M.
     pub mmu_on: bool,
+    /// SCTLR_EL1.EE: tables are big-endian (set before writing any descriptor).
+    pub big_endian: bool,
     /// Bits ORed into every table descriptor `map` creates (TABLE_ATTRS, ...).
     pub table_bits: u64,
     /// What `map` made, in order.
@@ -229,6 +233,7 @@ impl Arm64Guest {
             pa_bits,
             cnp: true,
             mmu_on: true,
+            big_endian: false,
             table_bits: 0,
             mapped: Vec::new(),
             pool_next: pool.0,
@@ -399,7 +404,11 @@ impl Arm64Guest {
         self.pages.get(&page).map_or(0, |p| {
             let mut v = [0u8; 8];
             v.copy_from_slice(&p[off..off + 8]);
-            u64::from_le_bytes(v)
+            if self.big_endian {
+                u64::from_be_bytes(v)
+            } else {
+                u64::from_le_bytes(v)
+            }
         })
     }
 
@@ -413,7 +422,12 @@ impl Arm64Guest {
             .pages
             .entry(page)
             .or_insert_with(|| vec![0u8; 0x1000].into_boxed_slice());
-        p[off..off + 8].copy_from_slice(&value.to_le_bytes());
+        let bytes = if self.big_endian {
+            value.to_be_bytes()
+        } else {
+            value.to_le_bytes()
+        };
+        p[off..off + 8].copy_from_slice(&bytes);
     }
 
     /// The address field of a descriptor of `half` for output address `addr`
@@ -665,10 +679,11 @@ impl Arm64Guest {
 
     /// SCTLR_EL1.
     pub fn sctlr(&self) -> u64 {
+        let ee = if self.big_endian { SCTLR_EE } else { 0 };
         if self.mmu_on {
-            SCTLR_MMU_ON
+            SCTLR_MMU_ON | ee
         } else {
-            SCTLR_MMU_ON & !1
+            (SCTLR_MMU_ON & !1) | ee
         }
     }
 
