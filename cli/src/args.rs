@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dumpconv::numbers::parse_u64;
 use dumpconv::{ConvertOptions, PagingOptions};
-use dumpconv_core::{Arch, CpuState, Error, PagingMode, VmcoreInfo};
+use dumpconv_core::{Arch, CpuState, Error, VmcoreInfo};
 use dumpconv_formats::OpenOptions;
 
 const AFTER_HELP: &str = "\
@@ -187,13 +187,14 @@ pub enum ModeArg {
     Level5,
 }
 
-impl From<ModeArg> for PagingMode {
-    fn from(m: ModeArg) -> Self {
-        match m {
-            ModeArg::Bits32 => PagingMode::Bits32,
-            ModeArg::Pae => PagingMode::Pae,
-            ModeArg::Level4 => PagingMode::Level4,
-            ModeArg::Level5 => PagingMode::Level5,
+impl ModeArg {
+    /// The mode's name, as walkers know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModeArg::Bits32 => "32bit",
+            ModeArg::Pae => "pae",
+            ModeArg::Level4 => "4level",
+            ModeArg::Level5 => "5level",
         }
     }
 }
@@ -275,10 +276,11 @@ impl InputArgs {
 
     pub fn cpus(&self) -> Result<Option<Vec<CpuState>>, Error> {
         if let Some(cr3) = self.cr3 {
-            let mode = self.paging_mode.map(PagingMode::from).ok_or_else(|| {
+            let mode = self.paging_mode.map(ModeArg::name).ok_or_else(|| {
                 Error::invalid("--cr3 needs --paging-mode (32bit, pae, 4level or 5level)")
             })?;
-            return Ok(Some(vec![CpuState::from_root(0, cr3, mode)]));
+            let cpu = dumpconv::Registry::builtin().cpu_from_root(self.arch(), mode, cr3)?;
+            return Ok(Some(vec![cpu]));
         }
         match &self.cpu_state {
             Some(p) => dumpconv::pipeline::read_cpu_state_file(p).map(Some),
@@ -300,7 +302,7 @@ impl InputArgs {
     pub fn arch(&self) -> Option<Arch> {
         self.arch.map(|a| match a {
             ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::I386 => Arch::X86,
+            ArchArg::I386 => Arch::I386,
         })
     }
 

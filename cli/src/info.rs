@@ -1,8 +1,10 @@
 //! `dumpconv info` and `dumpconv translate`.
 
-use dumpconv::pipeline::{effective_cpus, effective_vmcoreinfo, walk_options};
+use std::borrow::Cow;
+
+use dumpconv::pipeline::{effective_arch, effective_cpus, effective_vmcoreinfo, walk_options};
 use dumpconv::Registry;
-use dumpconv_core::{CpuState, Error, PagingMode, WalkOptions};
+use dumpconv_core::{Arch, CpuState, Error, Regime, WalkOptions};
 use serde_json::json;
 
 use crate::args::{InfoArgs, TranslateArgs};
@@ -22,17 +24,41 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn hex_or_dash(v: Option<u64>) -> String {
-    v.map(|v| format!("{v:#x}")).unwrap_or_else(|| "-".into())
+/// The paging mode of a CPU, as the walker for its architecture reads its registers.
+fn mode_name(registry: &Registry, c: &CpuState, arch: Arch) -> Cow<'static, str> {
+    registry
+        .walker_for_cpus(std::slice::from_ref(c), None, arch)
+        .ok()
+        .and_then(|(w, _)| w.mode_of(c))
+        .unwrap_or(Cow::Borrowed("unknown"))
 }
 
-fn mode_name(c: &CpuState) -> &'static str {
-    c.paging_mode().map(PagingMode::name).unwrap_or("unknown")
+/// A CPU's page-table roots as its walker names them ("CR3 0x1234000"), and how many
+/// registers were recorded (all of them are in `--json`).
+fn short_regs(registry: &Registry, c: &CpuState, arch: Arch) -> String {
+    let roots = registry
+        .walker_for_cpus(std::slice::from_ref(c), None, arch)
+        .ok()
+        .and_then(|(w, _)| w.regime(c, &WalkOptions::default()).ok());
+    let mut out = match roots {
+        Some(Regime::Paging { spaces, .. }) => spaces
+            .iter()
+            .map(|s| format!("{} {:#x}", s.root_name, s.root))
+            .collect::<Vec<_>>()
+            .join("  "),
+        _ => String::new(),
+    };
+    if !out.is_empty() {
+        out.push_str("  ");
+    }
+    out.push_str(&format!("({} registers)", c.regs.len()));
+    out
 }
 
 pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
+    let arch = effective_arch(&dump, &opts);
     let cpus = effective_cpus(&dump, &opts);
     let vmcoreinfo = effective_vmcoreinfo(&dump, &opts);
 
@@ -43,7 +69,7 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
         for c in &cpus {
             let mut list = dumpconv_core::MappingList::new();
             let r = registry
-                .walker_for_cpus(std::slice::from_ref(c), None)
+                .walker_for_cpus(std::slice::from_ref(c), None, arch)
                 .and_then(|(w, _)| w.walk(c, dump.memory.as_ref(), &wopts, &mut list));
             paging_stats.push((c.index, r.map(|s| (s, list.len(), list.mapped_bytes()))));
         }
@@ -56,10 +82,11 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
             "format": dump.format,
             "details": dump.details.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "arch": dump.arch.map(|a| a.name()),
+            "page_size": arch.page_size(),
             "ram_bytes": dump.memory.total_bytes(),
             "ram": ranges.iter().map(|r| json!({"start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end)})).collect::<Vec<_>>(),
             "cpus": cpus,
-            "paging_modes": cpus.iter().map(mode_name).collect::<Vec<_>>(),
+            "paging_modes": cpus.iter().map(|c| mode_name(registry, c, arch)).collect::<Vec<_>>(),
             "notes": dump.notes.iter().map(|n| json!({"name": n.name_str(), "type": n.n_type, "size": n.desc.len()})).collect::<Vec<_>>(),
             "vmcoreinfo": vmcoreinfo.as_ref().map(|v| v.entries().iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
             "paging": paging_stats.iter().map(|(i, r)| match r {
@@ -80,7 +107,7 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
         "arch:     {}",
         dump.arch
             .map(|a| a.name())
-            .unwrap_or("unknown (give --arch)")
+            .unwrap_or(Cow::Borrowed("unknown (give --arch)"))
     );
     println!(
         "RAM:      {} in {} range(s)",
@@ -101,14 +128,10 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     println!("CPUs:     {}", cpus.len());
     for c in &cpus {
         println!(
-            "  cpu {}: paging {:<7} cr3 {}  cr0 {}  cr4 {}  efer {}  rip {}",
+            "  cpu {}: paging {:<7} {}",
             c.index,
-            mode_name(c),
-            hex_or_dash(c.cr3),
-            hex_or_dash(c.cr0),
-            hex_or_dash(c.cr4),
-            hex_or_dash(c.efer),
-            hex_or_dash(c.regs.map(|r| r.rip)),
+            mode_name(registry, c, arch),
+            short_regs(registry, c, arch),
         );
     }
     println!("notes:    {}", dump.notes.len());
@@ -171,7 +194,8 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
             cpus.len()
         ))
     })?;
-    let (walker, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None)?;
+    let arch = effective_arch(&dump, &opts);
+    let (walker, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None, arch)?;
     let wopts = walk_options(effective_vmcoreinfo(&dump, &opts).as_ref(), a.max_phys_bits);
     let mut all = Vec::new();
     for &v in &a.vaddrs {
@@ -180,7 +204,12 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
             all.push(t);
             continue;
         }
-        println!("{:#018x} (cpu {}, {}):", v, cpu.index, mode_name(cpu));
+        println!(
+            "{:#018x} (cpu {}, {}):",
+            v,
+            cpu.index,
+            mode_name(registry, cpu, arch)
+        );
         for s in &t.steps {
             println!(
                 "  {:<5} entry at {:#014x}: {:#018x}",

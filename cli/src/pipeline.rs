@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use dumpconv_core::memory::{clip_ranges, normalize_ranges};
 use dumpconv_core::{
-    Arch, CpuState, Dump, DumpPlan, DumpWriter, Error, PhysRange, Progress, Result, VmcoreInfo,
-    WalkOptions, WalkStats, PAGE_SIZE,
+    build_view, Arch, ArchWalker, CpuState, Dump, DumpPlan, DumpWriter, Error, PhysRange, Progress,
+    Regime, Result, ViewPolicy, VmcoreInfo, WalkOptions, WalkStats,
 };
 use dumpconv_formats::OpenOptions;
 
@@ -88,9 +88,21 @@ pub fn open_input(path: &Path, opts: &ConvertOptions) -> Result<Dump> {
     dumpconv_formats::open(path, &opts.open)
 }
 
-/// The CPU states to use: the user's, else the input's.
+/// The architecture of the dump: `--arch`, else what the input says, else
+/// [`Arch::DEFAULT`].
+pub fn effective_arch(dump: &Dump, opts: &ConvertOptions) -> Arch {
+    opts.arch.or(dump.arch).unwrap_or(Arch::DEFAULT)
+}
+
+/// The CPU states to use: the user's, else the input's; a CPU that does not say its
+/// architecture gets the dump's ([`effective_arch`]).
 pub fn effective_cpus(dump: &Dump, opts: &ConvertOptions) -> Vec<CpuState> {
-    opts.cpus.clone().unwrap_or_else(|| dump.cpus.clone())
+    let arch = effective_arch(dump, opts);
+    let mut cpus = opts.cpus.clone().unwrap_or_else(|| dump.cpus.clone());
+    for c in &mut cpus {
+        c.arch.get_or_insert(arch);
+    }
+    cpus
 }
 
 /// The VMCOREINFO to use: the input's, else the user's `--vmcoreinfo`.
@@ -138,7 +150,7 @@ pub fn build_plan(
     progress: &dyn Progress,
     report: &mut ConvertReport,
 ) -> Result<DumpPlan> {
-    let arch = opts.arch.or(dump.arch).unwrap_or(Arch::X86_64);
+    let arch = effective_arch(dump, opts);
     let cpus = effective_cpus(dump, opts);
     let vmcoreinfo = effective_vmcoreinfo(dump, opts);
     let ranges = selected_ranges(dump, opts)?;
@@ -147,10 +159,35 @@ pub fn build_plan(
         None => None,
         Some(p) => {
             let t = Instant::now();
-            let (walker, origin) = registry.walker_for_cpus(&cpus, p.user_cpu)?;
-            report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
+            let (mut walker, mut origin) = registry.walker_for_cpus(&cpus, p.user_cpu, arch)?;
             let wopts = walk_options(vmcoreinfo.as_ref(), p.max_phys_bits);
-            if !cpus.iter().any(dumpconv_x86::paging_enabled) {
+            let mut walk_cpus = std::borrow::Cow::Borrowed(&cpus);
+            if !cpus.iter().any(|c| walker.paging_enabled(c)) {
+                // No CPU says where the tables are: the kernel's own root may be in
+                // VMCOREINFO.
+                let from_vmci = vmcoreinfo
+                    .as_ref()
+                    .and_then(|v| registry.roots_from_vmcoreinfo(arch, v));
+                if let Some((root_cpu, _)) = from_vmci {
+                    let (w, o) =
+                        registry.walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)?;
+                    let msg = format!(
+                        "--paging: {}; using the kernel's page-table root from VMCOREINFO ({})",
+                        if cpus.is_empty() {
+                            "the input has no CPU state"
+                        } else {
+                            "no CPU has paging enabled"
+                        },
+                        describe_roots(w.as_ref(), &root_cpu, &wopts),
+                    );
+                    progress.warn(&msg);
+                    report.warnings.push(msg);
+                    (walker, origin) = (w, o);
+                    walk_cpus = std::borrow::Cow::Owned(vec![root_cpu]);
+                }
+            }
+            report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
+            if !walk_cpus.iter().any(|c| walker.paging_enabled(c)) {
                 let msg = if cpus.is_empty() {
                     "--paging: the input has no CPU state (give --cr3 and --paging-mode, \
                      or --cpu-state); writing the physical view"
@@ -162,13 +199,13 @@ pub fn build_plan(
                 report.warnings.push(msg);
                 None
             } else {
-                let policy = dumpconv_x86::ViewPolicy {
+                let policy = ViewPolicy {
                     user_cpu: p.user_cpu,
                     all_cpus: p.all_cpus,
                 };
-                let (list, stats) = dumpconv_x86::build_view(
+                let (list, stats) = build_view(
                     walker.as_ref(),
-                    &cpus,
+                    &walk_cpus,
                     dump.memory.as_ref(),
                     &wopts,
                     policy,
@@ -194,7 +231,7 @@ pub fn build_plan(
         .as_ref()
         .and_then(|v| v.page_size())
         .filter(|p| p.is_power_of_two() && *p >= 4096)
-        .unwrap_or(PAGE_SIZE);
+        .unwrap_or_else(|| arch.page_size());
     Ok(DumpPlan {
         arch,
         page_size,
@@ -205,6 +242,20 @@ pub fn build_plan(
         vmcoreinfo,
         options: opts.writer_options.clone(),
     })
+}
+
+/// "4level paging, CR3 0x1000": a CPU's mode and roots, as its walker describes them.
+pub fn describe_roots(w: &dyn ArchWalker, cpu: &CpuState, opts: &WalkOptions) -> String {
+    match w.regime(cpu, opts) {
+        Ok(Regime::Paging { mode, spaces }) => {
+            let roots: Vec<String> = spaces
+                .iter()
+                .map(|s| format!("{} {:#x}", s.root_name, s.root))
+                .collect();
+            format!("{mode} paging, {}", roots.join(", "))
+        }
+        _ => format!("{} paging", w.mode_of(cpu).as_deref().unwrap_or("unknown")),
+    }
 }
 
 /// Choose the writer: `--format`, else the output's extension. A `.zst`/`.lz4` name is

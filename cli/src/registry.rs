@@ -1,5 +1,6 @@
 //! One registry for every plugin, built in or loaded at run time: writers by name and
-//! output extension, walkers by paging mode.
+//! output extension, walkers by architecture (and mode name). Nothing here names an
+//! architecture: walkers say which they handle.
 //!
 //! A loaded plugin whose name is a built-in's is refused unless overriding is allowed;
 //! an overriding walker then comes first, so it is chosen for every mode it handles.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dumpconv_core::plugin::{loader, LoadedPlugin, PluginKind};
-use dumpconv_core::{ArchWalker, CpuState, DumpWriter, Error, PagingMode, Result};
+use dumpconv_core::{Arch, ArchWalker, CpuState, DumpWriter, Error, Result, VmcoreInfo};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct Entry {
     pub origin: Origin,
     /// Walkers: the paging modes handled, by name.
     pub modes: Vec<String>,
+    /// Walkers: the architectures handled, by name.
+    pub arches: Vec<String>,
 }
 
 /// A library found by a directory scan that could not be used (a warning, not an
@@ -78,6 +81,15 @@ impl Default for Registry {
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The walkers compiled into dumpconv, with their descriptions: one line per
+/// architecture crate.
+fn builtin_walkers() -> Vec<(Arc<dyn ArchWalker>, &'static str)> {
+    vec![(
+        Arc::new(dumpconv_x86::X86Walker),
+        "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
+    )]
+}
+
 fn builtin<T: ?Sized>(plugin: Arc<T>, description: &str) -> Registered<T> {
     Registered {
         plugin,
@@ -105,10 +117,10 @@ impl Registry {
                     builtin(w, &d)
                 })
                 .collect(),
-            walkers: vec![builtin(
-                Arc::new(dumpconv_x86::X86Walker) as Arc<dyn ArchWalker>,
-                "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
-            )],
+            walkers: builtin_walkers()
+                .into_iter()
+                .map(|(w, d)| builtin(w, d))
+                .collect(),
             walker_modes: Vec::new(),
             failed: Vec::new(),
             loaded: HashSet::new(),
@@ -255,13 +267,8 @@ impl Registry {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, m)| m.clone())
-                .unwrap_or_else(|| {
-                    w.plugin
-                        .modes()
-                        .iter()
-                        .map(|m| m.name().to_string())
-                        .collect()
-                });
+                .unwrap_or_else(|| w.plugin.modes().iter().map(|m| m.to_string()).collect());
+            let arches = w.plugin.arches().iter().map(|a| a.to_string()).collect();
             out.push(Entry {
                 kind: PluginKind::Walker,
                 name,
@@ -269,6 +276,7 @@ impl Registry {
                 description: w.description.clone(),
                 origin: w.origin.clone(),
                 modes,
+                arches,
             });
         }
         for w in &self.writers {
@@ -279,6 +287,7 @@ impl Registry {
                 description: w.description.clone(),
                 origin: w.origin.clone(),
                 modes: Vec::new(),
+                arches: Vec::new(),
             });
         }
         out
@@ -318,44 +327,141 @@ impl Registry {
             .map(|w| w.plugin.clone())
     }
 
-    /// The walker chosen for `mode`: the first whose modes contain it (an overriding
-    /// plugin comes before the built-in), with where it came from.
-    pub fn walker_for(&self, mode: PagingMode) -> Result<(Arc<dyn ArchWalker>, Origin)> {
+    /// The walkers that handle `arch`, in selection order (an overriding plugin before
+    /// the built-in).
+    fn walkers_for(&self, arch: Arch) -> impl Iterator<Item = &Registered<dyn ArchWalker>> {
         self.walkers
             .iter()
-            .find(|w| w.plugin.modes().contains(&mode))
-            .map(|w| (w.plugin.clone(), w.origin.clone()))
-            .ok_or_else(|| {
-                Error::Unsupported(format!("no page-table walker handles {mode} paging"))
-            })
+            .filter(move |w| w.plugin.arches().contains(&arch))
     }
 
-    /// The walker for a set of CPUs: by the paging mode of `preferred` (the CPU whose
-    /// user half is kept) if given and paging, else of the first CPU with paging on,
-    /// else the first walker.
+    fn no_walker(&self, arch: Arch) -> Error {
+        let known: Vec<String> = self
+            .walkers
+            .iter()
+            .map(|w| {
+                let arches: Vec<String> = w.plugin.arches().iter().map(|a| a.to_string()).collect();
+                format!("{} for {}", w.plugin.name(), arches.join(", "))
+            })
+            .collect();
+        Error::Unsupported(format!(
+            "no page-table walker handles {arch} (walkers: {}; load one with --plugin)",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join("; ")
+            }
+        ))
+    }
+
+    /// The walker for `arch` and, if given, the mode named `mode` (a name or alias the
+    /// walker accepts): the first that handles both.
+    pub fn walker_for(
+        &self,
+        arch: Arch,
+        mode: Option<&str>,
+    ) -> Result<(Arc<dyn ArchWalker>, Origin)> {
+        let mut any = false;
+        for w in self.walkers_for(arch) {
+            any = true;
+            let ok = match mode {
+                None => true,
+                Some(m) => w
+                    .plugin
+                    .parse_mode(m)
+                    .is_some_and(|c| w.plugin.modes().iter().any(|x| x.eq_ignore_ascii_case(&c))),
+            };
+            if ok {
+                return Ok((w.plugin.clone(), w.origin.clone()));
+            }
+        }
+        match mode {
+            Some(m) if any => Err(Error::Unsupported(format!(
+                "no page-table walker handles {m} paging on {arch}"
+            ))),
+            _ => Err(self.no_walker(arch)),
+        }
+    }
+
+    /// The walker for a set of CPUs of architecture `arch` (a CPU's own `arch` wins):
+    /// the first walker for that architecture that handles the mode of `preferred` (the
+    /// CPU whose user half is kept) if it has paging on, else of the first CPU with
+    /// paging on; else the first walker for the architecture.
     pub fn walker_for_cpus(
         &self,
         cpus: &[CpuState],
         preferred: Option<u32>,
+        arch: Arch,
     ) -> Result<(Arc<dyn ArchWalker>, Origin)> {
-        let paging = |c: &&CpuState| !matches!(c.paging_mode(), None | Some(PagingMode::Off));
-        let cpu = preferred
+        let arch = preferred
             .and_then(|i| cpus.iter().find(|c| c.index == i))
-            .filter(paging)
-            .or_else(|| cpus.iter().find(paging));
-        match cpu.and_then(CpuState::paging_mode) {
-            Some(mode) => self.walker_for(mode),
-            None => self
-                .walkers
-                .first()
-                .map(|w| (w.plugin.clone(), w.origin.clone()))
-                .ok_or_else(|| Error::invalid("no page-table walker is registered")),
+            .or(cpus.first())
+            .and_then(|c| c.arch)
+            .unwrap_or(arch);
+        let mut first = None;
+        for w in self.walkers_for(arch) {
+            first.get_or_insert(w);
+            let p = &w.plugin;
+            let cpu = preferred
+                .and_then(|i| cpus.iter().find(|c| c.index == i))
+                .filter(|c| p.paging_enabled(c))
+                .or_else(|| cpus.iter().find(|c| p.paging_enabled(c)));
+            let handled = cpu
+                .and_then(|c| p.mode_of(c))
+                .is_some_and(|m| p.modes().iter().any(|x| x.eq_ignore_ascii_case(&m)));
+            if handled {
+                return Ok((p.clone(), w.origin.clone()));
+            }
         }
+        first
+            .map(|w| (w.plugin.clone(), w.origin.clone()))
+            .ok_or_else(|| self.no_walker(arch))
     }
 
-    /// The first walker that handles x86 4-level paging (the built-in unless overridden).
-    pub fn walker(&self) -> Result<Arc<dyn ArchWalker>> {
-        self.walker_for(PagingMode::Level4).map(|(w, _)| w)
+    /// Every mode name the walkers accept, for messages.
+    pub fn mode_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for w in &self.walkers {
+            for m in w.plugin.modes() {
+                if !v.iter().any(|x| x == m) {
+                    v.push(m.to_string());
+                }
+            }
+        }
+        v
+    }
+
+    /// A CPU state from a page-table root and a mode name (`--cr3 ADDR --paging-mode
+    /// NAME`): built by the first walker that knows the mode (for `arch` when given).
+    pub fn cpu_from_root(&self, arch: Option<Arch>, mode: &str, root: u64) -> Result<CpuState> {
+        for w in &self.walkers {
+            let p = &w.plugin;
+            if arch.is_some_and(|a| !p.arches().contains(&a)) {
+                continue;
+            }
+            let Some(canonical) = p.parse_mode(mode) else {
+                continue;
+            };
+            let Some(&a) = arch.as_ref().or(p.arches().first()) else {
+                continue;
+            };
+            return p.cpu_from_root(a, &canonical, root);
+        }
+        Err(Error::invalid(format!(
+            "unknown paging mode {mode:?}{} (known: {})",
+            arch.map(|a| format!(" for {a}")).unwrap_or_default(),
+            self.mode_names().join(", ")
+        )))
+    }
+
+    /// The kernel's own page-table root from VMCOREINFO, by the walker for `arch`, with
+    /// the walker's name.
+    pub fn roots_from_vmcoreinfo(&self, arch: Arch, v: &VmcoreInfo) -> Option<(CpuState, String)> {
+        self.walkers_for(arch).find_map(|w| {
+            w.plugin
+                .roots_from_vmcoreinfo(arch, v)
+                .map(|c| (c, w.plugin.name().to_string()))
+        })
     }
 }
 
@@ -371,9 +477,27 @@ mod tests {
             && e.name == "x86"
             && e.origin == Origin::BuiltIn));
         assert_eq!(r.writer_names(), ["elf", "kdump", "raw", "lime", "avml"]);
-        let (w, o) = r.walker_for(PagingMode::Pae).unwrap();
+        let (w, o) = r.walker_for(Arch::I386, Some("pae")).unwrap();
         assert_eq!((w.name(), o), ("x86", Origin::BuiltIn));
-        assert!(r.walker_for(PagingMode::Off).is_err());
+        assert!(r.walker_for(Arch::X86_64, Some("off")).is_err());
+        assert!(r.walker_for(Arch::X86_64, Some("sv39")).is_err());
+        let e = r
+            .walker_for(Arch::from_elf(4242, true), None)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("no page-table walker handles em4242/64"),
+            "{e}"
+        );
+        // --cr3/--paging-mode by name, aliases included.
+        let c = r.cpu_from_root(None, "la57", 0x1000).unwrap();
+        assert_eq!(c.reg("cr3"), Some(0x1000));
+        let (w, _) = r
+            .walker_for_cpus(std::slice::from_ref(&c), None, Arch::X86_64)
+            .unwrap();
+        assert_eq!(w.mode_of(&c).as_deref(), Some("5level"));
+        assert!(r.cpu_from_root(None, "sv48", 0).is_err());
     }
 
     #[test]

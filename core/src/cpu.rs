@@ -1,279 +1,243 @@
-//! CPU state per CPU, as far as the dump recorded it, and the paging mode it implies.
+//! CPU state per CPU, as far as the dump recorded it: an architecture and a map of
+//! registers by name, so every architecture fills the same type.
 //!
-//! Every field is optional: NT_PRSTATUS gives general registers only, QEMU's CPU-state
-//! note adds control registers, a raw image has nothing until the user supplies it.
-//! The JSON form (serde) prints numbers as hex strings and accepts hex strings or plain
-//! numbers, so `dumpconv info --json` output can be edited and fed back with
-//! `--cpu-state`.
+//! Register names are lowercase. x86: `rax`..`r15`, `rip`, `rflags`, `orig_rax`,
+//! `fs_base`, `gs_base`, `cr0`, `cr2`, `cr3`, `cr4`, `efer`, `kernel_gs_base`,
+//! `a20_mask`, and segment fields `cs.selector`, `cs.limit`, `cs.flags`, `cs.base` (cs ds
+//! es fs gs ss ldt tr gdt idt). aarch64: `x0`..`x30`, `sp`, `pc`, `pstate`, `ttbr0_el1`,
+//! `ttbr1_el1`, `tcr_el1`, `sctlr_el1`, and any others a note has. What a register
+//! means is the walker's business; core only stores them.
+//!
+//! Every register is optional: NT_PRSTATUS gives general registers only, QEMU's
+//! CPU-state note adds control registers, a raw image has nothing until the user
+//! supplies it. The JSON form (serde) is
+//! `{"index":0,"pid":1,"arch":"x86_64","regs":{"rax":"0x0",...,"cr3":"0x1000"}}`, numbers
+//! as hex strings; hex strings or plain numbers are accepted, and so is the form before
+//! registers were named (x86 only: `cr0`/`cr3`/`cr4`/`efer`/... at the top level,
+//! general registers in `regs`, segments as `"segments":{"cs":{"selector":..}}`), so
+//! files written by older `dumpconv info --json` still load with `--cpu-state`.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The architecture of the dumped machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    /// x86-64 (EM_X86_64).
-    X86_64,
-    /// 32-bit x86 (EM_386).
-    X86,
+pub use crate::arch::Arch;
+
+/// Registers by lowercase name, in the order they were first set.
+#[derive(Debug, Clone, Default)]
+pub struct Registers {
+    regs: Vec<(String, u64)>,
 }
 
-impl Arch {
-    /// ELF e_machine value.
-    pub fn elf_machine(self) -> u16 {
-        match self {
-            Arch::X86_64 => 62,
-            Arch::X86 => 3,
+impl Registers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `name` (lowercase), if recorded.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.regs.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// Set `name` (stored lowercase), keeping its position if it was already set.
+    pub fn set(&mut self, name: &str, value: u64) {
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        match self.regs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.regs.push((name.to_string(), value)),
         }
     }
 
-    pub fn from_elf_machine(m: u16) -> Option<Arch> {
-        match m {
-            62 => Some(Arch::X86_64),
-            3 => Some(Arch::X86),
-            _ => None,
+    /// Remove `name`; its old value.
+    pub fn remove(&mut self, name: &str) -> Option<u64> {
+        let i = self.regs.iter().position(|(n, _)| n == name)?;
+        Some(self.regs.remove(i).1)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// (name, value) in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.regs.iter().map(|(n, v)| (n.as_str(), *v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.regs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regs.is_empty()
+    }
+}
+
+/// Equal when the same names have the same values, whatever the order.
+impl PartialEq for Registers {
+    fn eq(&self, o: &Self) -> bool {
+        self.len() == o.len() && self.iter().all(|(n, v)| o.get(n) == Some(v))
+    }
+}
+
+impl Eq for Registers {}
+
+impl<S: AsRef<str>> FromIterator<(S, u64)> for Registers {
+    fn from_iter<I: IntoIterator<Item = (S, u64)>>(it: I) -> Self {
+        let mut r = Registers::new();
+        for (n, v) in it {
+            r.set(n.as_ref(), v);
         }
+        r
     }
+}
 
-    /// Pointer width in bytes.
-    pub fn word_size(self) -> usize {
-        match self {
-            Arch::X86_64 => 8,
-            Arch::X86 => 4,
+impl Serialize for Registers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.regs.len()))?;
+        for (n, v) in &self.regs {
+            m.serialize_entry(n, &format!("{v:#x}"))?;
         }
+        m.end()
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::X86 => "i386",
+impl<'de> Deserialize<'de> for Registers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Registers, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Registers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of register names to values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Registers, A::Error> {
+                let mut r = Registers::new();
+                while let Some((k, v)) = a.next_entry::<String, Hex>()? {
+                    r.set(&k.to_ascii_lowercase(), v.0);
+                }
+                Ok(r)
+            }
         }
+        d.deserialize_map(V)
     }
 }
 
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// x86 paging modes, from CR0.PG, CR4.PAE, EFER.LMA and CR4.LA57.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PagingMode {
-    /// Paging disabled (CR0.PG = 0): virtual = physical.
-    Off,
-    /// 32-bit paging, two levels of 1024 4-byte entries (4 MiB pages with CR4.PSE).
-    #[serde(rename = "32bit")]
-    Bits32,
-    /// PAE: 4 PDPTEs, then 512-entry tables of 8-byte entries.
-    Pae,
-    /// IA-32e 4-level paging.
-    #[serde(rename = "4level")]
-    Level4,
-    /// IA-32e 5-level paging (CR4.LA57).
-    #[serde(rename = "5level")]
-    Level5,
-}
-
-impl PagingMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            PagingMode::Off => "off",
-            PagingMode::Bits32 => "32bit",
-            PagingMode::Pae => "pae",
-            PagingMode::Level4 => "4level",
-            PagingMode::Level5 => "5level",
-        }
-    }
-
-    /// Parse the names `--paging-mode` accepts.
-    pub fn parse(s: &str) -> Option<PagingMode> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "off" | "none" => PagingMode::Off,
-            "32bit" | "32-bit" | "2level" | "x86" => PagingMode::Bits32,
-            "pae" => PagingMode::Pae,
-            "4level" | "4-level" | "ia32e" | "x86_64" => PagingMode::Level4,
-            "5level" | "5-level" | "la57" => PagingMode::Level5,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for PagingMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-pub const CR0_PE: u64 = 1 << 0;
-pub const CR0_PG: u64 = 1 << 31;
-pub const CR4_PSE: u64 = 1 << 4;
-pub const CR4_PAE: u64 = 1 << 5;
-pub const CR4_LA57: u64 = 1 << 12;
-pub const EFER_LME: u64 = 1 << 8;
-pub const EFER_LMA: u64 = 1 << 10;
-
-/// General-purpose registers, x86-64 names. For 32-bit CPUs the low halves hold the
-/// e-registers and r8–r15 stay zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GeneralRegs {
-    #[serde(with = "hex")]
-    pub rax: u64,
-    #[serde(with = "hex")]
-    pub rbx: u64,
-    #[serde(with = "hex")]
-    pub rcx: u64,
-    #[serde(with = "hex")]
-    pub rdx: u64,
-    #[serde(with = "hex")]
-    pub rsi: u64,
-    #[serde(with = "hex")]
-    pub rdi: u64,
-    #[serde(with = "hex")]
-    pub rbp: u64,
-    #[serde(with = "hex")]
-    pub rsp: u64,
-    #[serde(with = "hex")]
-    pub r8: u64,
-    #[serde(with = "hex")]
-    pub r9: u64,
-    #[serde(with = "hex")]
-    pub r10: u64,
-    #[serde(with = "hex")]
-    pub r11: u64,
-    #[serde(with = "hex")]
-    pub r12: u64,
-    #[serde(with = "hex")]
-    pub r13: u64,
-    #[serde(with = "hex")]
-    pub r14: u64,
-    #[serde(with = "hex")]
-    pub r15: u64,
-    #[serde(with = "hex")]
-    pub rip: u64,
-    #[serde(with = "hex")]
-    pub rflags: u64,
-    #[serde(with = "hex")]
-    pub orig_rax: u64,
-    #[serde(with = "hex")]
-    pub fs_base: u64,
-    #[serde(with = "hex")]
-    pub gs_base: u64,
-}
-
-/// A segment register as QEMU's CPU-state note records it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SegmentReg {
-    #[serde(with = "hex")]
-    pub selector: u64,
-    #[serde(with = "hex")]
-    pub limit: u64,
-    #[serde(with = "hex")]
-    pub flags: u64,
-    #[serde(with = "hex")]
-    pub base: u64,
-}
-
-/// Segment registers in QEMU's order: cs, ds, es, fs, gs, ss, ldt, tr, then gdt, idt
-/// (for gdt/idt only base and limit mean anything).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SegmentRegs {
-    pub cs: SegmentReg,
-    pub ds: SegmentReg,
-    pub es: SegmentReg,
-    pub fs: SegmentReg,
-    pub gs: SegmentReg,
-    pub ss: SegmentReg,
-    pub ldt: SegmentReg,
-    pub tr: SegmentReg,
-    pub gdt: SegmentReg,
-    pub idt: SegmentReg,
-}
+/// A value in the JSON form: a number or a "0x…"/decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+struct Hex(#[serde(with = "hex")] u64);
 
 /// What a dump knows about one CPU.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CpuState {
     /// Position of the CPU in the dump (0-based).
     pub index: u32,
     /// pr_pid from NT_PRSTATUS (QEMU: cpu index + 1; the kernel: the running task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The CPU's architecture, when known (the dump's otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub regs: Option<GeneralRegs>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub segments: Option<SegmentRegs>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub cr0: Option<u64>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub cr2: Option<u64>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub cr3: Option<u64>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub cr4: Option<u64>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub efer: Option<u64>,
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub kernel_gs_base: Option<u64>,
-    /// Mask applied to physical addresses of table entries (A20 gate); None = all ones.
-    #[serde(with = "hex_opt", skip_serializing_if = "Option::is_none")]
-    pub a20_mask: Option<u64>,
+    pub arch: Option<Arch>,
+    pub regs: Registers,
 }
 
 impl CpuState {
-    /// A CPU state made only of a page-table root and a mode, for inputs that have no
-    /// CPU state (`--cr3 ADDR --paging-mode MODE`). Control registers are set so that
-    /// [`CpuState::paging_mode`] gives `mode` back; 32-bit paging gets CR4.PSE, as every
-    /// Linux and Windows kernel sets it.
-    pub fn from_root(index: u32, cr3: u64, mode: PagingMode) -> CpuState {
-        let (cr0, cr4, efer) = match mode {
-            PagingMode::Off => (CR0_PE, 0, 0),
-            PagingMode::Bits32 => (CR0_PE | CR0_PG, CR4_PSE, 0),
-            PagingMode::Pae => (CR0_PE | CR0_PG, CR4_PSE | CR4_PAE, 0),
-            PagingMode::Level4 => (CR0_PE | CR0_PG, CR4_PSE | CR4_PAE, EFER_LME | EFER_LMA),
-            PagingMode::Level5 => (
-                CR0_PE | CR0_PG,
-                CR4_PSE | CR4_PAE | CR4_LA57,
-                EFER_LME | EFER_LMA,
-            ),
-        };
+    /// An empty state for CPU `index` of `arch`.
+    pub fn new(index: u32, arch: Option<Arch>) -> CpuState {
         CpuState {
             index,
-            cr0: Some(cr0),
-            cr3: Some(cr3),
-            cr4: Some(cr4),
-            efer: Some(efer),
+            arch,
             ..CpuState::default()
         }
     }
 
-    /// The paging mode the control registers select, or None if they were not recorded.
-    pub fn paging_mode(&self) -> Option<PagingMode> {
-        let cr0 = self.cr0?;
-        if cr0 & CR0_PG == 0 {
-            return Some(PagingMode::Off);
-        }
-        let cr4 = self.cr4?;
-        if cr4 & CR4_PAE == 0 {
-            return Some(PagingMode::Bits32);
-        }
-        let efer = self.efer.unwrap_or(0);
-        Some(if efer & EFER_LMA == 0 {
-            PagingMode::Pae
-        } else if cr4 & CR4_LA57 != 0 {
-            PagingMode::Level5
-        } else {
-            PagingMode::Level4
-        })
+    /// The value of register `name` (lowercase), if recorded.
+    pub fn reg(&self, name: &str) -> Option<u64> {
+        self.regs.get(name)
     }
 
-    /// CR4.PSE (4 MiB pages in 32-bit paging).
-    pub fn pse(&self) -> bool {
-        self.cr4.is_some_and(|c| c & CR4_PSE != 0)
+    /// Set register `name`.
+    pub fn set_reg(&mut self, name: &str, value: u64) {
+        self.regs.set(name, value);
+    }
+
+    /// Set register `name` if `value` is Some.
+    pub fn set_reg_opt(&mut self, name: &str, value: Option<u64>) {
+        if let Some(v) = value {
+            self.regs.set(name, v);
+        }
+    }
+
+    /// Builder form of [`CpuState::set_reg`].
+    pub fn with_reg(mut self, name: &str, value: u64) -> CpuState {
+        self.regs.set(name, value);
+        self
+    }
+}
+
+/// The x86 segment registers of the old JSON form, in QEMU's order.
+const OLD_SEGMENTS: [&str; 10] = [
+    "cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt",
+];
+
+impl<'de> Deserialize<'de> for CpuState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CpuState, D::Error> {
+        /// Both JSON forms: the named-register one and the older x86 one.
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            index: u32,
+            #[serde(default)]
+            pid: Option<u32>,
+            #[serde(default)]
+            arch: Option<Arch>,
+            #[serde(default)]
+            regs: Option<Registers>,
+            /// Old form: {"cs": {"selector": .., "limit": .., "flags": .., "base": ..}}.
+            #[serde(default)]
+            segments: Option<BTreeMap<String, BTreeMap<String, Hex>>>,
+            /// Old form: cr0, cr2, cr3, cr4, efer, kernel_gs_base, a20_mask (null allowed).
+            #[serde(flatten)]
+            top: BTreeMap<String, Option<Hex>>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let mut c = CpuState {
+            index: raw.index,
+            pid: raw.pid,
+            arch: raw.arch,
+            regs: raw.regs.unwrap_or_default(),
+        };
+        if let Some(segs) = raw.segments {
+            for s in OLD_SEGMENTS {
+                if let Some(fields) = segs.get(s) {
+                    for f in ["selector", "limit", "flags", "base"] {
+                        c.set_reg(&format!("{s}.{f}"), fields.get(f).map_or(0, |h| h.0));
+                    }
+                }
+            }
+            for (s, fields) in &segs {
+                for (f, v) in fields {
+                    let name = format!("{}.{}", s.to_ascii_lowercase(), f.to_ascii_lowercase());
+                    if !c.regs.contains(&name) {
+                        c.set_reg(&name, v.0);
+                    }
+                }
+            }
+        }
+        for (k, v) in raw.top {
+            if let Some(v) = v {
+                c.set_reg(&k.to_ascii_lowercase(), v.0);
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -342,30 +306,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_round_trip_through_from_root() {
-        for m in [
-            PagingMode::Off,
-            PagingMode::Bits32,
-            PagingMode::Pae,
-            PagingMode::Level4,
-            PagingMode::Level5,
-        ] {
-            assert_eq!(CpuState::from_root(0, 0x1000, m).paging_mode(), Some(m));
-            assert_eq!(PagingMode::parse(m.name()), Some(m));
-        }
-        assert_eq!(CpuState::default().paging_mode(), None);
+    fn json_is_hex_names_and_accepts_numbers() {
+        let c = CpuState::new(1, Some(Arch::X86_64))
+            .with_reg("cr3", 0x1234000)
+            .with_reg("cr0", 0x8000_0011);
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            j,
+            r#"{"index":1,"arch":"x86_64","regs":{"cr3":"0x1234000","cr0":"0x80000011"}}"#
+        );
+        let back: CpuState = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, c);
+        let n: CpuState =
+            serde_json::from_str(r#"{"regs": {"CR3": 4096, "cr0": "0x80000001"}}"#).unwrap();
+        assert_eq!(n.reg("cr3"), Some(4096));
+        assert_eq!(n.reg("cr0"), Some(0x8000_0001));
+        assert!(serde_json::from_str::<CpuState>(r#"{"regs": {"cr3": "zz"}}"#).is_err());
+        assert!(serde_json::from_str::<CpuState>(r#"{"cr3": "zz"}"#).is_err());
     }
 
     #[test]
-    fn json_is_hex_and_accepts_numbers() {
-        let c = CpuState::from_root(1, 0x1234000, PagingMode::Level4);
+    fn old_x86_json_still_loads() {
+        // What `dumpconv info --json` printed before registers were named.
+        let old = r#"{
+            "index": 0, "pid": 1,
+            "regs": {"rax": "0x1", "rip": "0xffffffff81000000", "r15": "0x0"},
+            "segments": {"cs": {"selector": "0x10", "limit": "0xffffffff", "flags": "0xa09b00", "base": "0x0"},
+                         "gs": {"selector": "0x0", "limit": "0x0", "flags": "0x0", "base": "0xffff888000000000"}},
+            "cr0": "0x80050033", "cr2": null, "cr3": "0x1234000", "cr4": 1771760,
+            "efer": "0xd01", "kernel_gs_base": "0x0", "a20_mask": "0xffffffffffffffff"
+        }"#;
+        let c: CpuState = serde_json::from_str(old).unwrap();
+        assert_eq!(c.pid, Some(1));
+        assert_eq!(c.arch, None);
+        assert_eq!(c.reg("rax"), Some(1));
+        assert_eq!(c.reg("rip"), Some(0xffff_ffff_8100_0000));
+        assert_eq!(c.reg("cr0"), Some(0x8005_0033));
+        assert_eq!(c.reg("cr2"), None);
+        assert_eq!(c.reg("cr3"), Some(0x123_4000));
+        assert_eq!(c.reg("cr4"), Some(1_771_760));
+        assert_eq!(c.reg("efer"), Some(0xd01));
+        assert_eq!(c.reg("a20_mask"), Some(u64::MAX));
+        assert_eq!(c.reg("cs.selector"), Some(0x10));
+        assert_eq!(c.reg("cs.flags"), Some(0xa0_9b00));
+        assert_eq!(c.reg("gs.base"), Some(0xffff_8880_0000_0000));
+        // And it prints in the new form, which loads back the same.
         let j = serde_json::to_string(&c).unwrap();
-        assert!(j.contains("\"cr3\":\"0x1234000\""), "{j}");
-        let back: CpuState = serde_json::from_str(&j).unwrap();
-        assert_eq!(back, c);
-        let n: CpuState = serde_json::from_str(r#"{"cr3": 4096, "cr0": "0x80000001"}"#).unwrap();
-        assert_eq!(n.cr3, Some(4096));
-        assert_eq!(n.cr0, Some(0x8000_0001));
-        assert!(serde_json::from_str::<CpuState>(r#"{"cr3": "zz"}"#).is_err());
+        assert!(j.contains(r#""cr3":"0x1234000""#), "{j}");
+        assert!(!j.contains("segments"), "{j}");
+        assert_eq!(serde_json::from_str::<CpuState>(&j).unwrap(), c);
+    }
+
+    #[test]
+    fn registers_keep_order_and_compare_as_sets() {
+        let mut a = Registers::new();
+        a.set("b", 2);
+        a.set("a", 1);
+        a.set("b", 3);
+        assert_eq!(a.iter().collect::<Vec<_>>(), [("b", 3), ("a", 1)]);
+        let b: Registers = [("a", 1), ("b", 3)].into_iter().collect();
+        assert_eq!(a, b);
+        assert_eq!(a.remove("a"), Some(1));
+        assert_ne!(a, b);
     }
 }

@@ -6,6 +6,7 @@
 //! the pieces are gathered into a [`DumpPlan`], which a [`DumpWriter`] writes into a
 //! [`Sink`] while reporting to a [`Progress`].
 
+pub mod arch;
 pub mod cpu;
 pub mod dump;
 pub mod error;
@@ -13,26 +14,31 @@ pub mod mapping;
 pub mod memory;
 pub mod note;
 pub mod numbers;
+pub mod paging;
 pub mod plugin;
 pub mod progress;
 pub mod sink;
+pub mod view;
 pub mod vmcoreinfo;
 pub mod walker;
 pub mod writer;
 pub mod zero;
 
-pub use cpu::{Arch, CpuState, GeneralRegs, PagingMode, SegmentReg};
+pub use arch::{Arch, ArchInfo};
+pub use cpu::{CpuState, Registers};
 pub use dump::Dump;
 pub use error::{Error, Result};
 pub use mapping::{Mapping, MappingList};
 pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource};
 pub use note::Note;
+pub use paging::{AddressSpace, MmuDesc, Regime, VirtRange, WalkCache};
 pub use progress::{NoProgress, Progress};
 pub use sink::{FileSink, Sink, StreamSink};
+pub use view::{build_view, ViewPolicy};
 pub use vmcoreinfo::VmcoreInfo;
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
 pub use writer::{DumpPlan, DumpWriter};
 pub use zero::is_zero;
 
-/// Size of a page on every architecture dumpconv handles today (x86).
+/// The default page size (4 KiB), for architectures and dumps that do not say.
 pub const PAGE_SIZE: u64 = 4096;

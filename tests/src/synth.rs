@@ -18,10 +18,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dumpconv_core::cpu::CR4_PSE;
-use dumpconv_core::{
-    CpuState, PagingMode, PhysRange, Segment, SegmentMemory, SegmentSource, WalkOptions,
-};
+use dumpconv_core::{CpuState, PhysRange, Segment, SegmentMemory, SegmentSource, WalkOptions};
+use dumpconv_x86::{PagingMode, CR4_PSE};
 
 use crate::reference::{RefCpu, RefRam};
 
@@ -358,13 +356,16 @@ impl Guest {
 
     /// A CPU state selecting this guest's mode and tables.
     pub fn cpu(&self, index: u32) -> CpuState {
-        let mut c = CpuState::from_root(index, self.cr3(), self.mode);
-        if let Some(cr4) = c.cr4.as_mut() {
-            if self.pse {
-                *cr4 |= CR4_PSE;
-            } else {
-                *cr4 &= !CR4_PSE;
-            }
+        let mut c = dumpconv_x86::cpu_from_root(index, self.cr3(), self.mode);
+        if let Some(cr4) = c.reg("cr4") {
+            c.set_reg(
+                "cr4",
+                if self.pse {
+                    cr4 | CR4_PSE
+                } else {
+                    cr4 & !CR4_PSE
+                },
+            );
         }
         c
     }
@@ -380,14 +381,14 @@ impl Guest {
     /// The reference translator's view of `cpu` with `opts`.
     pub fn ref_cpu(cpu: &CpuState, opts: &WalkOptions) -> RefCpu {
         let mut r = RefCpu::new(
-            cpu.cr0.unwrap_or(0),
-            cpu.cr3.unwrap_or(0),
-            cpu.cr4.unwrap_or(0),
-            cpu.efer.unwrap_or(0),
+            cpu.reg("cr0").unwrap_or(0),
+            cpu.reg("cr3").unwrap_or(0),
+            cpu.reg("cr4").unwrap_or(0),
+            cpu.reg("efer").unwrap_or(0),
         );
         r.max_phys_bits = u32::from(opts.max_phys_bits);
         r.clear_mask = opts.clear_mask;
-        r.a20_mask = cpu.a20_mask.unwrap_or(u64::MAX);
+        r.a20_mask = cpu.reg("a20_mask").unwrap_or(u64::MAX);
         r
     }
 

@@ -190,8 +190,8 @@ fn sample_qemu_elf_converts_and_reads_back() {
         assert_eq!(d.notes, plan.notes);
         assert_eq!(d.cpus.len(), elf.cpus.len());
         assert_eq!(
-            d.cpus.iter().map(|c| c.regs).collect::<Vec<_>>(),
-            elf.cpus.iter().map(|c| c.regs).collect::<Vec<_>>()
+            d.cpus.iter().map(|c| c.regs.clone()).collect::<Vec<_>>(),
+            elf.cpus.iter().map(|c| c.regs.clone()).collect::<Vec<_>>()
         );
     }
 }

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
-use dumpconv_core::{CpuState, NoProgress, PagingMode};
+use dumpconv_core::{CpuState, NoProgress};
 use dumpconv_formats::OpenOptions;
 use dumpconv_tests::guests::{as_u64, guests, run, Guest};
+use dumpconv_x86::{paging_mode, PagingMode};
 
 fn scratch() -> tempfile::TempDir {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -32,13 +33,12 @@ fn meta_cpus(g: &Guest) -> Vec<CpuState> {
         .unwrap()
         .iter()
         .enumerate()
-        .map(|(i, c)| CpuState {
-            index: i as u32,
-            cr0: Some(as_u64(&c["cr0"])),
-            cr3: Some(as_u64(&c["cr3"])),
-            cr4: Some(as_u64(&c["cr4"])),
-            efer: Some(as_u64(&c["efer"])),
-            ..CpuState::default()
+        .map(|(i, c)| {
+            CpuState::new(i as u32, None)
+                .with_reg("cr0", as_u64(&c["cr0"]))
+                .with_reg("cr3", as_u64(&c["cr3"]))
+                .with_reg("cr4", as_u64(&c["cr4"]))
+                .with_reg("efer", as_u64(&c["efer"]))
         })
         .collect()
 }
@@ -156,10 +156,10 @@ fn info_lists_every_cpu_with_cr3() {
         assert_eq!(dump.cpus.len(), want.len(), "{}", g.name);
         assert!(want.len() >= 2, "{}: guests run with -smp 2", g.name);
         for (got, w) in dump.cpus.iter().zip(&want) {
-            assert_eq!(got.cr3, w.cr3, "{} cpu {}", g.name, w.index);
+            assert_eq!(got.reg("cr3"), w.reg("cr3"), "{} cpu {}", g.name, w.index);
             assert_eq!(
-                got.paging_mode(),
-                w.paging_mode(),
+                paging_mode(got),
+                paging_mode(w),
                 "{} cpu {}",
                 g.name,
                 w.index
@@ -425,6 +425,6 @@ fn paging_modes_of_the_guests_are_what_they_claim() {
     for g in guests() {
         let want = PagingMode::parse(g.paging()).expect("meta.json paging");
         let cpus = meta_cpus(&g);
-        assert_eq!(cpus[0].paging_mode(), Some(want), "{}", g.name);
+        assert_eq!(paging_mode(&cpus[0]), Some(want), "{}", g.name);
     }
 }

@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use dumpconv_core::{
-    ArchWalker, CpuState, Error, Mapping, MappingList, PagingMode, PhysicalMemory, Result,
-    WalkOptions, WalkStats,
+    build_view, Arch, ArchWalker, CpuState, Error, Mapping, MappingList, PhysicalMemory, Result,
+    ViewPolicy, WalkOptions, WalkStats,
 };
 use dumpconv_tests::reference;
 use dumpconv_tests::synth::{
     pkey, Guest, PageSize, G, GIB1, KIB4, MIB2, MIB4, NX, PAT_LARGE, PS, RW, SW_HIGH, SW_LOW, US,
 };
-use dumpconv_x86::{build_view, ViewPolicy, X86Walker};
+use dumpconv_x86::{PagingMode, X86Walker};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ fn pae_2m_4k_tables_above_4g_and_high_bits() {
     let (list, stats) = walk(&g, &opts);
     let cpu = g.cpu(0);
     assert_eq!(
-        g.cpu(0).cr3.unwrap() & 0xFFF,
+        g.cpu(0).reg("cr3").unwrap() & 0xFFF,
         0x60,
         "PDPT is not page-aligned"
     );
@@ -576,7 +576,7 @@ fn cr3_outside_ram_is_a_clear_error() {
     ] {
         let g = Guest::simple(mode);
         let mem = g.memory();
-        let cpu = CpuState::from_root(2, 0x8000_0000, mode);
+        let cpu = dumpconv_x86::cpu_from_root(2, 0x8000_0000, mode);
         let mut out = MappingList::new();
         let e = X86Walker
             .walk(&cpu, &mem, &WalkOptions::default(), &mut out)
@@ -604,12 +604,12 @@ fn cr3_outside_ram_is_a_clear_error() {
         Err(Error::Walk { .. })
     ));
     let mut no_cr3 = g.cpu(0);
-    no_cr3.cr3 = None;
+    no_cr3.regs.remove("cr3");
     assert!(X86Walker
         .walk(&no_cr3, &mem, &WalkOptions::default(), &mut out)
         .is_err());
     // Paging off: nothing, no error.
-    let off = CpuState::from_root(0, 0, PagingMode::Off);
+    let off = dumpconv_x86::cpu_from_root(0, 0, PagingMode::Off);
     let s = X86Walker
         .walk(&off, &mem, &WalkOptions::default(), &mut out)
         .unwrap();
@@ -762,7 +762,7 @@ fn a20_mask_applies_to_table_addresses() {
     let opts = WalkOptions::default();
     let (list, _) = walk_mem(&cpu, &mem, &opts).unwrap();
     assert_eq!(list.translate(0x40_0000), None);
-    cpu.a20_mask = Some(!(1u64 << 20));
+    cpu.set_reg("a20_mask", !(1u64 << 20));
     let (list, _) = walk_mem(&cpu, &mem, &opts).unwrap();
     assert_eq!(list.translate(0x40_0000), Some(0x30_0000));
     check_runs(&g, &cpu, &opts, &list, u64::MAX);
@@ -817,7 +817,7 @@ fn multi_cpu_guest() -> (Guest, Vec<CpuState>) {
         g.switch_root(r);
         cpus.push(g.cpu(i as u32));
     }
-    cpus.push(CpuState::from_root(3, 0, PagingMode::Off));
+    cpus.push(dumpconv_x86::cpu_from_root(3, 0, PagingMode::Off));
     g.switch_root(root0);
     (g, cpus)
 }
@@ -830,8 +830,19 @@ impl ArchWalker for Wrapped {
     fn name(&self) -> &str {
         "wrapped-x86"
     }
-    fn modes(&self) -> &[PagingMode] {
-        &[PagingMode::Level4]
+    fn arches(&self) -> &[Arch] {
+        &[Arch::X86_64]
+    }
+    fn modes(&self) -> &[&str] {
+        &["4level"]
+    }
+    // A walker that walks by itself says which CPUs page and where their kernel half
+    // starts (the view asks).
+    fn paging_enabled(&self, cpu: &CpuState) -> bool {
+        X86Walker.paging_enabled(cpu)
+    }
+    fn kernel_start(&self, cpu: &CpuState) -> u64 {
+        X86Walker.kernel_start(cpu)
     }
     fn walk(
         &self,
@@ -969,13 +980,13 @@ fn build_view_user_half_from_one_cpu_kernel_half_merged() {
     }
     let e = build_view(&X86Walker, &cpus[3..], &mem, &opts, ViewPolicy::default()).unwrap_err();
     assert!(e.to_string().contains("no CPU has paging"), "{e}");
-    assert!(!dumpconv_x86::paging_enabled(&cpus[3]));
+    assert!(!X86Walker.paging_enabled(&cpus[3]));
 }
 
 #[test]
 fn build_view_survives_a_broken_secondary_cpu() {
     let (g, mut cpus) = multi_cpu_guest();
-    cpus[1].cr3 = Some(0x9000_0000); // outside RAM
+    cpus[1].set_reg("cr3", 0x9000_0000); // outside RAM
     let mem = g.memory();
     let (v, s) = build_view(
         &X86Walker,
@@ -1128,7 +1139,7 @@ fn translate_records_every_step() {
         .translate(&g32.cpu(0), &g32.memory(), &opts, 1 << 32)
         .unwrap();
     assert!(t.fault.unwrap().contains("beyond 4 GiB"));
-    let off = CpuState::from_root(0, 0, PagingMode::Off);
+    let off = dumpconv_x86::cpu_from_root(0, 0, PagingMode::Off);
     let t = X86Walker
         .translate(&off, &g32.memory(), &opts, 0x1234)
         .unwrap();

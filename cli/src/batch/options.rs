@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dumpconv_core::{Arch, CpuState, Error, PagingMode, Result, VmcoreInfo};
+use dumpconv_core::{Arch, Error, Result, VmcoreInfo};
 
 use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
@@ -134,19 +134,13 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 fn arch(v: &str) -> Option<Arch> {
     match v {
         "x86_64" => Some(Arch::X86_64),
-        "i386" | "x86" => Some(Arch::X86),
+        "i386" | "x86" => Some(Arch::I386),
         _ => None,
     }
 }
 
-fn paging_mode(v: &str) -> Option<PagingMode> {
-    match v {
-        "32bit" => Some(PagingMode::Bits32),
-        "pae" => Some(PagingMode::Pae),
-        "4level" => Some(PagingMode::Level4),
-        "5level" => Some(PagingMode::Level5),
-        _ => None,
-    }
+fn paging_mode(v: &str) -> Option<&str> {
+    matches!(v, "32bit" | "pae" | "4level" | "5level").then_some(v)
 }
 
 /// Make relative file-valued options of a manifest line relative to `dir`.
@@ -257,7 +251,10 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
                 "options cr3 and cpu-state exclude each other",
             ));
         }
-        o.cpus = Some(vec![CpuState::from_root(0, cr3, mode)]);
+        let arch = get("arch").and_then(arch);
+        o.cpus = Some(vec![
+            crate::Registry::builtin().cpu_from_root(arch, mode, cr3)?
+        ]);
     } else if let Some(p) = get("cpu-state") {
         o.cpus = Some(read_cpu_state_file(Path::new(p))?);
     }

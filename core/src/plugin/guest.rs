@@ -51,7 +51,7 @@ use crate::walker::{ArchWalker, WalkOptions};
 use crate::writer::{DumpPlan, DumpWriter};
 
 use super::abi;
-use super::host::{mode_to_abi, panic_message};
+use super::host::{panic_message, v1};
 
 /// The implementation behind an exported descriptor.
 enum Implementation {
@@ -104,7 +104,7 @@ impl Export {
             Implementation::Walker(w) => (
                 abi::DUMPCONV_KIND_WALKER,
                 w.name().to_string(),
-                w.modes().iter().map(|&m| mode_to_abi(m)).collect(),
+                w.modes().iter().filter_map(|m| v1::mode_value(m)).collect(),
                 String::new(),
             ),
             Implementation::Writer(w) => (
@@ -392,16 +392,19 @@ impl PhysicalMemory for HostMemory<'_> {
 
 /// Rebuild a CPU state from the ABI form (only what paging needs crosses the ABI).
 fn cpu_from_abi(c: &abi::Cpu) -> CpuState {
-    let reg = |bit: u32, v: u64| (c.valid & bit != 0).then_some(v);
-    CpuState {
-        index: c.index,
-        cr0: reg(abi::DUMPCONV_CPU_CR0, c.cr0),
-        cr3: reg(abi::DUMPCONV_CPU_CR3, c.cr3),
-        cr4: reg(abi::DUMPCONV_CPU_CR4, c.cr4),
-        efer: reg(abi::DUMPCONV_CPU_EFER, c.efer),
-        a20_mask: reg(abi::DUMPCONV_CPU_A20, c.a20_mask),
-        ..CpuState::default()
+    let mut cpu = CpuState::new(c.index, v1::arch_from_value(c.arch));
+    for (name, bit, v) in [
+        ("cr0", abi::DUMPCONV_CPU_CR0, c.cr0),
+        ("cr3", abi::DUMPCONV_CPU_CR3, c.cr3),
+        ("cr4", abi::DUMPCONV_CPU_CR4, c.cr4),
+        ("efer", abi::DUMPCONV_CPU_EFER, c.efer),
+        ("a20_mask", abi::DUMPCONV_CPU_A20, c.a20_mask),
+    ] {
+        if c.valid & bit != 0 {
+            cpu.set_reg(name, v);
+        }
     }
+    cpu
 }
 
 /// Does a struct whose `struct_size` is `size` contain the field ending at `end`?
@@ -576,11 +579,8 @@ impl Progress for HostProgress<'_> {
 }
 
 fn arch_from_abi(a: u32) -> Result<Arch> {
-    match a {
-        abi::DUMPCONV_ARCH_X86_64 => Ok(Arch::X86_64),
-        abi::DUMPCONV_ARCH_X86 => Ok(Arch::X86),
-        _ => Err(Error::Unsupported(format!("architecture {a} in the plan"))),
-    }
+    v1::arch_from_value(a)
+        .ok_or_else(|| Error::Unsupported(format!("architecture {a} in the plan")))
 }
 
 fn utf8(b: &[u8], what: &str) -> Result<String> {

@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::cpu::{Arch, CpuState, PagingMode, CR0_PG, EFER_LMA};
+use std::borrow::Cow;
+
+use crate::arch::Arch;
+use crate::cpu::CpuState;
 use crate::error::{Error, Result};
 use crate::mapping::{Mapping, MappingList};
 use crate::memory::PhysicalMemory;
@@ -111,8 +114,8 @@ type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
 /// A walker plugin as an [`ArchWalker`].
 pub struct PluginWalker {
     info: PluginInfo,
-    /// The modes dumpconv knows, from the plugin's list.
-    modes: Vec<PagingMode>,
+    /// The modes dumpconv knows, from the plugin's list, by name.
+    modes: Vec<&'static str>,
     /// The plugin's list as given (other architectures' modes included).
     raw_modes: Vec<u32>,
     walk: WalkFn,
@@ -192,39 +195,92 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn mode_from_abi(m: u32) -> Option<PagingMode> {
-    Some(match m {
-        abi::DUMPCONV_PAGING_OFF => PagingMode::Off,
-        abi::DUMPCONV_PAGING_32BIT => PagingMode::Bits32,
-        abi::DUMPCONV_PAGING_PAE => PagingMode::Pae,
-        abi::DUMPCONV_PAGING_4LEVEL => PagingMode::Level4,
-        abi::DUMPCONV_PAGING_5LEVEL => PagingMode::Level5,
-        _ => return None,
-    })
-}
+/// ABI version 1 is x86's: its CPU is CR0/CR3/CR4/EFER/A20 plus an x86 paging-mode
+/// number, its modes and architectures are x86's. These are the v1 tables.
+pub mod v1 {
+    use super::abi;
+    use crate::arch::Arch;
+    use crate::cpu::CpuState;
 
-/// The ABI value of a paging mode.
-pub fn mode_to_abi(m: PagingMode) -> u32 {
-    match m {
-        PagingMode::Off => abi::DUMPCONV_PAGING_OFF,
-        PagingMode::Bits32 => abi::DUMPCONV_PAGING_32BIT,
-        PagingMode::Pae => abi::DUMPCONV_PAGING_PAE,
-        PagingMode::Level4 => abi::DUMPCONV_PAGING_4LEVEL,
-        PagingMode::Level5 => abi::DUMPCONV_PAGING_5LEVEL,
+    /// v1 paging-mode numbers and their names.
+    pub const MODES: [(u32, &str); 5] = [
+        (abi::DUMPCONV_PAGING_OFF, "off"),
+        (abi::DUMPCONV_PAGING_32BIT, "32bit"),
+        (abi::DUMPCONV_PAGING_PAE, "pae"),
+        (abi::DUMPCONV_PAGING_4LEVEL, "4level"),
+        (abi::DUMPCONV_PAGING_5LEVEL, "5level"),
+    ];
+
+    /// The architectures a v1 walker handles.
+    pub static ARCHES: [Arch; 2] = [Arch::X86_64, Arch::I386];
+
+    pub fn mode_name(m: u32) -> Option<&'static str> {
+        MODES.iter().find(|(v, _)| *v == m).map(|(_, n)| *n)
+    }
+
+    pub fn mode_value(name: &str) -> Option<u32> {
+        MODES.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
+    }
+
+    const CR0_PG: u64 = 1 << 31;
+    const CR4_PAE: u64 = 1 << 5;
+    const CR4_LA57: u64 = 1 << 12;
+    const EFER_LMA: u64 = 1 << 10;
+
+    /// The v1 paging mode of an x86 CPU from its control registers (None: CR0, or CR4
+    /// with paging on, not recorded).
+    pub fn x86_mode(cpu: &CpuState) -> Option<u32> {
+        let cr0 = cpu.reg("cr0")?;
+        if cr0 & CR0_PG == 0 {
+            return Some(abi::DUMPCONV_PAGING_OFF);
+        }
+        let cr4 = cpu.reg("cr4")?;
+        if cr4 & CR4_PAE == 0 {
+            return Some(abi::DUMPCONV_PAGING_32BIT);
+        }
+        let efer = cpu.reg("efer").unwrap_or(0);
+        Some(if efer & EFER_LMA == 0 {
+            abi::DUMPCONV_PAGING_PAE
+        } else if cr4 & CR4_LA57 != 0 {
+            abi::DUMPCONV_PAGING_5LEVEL
+        } else {
+            abi::DUMPCONV_PAGING_4LEVEL
+        })
+    }
+
+    /// Start of the kernel half in a v1 mode: bit 31 in 32-bit and PAE paging, bit 63
+    /// (after sign extension) in IA-32e paging.
+    pub fn kernel_start(mode: Option<u32>) -> u64 {
+        match mode {
+            Some(abi::DUMPCONV_PAGING_32BIT | abi::DUMPCONV_PAGING_PAE) => 1 << 31,
+            _ => 1 << 63,
+        }
+    }
+
+    /// The v1 architecture number (0 when v1 has none for it).
+    pub fn arch_value(a: Arch) -> u32 {
+        if a == Arch::X86_64 {
+            abi::DUMPCONV_ARCH_X86_64
+        } else if a == Arch::I386 {
+            abi::DUMPCONV_ARCH_X86
+        } else {
+            0
+        }
+    }
+
+    pub fn arch_from_value(v: u32) -> Option<Arch> {
+        match v {
+            abi::DUMPCONV_ARCH_X86_64 => Some(Arch::X86_64),
+            abi::DUMPCONV_ARCH_X86 => Some(Arch::I386),
+            _ => None,
+        }
     }
 }
 
-/// The name of a paging-mode value, for `dumpconv plugins` (other architectures' values
+/// The name of a paging-mode value, for `dumpconv plugins` (values v1 does not define
 /// are shown as numbers).
 pub fn mode_name(m: u32) -> String {
-    mode_from_abi(m).map_or_else(|| format!("{m:#x}"), |p| p.name().to_string())
-}
-
-pub fn arch_to_abi(a: Arch) -> u32 {
-    match a {
-        Arch::X86_64 => abi::DUMPCONV_ARCH_X86_64,
-        Arch::X86 => abi::DUMPCONV_ARCH_X86,
-    }
+    v1::mode_name(m).map_or_else(|| format!("{m:#x}"), str::to_string)
 }
 
 /// Validate a descriptor and wrap it. The loader calls this after dlopen; tests call it
@@ -339,7 +395,11 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
                 // SAFETY: non-NULL, mode_count entries, static by contract.
                 unsafe { std::slice::from_raw_parts(t.modes, t.mode_count as usize) }.to_vec()
             };
-            let modes = raw_modes.iter().filter_map(|&m| mode_from_abi(m)).collect();
+            let modes = raw_modes
+                .iter()
+                .filter_map(|&m| v1::mode_name(m))
+                .filter(|&n| n != "off")
+                .collect();
             Ok(LoadedPlugin::Walker(Arc::new(PluginWalker {
                 info,
                 modes,
@@ -405,36 +465,43 @@ impl PluginWriter {
 }
 
 /// A CPU state in the ABI's form. `arch` is the dump's architecture when known, else
-/// derived from the paging mode (EFER.LMA set: x86-64).
+/// derived from the paging mode (4- or 5-level: x86-64).
 pub fn cpu_to_abi(cpu: &CpuState, arch: Option<Arch>) -> abi::Cpu {
     let mut valid = 0;
-    let mut reg = |v: Option<u64>, bit: u32| {
-        if v.is_some() {
+    let mut reg = |name: &str, bit: u32| match cpu.reg(name) {
+        Some(v) => {
             valid |= bit;
+            v
         }
-        v.unwrap_or(0)
+        None => 0,
     };
-    let cr0 = reg(cpu.cr0, abi::DUMPCONV_CPU_CR0);
-    let cr3 = reg(cpu.cr3, abi::DUMPCONV_CPU_CR3);
-    let cr4 = reg(cpu.cr4, abi::DUMPCONV_CPU_CR4);
-    let efer = reg(cpu.efer, abi::DUMPCONV_CPU_EFER);
-    let a20_mask = match cpu.a20_mask {
+    let cr0 = reg("cr0", abi::DUMPCONV_CPU_CR0);
+    let cr3 = reg("cr3", abi::DUMPCONV_CPU_CR3);
+    let cr4 = reg("cr4", abi::DUMPCONV_CPU_CR4);
+    let efer = reg("efer", abi::DUMPCONV_CPU_EFER);
+    let a20_mask = match cpu.reg("a20_mask") {
         Some(m) => {
             valid |= abi::DUMPCONV_CPU_A20;
             m
         }
         None => u64::MAX,
     };
-    let arch = arch.unwrap_or(if efer & EFER_LMA != 0 && cr0 & CR0_PG != 0 {
-        Arch::X86_64
-    } else {
-        Arch::X86
-    });
+    let mode = v1::x86_mode(cpu).unwrap_or(abi::DUMPCONV_PAGING_OFF);
+    let arch = arch.or(cpu.arch).unwrap_or(
+        if matches!(
+            mode,
+            abi::DUMPCONV_PAGING_4LEVEL | abi::DUMPCONV_PAGING_5LEVEL
+        ) {
+            Arch::X86_64
+        } else {
+            Arch::I386
+        },
+    );
     abi::Cpu {
         struct_size: std::mem::size_of::<abi::Cpu>() as u32,
         index: cpu.index,
-        arch: arch_to_abi(arch),
-        paging_mode: mode_to_abi(cpu.paging_mode().unwrap_or(PagingMode::Off)),
+        arch: v1::arch_value(arch),
+        paging_mode: mode,
         valid,
         reserved: 0,
         cr0,
@@ -867,8 +934,24 @@ impl ArchWalker for PluginWalker {
         &self.info.name
     }
 
-    fn modes(&self) -> &[PagingMode] {
+    fn arches(&self) -> &[Arch] {
+        &v1::ARCHES
+    }
+
+    fn modes(&self) -> &[&str] {
         &self.modes
+    }
+
+    fn mode_of(&self, cpu: &CpuState) -> Option<Cow<'static, str>> {
+        v1::x86_mode(cpu).and_then(v1::mode_name).map(Cow::Borrowed)
+    }
+
+    fn paging_enabled(&self, cpu: &CpuState) -> bool {
+        !matches!(v1::x86_mode(cpu), None | Some(abi::DUMPCONV_PAGING_OFF))
+    }
+
+    fn kernel_start(&self, cpu: &CpuState) -> u64 {
+        v1::kernel_start(v1::x86_mode(cpu))
     }
 
     /// Call the plugin's walk; the runs it emits are sorted and merged, then pushed into
@@ -924,6 +1007,7 @@ impl ArchWalker for PluginWalker {
             leaves_outside_ram: astats.leaves_outside_ram,
             table_pages: astats.table_pages,
             tables_outside_ram: astats.tables_outside_ram,
+            invalid_entries: 0,
             warnings: st.warnings,
         })
     }
@@ -997,7 +1081,7 @@ impl<'p> PlanArrays<'p> {
     fn plan(&self, plan: &DumpPlan) -> abi::Plan {
         abi::Plan {
             struct_size: std::mem::size_of::<abi::Plan>() as u32,
-            arch: arch_to_abi(plan.arch),
+            arch: v1::arch_value(plan.arch),
             page_size: plan.page_size,
             ranges: self.ranges.as_ptr(),
             range_count: self.ranges.len(),

@@ -11,8 +11,8 @@ use super::abi;
 use super::host::{wrap_descriptor, LoadedPlugin};
 use crate::{
     Arch, ArchWalker, CpuState, DumpPlan, DumpWriter, Error, Mapping, MappingList, NoProgress,
-    PagingMode, PhysRange, PhysicalMemory, Progress, Result, Segment, SegmentMemory, SegmentSource,
-    Sink, StreamSink, WalkOptions, WalkStats,
+    PhysRange, PhysicalMemory, Progress, Result, Segment, SegmentMemory, SegmentSource, Sink,
+    StreamSink, WalkOptions, WalkStats,
 };
 
 /// 64 KiB of RAM at 0x10000 and 16 KiB at 0x40000, filled with a pattern.
@@ -54,8 +54,11 @@ impl ArchWalker for ToyWalker {
     fn name(&self) -> &str {
         "toywalk"
     }
-    fn modes(&self) -> &[PagingMode] {
-        &[PagingMode::Level4, PagingMode::Pae]
+    fn arches(&self) -> &[Arch] {
+        &[Arch::X86_64, Arch::I386]
+    }
+    fn modes(&self) -> &[&str] {
+        &["4level", "pae"]
     }
     fn walk(
         &self,
@@ -65,7 +68,7 @@ impl ArchWalker for ToyWalker {
         out: &mut MappingList,
     ) -> Result<WalkStats> {
         let mut stats = WalkStats::default();
-        match cpu.cr3 {
+        match cpu.reg("cr3") {
             Some(CR3_PANIC) => panic!("toy walker panics"),
             Some(CR3_ERROR) => {
                 return Err(Error::Walk {
@@ -147,8 +150,8 @@ impl DumpWriter for ToyWriter {
             sink.write_all(&n.desc)?;
         }
         for c in &plan.cpus {
-            sink.write_all(&c.cr3.unwrap_or(7).to_le_bytes())?;
-            sink.write_all(&c.a20_mask.unwrap_or(9).to_le_bytes())?;
+            sink.write_all(&c.reg("cr3").unwrap_or(7).to_le_bytes())?;
+            sink.write_all(&c.reg("a20_mask").unwrap_or(9).to_le_bytes())?;
         }
         if let Some(v) = &plan.vmcoreinfo {
             sink.write_all(v.raw())?;
@@ -183,8 +186,13 @@ fn load(entry: extern "C" fn() -> *const abi::Plugin) -> LoadedPlugin {
     unsafe { wrap_descriptor(Path::new("in-process"), entry()) }.unwrap()
 }
 
+/// An x86 CPU in 4-level paging (CR0.PG|PE, CR4.PSE|PAE, EFER.LME|LMA) with root `cr3`.
 fn cpu(cr3: u64) -> CpuState {
-    CpuState::from_root(0, cr3, PagingMode::Level4)
+    CpuState::new(0, None)
+        .with_reg("cr0", 0x8000_0001)
+        .with_reg("cr3", cr3)
+        .with_reg("cr4", 0x30)
+        .with_reg("efer", 0x500)
 }
 
 #[test]
@@ -243,7 +251,7 @@ fn walker_errors_panics_and_strays_are_plugin_errors() {
 
 fn plan(mappings: bool) -> DumpPlan {
     let mut cpu1 = cpu(0x1234);
-    cpu1.a20_mask = Some(!(1 << 20));
+    cpu1.set_reg("a20_mask", !(1 << 20));
     DumpPlan {
         arch: Arch::X86_64,
         page_size: 4096,

@@ -241,18 +241,16 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
             format!("ELF type {e_type}{what} is not a core dump (ET_CORE, 4)"),
         ));
     }
-    let arch = match Arch::from_elf_machine(machine) {
-        Some(a) if machine == EM_X86_64 || machine == EM_386 => a,
-        _ => {
-            return Err(ferr(
-                18,
-                format!(
-                    "unsupported machine {machine} (supported: EM_X86_64 {EM_X86_64}, \
-                     EM_386 {EM_386})"
-                ),
-            ))
-        }
-    };
+    if machine != EM_X86_64 && machine != EM_386 {
+        return Err(ferr(
+            18,
+            format!(
+                "unsupported machine {machine} (supported: EM_X86_64 {EM_X86_64}, \
+                 EM_386 {EM_386})"
+            ),
+        ));
+    }
+    let arch = Arch::from_elf(machine, class == ElfClass::Elf64);
 
     // PN_XNUM: the real count is in section header 0's sh_info.
     let (phnum, pn_xnum) = if e_phnum == PN_XNUM {
@@ -514,9 +512,11 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
             format!(
                 "{} ({})",
                 layout.machine,
-                match layout.arch {
-                    Arch::X86_64 => "EM_X86_64",
-                    Arch::X86 => "EM_386",
+                match layout.machine {
+                    EM_X86_64 => "EM_X86_64".to_string(),
+                    EM_386 => "EM_386".to_string(),
+                    dumpconv_core::arch::EM_AARCH64 => "EM_AARCH64".to_string(),
+                    _ => layout.arch.name().into_owned(),
                 }
             ),
         ),

@@ -731,7 +731,7 @@ pub fn open_kdump(paths: &[PathBuf]) -> Result<Dump> {
     let vmcoreinfo = parsed[lead].vmcoreinfo.take();
     let machine = h.utsname.get(Utsname::MACHINE);
     let arch = if layout == Layout::Bits32 || is_i386_name(&machine) {
-        Arch::X86
+        Arch::I386
     } else {
         Arch::X86_64
     };

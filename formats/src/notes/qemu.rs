@@ -12,9 +12,7 @@
 //! (EFER.LMA) decides 4-level vs PAE paging, so [`infer_efer`] reconstructs it; see
 //! there for the evidence used.
 
-use dumpconv_core::cpu::SegmentRegs;
-use dumpconv_core::cpu::{CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
-use dumpconv_core::{CpuState, Error, GeneralRegs, Result, SegmentReg};
+use dumpconv_core::{CpuState, Error, Result};
 
 use crate::input::{le_u32, le_u64, put_u32, put_u64};
 
@@ -35,6 +33,33 @@ const SEG_SIZE: usize = 24;
 const CR: usize = 392;
 const KERNEL_GS_BASE: usize = 432;
 
+/// x86 control-register bits the note's decoding needs (CR0.PG, CR4.PAE) and the EFER
+/// bits it reconstructs (LME, LMA).
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+
+/// The general registers of the note, in its order (rax first).
+pub const GPRS: [&str; 18] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip", "rflags",
+];
+
+/// The segment registers of the note, in its order.
+pub const SEGMENTS: [&str; 10] = [
+    "cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt",
+];
+
+/// A segment register as the note records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentReg {
+    pub selector: u64,
+    pub limit: u64,
+    pub flags: u64,
+    pub base: u64,
+}
+
 /// `DESC_L_MASK` in QEMU's cached segment flags (descriptor bit 53 = flags bit 21):
 /// a 64-bit code segment.
 pub const SEG_FLAGS_L: u64 = 1 << 21;
@@ -45,10 +70,10 @@ pub struct QemuCpuState {
     pub version: u32,
     /// The note's own `size` field.
     pub size: u32,
-    /// rax..r15, rip, rflags. `fs_base`/`gs_base` are copied from the fs/gs segment
-    /// bases so the registers match what NT_PRSTATUS would say; `orig_rax` is 0.
-    pub regs: GeneralRegs,
-    pub segments: SegmentRegs,
+    /// rax..r15, rip, rflags, in the order of [`GPRS`].
+    pub gprs: [u64; 18],
+    /// In the order of [`SEGMENTS`].
+    pub segments: [SegmentReg; 10],
     /// cr0..cr4 (cr1 is reserved and always 0).
     pub cr: [u64; 5],
     /// None in notes from QEMU before 3.0.
@@ -90,41 +115,14 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
             base: le_u64(desc, o + 16),
         }
     };
-    let segments = SegmentRegs {
-        cs: seg(0),
-        ds: seg(1),
-        es: seg(2),
-        fs: seg(3),
-        gs: seg(4),
-        ss: seg(5),
-        ldt: seg(6),
-        tr: seg(7),
-        gdt: seg(8),
-        idt: seg(9),
-    };
-    let regs = GeneralRegs {
-        rax: g(0),
-        rbx: g(1),
-        rcx: g(2),
-        rdx: g(3),
-        rsi: g(4),
-        rdi: g(5),
-        rsp: g(6),
-        rbp: g(7),
-        r8: g(8),
-        r9: g(9),
-        r10: g(10),
-        r11: g(11),
-        r12: g(12),
-        r13: g(13),
-        r14: g(14),
-        r15: g(15),
-        rip: g(16),
-        rflags: g(17),
-        orig_rax: 0,
-        fs_base: segments.fs.base,
-        gs_base: segments.gs.base,
-    };
+    let mut segments = [SegmentReg::default(); 10];
+    for (i, sg) in segments.iter_mut().enumerate() {
+        *sg = seg(i);
+    }
+    let mut gprs = [0u64; 18];
+    for (i, r) in gprs.iter_mut().enumerate() {
+        *r = g(i);
+    }
     let mut cr = [0u64; 5];
     for (i, c) in cr.iter_mut().enumerate() {
         *c = le_u64(desc, CR + 8 * i);
@@ -132,7 +130,7 @@ pub fn decode(desc: &[u8]) -> Result<QemuCpuState> {
     Ok(QemuCpuState {
         version,
         size,
-        regs,
+        gprs,
         segments,
         cr,
         kernel_gs_base: (size_us >= SIZE).then(|| le_u64(desc, KERNEL_GS_BASE)),
@@ -159,31 +157,57 @@ pub fn infer_efer(state: &QemuCpuState, long_mode_hint: bool) -> Option<u64> {
         return None;
     }
     let long = long_mode_hint
-        || state.segments.cs.flags & SEG_FLAGS_L != 0
-        || state.regs.rip > u64::from(u32::MAX)
-        || state.regs.rsp > u64::from(u32::MAX);
+        || state.segments[0].flags & SEG_FLAGS_L != 0
+        || state.gpr("rip") > u64::from(u32::MAX)
+        || state.gpr("rsp") > u64::from(u32::MAX);
     Some(if long { EFER_LME | EFER_LMA } else { 0 })
 }
 
 impl QemuCpuState {
+    /// A general register by name (0 for a name the note lacks).
+    pub fn gpr(&self, name: &str) -> u64 {
+        GPRS.iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.gprs[i])
+    }
+
+    /// A segment register by name (`cs`...).
+    pub fn segment(&self, name: &str) -> SegmentReg {
+        SEGMENTS
+            .iter()
+            .position(|n| *n == name)
+            .map_or(SegmentReg::default(), |i| self.segments[i])
+    }
+
     /// Copy what the note knows into `cpu`: control registers, segments and
     /// kernel_gs_base always; general registers only if `cpu` has none yet (an
-    /// NT_PRSTATUS, when present, is kept: it has orig_rax and the kernel's view).
-    /// EFER comes from [`infer_efer`].
+    /// NT_PRSTATUS, when present, is kept: it has orig_rax and the kernel's view), with
+    /// `fs_base`/`gs_base` from the fs/gs segment bases so the registers match what
+    /// NT_PRSTATUS would say, and `orig_rax` 0. EFER comes from [`infer_efer`].
     pub fn apply_to(&self, cpu: &mut CpuState, long_mode_hint: bool) {
-        if cpu.regs.is_none() {
-            cpu.regs = Some(self.regs);
+        if !cpu.regs.contains("rip") {
+            for (n, v) in GPRS.iter().zip(self.gprs) {
+                cpu.set_reg(n, v);
+            }
+            cpu.set_reg("orig_rax", 0);
+            cpu.set_reg("fs_base", self.segment("fs").base);
+            cpu.set_reg("gs_base", self.segment("gs").base);
         }
-        cpu.segments = Some(self.segments);
-        cpu.cr0 = Some(self.cr[0]);
-        cpu.cr2 = Some(self.cr[2]);
-        cpu.cr3 = Some(self.cr[3]);
-        cpu.cr4 = Some(self.cr[4]);
+        for (n, sg) in SEGMENTS.iter().zip(self.segments) {
+            cpu.set_reg(&format!("{n}.selector"), sg.selector);
+            cpu.set_reg(&format!("{n}.limit"), sg.limit);
+            cpu.set_reg(&format!("{n}.flags"), sg.flags);
+            cpu.set_reg(&format!("{n}.base"), sg.base);
+        }
+        cpu.set_reg("cr0", self.cr[0]);
+        cpu.set_reg("cr2", self.cr[2]);
+        cpu.set_reg("cr3", self.cr[3]);
+        cpu.set_reg("cr4", self.cr[4]);
         if let Some(k) = self.kernel_gs_base {
-            cpu.kernel_gs_base = Some(k);
+            cpu.set_reg("kernel_gs_base", k);
         }
-        if cpu.efer.is_none() {
-            cpu.efer = infer_efer(self, long_mode_hint);
+        if !cpu.regs.contains("efer") {
+            cpu.set_reg_opt("efer", infer_efer(self, long_mode_hint));
         }
     }
 }
@@ -194,44 +218,29 @@ pub fn encode(cpu: &CpuState) -> Vec<u8> {
     let mut d = vec![0u8; SIZE];
     put_u32(&mut d, 0, VERSION);
     put_u32(&mut d, 4, SIZE as u32);
-    let r = cpu.regs.unwrap_or_default();
-    let gprs = [
-        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15, r.rip, r.rflags,
-    ];
-    for (i, v) in gprs.into_iter().enumerate() {
-        put_u64(&mut d, GPR + 8 * i, v);
+    let reg = |n: &str| cpu.reg(n).unwrap_or(0);
+    for (i, n) in GPRS.iter().enumerate() {
+        put_u64(&mut d, GPR + 8 * i, reg(n));
     }
-    let s = cpu.segments.unwrap_or_default();
-    let segs = [
-        s.cs, s.ds, s.es, s.fs, s.gs, s.ss, s.ldt, s.tr, s.gdt, s.idt,
-    ];
-    for (i, sg) in segs.iter().enumerate() {
+    for (i, n) in SEGMENTS.iter().enumerate() {
         let o = SEGS + SEG_SIZE * i;
         // The note's selector/limit/flags are 32-bit; wider values cannot be real.
-        put_u32(&mut d, o, sg.selector as u32);
-        put_u32(&mut d, o + 4, sg.limit as u32);
-        put_u32(&mut d, o + 8, sg.flags as u32);
-        put_u64(&mut d, o + 16, sg.base);
+        put_u32(&mut d, o, reg(&format!("{n}.selector")) as u32);
+        put_u32(&mut d, o + 4, reg(&format!("{n}.limit")) as u32);
+        put_u32(&mut d, o + 8, reg(&format!("{n}.flags")) as u32);
+        put_u64(&mut d, o + 16, reg(&format!("{n}.base")));
     }
-    let crs = [
-        cpu.cr0.unwrap_or(0),
-        0,
-        cpu.cr2.unwrap_or(0),
-        cpu.cr3.unwrap_or(0),
-        cpu.cr4.unwrap_or(0),
-    ];
+    let crs = [reg("cr0"), 0, reg("cr2"), reg("cr3"), reg("cr4")];
     for (i, v) in crs.into_iter().enumerate() {
         put_u64(&mut d, CR + 8 * i, v);
     }
-    put_u64(&mut d, KERNEL_GS_BASE, cpu.kernel_gs_base.unwrap_or(0));
+    put_u64(&mut d, KERNEL_GS_BASE, reg("kernel_gs_base"));
     d
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use dumpconv_core::PagingMode;
 
     /// The descriptor of the first "QEMU" note of a real dump: QEMU 7.2
     /// (Debian 1:7.2+dfsg-7+deb12u18) `qemu-system-x86_64 -m 64 -S`, never booted,
@@ -282,21 +291,23 @@ pub(crate) mod tests {
         assert_eq!(real, real_reset_note());
         let s = decode(&real).unwrap();
         assert_eq!((s.version, s.size), (1, 440));
-        assert_eq!(s.regs.rdx, 0x60fb1);
-        assert_eq!(s.regs.rip, 0xfff0);
-        assert_eq!(s.regs.rflags, 2);
-        assert_eq!(s.segments.cs.selector, 0xf000);
-        assert_eq!(s.segments.cs.limit, 0xffff);
-        assert_eq!(s.segments.cs.flags, 0x9b00);
-        assert_eq!(s.segments.cs.base, 0xffff_0000);
-        assert_eq!(s.segments.tr.flags, 0x8b00);
-        assert_eq!(s.segments.idt.limit, 0xffff);
+        assert_eq!(s.gpr("rdx"), 0x60fb1);
+        assert_eq!(s.gpr("rip"), 0xfff0);
+        assert_eq!(s.gpr("rflags"), 2);
+        assert_eq!(s.segment("cs").selector, 0xf000);
+        assert_eq!(s.segment("cs").limit, 0xffff);
+        assert_eq!(s.segment("cs").flags, 0x9b00);
+        assert_eq!(s.segment("cs").base, 0xffff_0000);
+        assert_eq!(s.segment("tr").flags, 0x8b00);
+        assert_eq!(s.segment("idt").limit, 0xffff);
         assert_eq!(s.cr, [0x6000_0010, 0, 0, 0, 0]);
         assert_eq!(s.kernel_gs_base, Some(0));
         let mut cpu = CpuState::default();
         s.apply_to(&mut cpu, false);
-        assert_eq!(cpu.paging_mode(), Some(PagingMode::Off));
-        assert_eq!(cpu.efer, None);
+        // Paging off (CR0.PG clear), and no EFER to infer.
+        assert_eq!(cpu.reg("cr0"), Some(0x6000_0010));
+        assert_eq!(cpu.reg("efer"), None);
+        assert_eq!(cpu.reg("cs.flags"), Some(0x9b00));
         // Re-encoding gives the same bytes back.
         assert_eq!(encode(&cpu), real);
     }
@@ -332,10 +343,10 @@ pub(crate) mod tests {
         s.cr[4] = 0x20; // PAE
         assert_eq!(infer_efer(&s, false), Some(0));
         assert_eq!(infer_efer(&s, true), Some(EFER_LME | EFER_LMA));
-        s.segments.cs.flags = 0x00a0_9b00; // 64-bit kernel code segment (L, P, S, type)
+        s.segments[0].flags = 0x00a0_9b00; // 64-bit kernel code segment (L, P, S, type)
         assert_eq!(infer_efer(&s, false), Some(EFER_LME | EFER_LMA));
-        s.segments.cs.flags = 0x00c0_9b00; // 32-bit code segment
-        s.regs.rip = 0xffff_ffff_8100_0000;
+        s.segments[0].flags = 0x00c0_9b00; // 32-bit code segment
+        s.gprs[16] = 0xffff_ffff_8100_0000; // rip
         assert_eq!(infer_efer(&s, false), Some(EFER_LME | EFER_LMA));
         s.cr[4] = 0; // no PAE: 32-bit paging whatever else
         assert_eq!(infer_efer(&s, true), None);
@@ -343,41 +354,27 @@ pub(crate) mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let cpu = CpuState {
-            index: 0,
-            regs: Some(GeneralRegs {
-                rax: 1,
-                r15: 15,
-                rip: 0xffff_ffff_8100_0000,
-                rflags: 0x246,
-                fs_base: 0x7000,
-                gs_base: 0xffff_8880_0000_0000,
-                ..GeneralRegs::default()
-            }),
-            segments: Some(SegmentRegs {
-                fs: SegmentReg {
-                    base: 0x7000,
-                    ..SegmentReg::default()
-                },
-                gs: SegmentReg {
-                    base: 0xffff_8880_0000_0000,
-                    ..SegmentReg::default()
-                },
-                ..SegmentRegs::default()
-            }),
-            cr0: Some(0x8005_0033),
-            cr3: Some(0x1234_5000),
-            cr4: Some(0x3406f0),
-            kernel_gs_base: Some(0x42),
-            ..CpuState::default()
-        };
+        let cpu = CpuState::new(0, None)
+            .with_reg("rax", 1)
+            .with_reg("r15", 15)
+            .with_reg("rip", 0xffff_ffff_8100_0000)
+            .with_reg("rflags", 0x246)
+            .with_reg("fs_base", 0x7000)
+            .with_reg("gs_base", 0xffff_8880_0000_0000)
+            .with_reg("fs.base", 0x7000)
+            .with_reg("gs.base", 0xffff_8880_0000_0000)
+            .with_reg("cr0", 0x8005_0033)
+            .with_reg("cr3", 0x1234_5000)
+            .with_reg("cr4", 0x3406f0)
+            .with_reg("kernel_gs_base", 0x42);
         let s = decode(&encode(&cpu)).unwrap();
         let mut back = CpuState::default();
         s.apply_to(&mut back, false);
-        assert_eq!(back.regs, cpu.regs);
-        assert_eq!(back.cr3, cpu.cr3);
-        assert_eq!(back.kernel_gs_base, Some(0x42));
+        for n in GPRS.iter().chain(&["fs_base", "gs_base", "cr3"]) {
+            assert_eq!(back.reg(n), Some(cpu.reg(n).unwrap_or(0)), "{n}");
+        }
+        assert_eq!(back.reg("kernel_gs_base"), Some(0x42));
         // rip above 4 GiB ⇒ long mode.
-        assert_eq!(back.paging_mode(), Some(PagingMode::Level4));
+        assert_eq!(back.reg("efer"), Some(EFER_LME | EFER_LMA));
     }
 }

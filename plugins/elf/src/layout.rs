@@ -16,7 +16,7 @@
 //! aligned. The cost is under 4 KiB of padding per range. crash tells "kdump ELF" from
 //! "netdump ELF" by `p_align == 0` (FORMATS.md §2.4), so aligned offsets are harmless.
 
-use dumpconv_core::{Arch, DumpPlan, Error, PhysRange, PhysicalMemory, Result};
+use dumpconv_core::{DumpPlan, Error, PhysRange, PhysicalMemory, Result};
 use dumpconv_formats::elf::write::{
     needs_xnum, ElfClass, Phdr, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
 };
@@ -281,14 +281,17 @@ pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Resul
         .map(|r| r.end)
         .max()
         .unwrap_or(0);
-    let try32 = match (plan.arch, want) {
+    let try32 = match (plan.arch.is_64(), want) {
         (_, Some(ElfClass::Elf64)) => false,
-        (Arch::X86_64, Some(ElfClass::Elf32)) => {
-            return Err(Error::invalid("elf-class=32 is only for 32-bit x86 dumps"))
+        (true, Some(ElfClass::Elf32)) => {
+            return Err(Error::invalid(format!(
+                "elf-class=32 is only for 32-bit dumps ({} has 64-bit words)",
+                plan.arch
+            )))
         }
-        (Arch::X86_64, None) => false,
-        (Arch::X86, Some(ElfClass::Elf32)) => true,
-        (Arch::X86, None) => ram_end <= FOUR_GIB,
+        (true, None) => false,
+        (false, Some(ElfClass::Elf32)) => true,
+        (false, None) => ram_end <= FOUR_GIB,
     };
     if try32 {
         let l = place(ElfClass::Elf32, &loads, &plan.ranges, notes_len)?;
@@ -308,7 +311,7 @@ pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dumpconv_core::{Mapping, MappingList};
+    use dumpconv_core::{Arch, Mapping, MappingList};
     use std::collections::BTreeMap;
 
     fn plan(ranges: Vec<PhysRange>, maps: Option<Vec<Mapping>>) -> DumpPlan {

@@ -25,13 +25,10 @@ use dumpconv_formats::kdump::layout::{
 
 use crate::options::KdumpOptions;
 
-/// The machine name crash expects for each arch (FORMATS.md §1.11: crash recognises
-/// only the exact "i686" prefix for 32-bit x86).
-pub fn machine_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "x86_64",
-        Arch::X86 => "i686",
-    }
+/// The machine name crash expects for each arch: the architecture table's `uname -m`
+/// (FORMATS.md §1.11: crash recognises only the exact "i686" prefix for 32-bit x86).
+pub fn machine_name(arch: Arch) -> std::borrow::Cow<'static, str> {
+    arch.utsname_machine()
 }
 
 pub(crate) struct Geometry {
@@ -61,9 +58,10 @@ impl Geometry {
                 "kdump: page size {bs} is not a power of two between 512 and 16 MiB"
             )));
         }
-        let layout = match plan.arch {
-            Arch::X86_64 => Layout::Bits64,
-            Arch::X86 => Layout::Bits32,
+        let layout = if plan.arch.is_64() {
+            Layout::Bits64
+        } else {
+            Layout::Bits32
         };
         if plan.ranges.windows(2).any(|w| w[0].end > w[1].start) {
             return Err(Error::invalid(
@@ -146,7 +144,7 @@ impl Geometry {
             plan.cpus.len().max(1)
         };
         let mut utsname = Utsname::default();
-        utsname.set(Utsname::MACHINE, machine_name(plan.arch));
+        utsname.set(Utsname::MACHINE, &machine_name(plan.arch));
         if let Some(v) = &vmci {
             // VMCOREINFO exists only on Linux.
             utsname.set(Utsname::SYSNAME, "Linux");

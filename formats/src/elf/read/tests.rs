@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use dumpconv_core::{Backing, GeneralRegs, PagingMode};
+use dumpconv_core::Backing;
+use dumpconv_x86::{paging_mode, PagingMode};
 use proptest::prelude::*;
 
 use super::*;
@@ -216,13 +217,10 @@ fn detail<'a>(d: &'a Dump, key: &str) -> Vec<&'a str> {
 }
 
 fn cpu(index: u32, rip: u64, cr3: u64) -> CpuState {
-    let mut c = CpuState::from_root(index, cr3, PagingMode::Level4);
-    c.regs = Some(GeneralRegs {
-        rip,
-        rsp: rip - 0x100,
-        rax: u64::from(index),
-        ..GeneralRegs::default()
-    });
+    let mut c = dumpconv_x86::cpu_from_root(index, cr3, PagingMode::Level4)
+        .with_reg("rip", rip)
+        .with_reg("rsp", rip - 0x100)
+        .with_reg("rax", u64::from(index));
     c.pid = Some(index + 1);
     c
 }
@@ -235,8 +233,8 @@ fn x86_64_notes() -> Vec<Note> {
         cpu(1, 0xffff_ffff_8100_2000, 0x20_0000),
     );
     vec![
-        prstatus_note(&c0, Arch::X86_64),
-        prstatus_note(&c1, Arch::X86_64),
+        prstatus_note(&c0, Arch::X86_64).unwrap(),
+        prstatus_note(&c1, Arch::X86_64).unwrap(),
         qemu_note(&c0),
         qemu_note(&c1),
         Note::new(
@@ -282,9 +280,9 @@ fn elf64_x86_64_layout_memory_and_notes() {
     );
     assert_eq!(d.notes, notes);
     assert_eq!(d.cpus.len(), 2);
-    assert_eq!(d.cpus[1].cr3, Some(0x20_0000));
-    assert_eq!(d.cpus[1].regs.map(|r| r.rip), Some(0xffff_ffff_8100_2000));
-    assert_eq!(d.cpus[0].paging_mode(), Some(PagingMode::Level4));
+    assert_eq!(d.cpus[1].reg("cr3"), Some(0x20_0000));
+    assert_eq!(d.cpus[1].reg("rip"), Some(0xffff_ffff_8100_2000));
+    assert_eq!(paging_mode(&d.cpus[0]), Some(PagingMode::Level4));
     assert_eq!(d.cpus[0].pid, Some(1));
     let v = d.vmcoreinfo.as_ref().unwrap();
     assert_eq!(v.symbol("init_top_pgt"), Some(0xffff_ffff_82a0_a000));
@@ -306,19 +304,13 @@ fn elf64_x86_64_layout_memory_and_notes() {
 
 #[test]
 fn elf32_i386_layout_memory_and_notes() {
-    let mut c = CpuState {
-        index: 0,
-        regs: Some(GeneralRegs {
-            rip: 0xc100_0000,
-            rsp: 0xc1ff_0000,
-            ..GeneralRegs::default()
-        }),
-        cr0: Some(0x8000_0011),
-        cr3: Some(0x1a_0000),
-        cr4: Some(0x10),
-        ..CpuState::default()
-    };
-    let notes = vec![prstatus_note(&c, Arch::X86), qemu_note(&c)];
+    let mut c = CpuState::new(0, None)
+        .with_reg("rip", 0xc100_0000)
+        .with_reg("rsp", 0xc1ff_0000)
+        .with_reg("cr0", 0x8000_0011)
+        .with_reg("cr3", 0x1a_0000)
+        .with_reg("cr4", 0x10);
+    let notes = vec![prstatus_note(&c, Arch::X86).unwrap(), qemu_note(&c)];
     let elf = Elf::new(ElfClass::Elf32, EM_386)
         .note(&notes)
         .load(0, 0, 0x800, Data::Bytes(pattern(3, 0x800)))
@@ -333,9 +325,16 @@ fn elf32_i386_layout_memory_and_notes() {
     );
     assert_eq!(read(&d, 0x1000, 3), pattern(9, 3));
     assert_eq!(d.cpus.len(), 1);
-    assert_eq!(d.cpus[0].paging_mode(), Some(PagingMode::Bits32));
+    assert_eq!(paging_mode(&d.cpus[0]), Some(PagingMode::Bits32));
     c.pid = Some(1);
-    assert_eq!(d.cpus[0].regs, c.regs);
+    // Every register given comes back (the notes add the ones they hold as zeros).
+    for (n, v) in c.regs.iter() {
+        assert_eq!(d.cpus[0].reg(n), Some(v), "{n}");
+    }
+    for (n, v) in d.cpus[0].regs.iter() {
+        assert_eq!(v, c.reg(n).unwrap_or(0), "{n}");
+    }
+    assert_eq!(d.cpus[0].pid, c.pid);
     assert_eq!(read_load_headers(f.path()).unwrap().len(), 2);
 }
 
@@ -494,12 +493,12 @@ fn multiple_pt_notes_are_concatenated_in_order() {
     let a = Note::new(
         "CORE",
         1,
-        prstatus::encode(&cpu(0, 0x1000, 0), Arch::X86_64),
+        prstatus::encode(&cpu(0, 0x1000, 0), Arch::X86_64).unwrap(),
     );
     let b = Note::new(
         "CORE",
         1,
-        prstatus::encode(&cpu(1, 0x2000, 0), Arch::X86_64),
+        prstatus::encode(&cpu(1, 0x2000, 0), Arch::X86_64).unwrap(),
     );
     let v = Note::new("VMCOREINFO", 0, b"PAGESIZE=4096\n".to_vec());
     let elf = Elf::new(ElfClass::Elf64, EM_X86_64)
@@ -511,7 +510,7 @@ fn multiple_pt_notes_are_concatenated_in_order() {
     let d = d.unwrap();
     assert_eq!(d.notes, vec![a, b, v]);
     assert_eq!(d.cpus.len(), 2);
-    assert_eq!(d.cpus[1].regs.map(|r| r.rip), Some(0x2000));
+    assert_eq!(d.cpus[1].reg("rip"), Some(0x2000));
     assert_eq!(
         detail(&d, "producer"),
         ["kdump /proc/vmcore (or makedumpfile ELF output)"]
@@ -605,13 +604,13 @@ fn real_qemu_7_2_dump_two_cpus() {
     assert_eq!(d.cpus.len(), 2);
     for (i, c) in d.cpus.iter().enumerate() {
         assert_eq!(c.pid, Some(i as u32 + 1)); // QEMU: cpu_index + 1
-        assert_eq!(c.paging_mode(), Some(PagingMode::Off));
-        assert_eq!(c.cr0, Some(0x6000_0010));
-        assert_eq!(c.segments.map(|s| s.cs.base), Some(0xffff_0000));
-        assert_eq!(c.regs.map(|r| r.rip), Some(0xfff0));
+        assert_eq!(paging_mode(c), Some(PagingMode::Off));
+        assert_eq!(c.reg("cr0"), Some(0x6000_0010));
+        assert_eq!(c.reg("cs.base"), Some(0xffff_0000));
+        assert_eq!(c.reg("rip"), Some(0xfff0));
     }
     // The NT_PRSTATUS registers agree with the QEMU note (the CPUID signature in edx).
-    assert_eq!(d.cpus[0].regs.map(|r| r.rdx), Some(0x60fb1));
+    assert_eq!(d.cpus[0].reg("rdx"), Some(0x60fb1));
     // The QEMU note is byte-identical to the one checked in notes::qemu.
     assert_eq!(
         d.notes[2].desc,
@@ -631,7 +630,7 @@ fn real_qemu_7_2_i386_binary_dump() {
     let d = crate::open(f.path(), &OpenOptions::default()).unwrap();
     assert_eq!(d.arch, Some(Arch::X86));
     assert_eq!(d.cpus.len(), 1);
-    assert_eq!(d.cpus[0].regs.map(|r| r.rdx), Some(0x663));
+    assert_eq!(d.cpus[0].reg("rdx"), Some(0x663));
     assert_eq!(read(&d, 0xffff_fff0, 1), [0xea]);
 }
 
@@ -827,7 +826,7 @@ proptest! {
             small_elf64()
         } else {
             Elf::new(ElfClass::Elf32, EM_386)
-                .note(&[prstatus_note(&cpu(0, 0x1000, 0), Arch::X86)])
+                .note(&[prstatus_note(&cpu(0, 0x1000, 0), Arch::X86).unwrap()])
                 .load(0, 0x1000, 0x200, Data::Bytes(pattern(3, 0x100)))
                 .load(0, 0x1000, 0x80, Data::SameAs(0))
                 .bytes()

@@ -1,4 +1,5 @@
-//! One virtual view of a multi-CPU guest.
+//! One virtual view of a multi-CPU guest, for any architecture, driven through the
+//! [`ArchWalker`] trait.
 //!
 //! QEMU (FORMATS.md §2.8) walks every CPU's CR3 from the first paging CPU on and keeps
 //! the union, so two processes' user halves land in one list with contradictory
@@ -8,12 +9,12 @@
 
 use std::collections::HashMap;
 
-use dumpconv_core::{
-    ArchWalker, CpuState, Error, Mapping, MappingList, PagingMode, PhysicalMemory, Result,
-    WalkOptions, WalkStats,
-};
-
-use crate::engine::{self, Engine, Shared, VirtRange};
+use crate::cpu::CpuState;
+use crate::error::{Error, Result};
+use crate::mapping::{Mapping, MappingList};
+use crate::memory::PhysicalMemory;
+use crate::paging::{VirtRange, WalkCache};
+use crate::walker::{ArchWalker, WalkOptions, WalkStats};
 
 /// Which CPUs contribute what to the view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,24 +28,9 @@ pub struct ViewPolicy {
     pub all_cpus: bool,
 }
 
-/// True when `cpu` has paging on (CR0.PG, with the control registers recorded).
-pub fn paging_enabled(cpu: &CpuState) -> bool {
-    !matches!(cpu.paging_mode(), None | Some(PagingMode::Off))
-}
-
-/// First virtual address of the kernel half for a CPU's mode: bit 63 after sign
-/// extension in IA-32e modes, bit 31 in 32-bit and PAE paging (Linux's 3G/1G split
-/// puts 0x8000_0000..0xC000_0000 in user space, so that band is merged from all CPUs,
-/// first CPU winning contradictions).
-pub fn kernel_start(cpu: &CpuState) -> u64 {
-    cpu.paging_mode()
-        .and_then(crate::mode::describe)
-        .map_or(1 << 63, |d| d.kernel_start())
-}
-
 /// Walk the CPUs' tables into one view, by `policy`.
 ///
-/// - Default: the user half (below [`kernel_start`]) from `policy.user_cpu` (default:
+/// - Default: the user half (below the walker's [`ArchWalker::kernel_start`]) from `policy.user_cpu` (default:
 ///   the first CPU with paging on); the kernel half from every paging CPU, the user CPU
 ///   first, then the others in order. Where two CPUs map one kernel address to different
 ///   physical addresses, the earlier CPU's mapping is kept and the conflict counted in
@@ -55,13 +41,14 @@ pub fn kernel_start(cpu: &CpuState) -> u64 {
 /// again (they give the same mappings), and table pages are cached across CPUs.
 ///
 /// Errors: no CPU with paging on is an [`Error::Invalid`] (callers should check
-/// [`paging_enabled`] first and fall back to identity mappings, as QEMU does); so is a
+/// [`ArchWalker::paging_enabled`] first and fall back to identity mappings, as QEMU does); so is a
 /// `user_cpu` that does not exist or has paging off. A failing walk of the user CPU (or
 /// of the first CPU with `all_cpus`) is returned as is; a failing walk of another CPU
 /// only drops that CPU's contribution, with a warning.
 ///
-/// `walker` is normally the built-in [`X86Walker`](crate::X86Walker), walked with the
-/// shared cache; any other walker is driven through the trait, one full walk per CPU.
+/// Every CPU is walked through [`ArchWalker::walk_range`] with one shared
+/// [`WalkCache`]: a walker built on the engine shares table reads and subtrees across
+/// CPUs; any other walker walks each CPU fully and has its result clipped.
 pub fn build_view<W: ArchWalker + ?Sized>(
     walker: &W,
     cpus: &[CpuState],
@@ -69,7 +56,7 @@ pub fn build_view<W: ArchWalker + ?Sized>(
     opts: &WalkOptions,
     policy: ViewPolicy,
 ) -> Result<(MappingList, WalkStats)> {
-    let paging: Vec<&CpuState> = cpus.iter().filter(|c| paging_enabled(c)).collect();
+    let paging: Vec<&CpuState> = cpus.iter().filter(|c| walker.paging_enabled(c)).collect();
     let Some(&first) = paging.first() else {
         return Err(Error::invalid(
             "no CPU has paging enabled (CR0.PG clear, or no control registers recorded): \
@@ -82,7 +69,7 @@ pub fn build_view<W: ArchWalker + ?Sized>(
             let c = cpus.iter().find(|c| c.index == i).ok_or_else(|| {
                 Error::invalid(format!("no CPU {i} in the dump ({} CPUs)", cpus.len()))
             })?;
-            if !paging_enabled(c) {
+            if !walker.paging_enabled(c) {
                 return Err(Error::invalid(format!(
                     "CPU {i} has paging off (or no control registers): it has no user half \
                      to show"
@@ -123,10 +110,7 @@ pub fn build_view<W: ArchWalker + ?Sized>(
     stats.add(&s);
     let mut acc: Vec<Mapping> = user_list.runs().to_vec();
     for cpu in paging.iter().filter(|c| !std::ptr::eq(**c, user)) {
-        let range = VirtRange {
-            lo: kernel_start(cpu),
-            hi: 1 << 64,
-        };
+        let range = VirtRange::from(walker.kernel_start(cpu));
         match driver.walk(cpu, mem, opts, range) {
             Ok((l, s)) => {
                 stats.add(&s);
@@ -165,22 +149,17 @@ fn drop_cpu(stats: &mut WalkStats, cpu: &CpuState, e: &Error) {
     );
 }
 
-/// How CPUs are walked: the built-in engine with state shared across CPUs, or any
-/// walker through the trait.
-enum Driver<'w, W: ?Sized> {
-    Builtin(Shared),
-    Generic(&'w W),
+/// Walks CPUs through the trait with one cache for the whole view.
+struct Driver<'w, W: ?Sized> {
+    walker: &'w W,
+    cache: WalkCache,
 }
 
 impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
     fn new(walker: &'w W) -> Self {
-        // The trait has no downcast, so recognise the built-in walker by the address of
-        // its static mode list: no other walker can return that slice. (A core
-        // `ArchWalker::as_any` would make this plain.)
-        if std::ptr::eq(walker.modes().as_ptr(), crate::MODES.as_ptr()) {
-            Driver::Builtin(Shared::default())
-        } else {
-            Driver::Generic(walker)
+        Driver {
+            walker,
+            cache: WalkCache::default(),
         }
     }
 
@@ -192,39 +171,11 @@ impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
         range: VirtRange,
     ) -> Result<(MappingList, WalkStats)> {
         let mut out = MappingList::new();
-        match self {
-            Driver::Builtin(shared) => {
-                let Some(s) = engine::setup(cpu, opts)? else {
-                    return Ok((out, WalkStats::default()));
-                };
-                let mut eng = Engine::new(&s, cpu, mem, opts, range, true, shared);
-                if let Err(e) = eng.run(s.root, &mut out) {
-                    eng.forget_subtrees();
-                    return Err(e);
-                }
-                Ok((out, eng.stats))
-            }
-            Driver::Generic(w) => {
-                let stats = w.walk(cpu, mem, opts, &mut out)?;
-                let clipped = out
-                    .runs()
-                    .iter()
-                    .filter_map(|m| clip(m, range))
-                    .collect::<MappingList>();
-                Ok((clipped, stats))
-            }
-        }
+        let stats =
+            self.walker
+                .walk_range(cpu, mem, opts, range, Some(&mut self.cache), &mut out)?;
+        Ok((out, stats))
     }
-}
-
-fn clip(m: &Mapping, r: VirtRange) -> Option<Mapping> {
-    let s = m.virt.max(r.lo);
-    let e = (m.virt as u128 + m.len as u128).min(r.hi);
-    (u128::from(s) < e).then(|| Mapping {
-        virt: s,
-        phys: m.phys + (s - m.virt),
-        len: (e - u128::from(s)) as u64,
-    })
 }
 
 fn end(m: &Mapping) -> u128 {
@@ -385,7 +336,7 @@ mod tests {
             lo: 1 << 63,
             hi: 1 << 64,
         };
-        assert_eq!(clip(&top, r), Some(top));
-        assert_eq!(clip(&m(0, 0, 0x1000), r), None);
+        assert_eq!(r.clip(&top), Some(top));
+        assert_eq!(r.clip(&m(0, 0, 0x1000)), None);
     }
 }
