@@ -84,10 +84,16 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The walkers compiled into dumpconv, with their descriptions: one line per
 /// architecture crate.
 fn builtin_walkers() -> Vec<(Arc<dyn ArchWalker>, &'static str)> {
-    vec![(
-        Arc::new(dumpconv_x86::X86Walker),
-        "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
-    )]
+    vec![
+        (
+            Arc::new(dumpconv_x86::X86Walker),
+            "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
+        ),
+        (
+            Arc::new(dumpconv_aarch64::Aarch64Walker),
+            dumpconv_aarch64::DESCRIPTION,
+        ),
+    ]
 }
 
 fn builtin<T: ?Sized>(plugin: Arc<T>, description: &str) -> Registered<T> {

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dumpconv_core::{PhysRange, Segment, SegmentMemory, SegmentSource};
+use dumpconv_core::{Arch, CpuState, PhysRange, Segment, SegmentMemory, SegmentSource};
 
 use crate::reference::RefRam;
 use crate::reference_arm64::RefArm64Cpu;
@@ -695,6 +695,15 @@ impl Arm64Guest {
             ("tcr_el1", self.tcr()),
             ("sctlr_el1", self.sctlr()),
         ]
+    }
+
+    /// A CPU state (arch aarch64) holding [`Arm64Guest::regs`].
+    pub fn cpu(&self, index: u32) -> CpuState {
+        let mut c = CpuState::new(index, Some(Arch::AARCH64));
+        for (name, v) in self.regs() {
+            c.set_reg(name, v);
+        }
+        c
     }
 
     /// The reference translator's view of the CPU.
