@@ -135,7 +135,7 @@ fn plugin_is_listed_and_a_clash_needs_override() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["kind"] == "walker")
+        .filter(|p| p["kind"] == "walker" && p["name"] == "x86")
         .collect();
     assert_eq!(walkers.len(), 1, "the plugin replaced the built-in: {v}");
     assert_eq!(walkers[0]["name"], "x86");
