@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 
 use dumpconv_aarch64::Aarch64Walker;
@@ -195,4 +196,80 @@ fn vmcoreinfo_gives_the_kernel_root() {
     let (view, _) =
         build_view(&Aarch64Walker, &g.cpus, &mem, &opts, ViewPolicy::default()).expect("view");
     assert_eq!(view, cpu0);
+}
+
+/// `dumpconv --paging` on QEMU's arm64 ELF (no system registers: the root comes from
+/// VMCOREINFO) writes an ELF in which gdb-multiarch reads `linux_banner` at its
+/// System.map address plus the KASLR offset, and the banner is the guest's.
+#[test]
+fn gdb_multiarch_reads_linux_banner_from_our_paging_elf() {
+    let Some(g) = dumpconv_tests::guests::guest("arm64-4k") else {
+        return;
+    };
+    if Command::new("gdb-multiarch")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("DUMPCONV_REQUIRE_GUESTS").as_deref() != Ok("1"),
+            "gdb-multiarch missing"
+        );
+        eprintln!("SKIP: gdb-multiarch not installed");
+        return;
+    }
+    let bin = dumpconv_bin();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("paging.elf");
+    let o = Command::new(&bin)
+        .env_remove("DUMPCONV_PLUGIN_PATH")
+        .args(["--paging", "-q"])
+        .arg(g.file("phys.elf"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run dumpconv");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vi = VmcoreInfo::parse(&std::fs::read(g.file("vmcoreinfo.txt")).expect("vmcoreinfo"));
+    let addr = g
+        .symbol("linux_banner")
+        .expect("linux_banner in System.map")
+        + vi.kernel_offset().expect("KERNELOFFSET");
+    let r = Command::new("gdb-multiarch")
+        .args(["-batch", "-nx", "-ex", "set architecture aarch64", "-ex"])
+        .arg(format!("core-file {}", out.display()))
+        .arg("-ex")
+        .arg(format!("x/s {addr:#x}"))
+        .output()
+        .expect("run gdb-multiarch");
+    let text = String::from_utf8_lossy(&r.stdout);
+    let banner = g.banner();
+    assert!(
+        text.contains(banner.trim_end()),
+        "gdb-multiarch did not read the banner at {addr:#x}:\n{text}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+/// The dumpconv binary of this test's profile (built first; a no-op when fresh).
+fn dumpconv_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("profile directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("cannot tell the profile from {}", exe.display()),
+    };
+    let target = profile_dir.parent().expect("target directory");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "dumpconv", "--profile", profile])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p dumpconv failed");
+    profile_dir.join("dumpconv")
 }
