@@ -273,3 +273,81 @@ fn dumpconv_bin() -> PathBuf {
     assert!(status.success(), "cargo build -p dumpconv failed");
     profile_dir.join("dumpconv")
 }
+
+/// QEMU's arm64 ELF and kdump read the same as pmemsave; our kdump of the arm64 guest
+/// has an "aarch64" utsname machine (QEMU writes "Unknown") and 4 KiB blocks, is read
+/// back as aarch64 with both CPUs' registers, and holds the same RAM.
+#[test]
+fn arm64_dumps_in_and_out() {
+    let Some(g) = guest() else { return };
+    let bin = dumpconv_bin();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (start, size, raw) = &g.ram;
+    let want = std::fs::read(raw).expect("pmemsave image");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(&bin)
+            .env_remove("DUMPCONV_PLUGIN_PATH")
+            .args(args)
+            .output()
+            .expect("run dumpconv");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    let ours = tmp.path().join("ours.kdump");
+    run(&[
+        "-q".as_ref(),
+        g.dir.join("phys.elf").as_os_str(),
+        "-o".as_ref(),
+        ours.as_os_str(),
+    ]);
+    let info: serde_json::Value = serde_json::from_slice(&run(&[
+        "info".as_ref(),
+        "--json".as_ref(),
+        ours.as_os_str(),
+    ]))
+    .expect("info json");
+    assert_eq!(info["arch"], "aarch64", "{info}");
+    assert_eq!(info["details"]["machine"], "aarch64", "{info}");
+    assert_eq!(info["details"]["block size"], "4096", "{info}");
+    assert_eq!(info["cpus"].as_array().map(Vec::len), Some(2), "{info}");
+    assert_eq!(
+        info["cpus"][1]["regs"]["pc"],
+        g.cpus[1]
+            .reg("pc")
+            .map(|v| format!("{v:#x}"))
+            .unwrap_or_default()
+    );
+    for input in [
+        g.dir.join("phys.elf"),
+        g.dir.join("kdump-zlib.rearranged.kdump"),
+        ours.clone(),
+    ] {
+        let out = tmp.path().join("back.raw");
+        run(&[
+            "-q".as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        let f = File::open(&out).expect("raw output");
+        let mut got = vec![0u8; *size as usize];
+        f.read_exact_at(&mut got, *start).expect("read raw output");
+        assert!(
+            got == want,
+            "{}: RAM differs from pmemsave",
+            input.display()
+        );
+        std::fs::remove_file(&out).expect("remove raw output");
+        let info: serde_json::Value = serde_json::from_slice(&run(&[
+            "info".as_ref(),
+            "--json".as_ref(),
+            input.as_os_str(),
+        ]))
+        .expect("info json");
+        assert_eq!(info["arch"], "aarch64", "{}", input.display());
+    }
+}
