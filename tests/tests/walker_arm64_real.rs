@@ -351,3 +351,54 @@ fn arm64_dumps_in_and_out() {
         assert_eq!(info["arch"], "aarch64", "{}", input.display());
     }
 }
+
+/// drgn (when installed) opens our arm64 paging ELF with the guest's debug vmlinux:
+/// `init_uts_ns` gives the release and the task list starts with init.
+#[test]
+fn drgn_reads_our_arm64_paging_elf() {
+    let Some(g) = guest() else { return };
+    let vmlinux = g.dir.join("vmlinux");
+    if Command::new("drgn").arg("--version").output().is_err() || !vmlinux.is_file() {
+        eprintln!("SKIP: drgn or the guest's vmlinux missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("paging.elf");
+    let o = Command::new(dumpconv_bin())
+        .env_remove("DUMPCONV_PLUGIN_PATH")
+        .args(["--paging", "-q"])
+        .arg(g.dir.join("phys.elf"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run dumpconv");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = "from drgn.helpers.linux.pid import for_each_task\n\
+                  print(prog['init_uts_ns'].name.release.string_().decode())\n\
+                  print(' '.join(t.comm.string_().decode() for t in for_each_task(prog)))\n";
+    let r = Command::new("drgn")
+        .arg("-q")
+        .arg("-c")
+        .arg(&out)
+        .arg("-s")
+        .arg(&vmlinux)
+        .arg("-e")
+        .arg(script)
+        .output()
+        .expect("run drgn");
+    let text = String::from_utf8_lossy(&r.stdout);
+    let release = std::fs::read_to_string(g.dir.join("meta.json"))
+        .ok()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .and_then(|m| m["kernel_release"].as_str().map(str::to_string))
+        .expect("kernel_release in meta.json");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(release.as_str()),
+        "drgn: {text}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let tasks = lines.next().unwrap_or("");
+    assert!(tasks.starts_with("init kthreadd"), "drgn tasks: {tasks}");
+}
