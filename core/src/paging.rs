@@ -81,7 +81,8 @@ impl BitTest {
 
 /// Address bits an entry keeps outside its address field: entry bits
 /// `from .. from + width` are address bits `to .. to + width` (x86 PSE-36: 13, 8, 32;
-/// Arm 64 KiB granule with 52-bit addresses: 12, 4, 48).
+/// Arm 64 KiB granule with 52-bit addresses: 12, 4, 48; a whole field out of place, as
+/// RISC-V's PPN: 10, 44, 12 with a zero address mask).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HighBits {
     pub from: u32,
@@ -706,10 +707,12 @@ fn decode_entry(c: &[u8], big_endian: bool) -> u64 {
     }
 }
 
-/// The physical address a leaf entry maps (its page's start).
+/// The physical address a leaf entry maps (its page's start): the address field plus
+/// the extra bits, without the bits below the page size (so an address field that is
+/// not in place, such as RISC-V's PPN at entry bit 10, can be given as `leaf_high`).
 fn leaf_addr(d: &MmuDesc, level: &Level, e: u64, size: u64, pmask: u64) -> u64 {
     let high = level.leaf_high.map_or(0, |h| h.extract(e));
-    ((e & d.leaf_mask & !(size - 1)) | high) & pmask
+    ((e & d.leaf_mask) | high) & !(size - 1) & pmask
 }
 
 /// The physical address of the table a table entry points at (before the table mask).
