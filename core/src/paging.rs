@@ -49,33 +49,48 @@ const MAX_WARNINGS: usize = 16;
 /// about 8–16 MiB decoded).
 const CACHE_GENERATION: usize = 1024;
 
-/// `entry & mask == value`.
+/// `entry & mask == value`, or, negated, `entry & mask != value` ([`BitTest::any`]:
+/// some bit of `mask` set, as RISC-V's leaf test R|W|X ≠ 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BitTest {
     pub mask: u64,
     pub value: u64,
+    pub negate: bool,
 }
 
 impl BitTest {
     /// Every entry passes.
-    pub const ALWAYS: BitTest = BitTest { mask: 0, value: 0 };
+    pub const ALWAYS: BitTest = BitTest::new(0, 0);
 
     pub const fn new(mask: u64, value: u64) -> BitTest {
-        BitTest { mask, value }
+        BitTest {
+            mask,
+            value,
+            negate: false,
+        }
     }
 
     /// The bits of `mask` all set.
     pub const fn set(mask: u64) -> BitTest {
-        BitTest { mask, value: mask }
+        BitTest::new(mask, mask)
     }
 
     /// The bits of `mask` all clear.
     pub const fn clear(mask: u64) -> BitTest {
-        BitTest { mask, value: 0 }
+        BitTest::new(mask, 0)
+    }
+
+    /// At least one bit of `mask` set.
+    pub const fn any(mask: u64) -> BitTest {
+        BitTest {
+            mask,
+            value: 0,
+            negate: true,
+        }
     }
 
     pub const fn matches(self, entry: u64) -> bool {
-        entry & self.mask == self.value
+        (entry & self.mask == self.value) != self.negate
     }
 }
 
@@ -825,6 +840,133 @@ pub fn translate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::Mapping;
+
+    /// RISC-V Sv39 as data: PPN at entry bits 53:10 (address bits 55:12), V = bit 0,
+    /// a leaf when any of R, W, X (bits 3:1) is set, else a pointer; leaves at every level
+    /// (1 GiB, 2 MiB, 4 KiB); addresses sign-extended from bit 38.
+    static SV39_LEVELS: [Level; 3] = [
+        sv39_level("L2", 30),
+        sv39_level("L1", 21),
+        sv39_level("L0", 12).with_table(None),
+    ];
+
+    const fn sv39_level(name: &'static str, shift: u32) -> Level {
+        const PPN: HighBits = HighBits {
+            from: 10,
+            width: 44,
+            to: 12,
+        };
+        Level::new(name, 9, shift)
+            .with_table(Some(BitTest::clear(0b1110)))
+            .with_leaf(Some(BitTest::any(0b1110)))
+            .with_leaf_high(PPN)
+            .with_table_high(PPN)
+    }
+
+    static SV39: MmuDesc = MmuDesc {
+        name: "sv39",
+        entry_bytes: 8,
+        big_endian: false,
+        levels: Cow::Borrowed(&SV39_LEVELS),
+        valid: BitTest::set(1),
+        root_mask: 0x0000_0FFF_FFFF_FFFF,
+        table_mask: 0,
+        leaf_mask: 0,
+        va_form: VaForm::SignExtend,
+    };
+
+    /// RAM 0..4 MiB in a temp file, with u64 entries written at given addresses.
+    struct Ram(std::collections::BTreeMap<u64, u64>);
+
+    impl PhysicalMemory for Ram {
+        fn ranges(&self) -> &[crate::memory::PhysRange] {
+            static R: [crate::memory::PhysRange; 1] = [crate::memory::PhysRange {
+                start: 0,
+                end: 0x40_0000,
+            }];
+            &R
+        }
+        fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = paddr + i as u64;
+                let e = self.0.get(&(a & !7)).copied().unwrap_or(0);
+                *b = e.to_le_bytes()[(a & 7) as usize];
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn riscv_sv39_is_data() {
+        SV39.check().unwrap();
+        let pte = |ppn: u64, flags: u64| (ppn << 10) | flags;
+        let (v, r, w, x) = (1, 2, 4, 8);
+        let mut m = std::collections::BTreeMap::new();
+        // Root at 0x1000 (satp.PPN = 1). Entry 0: pointer to L1 at 0x2000; entry 256
+        // (the first of the upper half): a 1 GiB leaf at physical 0.
+        m.insert(0x1000, pte(2, v));
+        m.insert(0x1000 + 256 * 8, pte(0, v | r | w));
+        // L1 entry 1: pointer to L0 at 0x3000; entry 2: a 2 MiB leaf at 0x20_0000.
+        m.insert(0x2000 + 8, pte(3, v));
+        m.insert(0x2000 + 2 * 8, pte(0x200, v | r | x));
+        // L0 entry 5: a 4 KiB page at 0x5000; entry 6: valid, W only (reserved in Sv39
+        // but a leaf here by the R|W|X rule); entry 7: invalid (V clear).
+        m.insert(0x3000 + 5 * 8, pte(5, v | r));
+        m.insert(0x3000 + 6 * 8, pte(6, v | w));
+        m.insert(0x3000 + 7 * 8, pte(7, r));
+        let mem = Ram(m);
+        let space = AddressSpace {
+            range: VirtRange::ALL,
+            root: 1 << 12, // the walker turns satp.PPN into an address
+            root_name: "satp",
+            table_mask: u64::MAX,
+            desc: Cow::Borrowed(&SV39),
+        };
+        let opts = WalkOptions::default();
+        let mut out = MappingList::new();
+        let st = walk(
+            0,
+            std::slice::from_ref(&space),
+            &mem,
+            &opts,
+            VirtRange::ALL,
+            None,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out.runs(),
+            &[
+                Mapping {
+                    virt: 0x20_5000,
+                    phys: 0x5000,
+                    len: 0x2000
+                },
+                Mapping {
+                    virt: 0x40_0000,
+                    phys: 0x20_0000,
+                    len: 0x20_0000
+                },
+                // The 1 GiB leaf keeps its RAM part (4 MiB).
+                Mapping {
+                    virt: 0xFFFF_FFC0_0000_0000,
+                    phys: 0,
+                    len: 0x40_0000
+                },
+            ]
+        );
+        assert_eq!(st.leaves, 4);
+        assert_eq!(st.leaves_outside_ram, 1);
+        let t = translate(0, std::slice::from_ref(&space), &mem, &opts, 0x20_5123).unwrap();
+        assert_eq!(t.phys, Some(0x5123));
+        assert_eq!(
+            t.steps.iter().map(|s| s.level).collect::<Vec<_>>(),
+            ["L2", "L1", "L0"]
+        );
+        let t = translate(0, std::slice::from_ref(&space), &mem, &opts, 0x40_0000_0000).unwrap();
+        assert!(t.fault.unwrap().contains("not canonical"));
+    }
 
     static LEVELS: [Level; 3] = [
         Level::new("A", 9, 30),

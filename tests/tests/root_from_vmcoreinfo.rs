@@ -15,7 +15,10 @@ fn kernel_root_from_vmcoreinfo_maps_what_the_cpus_map() {
     let mut checked = 0;
     for g in guests() {
         let dump = dumpconv_formats::open(&g.file("phys.elf"), &OpenOptions::default()).unwrap();
-        let v = dump.vmcoreinfo.clone().expect("guests run with -device vmcoreinfo");
+        let v = dump
+            .vmcoreinfo
+            .clone()
+            .expect("guests run with -device vmcoreinfo");
         let uts = v.symbol("init_uts_ns").expect("SYMBOL(init_uts_ns)");
         let paging = Some(PagingOptions::default());
 
@@ -34,9 +37,9 @@ fn kernel_root_from_vmcoreinfo_maps_what_the_cpus_map() {
         };
         let mut r2 = ConvertReport::default();
         let p2 = build_plan(&dump, &no_cpus, &registry, &NoProgress, &mut r2).unwrap();
-        let from_vmci = p2.mappings.unwrap_or_else(|| {
-            panic!("{}: no view from VMCOREINFO: {:?}", g.name, r2.warnings)
-        });
+        let from_vmci = p2
+            .mappings
+            .unwrap_or_else(|| panic!("{}: no view from VMCOREINFO: {:?}", g.name, r2.warnings));
         assert!(
             r2.warnings
                 .iter()
@@ -45,9 +48,17 @@ fn kernel_root_from_vmcoreinfo_maps_what_the_cpus_map() {
             g.name,
             r2.warnings
         );
-        assert!(p2.cpus.is_empty(), "{}: the plan keeps the input's CPUs", g.name);
+        assert!(
+            p2.cpus.is_empty(),
+            "{}: the plan keeps the input's CPUs",
+            g.name
+        );
         let want = from_cpus.translate(uts);
-        assert!(want.is_some(), "{}: init_uts_ns unmapped in the CPU view", g.name);
+        assert!(
+            want.is_some(),
+            "{}: init_uts_ns unmapped in the CPU view",
+            g.name
+        );
         assert_eq!(from_vmci.translate(uts), want, "{}: init_uts_ns", g.name);
         // The kernel half of the VMCOREINFO view is the kernel's: most of it agrees with
         // the CPUs' (which add per-process and per-CPU mappings of their own).
