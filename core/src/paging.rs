@@ -511,6 +511,28 @@ struct SpaceWalk<'d> {
     id: usize,
     table_mask: u64,
     range: VirtRange,
+    /// `d.va_bits()`, computed once (the loop extends every entry's address).
+    va_bits: u32,
+}
+
+impl SpaceWalk<'_> {
+    /// [`MmuDesc::extend`] with the precomputed width.
+    #[inline]
+    fn extend(&self, raw: u64) -> u64 {
+        let bits = self.va_bits;
+        if bits == 0 || bits >= 64 {
+            return raw;
+        }
+        let low = raw & ((1u64 << bits) - 1);
+        match self.d.va_form {
+            VaForm::Zero => low,
+            VaForm::Ones => low | !((1u64 << bits) - 1),
+            VaForm::SignExtend => {
+                let unused = 64 - bits;
+                (((low << unused) as i64) >> unused) as u64
+            }
+        }
+    }
 }
 
 impl Engine<'_> {
@@ -547,6 +569,7 @@ impl Engine<'_> {
             id,
             table_mask: s.table_mask,
             range,
+            va_bits: d.va_bits(),
         };
         self.walk_table(&sw, 0, root, 0, out)
     }
@@ -627,19 +650,34 @@ impl Engine<'_> {
             return Ok(());
         };
         let size = 1u64 << level.shift;
+        // Loop invariants, out of the per-entry path.
+        let valid = d.valid;
+        let leaf_test = level.leaf;
+        let leaf_always = leaf_test == Some(BitTest::ALWAYS);
+        // Leaf address without extra bits: one AND.
+        let plain_leaf =
+            (level.leaf_high.is_none()).then_some(d.leaf_mask & !(size - 1) & self.pmask);
+        let base = (li > 0).then(|| sw.extend(prefix));
         for (i, &e) in entries.iter().enumerate() {
-            if !d.valid.matches(e) {
+            if !valid.matches(e) {
                 continue;
             }
             let raw = prefix | ((i as u64) << level.shift);
             // Entries below the top level never straddle the sign-extension bit, so the
-            // extended form of an entry's range is contiguous.
-            let virt = d.extend(raw);
+            // extended form of an entry's range is contiguous, and the extended prefix
+            // of the table is the same for all its entries.
+            let virt = match base {
+                Some(b) => b | ((i as u64) << level.shift),
+                None => sw.extend(raw),
+            };
             if !sw.range.overlaps(virt, size) {
                 continue;
             }
-            if level.leaf.is_some_and(|t| t.matches(e)) {
-                let phys = leaf_addr(d, &level, e, size, self.pmask);
+            if leaf_always || leaf_test.is_some_and(|t| t.matches(e)) {
+                let phys = match plain_leaf {
+                    Some(m) => e & m,
+                    None => leaf_addr(d, &level, e, size, self.pmask),
+                };
                 self.leaf(sw.range, virt, phys, size, out);
                 continue;
             }
