@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use dumpconv::numbers::parse_u64;
 use dumpconv::{ConvertOptions, PagingOptions};
 use dumpconv_core::{Arch, CpuState, Error, VmcoreInfo};
@@ -168,35 +168,20 @@ fn parse_num(s: &str) -> Result<u64, String> {
     parse_u64(s)
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ArchArg {
-    #[value(name = "x86_64")]
-    X86_64,
-    #[value(name = "i386", alias = "x86")]
-    I386,
+/// `--arch NAME`: a name or alias of the architecture table (x86_64, i386, aarch64,
+/// ...), or `em<N>/<bits>`.
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    s.parse()
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    #[value(name = "32bit")]
-    Bits32,
-    Pae,
-    #[value(name = "4level")]
-    Level4,
-    #[value(name = "5level")]
-    Level5,
-}
-
-impl ModeArg {
-    /// The mode's name, as walkers know it.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModeArg::Bits32 => "32bit",
-            ModeArg::Pae => "pae",
-            ModeArg::Level4 => "4level",
-            ModeArg::Level5 => "5level",
-        }
+/// `--paging-mode NAME`: a mode name some walker accepts (checked when the CPU state is
+/// built, by the walkers themselves).
+fn parse_mode_name(s: &str) -> Result<String, String> {
+    let m = s.trim();
+    if m.is_empty() || m.len() > 64 {
+        return Err("expected a paging-mode name (32bit, pae, 4level, 5level, ...)".into());
     }
+    Ok(m.to_string())
 }
 
 /// How to read the input: format, RAM map, and CPU state for inputs that lack it.
@@ -225,17 +210,25 @@ pub struct InputArgs {
     #[arg(long, value_parser = parse_num, value_name = "SIZE", help_heading = "Input")]
     pub max_spill: Option<u64>,
 
-    /// Architecture of a raw image (ELF and kdump inputs say it themselves).
-    #[arg(long, value_enum, help_heading = "Input")]
-    pub arch: Option<ArchArg>,
+    /// Architecture of a raw image (ELF and kdump inputs say it themselves): x86_64,
+    /// i386, aarch64, ... (the architecture table's names).
+    #[arg(long, value_parser = parse_arch, value_name = "ARCH", help_heading = "Input")]
+    pub arch: Option<Arch>,
 
     /// Page-table root for inputs without CPU state (with --paging-mode).
     #[arg(long, value_parser = parse_num, value_name = "ADDR", help_heading = "CPU state")]
     pub cr3: Option<u64>,
 
-    /// Paging mode that goes with --cr3.
-    #[arg(long, value_enum, requires = "cr3", help_heading = "CPU state")]
-    pub paging_mode: Option<ModeArg>,
+    /// Paging mode that goes with --cr3: a mode name of a walker (x86: 32bit, pae,
+    /// 4level, 5level).
+    #[arg(
+        long,
+        value_parser = parse_mode_name,
+        value_name = "MODE",
+        requires = "cr3",
+        help_heading = "CPU state"
+    )]
+    pub paging_mode: Option<String>,
 
     /// CPU states as JSON: an array of CPU objects, or the output of `dumpconv info
     /// --json` (its "cpus"). Registers are hex strings ("0x1000") or numbers.
@@ -276,7 +269,7 @@ impl InputArgs {
 
     pub fn cpus(&self) -> Result<Option<Vec<CpuState>>, Error> {
         if let Some(cr3) = self.cr3 {
-            let mode = self.paging_mode.map(ModeArg::name).ok_or_else(|| {
+            let mode = self.paging_mode.as_deref().ok_or_else(|| {
                 Error::invalid("--cr3 needs --paging-mode (32bit, pae, 4level or 5level)")
             })?;
             let cpu = dumpconv::Registry::builtin().cpu_from_root(self.arch(), mode, cr3)?;
@@ -300,10 +293,7 @@ impl InputArgs {
     }
 
     pub fn arch(&self) -> Option<Arch> {
-        self.arch.map(|a| match a {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::I386 => Arch::I386,
-        })
+        self.arch
     }
 
     /// The options shared by every command that opens an input.
@@ -609,8 +599,12 @@ pub struct BatchArgs {
         help_heading = "Conversion options (as in convert)"
     )]
     pub max_spill: Option<String>,
-    #[arg(long, value_enum, help_heading = "Conversion options (as in convert)")]
-    pub arch: Option<ArchArg>,
+    #[arg(
+        long,
+        value_parser = parse_arch,
+        help_heading = "Conversion options (as in convert)"
+    )]
+    pub arch: Option<Arch>,
     #[arg(
         long,
         value_name = "ADDR",
@@ -619,11 +613,11 @@ pub struct BatchArgs {
     pub cr3: Option<String>,
     #[arg(
         long,
-        value_enum,
+        value_parser = parse_mode_name,
         requires = "cr3",
         help_heading = "Conversion options (as in convert)"
     )]
-    pub paging_mode: Option<ModeArg>,
+    pub paging_mode: Option<String>,
     #[arg(
         long,
         value_name = "FILE",
@@ -698,16 +692,6 @@ impl BatchArgs {
     /// The command line's conversion options in the manifest vocabulary, checked by the
     /// same code that checks a manifest line.
     pub fn option_map(&self) -> Result<dumpconv::batch::options::OptionMap, Error> {
-        let mode = |m: ModeArg| match m {
-            ModeArg::Bits32 => "32bit",
-            ModeArg::Pae => "pae",
-            ModeArg::Level4 => "4level",
-            ModeArg::Level5 => "5level",
-        };
-        let arch = |a: ArchArg| match a {
-            ArchArg::X86_64 => "x86_64",
-            ArchArg::I386 => "i386",
-        };
         let path = |p: &PathBuf| p.to_string_lossy().into_owned();
         let flag = |b: bool| b.then(|| "1".to_string());
         let pairs: Vec<(&str, Option<String>)> = vec![
@@ -716,9 +700,9 @@ impl BatchArgs {
             ("ram-map", self.ram_map.clone()),
             ("spill-dir", self.spill_dir.as_ref().map(path)),
             ("max-spill", self.max_spill.clone()),
-            ("arch", self.arch.map(|a| arch(a).to_string())),
+            ("arch", self.arch.map(|a| a.to_string())),
             ("cr3", self.cr3.clone()),
-            ("paging-mode", self.paging_mode.map(|m| mode(m).to_string())),
+            ("paging-mode", self.paging_mode.clone()),
             ("cpu-state", self.cpu_state.as_ref().map(path)),
             ("vmcoreinfo", self.vmcoreinfo.as_ref().map(path)),
             ("begin", self.begin.clone()),

@@ -113,8 +113,12 @@ fn check_value(key: &str, v: &str) -> std::result::Result<(), String> {
             bad("expected 1/0, true/false, yes/no")
         }
         "paging-cpus" if v != "all" && v != "one" => bad("expected all or one"),
-        "arch" if arch(v).is_none() => bad("expected x86_64 or i386"),
-        "paging-mode" if paging_mode(v).is_none() => bad("expected 32bit, pae, 4level or 5level"),
+        "arch" if arch(v).is_none() => {
+            bad("expected an architecture name (x86_64, i386, aarch64, ...)")
+        }
+        "paging-mode" if paging_mode(v).is_none() => {
+            bad("expected a paging-mode name (32bit, pae, 4level, 5level, ...)")
+        }
         "threads" if v != "auto" && v.trim().parse::<usize>().map_or(true, |n| n == 0) => {
             bad("expected a count of 1 or more, or auto")
         }
@@ -131,16 +135,15 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// An architecture by the table's names (see `dumpconv_core::arch`).
 fn arch(v: &str) -> Option<Arch> {
-    match v {
-        "x86_64" => Some(Arch::X86_64),
-        "i386" | "x86" => Some(Arch::I386),
-        _ => None,
-    }
+    Arch::from_name(v)
 }
 
+/// A mode name some built-in walker accepts.
 fn paging_mode(v: &str) -> Option<&str> {
-    matches!(v, "32bit" | "pae" | "4level" | "5level").then_some(v)
+    let r = crate::Registry::builtin();
+    (!v.is_empty() && r.cpu_from_root(None, v, 0).is_ok()).then_some(v)
 }
 
 /// Make relative file-valued options of a manifest line relative to `dir`.
