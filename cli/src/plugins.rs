@@ -3,6 +3,7 @@
 use dumpconv::registry::Origin;
 use dumpconv::Registry;
 use dumpconv_core::plugin::abi::DUMPCONV_ABI_MAJOR;
+use dumpconv_core::plugin::host::SUPPORTED_ABI;
 use dumpconv_core::Error;
 use serde_json::json;
 
@@ -13,6 +14,7 @@ pub fn run_plugins(a: &PluginsArgs, registry: &Registry) -> Result<(), Error> {
     if a.json {
         let v = json!({
             "abi_major": DUMPCONV_ABI_MAJOR,
+            "abi_supported": SUPPORTED_ABI,
             "plugins": entries.iter().map(|e| {
                 let (origin, abi) = match &e.origin {
                     Origin::BuiltIn => (json!("built-in"), json!(null)),
@@ -29,6 +31,9 @@ pub fn run_plugins(a: &PluginsArgs, registry: &Registry) -> Result<(), Error> {
                 if !e.modes.is_empty() {
                     o["modes"] = json!(e.modes);
                 }
+                if !e.arches.is_empty() {
+                    o["arches"] = json!(e.arches);
+                }
                 o
             }).collect::<Vec<_>>(),
             "failed": registry.failed().iter().map(|f| json!({
@@ -39,7 +44,10 @@ pub fn run_plugins(a: &PluginsArgs, registry: &Registry) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!("plugin ABI {DUMPCONV_ABI_MAJOR}");
+    println!(
+        "plugin ABI {DUMPCONV_ABI_MAJOR} (loads {})",
+        SUPPORTED_ABI.map(|v| v.to_string()).join(", ")
+    );
     println!(
         "{:<7} {:<10} {:<9} {:<4} ORIGIN",
         "KIND", "NAME", "VERSION", "ABI"
@@ -59,8 +67,14 @@ pub fn run_plugins(a: &PluginsArgs, registry: &Registry) -> Result<(), Error> {
         );
         let modes = if e.modes.is_empty() {
             String::new()
-        } else {
+        } else if e.arches.is_empty() {
             format!(" (modes: {})", e.modes.join(", "))
+        } else {
+            format!(
+                " (arches: {}; modes: {})",
+                e.arches.join(", "),
+                e.modes.join(", ")
+            )
         };
         println!("        {}{modes}", e.description);
     }

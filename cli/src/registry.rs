@@ -84,10 +84,16 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The walkers compiled into dumpconv, with their descriptions: one line per
 /// architecture crate.
 fn builtin_walkers() -> Vec<(Arc<dyn ArchWalker>, &'static str)> {
-    vec![(
-        Arc::new(dumpconv_x86::X86Walker),
-        "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
-    )]
+    vec![
+        (
+            Arc::new(dumpconv_x86::X86Walker),
+            "x86 page tables: 32-bit (PSE, PSE-36), PAE, 4-level, 5-level",
+        ),
+        (
+            Arc::new(dumpconv_aarch64::Aarch64Walker),
+            dumpconv_aarch64::DESCRIPTION,
+        ),
+    ]
 }
 
 fn builtin<T: ?Sized>(plugin: Arc<T>, description: &str) -> Registered<T> {
@@ -208,11 +214,7 @@ impl Registry {
         let same = |n: &str| n.eq_ignore_ascii_case(&info.name);
         match plugin {
             LoadedPlugin::Walker(w) => {
-                let modes = w
-                    .raw_modes()
-                    .iter()
-                    .map(|&m| dumpconv_core::plugin::host::mode_name(m))
-                    .collect();
+                let modes = w.listed_modes();
                 let reg = Registered {
                     plugin: w as Arc<dyn ArchWalker>,
                     origin,
@@ -386,7 +388,8 @@ impl Registry {
     /// The walker for a set of CPUs of architecture `arch` (a CPU's own `arch` wins):
     /// the first walker for that architecture that handles the mode of `preferred` (the
     /// CPU whose user half is kept) if it has paging on, else of the first CPU with
-    /// paging on; else the first walker for the architecture.
+    /// paging on (a walker that cannot tell the mode handles it); else the first walker
+    /// for the architecture.
     pub fn walker_for_cpus(
         &self,
         cpus: &[CpuState],
@@ -406,9 +409,12 @@ impl Registry {
                 .and_then(|i| cpus.iter().find(|c| c.index == i))
                 .filter(|c| p.paging_enabled(c))
                 .or_else(|| cpus.iter().find(|c| p.paging_enabled(c)));
-            let handled = cpu
-                .and_then(|c| p.mode_of(c))
-                .is_some_and(|m| p.modes().iter().any(|x| x.eq_ignore_ascii_case(&m)));
+            // A walker that cannot tell the mode (a plugin without cpu_info) takes
+            // every paging CPU of its architecture.
+            let handled = cpu.is_some_and(|c| {
+                p.mode_of(c)
+                    .is_none_or(|m| p.modes().iter().any(|x| x.eq_ignore_ascii_case(&m)))
+            });
             if handled {
                 return Ok((p.clone(), w.origin.clone()));
             }

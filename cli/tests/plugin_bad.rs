@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    assert_plugin_failure, build_c_plugin, build_panicky, c_compiler, repo, scratch, text,
+    assert_plugin_failure, build_c_plugin, build_c_plugin_v1, build_panicky, c_compiler, repo,
+    scratch, text,
 };
 
 /// A 2 MiB raw RAM image with recognisable content, and the directory for outputs.
@@ -186,29 +187,38 @@ fn not_a_shared_library_truncated() {
     });
 }
 
+/// The same walker built against ABI 2 and the frozen ABI 1: either way the host
+/// catches the stray mapping.
 #[test]
 fn walker_maps_outside_ram() {
     let Some(cc) = c_compiler() else { return };
     let tmp = scratch();
-    let lib = tmp.path().join("liboutside.so");
-    build_c_plugin(&cc, "tests/plugins/outside_ram_walker.c", &[], &lib);
-    let input = raw_input(tmp.path());
-    let out = tmp.path().join("out.elf");
-    let res = dumpconv!(
-        tmp.path(),
-        "--plugin",
-        lib,
-        "--plugin-override",
-        "--paging",
-        "--cr3",
-        "0x1000",
-        "--paging-mode",
-        "4level",
-        input,
-        "-o",
-        out
-    );
-    assert_plugin_failure(&res, &lib, &out, &["emit_mapping", "not RAM"]);
+    for v1 in [false, true] {
+        let lib = tmp.path().join(format!("liboutside{}.so", u8::from(v1)));
+        let src = "tests/plugins/outside_ram_walker.c";
+        if v1 {
+            build_c_plugin_v1(&cc, src, &[], &lib);
+        } else {
+            build_c_plugin(&cc, src, &[], &lib);
+        }
+        let input = raw_input(tmp.path());
+        let out = tmp.path().join("out.elf");
+        let res = dumpconv!(
+            tmp.path(),
+            "--plugin",
+            lib,
+            "--plugin-override",
+            "--paging",
+            "--cr3",
+            "0x1000",
+            "--paging-mode",
+            "4level",
+            input,
+            "-o",
+            out
+        );
+        assert_plugin_failure(&res, &lib, &out, &["emit_mapping", "not RAM"]);
+    }
 }
 
 /// A plugin whose name is a built-in's is refused without --plugin-override.

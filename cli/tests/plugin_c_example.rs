@@ -14,12 +14,20 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{build_c_plugin, c_compiler, scratch, text};
+use common::{build_c_plugin, build_c_plugin_v1, c_compiler, scratch, text};
 use dumpconv_formats::OpenOptions;
 
 fn build_example(cc: &str, dir: &Path) -> PathBuf {
     let lib = dir.join("libcpadded.so");
     build_c_plugin(cc, "plugins/examples/padded_raw.c", &[], &lib);
+    lib
+}
+
+/// The same example built against the frozen version-1 header: a version-1 plugin,
+/// which dumpconv still loads.
+fn build_example_v1(cc: &str, dir: &Path) -> PathBuf {
+    let lib = dir.join("libcpadded-v1.so");
+    build_c_plugin_v1(cc, "plugins/examples/padded_raw.c", &[], &lib);
     lib
 }
 
@@ -102,12 +110,20 @@ fn check_padded_image(g: &guests::Guest, dump_path: &Path, image: &Path) {
 }
 
 fn convert_guest(name: &str) {
+    convert_guest_with(name, false)
+}
+
+fn convert_guest_with(name: &str, v1: bool) {
     let Some(cc) = c_compiler() else { return };
     let Some(g) = guests::guests().into_iter().find(|g| g.name == name) else {
         return;
     };
     let tmp = scratch();
-    let lib = build_example(&cc, tmp.path());
+    let lib = if v1 {
+        build_example_v1(&cc, tmp.path())
+    } else {
+        build_example(&cc, tmp.path())
+    };
     let out = tmp.path().join("out.padded");
     let input = g.file("phys.elf");
     // --format names the plugin; the .padded extension alone selects it too (below).
@@ -133,6 +149,12 @@ fn convert_guest(name: &str) {
 #[test]
 fn c_example_converts_x86_64_4level_guest() {
     convert_guest("x86_64-4level");
+}
+
+/// A version-1 build of the example still loads and converts byte for byte.
+#[test]
+fn c_example_v1_build_converts_x86_64_4level_guest() {
+    convert_guest_with("x86_64-4level", true);
 }
 
 /// RAM 0-3 GiB and 4-5.5 GiB: the hole below 4 GiB stays a hole.
@@ -188,8 +210,21 @@ fn plugins_command_lists_c_example() {
     let path = lib.display().to_string();
     assert_eq!(
         row,
-        ["writer", "cpadded", "1.0.0", "1", path.as_str()],
+        ["writer", "cpadded", "1.0.0", "2", path.as_str()],
         "in:\n{stdout}"
+    );
+    // Built against the version-1 header: listed with ABI 1.
+    let lib1 = build_example_v1(&cc, tmp.path());
+    let res1 = dumpconv!(tmp.path(), "plugins", "--plugin", lib1);
+    let stdout1 = text(&res1.stdout);
+    assert!(res1.status.success(), "{}", text(&res1.stderr));
+    let path1 = lib1.display().to_string();
+    assert!(
+        stdout1
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["writer", "cpadded", "1.0.0", "1", path1.as_str()]),
+        "{stdout1}"
     );
     assert!(
         stdout.contains("padded raw image written by a C plugin"),

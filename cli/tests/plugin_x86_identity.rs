@@ -28,6 +28,15 @@ fn ok(out: &Output, what: &str) -> String {
 /// `cargo build -p dumpconv-x86-plugin` for that profile first, so it is never stale
 /// (a no-op when scripts/test.sh built the workspace already).
 fn x86_plugin() -> PathBuf {
+    cdylib("dumpconv-x86-plugin", "libdumpconv_x86_plugin.so")
+}
+
+/// The same walker exported with the frozen plugin ABI 1 (`tests/plugins/x86-v1`).
+fn x86_plugin_v1() -> PathBuf {
+    cdylib("dumpconv-test-x86-v1", "libdumpconv_x86_v1.so")
+}
+
+fn cdylib(package: &str, file: &str) -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_dumpconv"));
     let dir = bin.parent().expect("binary directory");
     let profile = match dir.file_name().and_then(|n| n.to_str()) {
@@ -37,30 +46,27 @@ fn x86_plugin() -> PathBuf {
     };
     let target_dir = dir.parent().expect("target directory");
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "dumpconv-x86-plugin",
-            "--profile",
-            profile,
-        ])
+        .args(["build", "--quiet", "-p", package, "--profile", profile])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p dumpconv-x86-plugin failed"
-    );
-    let lib = dir.join("libdumpconv_x86_plugin.so");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let lib = dir.join(file);
     assert!(lib.is_file(), "{} was not built", lib.display());
     lib
 }
 
+/// Both the ABI-2 build (the SDK's) and the ABI-1 build of the x86 walker give the
+/// built-in's bytes.
 #[test]
 fn plugin_walker_gives_the_builtin_bytes_on_real_guests() {
-    let lib = x86_plugin();
+    for lib in [x86_plugin(), x86_plugin_v1()] {
+        plugin_gives_the_builtin_bytes(&lib);
+    }
+}
+
+fn plugin_gives_the_builtin_bytes(lib: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     let mut compared = 0;
     for g in [
@@ -116,7 +122,7 @@ fn plugin_walker_gives_the_builtin_bytes_on_real_guests() {
         std::fs::remove_file(&b).unwrap();
         compared += 1;
     }
-    eprintln!("compared {compared} guests");
+    eprintln!("{}: compared {compared} guests", lib.display());
 }
 
 #[test]
@@ -135,14 +141,38 @@ fn plugin_is_listed_and_a_clash_needs_override() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["kind"] == "walker")
+        .filter(|p| p["kind"] == "walker" && p["name"] == "x86")
         .collect();
     assert_eq!(walkers.len(), 1, "the plugin replaced the built-in: {v}");
     assert_eq!(walkers[0]["name"], "x86");
     assert_eq!(walkers[0]["origin"], lib.to_str().unwrap());
-    assert_eq!(walkers[0]["abi_major"], 1);
+    assert_eq!(walkers[0]["abi_major"], 2);
     assert_eq!(
         walkers[0]["modes"],
+        serde_json::json!(["32bit", "pae", "4level", "5level"])
+    );
+    assert_eq!(walkers[0]["arches"], serde_json::json!(["x86_64", "i386"]));
+    // The version-1 build: the same modes, from v1's mode numbers.
+    let lib1 = x86_plugin_v1();
+    let out = dumpconv(&[
+        "plugins".as_ref(),
+        "--json".as_ref(),
+        "--plugin".as_ref(),
+        lib1.as_os_str(),
+        "--plugin-override".as_ref(),
+    ]);
+    ok(&out, "dumpconv plugins (ABI 1)");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w1 = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "walker")
+        .unwrap();
+    assert_eq!(w1["origin"], lib1.to_str().unwrap());
+    assert_eq!(w1["abi_major"], 1);
+    assert_eq!(
+        w1["modes"],
         serde_json::json!(["32bit", "pae", "4level", "5level"])
     );
 

@@ -1,5 +1,11 @@
 /*
- * dumpconv_plugin.h: the C ABI of dumpconv plugins (walkers and writers), major version 1.
+ * dumpconv_plugin.h: the C ABI of dumpconv plugins (walkers and writers), major version 2.
+ *
+ * Version 2 is architecture-neutral: an architecture is an ELF e_machine plus a word size
+ * (dumpconv_arch), a CPU is its architecture plus a list of named registers (dumpconv_reg:
+ * "cr3", "ttbr1_el1", ...), and a walker lists the architectures and mode names it
+ * handles. Version 1 (x86 only: CR0/CR3/CR4/EFER and x86 paging-mode numbers) is frozen
+ * in v1/dumpconv_plugin.h; dumpconv loads plugins of either version.
  *
  * A plugin is a shared library that exports
  *
@@ -44,7 +50,7 @@
 extern "C" {
 #endif
 
-#define DUMPCONV_ABI_MAJOR 1u
+#define DUMPCONV_ABI_MAJOR 2u
 #define DUMPCONV_ENTRY_SYMBOL "dumpconv_plugin_entry"
 #define DUMPCONV_ABI_SYMBOL "dumpconv_plugin_abi"
 
@@ -60,29 +66,20 @@ extern "C" {
 #define DUMPCONV_KIND_WALKER 1u
 #define DUMPCONV_KIND_WRITER 2u
 
-/* Architectures. */
-#define DUMPCONV_ARCH_X86_64 1u
-#define DUMPCONV_ARCH_X86 2u
+/* ELF machine numbers of architectures dumpconv names (any e_machine may be used). */
+#define DUMPCONV_EM_386 3u
+#define DUMPCONV_EM_X86_64 62u
+#define DUMPCONV_EM_AARCH64 183u
+#define DUMPCONV_EM_RISCV 243u
 
-/* Paging modes (x86; other architectures add values from 0x100 up). */
-#define DUMPCONV_PAGING_OFF 0u
-#define DUMPCONV_PAGING_32BIT 1u
-#define DUMPCONV_PAGING_PAE 2u
-#define DUMPCONV_PAGING_4LEVEL 3u
-#define DUMPCONV_PAGING_5LEVEL 4u
+/* dumpconv_cpu_info.mode when the walker cannot tell the CPU's mode. */
+#define DUMPCONV_MODE_UNKNOWN (-1)
 
 /* Log levels for host->log. */
 #define DUMPCONV_LOG_ERROR 1u
 #define DUMPCONV_LOG_WARN 2u
 #define DUMPCONV_LOG_INFO 3u
 #define DUMPCONV_LOG_DEBUG 4u
-
-/* Bits of dumpconv_cpu.valid: which registers are known. */
-#define DUMPCONV_CPU_CR0 (1u << 0)
-#define DUMPCONV_CPU_CR3 (1u << 1)
-#define DUMPCONV_CPU_CR4 (1u << 2)
-#define DUMPCONV_CPU_EFER (1u << 3)
-#define DUMPCONV_CPU_A20 (1u << 4)
 
 /* Bits of dumpconv_writer.flags. */
 /* The format compresses its own data (as kdump does per page): the writer receives the
@@ -132,20 +129,43 @@ typedef struct dumpconv_host {
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
 } dumpconv_host;
 
-/* The state of one CPU, as far as paging is concerned. */
+/* An architecture: ELF e_machine and word size in bytes (4 or 8). machine 0: unknown. */
+typedef struct dumpconv_arch {
+    uint16_t machine;
+    uint8_t word_size;
+    uint8_t reserved;
+} dumpconv_arch;
+
+/* One register of a CPU. Names are lowercase ASCII, as dumpconv names them: x86 "rax".."r15",
+ * "rip", "rflags", "cr0", "cr2", "cr3", "cr4", "efer", "a20_mask", "cs.selector"...;
+ * aarch64 "x0".."x30", "sp", "pc", "pstate", "ttbr0_el1", "ttbr1_el1", "tcr_el1",
+ * "sctlr_el1"... A register the dump did not record is absent from the list. */
+typedef struct dumpconv_reg {
+    dumpconv_bytes name;
+    uint64_t value;
+} dumpconv_reg;
+
+/* The state of one CPU: its architecture and the registers the dump recorded, in the
+ * order recorded. */
 typedef struct dumpconv_cpu {
     uint32_t struct_size;
-    uint32_t index;       /* position in the dump, 0-based */
-    uint32_t arch;        /* DUMPCONV_ARCH_* */
-    uint32_t paging_mode; /* DUMPCONV_PAGING_*, derived by the host from CR0/CR4/EFER */
-    uint32_t valid;       /* DUMPCONV_CPU_* bits */
+    uint32_t index; /* position in the dump, 0-based */
+    dumpconv_arch arch;
     uint32_t reserved;
-    uint64_t cr0;
-    uint64_t cr3;
-    uint64_t cr4;
-    uint64_t efer;
-    uint64_t a20_mask; /* applied to table addresses; all ones when A20 is on */
+    const dumpconv_reg *regs;
+    size_t reg_count;
 } dumpconv_cpu;
+
+/* What a walker says about a CPU (filled by cpu_info; the host sets struct_size). */
+typedef struct dumpconv_cpu_info {
+    uint32_t struct_size;
+    uint32_t paging; /* 1: paging is on (there are mappings to walk); 0: off */
+    int32_t mode;    /* index of the CPU's mode in the walker's mode list, or DUMPCONV_MODE_UNKNOWN */
+    uint32_t reserved;
+    /* First virtual address of the kernel half: a view of several CPUs keeps one CPU's
+     * mappings below it and merges every CPU's from it on. */
+    uint64_t kernel_start;
+} dumpconv_cpu_info;
 
 /* Half-open physical range [start, end). */
 typedef struct dumpconv_range {
@@ -175,14 +195,50 @@ typedef struct dumpconv_walk_stats {
     uint64_t tables_outside_ram;
 } dumpconv_walk_stats;
 
+/* One entry read by translate. */
+typedef struct dumpconv_translation_step {
+    const char *level; /* static NUL-terminated level name ("PML4", "L1") */
+    uint64_t entry_addr;
+    uint64_t entry;
+} dumpconv_translation_step;
+
+/* The result of translate. The host sets struct_size, steps/step_capacity and
+ * fault/fault_capacity; the plugin fills the rest. */
+typedef struct dumpconv_translation {
+    uint32_t struct_size;
+    uint32_t step_count;    /* out: steps filled (at most step_capacity) */
+    dumpconv_translation_step *steps;
+    uint32_t step_capacity; /* in */
+    uint32_t mapped;        /* out: 1 when phys and page_size hold the answer */
+    uint64_t phys;
+    uint64_t page_size;
+    char *fault;            /* out: why the address is not mapped, or a note; UTF-8 */
+    size_t fault_capacity;  /* in: bytes at fault */
+    size_t fault_len;       /* out: bytes written at fault */
+} dumpconv_translation;
+
 typedef struct dumpconv_walker {
     uint32_t struct_size;
-    uint32_t mode_count;
-    const uint32_t *modes; /* the DUMPCONV_PAGING_* values this walker handles */
+    uint32_t arch_count;
+    const dumpconv_arch *arches; /* the architectures this walker handles */
+    /* The names of the modes (translation regimes) this walker handles, comma-separated
+     * ("32bit,pae,4level,5level"): what --paging-mode accepts and cpu_info's mode indexes. */
+    const char *modes;
     /* Walk cpu's page tables; call host->emit_mapping for every mapped run, in any
      * order (the host sorts and merges). */
     int32_t (*walk)(const dumpconv_host *host, const dumpconv_cpu *cpu,
                     const dumpconv_walk_options *opts, dumpconv_walk_stats *stats);
+    /* Say whether cpu has paging on, its mode and where its kernel half starts. NULL:
+     * every CPU with registers is taken to page, mode unknown, kernel half from the top
+     * bit of the word. An error return means "the registers do not say". */
+    int32_t (*cpu_info)(const dumpconv_host *host, const dumpconv_cpu *cpu,
+                        dumpconv_cpu_info *info);
+    /* Optional (NULL: `dumpconv translate` says the walker cannot): translate one
+     * address, recording every entry read. A fault is an answer (mapped = 0 and a
+     * message), not an error; return an error only when the walk could not be done. */
+    int32_t (*translate)(const dumpconv_host *host, const dumpconv_cpu *cpu,
+                         const dumpconv_walk_options *opts, uint64_t virt,
+                         dumpconv_translation *out);
 } dumpconv_walker;
 
 typedef struct dumpconv_mapping {
@@ -209,7 +265,7 @@ typedef struct dumpconv_option {
  * mappings when --paging was given, the notes in output order, the CPUs, VMCOREINFO. */
 typedef struct dumpconv_plan {
     uint32_t struct_size;
-    uint32_t arch; /* DUMPCONV_ARCH_* */
+    dumpconv_arch arch;
     uint64_t page_size;
     const dumpconv_range *ranges;
     size_t range_count;

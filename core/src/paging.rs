@@ -49,39 +49,55 @@ const MAX_WARNINGS: usize = 16;
 /// about 8–16 MiB decoded).
 const CACHE_GENERATION: usize = 1024;
 
-/// `entry & mask == value`.
+/// `entry & mask == value`, or, negated, `entry & mask != value` ([`BitTest::any`]:
+/// some bit of `mask` set, as RISC-V's leaf test R|W|X ≠ 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BitTest {
     pub mask: u64,
     pub value: u64,
+    pub negate: bool,
 }
 
 impl BitTest {
     /// Every entry passes.
-    pub const ALWAYS: BitTest = BitTest { mask: 0, value: 0 };
+    pub const ALWAYS: BitTest = BitTest::new(0, 0);
 
     pub const fn new(mask: u64, value: u64) -> BitTest {
-        BitTest { mask, value }
+        BitTest {
+            mask,
+            value,
+            negate: false,
+        }
     }
 
     /// The bits of `mask` all set.
     pub const fn set(mask: u64) -> BitTest {
-        BitTest { mask, value: mask }
+        BitTest::new(mask, mask)
     }
 
     /// The bits of `mask` all clear.
     pub const fn clear(mask: u64) -> BitTest {
-        BitTest { mask, value: 0 }
+        BitTest::new(mask, 0)
+    }
+
+    /// At least one bit of `mask` set.
+    pub const fn any(mask: u64) -> BitTest {
+        BitTest {
+            mask,
+            value: 0,
+            negate: true,
+        }
     }
 
     pub const fn matches(self, entry: u64) -> bool {
-        entry & self.mask == self.value
+        (entry & self.mask == self.value) != self.negate
     }
 }
 
 /// Address bits an entry keeps outside its address field: entry bits
 /// `from .. from + width` are address bits `to .. to + width` (x86 PSE-36: 13, 8, 32;
-/// Arm 64 KiB granule with 52-bit addresses: 12, 4, 48).
+/// Arm 64 KiB granule with 52-bit addresses: 12, 4, 48; a whole field out of place, as
+/// RISC-V's PPN: 10, 44, 12 with a zero address mask).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HighBits {
     pub from: u32,
@@ -495,6 +511,28 @@ struct SpaceWalk<'d> {
     id: usize,
     table_mask: u64,
     range: VirtRange,
+    /// `d.va_bits()`, computed once (the loop extends every entry's address).
+    va_bits: u32,
+}
+
+impl SpaceWalk<'_> {
+    /// [`MmuDesc::extend`] with the precomputed width.
+    #[inline]
+    fn extend(&self, raw: u64) -> u64 {
+        let bits = self.va_bits;
+        if bits == 0 || bits >= 64 {
+            return raw;
+        }
+        let low = raw & ((1u64 << bits) - 1);
+        match self.d.va_form {
+            VaForm::Zero => low,
+            VaForm::Ones => low | !((1u64 << bits) - 1),
+            VaForm::SignExtend => {
+                let unused = 64 - bits;
+                (((low << unused) as i64) >> unused) as u64
+            }
+        }
+    }
 }
 
 impl Engine<'_> {
@@ -531,6 +569,7 @@ impl Engine<'_> {
             id,
             table_mask: s.table_mask,
             range,
+            va_bits: d.va_bits(),
         };
         self.walk_table(&sw, 0, root, 0, out)
     }
@@ -611,19 +650,34 @@ impl Engine<'_> {
             return Ok(());
         };
         let size = 1u64 << level.shift;
+        // Loop invariants, out of the per-entry path.
+        let valid = d.valid;
+        let leaf_test = level.leaf;
+        let leaf_always = leaf_test == Some(BitTest::ALWAYS);
+        // Leaf address without extra bits: one AND.
+        let plain_leaf =
+            (level.leaf_high.is_none()).then_some(d.leaf_mask & !(size - 1) & self.pmask);
+        let base = (li > 0).then(|| sw.extend(prefix));
         for (i, &e) in entries.iter().enumerate() {
-            if !d.valid.matches(e) {
+            if !valid.matches(e) {
                 continue;
             }
             let raw = prefix | ((i as u64) << level.shift);
             // Entries below the top level never straddle the sign-extension bit, so the
-            // extended form of an entry's range is contiguous.
-            let virt = d.extend(raw);
+            // extended form of an entry's range is contiguous, and the extended prefix
+            // of the table is the same for all its entries.
+            let virt = match base {
+                Some(b) => b | ((i as u64) << level.shift),
+                None => sw.extend(raw),
+            };
             if !sw.range.overlaps(virt, size) {
                 continue;
             }
-            if level.leaf.is_some_and(|t| t.matches(e)) {
-                let phys = leaf_addr(d, &level, e, size, self.pmask);
+            if leaf_always || leaf_test.is_some_and(|t| t.matches(e)) {
+                let phys = match plain_leaf {
+                    Some(m) => e & m,
+                    None => leaf_addr(d, &level, e, size, self.pmask),
+                };
                 self.leaf(sw.range, virt, phys, size, out);
                 continue;
             }
@@ -706,10 +760,12 @@ fn decode_entry(c: &[u8], big_endian: bool) -> u64 {
     }
 }
 
-/// The physical address a leaf entry maps (its page's start).
+/// The physical address a leaf entry maps (its page's start): the address field plus
+/// the extra bits, without the bits below the page size (so an address field that is
+/// not in place, such as RISC-V's PPN at entry bit 10, can be given as `leaf_high`).
 fn leaf_addr(d: &MmuDesc, level: &Level, e: u64, size: u64, pmask: u64) -> u64 {
     let high = level.leaf_high.map_or(0, |h| h.extract(e));
-    ((e & d.leaf_mask & !(size - 1)) | high) & pmask
+    ((e & d.leaf_mask) | high) & !(size - 1) & pmask
 }
 
 /// The physical address of the table a table entry points at (before the table mask).
@@ -822,6 +878,133 @@ pub fn translate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::Mapping;
+
+    /// RISC-V Sv39 as data: PPN at entry bits 53:10 (address bits 55:12), V = bit 0,
+    /// a leaf when any of R, W, X (bits 3:1) is set, else a pointer; leaves at every level
+    /// (1 GiB, 2 MiB, 4 KiB); addresses sign-extended from bit 38.
+    static SV39_LEVELS: [Level; 3] = [
+        sv39_level("L2", 30),
+        sv39_level("L1", 21),
+        sv39_level("L0", 12).with_table(None),
+    ];
+
+    const fn sv39_level(name: &'static str, shift: u32) -> Level {
+        const PPN: HighBits = HighBits {
+            from: 10,
+            width: 44,
+            to: 12,
+        };
+        Level::new(name, 9, shift)
+            .with_table(Some(BitTest::clear(0b1110)))
+            .with_leaf(Some(BitTest::any(0b1110)))
+            .with_leaf_high(PPN)
+            .with_table_high(PPN)
+    }
+
+    static SV39: MmuDesc = MmuDesc {
+        name: "sv39",
+        entry_bytes: 8,
+        big_endian: false,
+        levels: Cow::Borrowed(&SV39_LEVELS),
+        valid: BitTest::set(1),
+        root_mask: 0x0000_0FFF_FFFF_FFFF,
+        table_mask: 0,
+        leaf_mask: 0,
+        va_form: VaForm::SignExtend,
+    };
+
+    /// RAM 0..4 MiB in a temp file, with u64 entries written at given addresses.
+    struct Ram(std::collections::BTreeMap<u64, u64>);
+
+    impl PhysicalMemory for Ram {
+        fn ranges(&self) -> &[crate::memory::PhysRange] {
+            static R: [crate::memory::PhysRange; 1] = [crate::memory::PhysRange {
+                start: 0,
+                end: 0x40_0000,
+            }];
+            &R
+        }
+        fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = paddr + i as u64;
+                let e = self.0.get(&(a & !7)).copied().unwrap_or(0);
+                *b = e.to_le_bytes()[(a & 7) as usize];
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn riscv_sv39_is_data() {
+        SV39.check().unwrap();
+        let pte = |ppn: u64, flags: u64| (ppn << 10) | flags;
+        let (v, r, w, x) = (1, 2, 4, 8);
+        let mut m = std::collections::BTreeMap::new();
+        // Root at 0x1000 (satp.PPN = 1). Entry 0: pointer to L1 at 0x2000; entry 256
+        // (the first of the upper half): a 1 GiB leaf at physical 0.
+        m.insert(0x1000, pte(2, v));
+        m.insert(0x1000 + 256 * 8, pte(0, v | r | w));
+        // L1 entry 1: pointer to L0 at 0x3000; entry 2: a 2 MiB leaf at 0x20_0000.
+        m.insert(0x2000 + 8, pte(3, v));
+        m.insert(0x2000 + 2 * 8, pte(0x200, v | r | x));
+        // L0 entry 5: a 4 KiB page at 0x5000; entry 6: valid, W only (reserved in Sv39
+        // but a leaf here by the R|W|X rule); entry 7: invalid (V clear).
+        m.insert(0x3000 + 5 * 8, pte(5, v | r));
+        m.insert(0x3000 + 6 * 8, pte(6, v | w));
+        m.insert(0x3000 + 7 * 8, pte(7, r));
+        let mem = Ram(m);
+        let space = AddressSpace {
+            range: VirtRange::ALL,
+            root: 1 << 12, // the walker turns satp.PPN into an address
+            root_name: "satp",
+            table_mask: u64::MAX,
+            desc: Cow::Borrowed(&SV39),
+        };
+        let opts = WalkOptions::default();
+        let mut out = MappingList::new();
+        let st = walk(
+            0,
+            std::slice::from_ref(&space),
+            &mem,
+            &opts,
+            VirtRange::ALL,
+            None,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out.runs(),
+            &[
+                Mapping {
+                    virt: 0x20_5000,
+                    phys: 0x5000,
+                    len: 0x2000
+                },
+                Mapping {
+                    virt: 0x40_0000,
+                    phys: 0x20_0000,
+                    len: 0x20_0000
+                },
+                // The 1 GiB leaf keeps its RAM part (4 MiB).
+                Mapping {
+                    virt: 0xFFFF_FFC0_0000_0000,
+                    phys: 0,
+                    len: 0x40_0000
+                },
+            ]
+        );
+        assert_eq!(st.leaves, 4);
+        assert_eq!(st.leaves_outside_ram, 1);
+        let t = translate(0, std::slice::from_ref(&space), &mem, &opts, 0x20_5123).unwrap();
+        assert_eq!(t.phys, Some(0x5123));
+        assert_eq!(
+            t.steps.iter().map(|s| s.level).collect::<Vec<_>>(),
+            ["L2", "L1", "L0"]
+        );
+        let t = translate(0, std::slice::from_ref(&space), &mem, &opts, 0x40_0000_0000).unwrap();
+        assert!(t.fault.unwrap().contains("not canonical"));
+    }
 
     static LEVELS: [Level; 3] = [
         Level::new("A", 9, 30),

@@ -1,5 +1,7 @@
 //! The C header `core/include/dumpconv_plugin.h` and its Rust mirror
-//! `dumpconv_core::plugin::abi` describe the same ABI.
+//! `dumpconv_core::plugin::abi` describe the same ABI (version 2); so do the frozen
+//! version-1 header `core/include/v1/dumpconv_plugin.h` and `abi::v1` plus the structs
+//! the versions share.
 //!
 //! The machine's C compiler builds a program, generated from the header's own text, that
 //! prints `sizeof`, `_Alignof` and `offsetof` of every struct and field and the value of
@@ -23,6 +25,8 @@ use dumpconv_core::plugin::abi;
 
 const HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include/dumpconv_plugin.h");
 const RUST_MIRROR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/plugin/abi.rs");
+const HEADER_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include/v1/dumpconv_plugin.h");
+const RUST_MIRROR_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/plugin/abi/v1.rs");
 
 // ---------------------------------------------------------------------------------------
 // The Rust side.
@@ -57,6 +61,15 @@ fn field<S, T>(name: &'static str, offset: usize, _project: fn(S) -> T) -> RustF
 /// One struct of the mirror: its C name and its fields in declaration order. The field
 /// list is checked against abi.rs's text, so forgetting one here fails too.
 macro_rules! rust_struct {
+    ($c:literal, $m:ident :: $S:ident, [$($f:ident),* $(,)?]) => {
+        RustStruct {
+            rust_name: stringify!($S),
+            c_name: $c,
+            size: size_of::<abi::$m::$S>(),
+            align: align_of::<abi::$m::$S>(),
+            fields: vec![$(field(stringify!($f), offset_of!(abi::$m::$S, $f), |s: abi::$m::$S| s.$f)),*],
+        }
+    };
     ($c:literal, $S:ident, [$($f:ident),* $(,)?]) => {
         RustStruct {
             rust_name: stringify!($S),
@@ -90,9 +103,150 @@ fn rust_structs() -> Vec<RustStruct> {
                 progress,
             ]
         ),
+        rust_struct!("dumpconv_arch", Arch, [machine, word_size, reserved]),
+        rust_struct!("dumpconv_reg", Reg, [name, value]),
         rust_struct!(
             "dumpconv_cpu",
             Cpu,
+            [struct_size, index, arch, reserved, regs, reg_count]
+        ),
+        rust_struct!(
+            "dumpconv_cpu_info",
+            CpuInfo,
+            [struct_size, paging, mode, reserved, kernel_start]
+        ),
+        rust_struct!("dumpconv_range", Range, [start, end]),
+        rust_struct!(
+            "dumpconv_walk_options",
+            WalkOptions,
+            [
+                struct_size,
+                max_phys_bits,
+                clear_mask,
+                max_table_pages,
+                ram,
+                ram_count
+            ]
+        ),
+        rust_struct!(
+            "dumpconv_walk_stats",
+            WalkStats,
+            [
+                struct_size,
+                reserved,
+                leaves,
+                leaves_outside_ram,
+                table_pages,
+                tables_outside_ram
+            ]
+        ),
+        rust_struct!(
+            "dumpconv_translation_step",
+            TranslationStep,
+            [level, entry_addr, entry]
+        ),
+        rust_struct!(
+            "dumpconv_translation",
+            Translation,
+            [
+                struct_size,
+                step_count,
+                steps,
+                step_capacity,
+                mapped,
+                phys,
+                page_size,
+                fault,
+                fault_capacity,
+                fault_len
+            ]
+        ),
+        rust_struct!(
+            "dumpconv_walker",
+            Walker,
+            [
+                struct_size,
+                arch_count,
+                arches,
+                modes,
+                walk,
+                cpu_info,
+                translate
+            ]
+        ),
+        rust_struct!("dumpconv_mapping", Mapping, [virt, phys, len]),
+        rust_struct!("dumpconv_note", Note, [name, n_type, reserved, desc]),
+        rust_struct!("dumpconv_option", PluginOption, [key, value]),
+        rust_struct!(
+            "dumpconv_plan",
+            Plan,
+            [
+                struct_size,
+                arch,
+                page_size,
+                ranges,
+                range_count,
+                mappings,
+                mapping_count,
+                notes,
+                note_count,
+                cpus,
+                cpu_count,
+                vmcoreinfo,
+                options,
+                option_count,
+            ]
+        ),
+        rust_struct!(
+            "dumpconv_writer",
+            Writer,
+            [struct_size, flags, extensions, write]
+        ),
+        rust_struct!(
+            "dumpconv_plugin",
+            Plugin,
+            [
+                abi_major,
+                struct_size,
+                kind,
+                reserved,
+                name,
+                version,
+                description,
+                walker,
+                writer
+            ]
+        ),
+    ]
+}
+
+/// The structs of version 1: its own CPU, walker table and plan, and the structs both
+/// versions share.
+fn rust_structs_v1() -> Vec<RustStruct> {
+    vec![
+        rust_struct!("dumpconv_bytes", Bytes, [ptr, len]),
+        rust_struct!(
+            "dumpconv_host",
+            Host,
+            [
+                struct_size,
+                reserved,
+                ctx,
+                read_phys,
+                set_error,
+                log,
+                emit_mapping,
+                sink_write,
+                sink_skip,
+                sink_write_at,
+                sink_position,
+                sink_seekable,
+                progress,
+            ]
+        ),
+        rust_struct!(
+            "dumpconv_cpu",
+            v1::Cpu,
             [
                 struct_size,
                 index,
@@ -134,7 +288,7 @@ fn rust_structs() -> Vec<RustStruct> {
         ),
         rust_struct!(
             "dumpconv_walker",
-            Walker,
+            v1::Walker,
             [struct_size, mode_count, modes, walk]
         ),
         rust_struct!("dumpconv_mapping", Mapping, [virt, phys, len]),
@@ -142,7 +296,7 @@ fn rust_structs() -> Vec<RustStruct> {
         rust_struct!("dumpconv_option", PluginOption, [key, value]),
         rust_struct!(
             "dumpconv_plan",
-            Plan,
+            v1::Plan,
             [
                 struct_size,
                 arch,
@@ -194,6 +348,9 @@ macro_rules! rust_consts {
     ($($name:ident),* $(,)?) => {
         vec![$((stringify!($name), Value::from(abi::$name))),*]
     };
+    (v1: $($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), Value::from(abi::v1::$name))),*]
+    };
 }
 
 impl From<u32> for Value {
@@ -225,6 +382,23 @@ fn rust_consts() -> Vec<(&'static str, Value)> {
         DUMPCONV_ERR_PANIC,
         DUMPCONV_KIND_WALKER,
         DUMPCONV_KIND_WRITER,
+        DUMPCONV_EM_386,
+        DUMPCONV_EM_X86_64,
+        DUMPCONV_EM_AARCH64,
+        DUMPCONV_EM_RISCV,
+        DUMPCONV_MODE_UNKNOWN,
+        DUMPCONV_LOG_ERROR,
+        DUMPCONV_LOG_WARN,
+        DUMPCONV_LOG_INFO,
+        DUMPCONV_LOG_DEBUG,
+        DUMPCONV_WRITER_SELF_COMPRESSING,
+    ]
+}
+
+/// Version 1's constants: its own (abi::v1) and the shared ones.
+fn rust_consts_v1() -> Vec<(&'static str, Value)> {
+    let mut v = rust_consts![v1:
+        DUMPCONV_ABI_MAJOR,
         DUMPCONV_ARCH_X86_64,
         DUMPCONV_ARCH_X86,
         DUMPCONV_PAGING_OFF,
@@ -232,17 +406,30 @@ fn rust_consts() -> Vec<(&'static str, Value)> {
         DUMPCONV_PAGING_PAE,
         DUMPCONV_PAGING_4LEVEL,
         DUMPCONV_PAGING_5LEVEL,
-        DUMPCONV_LOG_ERROR,
-        DUMPCONV_LOG_WARN,
-        DUMPCONV_LOG_INFO,
-        DUMPCONV_LOG_DEBUG,
         DUMPCONV_CPU_CR0,
         DUMPCONV_CPU_CR3,
         DUMPCONV_CPU_CR4,
         DUMPCONV_CPU_EFER,
         DUMPCONV_CPU_A20,
+    ];
+    v.extend(rust_consts![
+        DUMPCONV_ENTRY_SYMBOL,
+        DUMPCONV_ABI_SYMBOL,
+        DUMPCONV_OK,
+        DUMPCONV_ERR_FAILED,
+        DUMPCONV_ERR_INVALID,
+        DUMPCONV_ERR_UNSUPPORTED,
+        DUMPCONV_ERR_IO,
+        DUMPCONV_ERR_PANIC,
+        DUMPCONV_KIND_WALKER,
+        DUMPCONV_KIND_WRITER,
+        DUMPCONV_LOG_ERROR,
+        DUMPCONV_LOG_WARN,
+        DUMPCONV_LOG_INFO,
+        DUMPCONV_LOG_DEBUG,
         DUMPCONV_WRITER_SELF_COMPRESSING,
-    ]
+    ]);
+    v
 }
 
 /// `abi::EntryFn` spelled as C, for `dumpconv_entry_fn`.
@@ -566,7 +753,7 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 /// Generate, compile and run the program that prints the compiler's layout of every
 /// struct and the value of every constant named in `header`.
-fn compiler_view(cc: &str, header: &Header) -> String {
+fn compiler_view(cc: &str, header: &Header, header_path: &str) -> String {
     let mut src = String::from(
         "#include <stdio.h>\n#include <stddef.h>\n#include \"dumpconv_plugin.h\"\nint main(void) {\n",
     );
@@ -588,11 +775,17 @@ fn compiler_view(cc: &str, header: &Header) -> String {
     }
     src += "return 0;\n}\n";
 
-    let dir = scratch_dir("abi-header");
+    // One directory per header: the tests of the two versions run in parallel.
+    let tag = if header_path.contains("/v1/") {
+        "abi-header-v1"
+    } else {
+        "abi-header"
+    };
+    let dir = scratch_dir(tag);
     let c = dir.join("layout.c");
     let exe = dir.join("layout");
     std::fs::write(&c, &src).unwrap();
-    let include = Path::new(HEADER).parent().unwrap();
+    let include = Path::new(header_path).parent().unwrap();
     let out = Command::new(cc)
         .args(["-std=c11", "-Wall", "-Werror", "-o"])
         .arg(&exe)
@@ -618,12 +811,57 @@ fn compiler_view(cc: &str, header: &Header) -> String {
 #[test]
 fn header_and_rust_mirror_agree() {
     let Some(cc) = c_compiler() else { return };
-    let header = parse_header(&std::fs::read_to_string(HEADER).unwrap());
     let mirror_text = std::fs::read_to_string(RUST_MIRROR).unwrap();
-    let mirror = parse_rust_mirror(&mirror_text);
-    let rust = rust_structs();
-    let consts = rust_consts();
-    let view = compiler_view(&cc, &header);
+    check(
+        &cc,
+        HEADER,
+        parse_rust_mirror(&mirror_text),
+        &mirror_text,
+        rust_structs(),
+        rust_consts(),
+        (18, 100, 21),
+    );
+}
+
+/// The frozen version-1 header against `abi::v1` and the shared structs of abi.rs.
+#[test]
+fn v1_header_and_rust_mirror_agree() {
+    let Some(cc) = c_compiler() else { return };
+    let v2_text = std::fs::read_to_string(RUST_MIRROR).unwrap();
+    let v1_text = std::fs::read_to_string(RUST_MIRROR_V1).unwrap();
+    let rust = rust_structs_v1();
+    // abi.rs's structs that v1 shares, overlaid with v1.rs's own.
+    let mut mirror: BTreeMap<String, Vec<String>> = parse_rust_mirror(&v2_text)
+        .into_iter()
+        .filter(|(n, _)| rust.iter().any(|s| s.rust_name == n))
+        .collect();
+    mirror.extend(parse_rust_mirror(&v1_text));
+    check(
+        &cc,
+        HEADER_V1,
+        mirror,
+        &v1_text,
+        rust,
+        rust_consts_v1(),
+        (13, 80, 27),
+    );
+}
+
+/// Compare `header_path` with the Rust structs and constants; `mirror` is the
+/// `#[repr(C)]` structs of the mirror's source (name -> fields), `const_text` the source
+/// whose `DUMPCONV_*` constants must all be compared. `min` guards against a parser that
+/// silently finds nothing: (structs, fields, constants).
+fn check(
+    cc: &str,
+    header_path: &str,
+    mirror: BTreeMap<String, Vec<String>>,
+    const_text: &str,
+    rust: Vec<RustStruct>,
+    consts: Vec<(&'static str, Value)>,
+    min: (usize, usize, usize),
+) {
+    let header = parse_header(&std::fs::read_to_string(header_path).unwrap());
+    let view = compiler_view(cc, &header, header_path);
 
     let mut problems: Vec<String> = Vec::new();
 
@@ -756,7 +994,7 @@ fn header_and_rust_mirror_agree() {
             ));
         }
     }
-    for name in rust_const_names(&mirror_text) {
+    for name in rust_const_names(const_text) {
         if !r_consts.contains_key(name.as_str()) {
             problems.push(format!(
                 "abi.rs constant {name} is not compared by this test"
@@ -766,20 +1004,20 @@ fn header_and_rust_mirror_agree() {
 
     assert!(
         problems.is_empty(),
-        "dumpconv_plugin.h and dumpconv_core::plugin::abi disagree:\n  {}",
+        "{header_path} and dumpconv_core::plugin::abi disagree:\n  {}",
         problems.join("\n  ")
     );
     // Guard against a parser that silently finds nothing.
     assert!(
-        c_names.len() >= 13,
+        c_names.len() >= min.0,
         "structs parsed from the header: {c_names:?}"
     );
     assert!(
-        compared_fields >= 80,
+        compared_fields >= min.1,
         "only {compared_fields} fields compared"
     );
     assert!(
-        c_consts.len() >= 27,
+        c_consts.len() >= min.2,
         "only {} constants compared",
         c_consts.len()
     );
@@ -815,8 +1053,8 @@ fn header_parser_sees_changes() {
         )
     );
     let added = parse_header(&text.replace(
-        "    uint64_t a20_mask;",
-        "    uint64_t a20_mask;\n    uint32_t extra;",
+        "    size_t reg_count;",
+        "    size_t reg_count;\n    uint32_t extra;",
     ));
     assert_eq!(
         fields(&added, "dumpconv_cpu").len(),

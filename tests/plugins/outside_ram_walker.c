@@ -3,6 +3,8 @@
  * ignores the failure the host reports, and returns OK, for the bad-plugin tests in
  * cli/tests/plugin_bad.rs. It claims x86 4-level paging under the name given with
  * -DWALKER_NAME (default "x86", which needs --plugin-override to replace the built-in).
+ * It builds against either header: ABI 2 (core/include) or the frozen ABI 1
+ * (core/include/v1), so the same test runs with a plugin of each version.
  */
 #include "dumpconv_plugin.h"
 
@@ -22,6 +24,18 @@ static int32_t outside_walk(const dumpconv_host *host, const dumpconv_cpu *cpu,
     return DUMPCONV_OK;
 }
 
+#if DUMPCONV_ABI_MAJOR >= 2
+static const dumpconv_arch outside_arches[] = {{.machine = DUMPCONV_EM_X86_64, .word_size = 8}};
+
+static const dumpconv_walker outside_walker = {
+    .struct_size = sizeof(dumpconv_walker),
+    .arch_count = 1,
+    .arches = outside_arches,
+    .modes = "4level",
+    .walk = outside_walk,
+    /* No cpu_info: every CPU with registers is taken to page. */
+};
+#else
 static const uint32_t outside_modes[] = {DUMPCONV_PAGING_4LEVEL};
 
 static const dumpconv_walker outside_walker = {
@@ -30,6 +44,7 @@ static const dumpconv_walker outside_walker = {
     .modes = outside_modes,
     .walk = outside_walk,
 };
+#endif
 
 static const dumpconv_plugin outside_plugin = {
     .abi_major = DUMPCONV_ABI_MAJOR,

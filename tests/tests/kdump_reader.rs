@@ -301,9 +301,13 @@ fn bad_input_gives_clear_errors() {
     let e = open_bytes(b"hello world").2.unwrap_err().to_string();
     assert!(e.contains("signature"), "{e}");
     let mut b = good.clone();
-    b[272..279].copy_from_slice(b"aarch64");
+    b[272..279].copy_from_slice(b"riscv64");
     let e = open_bytes(&b).2.unwrap_err().to_string();
-    assert!(e.contains("aarch64"), "{e}");
+    assert!(e.contains("riscv64"), "{e}");
+    // aarch64 (little-endian LP64, the 64-bit layout) is read, as an aarch64 dump.
+    let mut b = good.clone();
+    b[272..279].copy_from_slice(b"aarch64");
+    assert_eq!(open_bytes(&b).2.unwrap().arch, Some(Arch::AARCH64));
     // Nonsense in both layouts.
     let mut b = good.clone();
     b[400..480].fill(0xee);

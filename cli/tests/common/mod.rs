@@ -20,6 +20,11 @@ pub fn include_dir() -> PathBuf {
     repo().join("core/include")
 }
 
+/// The frozen version-1 header's directory.
+pub fn include_dir_v1() -> PathBuf {
+    repo().join("core/include/v1")
+}
+
 fn required() -> bool {
     std::env::var("DUMPCONV_REQUIRE_GUESTS").is_ok_and(|v| v == "1")
 }
@@ -48,12 +53,21 @@ pub fn scratch() -> tempfile::TempDir {
 
 /// Compile `src` (relative to the repository root) into the shared library `out`.
 pub fn build_c_plugin(cc: &str, src: &str, defines: &[&str], out: &Path) {
+    build_c_plugin_with(cc, &include_dir(), src, defines, out)
+}
+
+/// [`build_c_plugin`] against the frozen version-1 header: a version-1 plugin.
+pub fn build_c_plugin_v1(cc: &str, src: &str, defines: &[&str], out: &Path) {
+    build_c_plugin_with(cc, &include_dir_v1(), src, defines, out)
+}
+
+fn build_c_plugin_with(cc: &str, include: &Path, src: &str, defines: &[&str], out: &Path) {
     let output = Command::new(cc)
         .args([
             "-shared", "-fPIC", "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
         ])
         .arg("-I")
-        .arg(include_dir())
+        .arg(include)
         .args(defines)
         .arg(repo().join(src))
         .arg("-o")

@@ -1,4 +1,6 @@
-//! The `#[repr(C)]` mirror of `core/include/dumpconv_plugin.h`, the C ABI of plugins.
+//! The `#[repr(C)]` mirror of `core/include/dumpconv_plugin.h`, the C ABI of plugins
+//! (major version 2). [`v1`] mirrors the frozen version-1 header
+//! (`core/include/v1/dumpconv_plugin.h`) where the versions differ.
 //!
 //! Naming: C `dumpconv_foo` is `Foo` here (`dumpconv_option` is [`PluginOption`], so as
 //! not to shadow `Option`); field names and constants are the header's, verbatim. A test
@@ -9,7 +11,9 @@
 
 use std::ffi::{c_char, c_void};
 
-pub const DUMPCONV_ABI_MAJOR: u32 = 1;
+pub mod v1;
+
+pub const DUMPCONV_ABI_MAJOR: u32 = 2;
 /// The entry function's symbol name, as a C string (NUL-terminated).
 pub const DUMPCONV_ENTRY_SYMBOL: &str = "dumpconv_plugin_entry";
 /// The ABI-version static's symbol name.
@@ -25,25 +29,17 @@ pub const DUMPCONV_ERR_PANIC: i32 = 5;
 pub const DUMPCONV_KIND_WALKER: u32 = 1;
 pub const DUMPCONV_KIND_WRITER: u32 = 2;
 
-pub const DUMPCONV_ARCH_X86_64: u32 = 1;
-pub const DUMPCONV_ARCH_X86: u32 = 2;
+pub const DUMPCONV_EM_386: u32 = 3;
+pub const DUMPCONV_EM_X86_64: u32 = 62;
+pub const DUMPCONV_EM_AARCH64: u32 = 183;
+pub const DUMPCONV_EM_RISCV: u32 = 243;
 
-pub const DUMPCONV_PAGING_OFF: u32 = 0;
-pub const DUMPCONV_PAGING_32BIT: u32 = 1;
-pub const DUMPCONV_PAGING_PAE: u32 = 2;
-pub const DUMPCONV_PAGING_4LEVEL: u32 = 3;
-pub const DUMPCONV_PAGING_5LEVEL: u32 = 4;
+pub const DUMPCONV_MODE_UNKNOWN: i32 = -1;
 
 pub const DUMPCONV_LOG_ERROR: u32 = 1;
 pub const DUMPCONV_LOG_WARN: u32 = 2;
 pub const DUMPCONV_LOG_INFO: u32 = 3;
 pub const DUMPCONV_LOG_DEBUG: u32 = 4;
-
-pub const DUMPCONV_CPU_CR0: u32 = 1 << 0;
-pub const DUMPCONV_CPU_CR3: u32 = 1 << 1;
-pub const DUMPCONV_CPU_CR4: u32 = 1 << 2;
-pub const DUMPCONV_CPU_EFER: u32 = 1 << 3;
-pub const DUMPCONV_CPU_A20: u32 = 1 << 4;
 
 /// `dumpconv_writer.flags`: the writer compresses its own data and takes the `compress`,
 /// `level` and `threads` options; its output is never wrapped in a whole-file stream.
@@ -83,21 +79,44 @@ pub struct Host {
     pub progress: Option<unsafe extern "C" fn(ctx: *mut c_void, done: u64, total: u64)>,
 }
 
-/// `dumpconv_cpu`: the state of one CPU, as far as paging is concerned.
+/// `dumpconv_arch`: ELF e_machine and word size in bytes.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Arch {
+    pub machine: u16,
+    pub word_size: u8,
+    pub reserved: u8,
+}
+
+/// `dumpconv_reg`: one named register.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Reg {
+    pub name: Bytes,
+    pub value: u64,
+}
+
+/// `dumpconv_cpu`: a CPU's architecture and recorded registers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub struct_size: u32,
     pub index: u32,
-    pub arch: u32,
-    pub paging_mode: u32,
-    pub valid: u32,
+    pub arch: Arch,
     pub reserved: u32,
-    pub cr0: u64,
-    pub cr3: u64,
-    pub cr4: u64,
-    pub efer: u64,
-    pub a20_mask: u64,
+    pub regs: *const Reg,
+    pub reg_count: usize,
+}
+
+/// `dumpconv_cpu_info`: what a walker says about a CPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuInfo {
+    pub struct_size: u32,
+    pub paging: u32,
+    pub mode: i32,
+    pub reserved: u32,
+    pub kernel_start: u64,
 }
 
 /// `dumpconv_walk_options`. `ram`/`ram_count` were appended after the first draft: a
@@ -125,19 +144,56 @@ pub struct WalkStats {
     pub tables_outside_ram: u64,
 }
 
+/// `dumpconv_translation_step`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TranslationStep {
+    pub level: *const c_char,
+    pub entry_addr: u64,
+    pub entry: u64,
+}
+
+/// `dumpconv_translation`: the result of translate, in host-provided buffers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Translation {
+    pub struct_size: u32,
+    pub step_count: u32,
+    pub steps: *mut TranslationStep,
+    pub step_capacity: u32,
+    pub mapped: u32,
+    pub phys: u64,
+    pub page_size: u64,
+    pub fault: *mut c_char,
+    pub fault_capacity: usize,
+    pub fault_len: usize,
+}
+
 /// `dumpconv_walker`: the walker function table.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Walker {
     pub struct_size: u32,
-    pub mode_count: u32,
-    pub modes: *const u32,
+    pub arch_count: u32,
+    pub arches: *const Arch,
+    pub modes: *const c_char,
     pub walk: Option<
         unsafe extern "C" fn(
             host: *const Host,
             cpu: *const Cpu,
             opts: *const WalkOptions,
             stats: *mut WalkStats,
+        ) -> i32,
+    >,
+    pub cpu_info:
+        Option<unsafe extern "C" fn(host: *const Host, cpu: *const Cpu, info: *mut CpuInfo) -> i32>,
+    pub translate: Option<
+        unsafe extern "C" fn(
+            host: *const Host,
+            cpu: *const Cpu,
+            opts: *const WalkOptions,
+            virt: u64,
+            out: *mut Translation,
         ) -> i32,
     >,
 }
@@ -182,7 +238,7 @@ pub struct PluginOption {
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub struct_size: u32,
-    pub arch: u32,
+    pub arch: Arch,
     pub page_size: u64,
     pub ranges: *const Range,
     pub range_count: usize,
@@ -234,11 +290,13 @@ unsafe impl Sync for Walker {}
 // SAFETY: as for `Plugin`.
 unsafe impl Sync for Writer {}
 
-/// Sizes of the v1 structs as first published: the smallest `struct_size` the host
-/// accepts for each (fields appended later are read only when `struct_size` covers them).
+/// Sizes of the structs as first published: the smallest `struct_size` the host accepts
+/// for each (fields appended later are read only when `struct_size` covers them). The
+/// descriptor and the writer table are the same in versions 1 and 2.
 pub const PLUGIN_V1_SIZE: usize = std::mem::size_of::<Plugin>();
-pub const WALKER_V1_SIZE: usize = std::mem::size_of::<Walker>();
 pub const WRITER_V1_SIZE: usize = std::mem::size_of::<Writer>();
+/// The version-2 walker table.
+pub const WALKER_V2_SIZE: usize = std::mem::size_of::<Walker>();
 /// `dumpconv_walk_options` without `ram`/`ram_count`.
 pub const WALK_OPTIONS_NO_RAM_SIZE: usize = std::mem::offset_of!(WalkOptions, ram);
 
@@ -252,7 +310,12 @@ mod tests {
         // The header's own test (drift test) compares with a C compiler; this only pins
         // the obvious so a field reordering here fails fast.
         assert_eq!(size_of::<Bytes>(), 16);
-        assert_eq!(size_of::<Cpu>(), 64);
+        assert_eq!(size_of::<Cpu>(), 32);
+        assert_eq!(offset_of!(Cpu, regs), 16);
+        assert_eq!(size_of::<Reg>(), 24);
+        assert_eq!(size_of::<Walker>(), 48);
+        assert_eq!(size_of::<Translation>(), 64);
+        assert_eq!(size_of::<v1::Cpu>(), 64);
         assert_eq!(size_of::<WalkOptions>(), 40);
         assert_eq!(offset_of!(WalkOptions, ram), 24);
         assert_eq!(size_of::<Plugin>(), 56);

@@ -52,6 +52,7 @@ use crate::writer::{DumpPlan, DumpWriter};
 
 use super::abi;
 use super::host::{panic_message, v1};
+use crate::cpu::Registers;
 
 /// The implementation behind an exported descriptor.
 enum Implementation {
@@ -64,11 +65,13 @@ enum Implementation {
 pub struct Export {
     plugin: abi::Plugin,
     walker: abi::Walker,
+    walker_v1: abi::v1::Walker,
     writer: abi::Writer,
     imp: Implementation,
     // Owners of the memory the descriptor points at.
     _strings: Vec<CString>,
-    _modes: Vec<u32>,
+    _modes_v1: Vec<u32>,
+    _arches: Vec<abi::Arch>,
 }
 
 // SAFETY: an Export is immutable once built (it is leaked behind a shared reference); its
@@ -84,7 +87,34 @@ type WalkFn = unsafe extern "C" fn(
     *const abi::WalkOptions,
     *mut abi::WalkStats,
 ) -> i32;
+type WalkFnV1 = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::v1::Cpu,
+    *const abi::WalkOptions,
+    *mut abi::WalkStats,
+) -> i32;
+type CpuInfoFn = unsafe extern "C" fn(*const abi::Host, *const abi::Cpu, *mut abi::CpuInfo) -> i32;
+type TranslateFn = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::Cpu,
+    *const abi::WalkOptions,
+    u64,
+    *mut abi::Translation,
+) -> i32;
 type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
+
+/// The exported functions of a walker: version 2 (the SDK's) or version 1 (x86 only,
+/// for testing the host's compatibility).
+pub enum WalkerExports {
+    V2 {
+        walk: WalkFn,
+        cpu_info: CpuInfoFn,
+        translate: TranslateFn,
+    },
+    V1 {
+        walk: WalkFnV1,
+    },
+}
 
 fn cstring(s: &str) -> CString {
     // Interior NULs cannot be represented; cut there rather than fail the export.
@@ -97,22 +127,34 @@ impl Export {
         imp: Implementation,
         version: &str,
         description: &str,
-        walk: Option<WalkFn>,
+        walker: Option<WalkerExports>,
         write: Option<WriteFn>,
     ) -> &'static Export {
-        let (kind, name, modes, extensions) = match &imp {
+        let v1 = matches!(walker, Some(WalkerExports::V1 { .. }));
+        let (kind, name, modes, arches, extensions) = match &imp {
             Implementation::Walker(w) => (
                 abi::DUMPCONV_KIND_WALKER,
                 w.name().to_string(),
-                w.modes().iter().filter_map(|m| v1::mode_value(m)).collect(),
+                w.modes().join(","),
+                w.arches()
+                    .iter()
+                    .map(|a| super::host::arch_to_abi(Some(*a)))
+                    .collect(),
                 String::new(),
             ),
             Implementation::Writer(w) => (
                 abi::DUMPCONV_KIND_WRITER,
                 w.name().to_string(),
+                String::new(),
                 Vec::new(),
                 w.extensions().join(","),
             ),
+        };
+        let modes_v1: Vec<u32> = match &imp {
+            Implementation::Walker(w) if v1 => {
+                w.modes().iter().filter_map(|m| v1::mode_value(m)).collect()
+            }
+            _ => Vec::new(),
         };
         let writer_flags = match &imp {
             Implementation::Writer(w) if w.compresses_itself() => {
@@ -125,10 +167,24 @@ impl Export {
             cstring(version),
             cstring(description),
             cstring(&extensions),
+            cstring(&modes),
         ];
+        let (walk, cpu_info, translate, walk_v1) = match walker {
+            Some(WalkerExports::V2 {
+                walk,
+                cpu_info,
+                translate,
+            }) => (Some(walk), Some(cpu_info), Some(translate), None),
+            Some(WalkerExports::V1 { walk }) => (None, None, None, Some(walk)),
+            None => (None, None, None, None),
+        };
         let e = Box::leak(Box::new(Export {
             plugin: abi::Plugin {
-                abi_major: abi::DUMPCONV_ABI_MAJOR,
+                abi_major: if v1 {
+                    abi::v1::DUMPCONV_ABI_MAJOR
+                } else {
+                    abi::DUMPCONV_ABI_MAJOR
+                },
                 struct_size: std::mem::size_of::<abi::Plugin>() as u32,
                 kind,
                 reserved: 0,
@@ -140,9 +196,18 @@ impl Export {
             },
             walker: abi::Walker {
                 struct_size: std::mem::size_of::<abi::Walker>() as u32,
+                arch_count: 0,
+                arches: std::ptr::null(),
+                modes: strings[4].as_ptr(),
+                walk,
+                cpu_info,
+                translate,
+            },
+            walker_v1: abi::v1::Walker {
+                struct_size: std::mem::size_of::<abi::v1::Walker>() as u32,
                 mode_count: 0,
                 modes: std::ptr::null(),
-                walk,
+                walk: walk_v1,
             },
             writer: abi::Writer {
                 struct_size: std::mem::size_of::<abi::Writer>() as u32,
@@ -152,31 +217,38 @@ impl Export {
             },
             imp,
             _strings: Vec::new(),
-            _modes: modes,
+            _modes_v1: modes_v1,
+            _arches: arches,
         }));
-        // The CStrings' heap buffers do not move when the Vec holding them moves.
+        // The CStrings' and Vecs' heap buffers do not move when the Export moves.
         e._strings = strings;
-        e.walker.mode_count = e._modes.len() as u32;
-        e.walker.modes = e._modes.as_ptr();
+        e.walker.modes = e._strings[4].as_ptr();
+        e.walker.arch_count = e._arches.len() as u32;
+        e.walker.arches = e._arches.as_ptr();
+        e.walker_v1.mode_count = e._modes_v1.len() as u32;
+        e.walker_v1.modes = e._modes_v1.as_ptr();
         match e.imp {
+            Implementation::Walker(_) if v1 => {
+                e.plugin.walker = (&e.walker_v1 as *const abi::v1::Walker).cast()
+            }
             Implementation::Walker(_) => e.plugin.walker = &e.walker,
             Implementation::Writer(_) => e.plugin.writer = &e.writer,
         }
         e
     }
 
-    /// Export a walker whose `walk` entry is `walk` (generated by the macro).
+    /// Export a walker whose entries are `fns` (generated by the macro).
     pub fn walker(
         w: Box<dyn ArchWalker>,
         version: &str,
         description: &str,
-        walk: WalkFn,
+        fns: WalkerExports,
     ) -> &'static Export {
         Export::build(
             Implementation::Walker(w),
             version,
             description,
-            Some(walk),
+            Some(fns),
             None,
         )
     }
@@ -390,15 +462,15 @@ impl PhysicalMemory for HostMemory<'_> {
     }
 }
 
-/// Rebuild a CPU state from the ABI form (only what paging needs crosses the ABI).
-fn cpu_from_abi(c: &abi::Cpu) -> CpuState {
+/// Rebuild a CPU state from the version-1 form (x86 control registers).
+fn cpu_from_abi_v1(c: &abi::v1::Cpu) -> CpuState {
     let mut cpu = CpuState::new(c.index, v1::arch_from_value(c.arch));
     for (name, bit, v) in [
-        ("cr0", abi::DUMPCONV_CPU_CR0, c.cr0),
-        ("cr3", abi::DUMPCONV_CPU_CR3, c.cr3),
-        ("cr4", abi::DUMPCONV_CPU_CR4, c.cr4),
-        ("efer", abi::DUMPCONV_CPU_EFER, c.efer),
-        ("a20_mask", abi::DUMPCONV_CPU_A20, c.a20_mask),
+        ("cr0", abi::v1::DUMPCONV_CPU_CR0, c.cr0),
+        ("cr3", abi::v1::DUMPCONV_CPU_CR3, c.cr3),
+        ("cr4", abi::v1::DUMPCONV_CPU_CR4, c.cr4),
+        ("efer", abi::v1::DUMPCONV_CPU_EFER, c.efer),
+        ("a20_mask", abi::v1::DUMPCONV_CPU_A20, c.a20_mask),
     ] {
         if c.valid & bit != 0 {
             cpu.set_reg(name, v);
@@ -407,12 +479,74 @@ fn cpu_from_abi(c: &abi::Cpu) -> CpuState {
     cpu
 }
 
+/// An architecture from the ABI (machine 0: unknown).
+fn arch_from_abi(a: abi::Arch) -> Option<Arch> {
+    (a.machine != 0).then(|| Arch::new(a.machine, a.word_size))
+}
+
+/// Rebuild a CPU state from the version-2 form: its architecture and registers.
+/// Registers whose names are not UTF-8 are skipped.
+///
+/// # Safety
+/// `c.regs` is valid for `c.reg_count` entries, their names for their lengths.
+unsafe fn cpu_from_abi(c: &abi::Cpu) -> Result<CpuState> {
+    let mut regs = Registers::new();
+    // SAFETY: by the caller's contract.
+    for r in unsafe { slice(c.regs, c.reg_count) }? {
+        // SAFETY: by the caller's contract.
+        if let Ok(n) = std::str::from_utf8(unsafe { byte_string(r.name) }?) {
+            regs.set(n, r.value);
+        }
+    }
+    Ok(CpuState {
+        index: c.index,
+        pid: None,
+        arch: arch_from_abi(c.arch),
+        regs,
+    })
+}
+
 /// Does a struct whose `struct_size` is `size` contain the field ending at `end`?
 fn covers(size: u32, end: usize) -> bool {
     size as usize >= end
 }
 
-/// The body of a generated `walk` export.
+/// Physical memory over the host's `read_phys`, with the RAM list of `o` when it has
+/// one.
+///
+/// # Safety
+/// `o` and the RAM array it points at are valid for the call.
+unsafe fn host_memory<'h>(h: HostRef<'h>, o: &abi::WalkOptions) -> Result<HostMemory<'h>> {
+    // The RAM list was appended to the options: without it, let read_phys decide.
+    let ram_end = std::mem::offset_of!(abi::WalkOptions, ram_count) + size_of::<usize>();
+    let ranges = if covers(o.struct_size, ram_end) {
+        // SAFETY: covered by struct_size; the host's array is valid for the call.
+        ranges_from_abi(unsafe { slice(o.ram, o.ram_count) }?)
+    } else {
+        vec![PhysRange::new(0, u64::MAX)]
+    };
+    Ok(HostMemory { host: h, ranges })
+}
+
+fn walk_options(o: &abi::WalkOptions) -> WalkOptions {
+    WalkOptions {
+        max_phys_bits: u8::try_from(o.max_phys_bits).unwrap_or(u8::MAX).min(64),
+        clear_mask: o.clear_mask,
+        max_table_pages: o.max_table_pages,
+    }
+}
+
+/// The walker behind an export.
+fn walker_of<'e>(export: Option<&'e Export>, what: &str) -> Result<&'e dyn ArchWalker> {
+    match export.map(|e| &e.imp) {
+        Some(Implementation::Walker(w)) => Ok(w.as_ref()),
+        _ => Err(Error::invalid(format!(
+            "{what} called before the entry function"
+        ))),
+    }
+}
+
+/// The body of a generated version-2 `walk` export.
 ///
 /// # Safety
 /// The arguments are what the host passes to `walk` (valid for the call).
@@ -424,67 +558,234 @@ pub unsafe fn walk(
     stats: *mut abi::WalkStats,
 ) -> i32 {
     guarded(host, |h| {
-        let Some(Implementation::Walker(w)) = export.map(|e| &e.imp) else {
-            return Err(Error::invalid("walk called before the entry function"));
-        };
+        let w = walker_of(export, "walk")?;
+        if cpu.is_null() || opts.is_null() {
+            return Err(Error::invalid("walk: cpu or options is NULL"));
+        }
+        // SAFETY: non-NULL, valid for the call, with the arrays they point at.
+        let (c, o) = unsafe { (cpu_from_abi(&*cpu)?, &*opts) };
+        // SAFETY: as above.
+        unsafe { walk_body(w, h, &c, o, stats) }
+    })
+}
+
+/// The body of a generated version-1 `walk` export (x86 CPUs).
+///
+/// # Safety
+/// The arguments are what the host passes to `walk` (valid for the call).
+pub unsafe fn walk_v1(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    cpu: *const abi::v1::Cpu,
+    opts: *const abi::WalkOptions,
+    stats: *mut abi::WalkStats,
+) -> i32 {
+    guarded(host, |h| {
+        let w = walker_of(export, "walk")?;
         if cpu.is_null() || opts.is_null() {
             return Err(Error::invalid("walk: cpu or options is NULL"));
         }
         // SAFETY: non-NULL, valid for the call.
-        let (c, o) = unsafe { (&*cpu, &*opts) };
-        // The RAM list was appended to the options: without it, let read_phys decide.
-        let ram_end = std::mem::offset_of!(abi::WalkOptions, ram_count) + size_of::<usize>();
-        let ranges = if covers(o.struct_size, ram_end) {
-            // SAFETY: covered by struct_size; the host's array is valid for the call.
-            ranges_from_abi(unsafe { slice(o.ram, o.ram_count) }?)
-        } else {
-            vec![PhysRange::new(0, u64::MAX)]
-        };
-        let mem = HostMemory { host: h, ranges };
-        let wopts = WalkOptions {
-            max_phys_bits: u8::try_from(o.max_phys_bits).unwrap_or(u8::MAX).min(64),
-            clear_mask: o.clear_mask,
-            max_table_pages: o.max_table_pages,
-        };
-        let mut out = MappingList::new();
-        let st = w.walk(&cpu_from_abi(c), &mem, &wopts, &mut out)?;
-        let emit =
-            h.0.emit_mapping
-                .ok_or_else(|| HostRef::missing("emit_mapping"))?;
-        for m in out.runs() {
-            // SAFETY: a host callback called with its own ctx.
-            let code = unsafe { emit(h.0.ctx, m.virt, m.phys, m.len) };
-            HostRef::status("emit_mapping", code)?;
+        let (c, o) = unsafe { (cpu_from_abi_v1(&*cpu), &*opts) };
+        // SAFETY: as above.
+        unsafe { walk_body(w, h, &c, o, stats) }
+    })
+}
+
+/// Walk `c` and emit its runs, warnings and statistics to the host.
+///
+/// # Safety
+/// `o` (and its RAM array) and `stats` (NULL allowed) are valid for the call.
+unsafe fn walk_body(
+    w: &dyn ArchWalker,
+    h: HostRef<'_>,
+    c: &CpuState,
+    o: &abi::WalkOptions,
+    stats: *mut abi::WalkStats,
+) -> Result<()> {
+    // SAFETY: by the caller's contract.
+    let mem = unsafe { host_memory(h, o) }?;
+    let wopts = walk_options(o);
+    let mut out = MappingList::new();
+    let st = w.walk(c, &mem, &wopts, &mut out)?;
+    let emit =
+        h.0.emit_mapping
+            .ok_or_else(|| HostRef::missing("emit_mapping"))?;
+    for m in out.runs() {
+        // SAFETY: a host callback called with its own ctx.
+        let code = unsafe { emit(h.0.ctx, m.virt, m.phys, m.len) };
+        HostRef::status("emit_mapping", code)?;
+    }
+    for msg in &st.warnings {
+        h.log(abi::DUMPCONV_LOG_WARN, msg);
+    }
+    if !stats.is_null() {
+        // SAFETY: non-NULL, valid for the call; only fields within its struct_size
+        // are written.
+        let s = unsafe { &mut *stats };
+        let size = s.struct_size;
+        let fields = [
+            (std::mem::offset_of!(abi::WalkStats, leaves), st.leaves),
+            (
+                std::mem::offset_of!(abi::WalkStats, leaves_outside_ram),
+                st.leaves_outside_ram,
+            ),
+            (
+                std::mem::offset_of!(abi::WalkStats, table_pages),
+                st.table_pages,
+            ),
+            (
+                std::mem::offset_of!(abi::WalkStats, tables_outside_ram),
+                st.tables_outside_ram,
+            ),
+        ];
+        for (off, v) in fields {
+            if covers(size, off + 8) {
+                // SAFETY: within struct_size bytes of the host's struct.
+                unsafe { stats.cast::<u8>().add(off).cast::<u64>().write_unaligned(v) };
+            }
         }
-        for msg in &st.warnings {
-            h.log(abi::DUMPCONV_LOG_WARN, msg);
+    }
+    Ok(())
+}
+
+/// The body of a generated `cpu_info` export: paging on, mode, kernel half.
+///
+/// # Safety
+/// The arguments are what the host passes to `cpu_info` (valid for the call).
+pub unsafe fn cpu_info(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    cpu: *const abi::Cpu,
+    info: *mut abi::CpuInfo,
+) -> i32 {
+    guarded(host, |_h| {
+        let w = walker_of(export, "cpu_info")?;
+        if cpu.is_null() || info.is_null() {
+            return Err(Error::invalid("cpu_info: cpu or info is NULL"));
         }
-        if !stats.is_null() {
-            // SAFETY: non-NULL, valid for the call; only fields within its struct_size
-            // are written.
-            let s = unsafe { &mut *stats };
-            let size = s.struct_size;
-            let fields = [
-                (std::mem::offset_of!(abi::WalkStats, leaves), st.leaves),
-                (
-                    std::mem::offset_of!(abi::WalkStats, leaves_outside_ram),
-                    st.leaves_outside_ram,
-                ),
-                (
-                    std::mem::offset_of!(abi::WalkStats, table_pages),
-                    st.table_pages,
-                ),
-                (
-                    std::mem::offset_of!(abi::WalkStats, tables_outside_ram),
-                    st.tables_outside_ram,
-                ),
-            ];
-            for (off, v) in fields {
-                if covers(size, off + 8) {
-                    // SAFETY: within struct_size bytes of the host's struct.
-                    unsafe { stats.cast::<u8>().add(off).cast::<u64>().write_unaligned(v) };
+        // SAFETY: non-NULL, valid for the call, with the arrays it points at.
+        let c = unsafe { cpu_from_abi(&*cpu) }?;
+        let mode = w.mode_of(&c).ok_or_else(|| {
+            Error::invalid(format!(
+                "cpu {}: the registers do not say the mode",
+                c.index
+            ))
+        })?;
+        let paging = w.paging_enabled(&c);
+        let index = w
+            .modes()
+            .iter()
+            .position(|m| m.eq_ignore_ascii_case(&mode))
+            .and_then(|i| i32::try_from(i).ok())
+            .unwrap_or(abi::DUMPCONV_MODE_UNKNOWN);
+        let fields: [(usize, u64, usize); 3] = [
+            (
+                std::mem::offset_of!(abi::CpuInfo, paging),
+                u64::from(paging),
+                4,
+            ),
+            (
+                std::mem::offset_of!(abi::CpuInfo, mode),
+                index as u32 as u64,
+                4,
+            ),
+            (
+                std::mem::offset_of!(abi::CpuInfo, kernel_start),
+                w.kernel_start(&c),
+                8,
+            ),
+        ];
+        // SAFETY: non-NULL, valid for the call; only fields within its struct_size are
+        // written.
+        let size = unsafe { (*info).struct_size };
+        for (off, v, n) in fields {
+            if covers(size, off + n) {
+                // SAFETY: within struct_size bytes of the host's struct.
+                unsafe {
+                    let p = info.cast::<u8>().add(off);
+                    if n == 4 {
+                        p.cast::<u32>().write_unaligned(v as u32);
+                    } else {
+                        p.cast::<u64>().write_unaligned(v);
+                    }
                 }
             }
+        }
+        Ok(())
+    })
+}
+
+/// NUL-terminated copies of translation level names, kept for the life of the library
+/// (the ABI hands out static strings).
+static LEVEL_CSTRINGS: std::sync::Mutex<Vec<(&'static str, &'static std::ffi::CStr)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn level_cstr(name: &'static str) -> *const c_char {
+    let mut v = LEVEL_CSTRINGS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = v.iter().find(|(n, _)| *n == name) {
+        return c.as_ptr();
+    }
+    let c: &'static std::ffi::CStr = Box::leak(cstring(name).into_boxed_c_str());
+    v.push((name, c));
+    c.as_ptr()
+}
+
+/// The body of a generated `translate` export.
+///
+/// # Safety
+/// The arguments are what the host passes to `translate` (valid for the call).
+pub unsafe fn translate(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    cpu: *const abi::Cpu,
+    opts: *const abi::WalkOptions,
+    virt: u64,
+    out: *mut abi::Translation,
+) -> i32 {
+    guarded(host, |h| {
+        let w = walker_of(export, "translate")?;
+        if cpu.is_null() || opts.is_null() || out.is_null() {
+            return Err(Error::invalid("translate: cpu, options or out is NULL"));
+        }
+        // SAFETY: non-NULL, valid for the call, with the arrays they point at.
+        let (c, o) = unsafe { (cpu_from_abi(&*cpu)?, &*opts) };
+        // SAFETY: as above.
+        let mem = unsafe { host_memory(h, o) }?;
+        let t = w.translate(&c, &mem, &walk_options(o), virt)?;
+        // SAFETY: non-NULL, valid for the call.
+        let r = unsafe { &mut *out };
+        if !covers(r.struct_size, std::mem::size_of::<abi::Translation>()) {
+            return Err(Error::invalid("translate: the result struct is too small"));
+        }
+        let cap = r.step_capacity as usize;
+        let n = t.steps.len().min(cap);
+        if n > 0 && r.steps.is_null() {
+            return Err(Error::invalid("translate: steps is NULL"));
+        }
+        for (i, st) in t.steps.iter().take(n).enumerate() {
+            // SAFETY: i < step_capacity entries of the host's array.
+            unsafe {
+                r.steps.add(i).write(abi::TranslationStep {
+                    level: level_cstr(st.level),
+                    entry_addr: st.entry_addr,
+                    entry: st.entry,
+                })
+            };
+        }
+        r.step_count = n as u32;
+        r.mapped = u32::from(t.phys.is_some());
+        r.phys = t.phys.unwrap_or(0);
+        r.page_size = t.page_size.unwrap_or(0);
+        r.fault_len = 0;
+        if let (Some(f), false) = (&t.fault, r.fault.is_null()) {
+            let mut len = f.len().min(r.fault_capacity);
+            while !f.is_char_boundary(len) {
+                len -= 1;
+            }
+            // SAFETY: fault is valid for fault_capacity bytes; len <= fault_capacity.
+            unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), r.fault.cast::<u8>(), len) };
+            r.fault_len = len;
         }
         Ok(())
     })
@@ -578,11 +879,6 @@ impl Progress for HostProgress<'_> {
     }
 }
 
-fn arch_from_abi(a: u32) -> Result<Arch> {
-    v1::arch_from_value(a)
-        .ok_or_else(|| Error::Unsupported(format!("architecture {a} in the plan")))
-}
-
 fn utf8(b: &[u8], what: &str) -> Result<String> {
     String::from_utf8(b.to_vec()).map_err(|_| Error::invalid(format!("{what} is not UTF-8")))
 }
@@ -617,10 +913,10 @@ unsafe fn plan_from_abi(p: &abi::Plan) -> Result<DumpPlan> {
                 desc: byte_string(n.desc)?.to_vec(),
             });
         }
-        let cpus = slice(p.cpus, p.cpu_count)?
-            .iter()
-            .map(cpu_from_abi)
-            .collect();
+        let mut cpus = Vec::with_capacity(p.cpu_count);
+        for c in slice(p.cpus, p.cpu_count)? {
+            cpus.push(cpu_from_abi(c)?);
+        }
         let vmcoreinfo = if p.vmcoreinfo.ptr.is_null() {
             None
         } else {
@@ -634,7 +930,9 @@ unsafe fn plan_from_abi(p: &abi::Plan) -> Result<DumpPlan> {
             );
         }
         Ok(DumpPlan {
-            arch: arch_from_abi(p.arch)?,
+            arch: arch_from_abi(p.arch).ok_or_else(|| {
+                Error::Unsupported("the plan does not say its architecture".into())
+            })?,
             page_size: p.page_size,
             ranges,
             mappings,
@@ -705,8 +1003,61 @@ macro_rules! plugin_entry {
                     $crate::plugin::guest::walk(EXPORT.get().copied(), host, cpu, opts, stats)
                 }
             }
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn cpu_info(
+                host: *const $crate::plugin::abi::Host,
+                cpu: *const $crate::plugin::abi::Cpu,
+                info: *mut $crate::plugin::abi::CpuInfo,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe { $crate::plugin::guest::cpu_info(EXPORT.get().copied(), host, cpu, info) }
+            }
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn translate(
+                host: *const $crate::plugin::abi::Host,
+                cpu: *const $crate::plugin::abi::Cpu,
+                opts: *const $crate::plugin::abi::WalkOptions,
+                virt: u64,
+                out: *mut $crate::plugin::abi::Translation,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe {
+                    $crate::plugin::guest::translate(EXPORT.get().copied(), host, cpu, opts, virt, out)
+                }
+            }
             $crate::plugin::guest::entry(&EXPORT, || {
-                $crate::plugin::guest::Export::walker(::std::boxed::Box::new($make), $ver, $desc, walk)
+                $crate::plugin::guest::Export::walker(
+                    ::std::boxed::Box::new($make),
+                    $ver,
+                    $desc,
+                    $crate::plugin::guest::WalkerExports::V2 { walk, cpu_info, translate },
+                )
+            })
+        }
+    };
+    ($vis:vis fn $entry:ident, walker_v1: $make:expr, version: $ver:expr, description: $desc:expr $(,)?) => {
+        $vis extern "C" fn $entry() -> *const $crate::plugin::abi::Plugin {
+            static EXPORT: ::std::sync::OnceLock<&'static $crate::plugin::guest::Export> =
+                ::std::sync::OnceLock::new();
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn walk(
+                host: *const $crate::plugin::abi::Host,
+                cpu: *const $crate::plugin::abi::v1::Cpu,
+                opts: *const $crate::plugin::abi::WalkOptions,
+                stats: *mut $crate::plugin::abi::WalkStats,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe {
+                    $crate::plugin::guest::walk_v1(EXPORT.get().copied(), host, cpu, opts, stats)
+                }
+            }
+            $crate::plugin::guest::entry(&EXPORT, || {
+                $crate::plugin::guest::Export::walker(
+                    ::std::boxed::Box::new($make),
+                    $ver,
+                    $desc,
+                    $crate::plugin::guest::WalkerExports::V1 { walk },
+                )
             })
         }
     };
@@ -729,7 +1080,10 @@ macro_rules! plugin_entry {
     };
 }
 
-/// Export a Rust walker or writer as a dumpconv plugin (in a `cdylib` crate):
+/// Export a Rust walker or writer as a dumpconv plugin (in a `cdylib` crate), with ABI
+/// version 2 (`walker:` or `writer:`). `walker_v1:` exports an x86 walker with the frozen
+/// version-1 ABI instead (CR0/CR3/CR4/EFER CPUs), to test dumpconv's compatibility with
+/// version-1 plugins; new plugins have no reason to use it.
 ///
 /// ```ignore
 /// dumpconv_core::export_plugin!(
@@ -765,6 +1119,19 @@ macro_rules! export_plugin {
         /// The plugin's ABI major version, read by the host before loading the library.
         #[allow(unsafe_code, non_upper_case_globals)]
         #[no_mangle]
-        pub static dumpconv_plugin_abi: u32 = $crate::plugin::abi::DUMPCONV_ABI_MAJOR;
+        pub static dumpconv_plugin_abi: u32 = $crate::__dumpconv_abi_of!($kind);
+    };
+}
+
+/// The ABI major version a plugin kind of [`export_plugin!`] exports: 1 for
+/// `walker_v1`, else the current one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __dumpconv_abi_of {
+    (walker_v1) => {
+        $crate::plugin::abi::v1::DUMPCONV_ABI_MAJOR
+    };
+    ($other:ident) => {
+        $crate::plugin::abi::DUMPCONV_ABI_MAJOR
     };
 }

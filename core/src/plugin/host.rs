@@ -33,7 +33,7 @@ use crate::mapping::{Mapping, MappingList};
 use crate::memory::PhysicalMemory;
 use crate::progress::Progress;
 use crate::sink::Sink;
-use crate::walker::{ArchWalker, WalkOptions, WalkStats};
+use crate::walker::{ArchWalker, Translation, WalkOptions, WalkStats};
 use crate::writer::{DumpPlan, DumpWriter};
 
 use super::abi;
@@ -109,21 +109,51 @@ type WalkFn = unsafe extern "C" fn(
     *const abi::WalkOptions,
     *mut abi::WalkStats,
 ) -> i32;
+type WalkFnV1 = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::v1::Cpu,
+    *const abi::WalkOptions,
+    *mut abi::WalkStats,
+) -> i32;
+type CpuInfoFn = unsafe extern "C" fn(*const abi::Host, *const abi::Cpu, *mut abi::CpuInfo) -> i32;
+type TranslateFn = unsafe extern "C" fn(
+    *const abi::Host,
+    *const abi::Cpu,
+    *const abi::WalkOptions,
+    u64,
+    *mut abi::Translation,
+) -> i32;
+/// A writer's `write`: its plan argument is an `abi::Plan` (v2) or an `abi::v1::Plan`
+/// (v1), by the plugin's ABI version.
 type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
+
+/// The functions of a walker plugin, by ABI version.
+enum WalkerFns {
+    /// Version 1: x86 only; the host derives the mode from CR0/CR4/EFER.
+    V1 { walk: WalkFnV1, raw_modes: Vec<u32> },
+    /// Version 2: any architecture; the plugin says what a CPU's registers mean.
+    V2 {
+        walk: WalkFn,
+        cpu_info: Option<CpuInfoFn>,
+        translate: Option<TranslateFn>,
+    },
+}
 
 /// A walker plugin as an [`ArchWalker`].
 pub struct PluginWalker {
     info: PluginInfo,
-    /// The modes dumpconv knows, from the plugin's list, by name.
+    /// The architectures handled (v1: x86_64 and i386).
+    arches: Vec<Arch>,
+    /// Mode names (v1: the x86 names of the values dumpconv knows).
     modes: Vec<&'static str>,
-    /// The plugin's list as given (other architectures' modes included).
-    raw_modes: Vec<u32>,
-    walk: WalkFn,
+    fns: WalkerFns,
 }
 
 /// A writer plugin as a [`DumpWriter`].
 pub struct PluginWriter {
     info: PluginInfo,
+    /// The ABI version of its plan.
+    abi_major: u32,
     /// Borrowed from the plugin's static string: the library is never unloaded.
     extensions: Vec<&'static str>,
     /// `DUMPCONV_WRITER_SELF_COMPRESSING`: see [`DumpWriter::compresses_itself`].
@@ -198,7 +228,7 @@ fn valid_name(name: &str) -> bool {
 /// ABI version 1 is x86's: its CPU is CR0/CR3/CR4/EFER/A20 plus an x86 paging-mode
 /// number, its modes and architectures are x86's. These are the v1 tables.
 pub mod v1 {
-    use super::abi;
+    use super::abi::v1 as abi;
     use crate::arch::Arch;
     use crate::cpu::CpuState;
 
@@ -283,6 +313,9 @@ pub fn mode_name(m: u32) -> String {
     v1::mode_name(m).map_or_else(|| format!("{m:#x}"), str::to_string)
 }
 
+/// The plugin ABI major versions this host loads.
+pub const SUPPORTED_ABI: [u32; 2] = [abi::v1::DUMPCONV_ABI_MAJOR, abi::DUMPCONV_ABI_MAJOR];
+
 /// Validate a descriptor and wrap it. The loader calls this after dlopen; tests call it
 /// with a descriptor from an in-process entry function.
 ///
@@ -309,18 +342,19 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
         let p = desc.cast::<u32>();
         (p.read_unaligned(), p.add(1).read_unaligned())
     };
-    if abi_major != abi::DUMPCONV_ABI_MAJOR {
+    if !SUPPORTED_ABI.contains(&abi_major) {
         return Err(err(format!(
-            "plugin ABI major version {abi_major}, this dumpconv speaks {} (rebuild the \
-             plugin against this dumpconv's dumpconv_plugin.h or SDK)",
+            "plugin ABI major version {abi_major}, this dumpconv speaks {} and {} (rebuild \
+             the plugin against this dumpconv's dumpconv_plugin.h or SDK)",
+            abi::v1::DUMPCONV_ABI_MAJOR,
             abi::DUMPCONV_ABI_MAJOR
         )));
     }
     if (struct_size as usize) < abi::PLUGIN_V1_SIZE {
         return Err(err(format!(
-            "descriptor struct_size {struct_size} is smaller than the {} bytes of ABI {}",
+            "descriptor struct_size {struct_size} is smaller than the {} bytes of ABI \
+             {abi_major}",
             abi::PLUGIN_V1_SIZE,
-            abi::DUMPCONV_ABI_MAJOR
         )));
     }
     // SAFETY: the descriptor is at least as large as our struct (checked just above) and
@@ -366,17 +400,18 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
         abi_major,
     };
     match kind {
-        PluginKind::Walker => {
+        PluginKind::Walker if abi_major == abi::v1::DUMPCONV_ABI_MAJOR => {
             // SAFETY: non-NULL (checked), static by contract. Read its struct_size first.
             let size = unsafe { d.walker.cast::<u32>().read_unaligned() } as usize;
-            if size < abi::WALKER_V1_SIZE {
+            if size < abi::v1::WALKER_V1_SIZE {
                 return Err(info.error(format!(
                     "walker table struct_size {size} is smaller than {}",
-                    abi::WALKER_V1_SIZE
+                    abi::v1::WALKER_V1_SIZE
                 )));
             }
-            // SAFETY: large enough (checked), static by contract.
-            let t: &'static abi::Walker = unsafe { &*d.walker };
+            // SAFETY: a version-1 descriptor's walker table is a v1 table, large enough
+            // (checked), static by contract.
+            let t: &'static abi::v1::Walker = unsafe { &*d.walker.cast::<abi::v1::Walker>() };
             let walk = t
                 .walk
                 .ok_or_else(|| info.error("walker table: walk is NULL"))?;
@@ -402,9 +437,73 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
                 .collect();
             Ok(LoadedPlugin::Walker(Arc::new(PluginWalker {
                 info,
+                arches: v1::ARCHES.to_vec(),
                 modes,
-                raw_modes,
-                walk,
+                fns: WalkerFns::V1 { walk, raw_modes },
+            })))
+        }
+        PluginKind::Walker => {
+            // SAFETY: non-NULL (checked), static by contract. Read its struct_size first.
+            let size = unsafe { d.walker.cast::<u32>().read_unaligned() } as usize;
+            if size < abi::WALKER_V2_SIZE {
+                return Err(info.error(format!(
+                    "walker table struct_size {size} is smaller than {}",
+                    abi::WALKER_V2_SIZE
+                )));
+            }
+            // SAFETY: large enough (checked), static by contract.
+            let t: &'static abi::Walker = unsafe { &*d.walker };
+            let walk = t
+                .walk
+                .ok_or_else(|| info.error("walker table: walk is NULL"))?;
+            if t.arch_count == 0 || t.arches.is_null() {
+                return Err(info.error("walker table: no architectures (arches)"));
+            }
+            if t.arch_count > 4096 {
+                return Err(info.error(format!(
+                    "walker table: {} architectures is not plausible",
+                    t.arch_count
+                )));
+            }
+            // SAFETY: non-NULL, arch_count entries, static by contract.
+            let arches = unsafe { std::slice::from_raw_parts(t.arches, t.arch_count as usize) }
+                .iter()
+                .map(|a| Arch::new(a.machine, a.word_size))
+                .collect::<Vec<_>>();
+            if let Some(a) = arches
+                .iter()
+                .find(|a| a.elf_machine() == 0 || ![4, 8].contains(&a.word_size()))
+            {
+                return Err(info.error(format!(
+                    "walker table: architecture {a} is not an ELF machine with 4- or 8-byte \
+                     words"
+                )));
+            }
+            let modes: Vec<&'static str> = if t.modes.is_null() {
+                Vec::new()
+            } else {
+                // SAFETY: non-NULL, static by contract.
+                unsafe { static_str(t.modes, "modes", path)? }
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            };
+            if let Some(bad) = modes.iter().find(|m| !valid_name(m)) {
+                return Err(info.error(format!(
+                    "walker table: mode {bad:?} is not 1 to 64 ASCII letters, digits, '-', \
+                     '_' or '.'"
+                )));
+            }
+            Ok(LoadedPlugin::Walker(Arc::new(PluginWalker {
+                info,
+                arches,
+                modes,
+                fns: WalkerFns::V2 {
+                    walk,
+                    cpu_info: t.cpu_info,
+                    translate: t.translate,
+                },
             })))
         }
         PluginKind::Writer => {
@@ -439,6 +538,7 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
             }
             Ok(LoadedPlugin::Writer(Arc::new(PluginWriter {
                 info,
+                abi_major,
                 extensions,
                 self_compressing: t.flags & abi::DUMPCONV_WRITER_SELF_COMPRESSING != 0,
                 write,
@@ -452,9 +552,13 @@ impl PluginWalker {
         &self.info
     }
 
-    /// The plugin's mode list as given, values dumpconv does not know included.
-    pub fn raw_modes(&self) -> &[u32] {
-        &self.raw_modes
+    /// The plugin's modes as listed: v2 names; v1 values by their x86 names, values
+    /// version 1 does not define as numbers.
+    pub fn listed_modes(&self) -> Vec<String> {
+        match &self.fns {
+            WalkerFns::V1 { raw_modes, .. } => raw_modes.iter().map(|&m| mode_name(m)).collect(),
+            WalkerFns::V2 { .. } => self.modes.iter().map(|m| m.to_string()).collect(),
+        }
     }
 }
 
@@ -464,9 +568,9 @@ impl PluginWriter {
     }
 }
 
-/// A CPU state in the ABI's form. `arch` is the dump's architecture when known, else
+/// A CPU state in the version-1 form. `arch` is the dump's architecture when known, else
 /// derived from the paging mode (4- or 5-level: x86-64).
-pub fn cpu_to_abi(cpu: &CpuState, arch: Option<Arch>) -> abi::Cpu {
+pub fn cpu_to_abi_v1(cpu: &CpuState, arch: Option<Arch>) -> abi::v1::Cpu {
     let mut valid = 0;
     let mut reg = |name: &str, bit: u32| match cpu.reg(name) {
         Some(v) => {
@@ -475,30 +579,30 @@ pub fn cpu_to_abi(cpu: &CpuState, arch: Option<Arch>) -> abi::Cpu {
         }
         None => 0,
     };
-    let cr0 = reg("cr0", abi::DUMPCONV_CPU_CR0);
-    let cr3 = reg("cr3", abi::DUMPCONV_CPU_CR3);
-    let cr4 = reg("cr4", abi::DUMPCONV_CPU_CR4);
-    let efer = reg("efer", abi::DUMPCONV_CPU_EFER);
+    let cr0 = reg("cr0", abi::v1::DUMPCONV_CPU_CR0);
+    let cr3 = reg("cr3", abi::v1::DUMPCONV_CPU_CR3);
+    let cr4 = reg("cr4", abi::v1::DUMPCONV_CPU_CR4);
+    let efer = reg("efer", abi::v1::DUMPCONV_CPU_EFER);
     let a20_mask = match cpu.reg("a20_mask") {
         Some(m) => {
-            valid |= abi::DUMPCONV_CPU_A20;
+            valid |= abi::v1::DUMPCONV_CPU_A20;
             m
         }
         None => u64::MAX,
     };
-    let mode = v1::x86_mode(cpu).unwrap_or(abi::DUMPCONV_PAGING_OFF);
+    let mode = v1::x86_mode(cpu).unwrap_or(abi::v1::DUMPCONV_PAGING_OFF);
     let arch = arch.or(cpu.arch).unwrap_or(
         if matches!(
             mode,
-            abi::DUMPCONV_PAGING_4LEVEL | abi::DUMPCONV_PAGING_5LEVEL
+            abi::v1::DUMPCONV_PAGING_4LEVEL | abi::v1::DUMPCONV_PAGING_5LEVEL
         ) {
             Arch::X86_64
         } else {
             Arch::I386
         },
     );
-    abi::Cpu {
-        struct_size: std::mem::size_of::<abi::Cpu>() as u32,
+    abi::v1::Cpu {
+        struct_size: std::mem::size_of::<abi::v1::Cpu>() as u32,
         index: cpu.index,
         arch: v1::arch_value(arch),
         paging_mode: mode,
@@ -509,6 +613,55 @@ pub fn cpu_to_abi(cpu: &CpuState, arch: Option<Arch>) -> abi::Cpu {
         cr4,
         efer,
         a20_mask,
+    }
+}
+
+/// The architecture in the ABI's form (machine 0: unknown).
+pub fn arch_to_abi(a: Option<Arch>) -> abi::Arch {
+    a.map_or(abi::Arch::default(), |a| abi::Arch {
+        machine: a.elf_machine(),
+        word_size: u8::try_from(a.word_size()).unwrap_or(0),
+        reserved: 0,
+    })
+}
+
+/// A CPU state in the version-2 form: its register list, borrowed from `cpu`, and the
+/// `abi::Cpu` pointing at it (rebuild it with [`CpuAbi::cpu`] after a move).
+pub struct CpuAbi<'c> {
+    regs: Vec<abi::Reg>,
+    index: u32,
+    arch: abi::Arch,
+    _names: std::marker::PhantomData<&'c CpuState>,
+}
+
+impl<'c> CpuAbi<'c> {
+    /// `arch` is used when the CPU does not say its own.
+    pub fn new(cpu: &'c CpuState, arch: Option<Arch>) -> CpuAbi<'c> {
+        CpuAbi {
+            _names: std::marker::PhantomData,
+            regs: cpu
+                .regs
+                .iter()
+                .map(|(n, v)| abi::Reg {
+                    name: bytes(n.as_bytes()),
+                    value: v,
+                })
+                .collect(),
+            index: cpu.index,
+            arch: arch_to_abi(cpu.arch.or(arch)),
+        }
+    }
+
+    /// The ABI struct; valid while `self` and the `CpuState` it was built from live.
+    pub fn cpu(&self) -> abi::Cpu {
+        abi::Cpu {
+            struct_size: std::mem::size_of::<abi::Cpu>() as u32,
+            index: self.index,
+            arch: self.arch,
+            reserved: 0,
+            regs: self.regs.as_ptr(),
+            reg_count: self.regs.len(),
+        }
     }
 }
 
@@ -929,13 +1082,105 @@ unsafe extern "C" fn cb_progress(ctx: *mut c_void, done: u64, _total: u64) {
     });
 }
 
+/// The options of a walk in the ABI's form, pointing at `ram`.
+fn walk_options_abi(opts: &WalkOptions, ram: &[abi::Range]) -> abi::WalkOptions {
+    abi::WalkOptions {
+        struct_size: std::mem::size_of::<abi::WalkOptions>() as u32,
+        max_phys_bits: u32::from(opts.max_phys_bits),
+        clear_mask: opts.clear_mask,
+        max_table_pages: opts.max_table_pages,
+        ram: ram.as_ptr(),
+        ram_count: ram.len(),
+    }
+}
+
+fn ram_abi(mem: &dyn PhysicalMemory) -> Vec<abi::Range> {
+    mem.ranges()
+        .iter()
+        .map(|r| abi::Range {
+            start: r.start,
+            end: r.end,
+        })
+        .collect()
+}
+
+/// Memory with no RAM, for calls that must not read any (cpu_info).
+struct NoMemory;
+
+impl PhysicalMemory for NoMemory {
+    fn ranges(&self) -> &[crate::memory::PhysRange] {
+        &[]
+    }
+
+    fn read_at(&self, paddr: u64, _buf: &mut [u8]) -> Result<()> {
+        Err(Error::PageUnavailable {
+            paddr,
+            why: "cpu_info may not read memory",
+        })
+    }
+}
+
+/// Names of translation levels given by plugins, kept for the life of the process
+/// ([`TranslationStep::level`] is `&'static str`); bounded, since a plugin has few.
+static LEVEL_NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+fn intern_level(name: &str) -> &'static str {
+    let mut names = LEVEL_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    if names.len() >= 256 || name.len() > 64 {
+        return "?";
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+impl PluginWalker {
+    /// Ask a v2 plugin about `cpu`; None when it has no `cpu_info`, or the call failed.
+    fn cpu_info(&self, cpu: &CpuState) -> Option<abi::CpuInfo> {
+        let WalkerFns::V2 {
+            cpu_info: Some(f), ..
+        } = &self.fns
+        else {
+            return None;
+        };
+        let acpu = CpuAbi::new(cpu, None);
+        let c = acpu.cpu();
+        let mut info = abi::CpuInfo {
+            struct_size: std::mem::size_of::<abi::CpuInfo>() as u32,
+            mode: abi::DUMPCONV_MODE_UNKNOWN,
+            ..abi::CpuInfo::default()
+        };
+        // No memory is needed to read registers; reads fail.
+        let ctx = CallCtx::new(&NoMemory);
+        let call = LiveCall::register(&ctx);
+        let host = CallCtx::host(&call, false, false);
+        // SAFETY: host, CPU (and the registers it points at) and info are valid for the
+        // call; the function pointer was validated at load.
+        let code = unsafe { f(&host, &c, &mut info) };
+        drop(call);
+        ctx.finish(&self.info, "cpu_info", code).ok().map(|_| info)
+    }
+
+    /// The word size of `cpu`'s architecture (its own, else the walker's first).
+    fn word_bits(&self, cpu: &CpuState) -> u32 {
+        let w = cpu
+            .arch
+            .or(self.arches.first().copied())
+            .map_or(8, |a| a.word_size());
+        (w.clamp(1, 8) * 8) as u32
+    }
+}
+
 impl ArchWalker for PluginWalker {
     fn name(&self) -> &str {
         &self.info.name
     }
 
     fn arches(&self) -> &[Arch] {
-        &v1::ARCHES
+        &self.arches
     }
 
     fn modes(&self) -> &[&str] {
@@ -943,15 +1188,36 @@ impl ArchWalker for PluginWalker {
     }
 
     fn mode_of(&self, cpu: &CpuState) -> Option<Cow<'static, str>> {
-        v1::x86_mode(cpu).and_then(v1::mode_name).map(Cow::Borrowed)
+        match &self.fns {
+            WalkerFns::V1 { .. } => v1::x86_mode(cpu).and_then(v1::mode_name).map(Cow::Borrowed),
+            WalkerFns::V2 { .. } => {
+                let info = self.cpu_info(cpu)?;
+                if info.paging == 0 {
+                    return Some(Cow::Borrowed("off"));
+                }
+                let i = usize::try_from(info.mode).ok()?;
+                self.modes.get(i).map(|m| Cow::Borrowed(*m))
+            }
+        }
     }
 
     fn paging_enabled(&self, cpu: &CpuState) -> bool {
-        !matches!(v1::x86_mode(cpu), None | Some(abi::DUMPCONV_PAGING_OFF))
+        match &self.fns {
+            WalkerFns::V1 { .. } => {
+                !matches!(v1::x86_mode(cpu), None | Some(abi::v1::DUMPCONV_PAGING_OFF))
+            }
+            WalkerFns::V2 { cpu_info: None, .. } => !cpu.regs.is_empty(),
+            WalkerFns::V2 { .. } => self.cpu_info(cpu).is_some_and(|i| i.paging != 0),
+        }
     }
 
     fn kernel_start(&self, cpu: &CpuState) -> u64 {
-        v1::kernel_start(v1::x86_mode(cpu))
+        match &self.fns {
+            WalkerFns::V1 { .. } => v1::kernel_start(v1::x86_mode(cpu)),
+            WalkerFns::V2 { .. } => self
+                .cpu_info(cpu)
+                .map_or(1 << (self.word_bits(cpu) - 1), |i| i.kernel_start),
+        }
     }
 
     /// Call the plugin's walk; the runs it emits are sorted and merged, then pushed into
@@ -963,23 +1229,8 @@ impl ArchWalker for PluginWalker {
         opts: &WalkOptions,
         out: &mut MappingList,
     ) -> Result<WalkStats> {
-        let ram: Vec<abi::Range> = mem
-            .ranges()
-            .iter()
-            .map(|r| abi::Range {
-                start: r.start,
-                end: r.end,
-            })
-            .collect();
-        let aopts = abi::WalkOptions {
-            struct_size: std::mem::size_of::<abi::WalkOptions>() as u32,
-            max_phys_bits: u32::from(opts.max_phys_bits),
-            clear_mask: opts.clear_mask,
-            max_table_pages: opts.max_table_pages,
-            ram: ram.as_ptr(),
-            ram_count: ram.len(),
-        };
-        let acpu = cpu_to_abi(cpu, None);
+        let ram = ram_abi(mem);
+        let aopts = walk_options_abi(opts, &ram);
         let mut astats = abi::WalkStats {
             struct_size: std::mem::size_of::<abi::WalkStats>() as u32,
             ..abi::WalkStats::default()
@@ -990,11 +1241,23 @@ impl ArchWalker for PluginWalker {
             usize::try_from(opts.max_table_pages.saturating_mul(1024)).unwrap_or(usize::MAX);
         let call = LiveCall::register(&ctx);
         let host = CallCtx::host(&call, true, false);
-        // SAFETY: every pointer is valid for the call: host, the CPU, the options and
-        // the RAM list they point at, and the stats; the host's ctx names `ctx` until
-        // `call` is dropped below. The function pointer was validated when the plugin
-        // was loaded.
-        let code = unsafe { (self.walk)(&host, &acpu, &aopts, &mut astats) };
+        let code = match &self.fns {
+            WalkerFns::V1 { walk, .. } => {
+                let acpu = cpu_to_abi_v1(cpu, None);
+                // SAFETY: every pointer is valid for the call: host, the CPU, the options
+                // and the RAM list they point at, and the stats; the host's ctx names
+                // `ctx` until `call` is dropped below. The function pointer was validated
+                // when the plugin was loaded.
+                unsafe { walk(&host, &acpu, &aopts, &mut astats) }
+            }
+            WalkerFns::V2 { walk, .. } => {
+                let acpu = CpuAbi::new(cpu, None);
+                let c = acpu.cpu();
+                // SAFETY: as above; the CPU's register list lives in `acpu`, its names
+                // in `cpu`.
+                unsafe { walk(&host, &c, &aopts, &mut astats) }
+            }
+        };
         drop(call);
         let st = ctx.finish(&self.info, &format!("walk of cpu {}", cpu.index), code)?;
         let mut list: MappingList = st.mappings.into_iter().collect();
@@ -1011,6 +1274,88 @@ impl ArchWalker for PluginWalker {
             warnings: st.warnings,
         })
     }
+
+    /// A v2 plugin's translate, when it has one.
+    fn translate(
+        &self,
+        cpu: &CpuState,
+        mem: &dyn PhysicalMemory,
+        opts: &WalkOptions,
+        virt: u64,
+    ) -> Result<Translation> {
+        let WalkerFns::V2 {
+            translate: Some(f), ..
+        } = &self.fns
+        else {
+            return Err(Error::Unsupported(format!(
+                "walker {} cannot translate single addresses",
+                self.info.name
+            )));
+        };
+        const STEPS: usize = 16;
+        const FAULT: usize = 1024;
+        let ram = ram_abi(mem);
+        let aopts = walk_options_abi(opts, &ram);
+        let acpu = CpuAbi::new(cpu, None);
+        let c = acpu.cpu();
+        let mut steps = [abi::TranslationStep {
+            level: std::ptr::null(),
+            entry_addr: 0,
+            entry: 0,
+        }; STEPS];
+        let mut fault = [0u8; FAULT];
+        let mut t = abi::Translation {
+            struct_size: std::mem::size_of::<abi::Translation>() as u32,
+            step_count: 0,
+            steps: steps.as_mut_ptr(),
+            step_capacity: STEPS as u32,
+            mapped: 0,
+            phys: 0,
+            page_size: 0,
+            fault: fault.as_mut_ptr().cast::<c_char>(),
+            fault_capacity: FAULT,
+            fault_len: 0,
+        };
+        let ctx = CallCtx::new(mem);
+        let call = LiveCall::register(&ctx);
+        let host = CallCtx::host(&call, false, false);
+        // SAFETY: host, CPU, options (and the RAM list), the result and its step and
+        // fault buffers are valid for the call; the function pointer was validated at
+        // load.
+        let code = unsafe { f(&host, &c, &aopts, virt, &mut t) };
+        drop(call);
+        ctx.finish(&self.info, &format!("translate of {virt:#x}"), code)?;
+        let mut out = Translation {
+            virt,
+            steps: Vec::new(),
+            phys: None,
+            page_size: None,
+            fault: None,
+        };
+        for st in steps.iter().take((t.step_count as usize).min(STEPS)) {
+            let level = if st.level.is_null() {
+                "?"
+            } else {
+                // SAFETY: level names are static strings of the plugin (the library is
+                // never unloaded), bounded by static_str.
+                intern_level(unsafe { static_str(st.level, "translation level", &self.info.path)? })
+            };
+            out.steps.push(crate::walker::TranslationStep {
+                level,
+                entry_addr: st.entry_addr,
+                entry: st.entry,
+            });
+        }
+        if t.mapped != 0 {
+            out.phys = Some(t.phys);
+            out.page_size = (t.page_size != 0).then_some(t.page_size);
+        }
+        let flen = t.fault_len.min(FAULT);
+        if flen > 0 {
+            out.fault = Some(String::from_utf8_lossy(&fault[..flen]).into_owned());
+        }
+        Ok(out)
+    }
 }
 
 /// The plan in the ABI's form: host-owned arrays the `abi::Plan` points into.
@@ -1018,7 +1363,11 @@ struct PlanArrays<'p> {
     ranges: Vec<abi::Range>,
     mappings: Option<Vec<abi::Mapping>>,
     notes: Vec<abi::Note>,
+    /// Version 2: each CPU's register list, and the CPUs pointing at them.
+    cpu_regs: Vec<CpuAbi<'p>>,
     cpus: Vec<abi::Cpu>,
+    /// Version 1: x86 CPUs.
+    cpus_v1: Vec<abi::v1::Cpu>,
     options: Vec<abi::PluginOption>,
     vmcoreinfo: Option<&'p [u8]>,
 }
@@ -1031,8 +1380,21 @@ fn bytes(b: &[u8]) -> abi::Bytes {
 }
 
 impl<'p> PlanArrays<'p> {
-    fn new(plan: &'p DumpPlan) -> Self {
+    fn new(plan: &'p DumpPlan, abi_major: u32) -> Self {
+        let v1 = abi_major == abi::v1::DUMPCONV_ABI_MAJOR;
+        let cpu_regs: Vec<CpuAbi<'p>> = if v1 {
+            Vec::new()
+        } else {
+            plan.cpus
+                .iter()
+                .map(|c| CpuAbi::new(c, Some(plan.arch)))
+                .collect()
+        };
+        // The register lists' heap buffers do not move with `cpu_regs`.
+        let cpus = cpu_regs.iter().map(CpuAbi::cpu).collect();
         PlanArrays {
+            cpu_regs,
+            cpus,
             ranges: plan
                 .ranges
                 .iter()
@@ -1061,11 +1423,14 @@ impl<'p> PlanArrays<'p> {
                     desc: bytes(&n.desc),
                 })
                 .collect(),
-            cpus: plan
-                .cpus
-                .iter()
-                .map(|c| cpu_to_abi(c, Some(plan.arch)))
-                .collect(),
+            cpus_v1: if v1 {
+                plan.cpus
+                    .iter()
+                    .map(|c| cpu_to_abi_v1(c, Some(plan.arch)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             options: plan
                 .options
                 .iter()
@@ -1078,10 +1443,33 @@ impl<'p> PlanArrays<'p> {
         }
     }
 
+    /// The version-1 plan: the same layout but for the architecture number and the
+    /// CPUs.
+    fn plan_v1(&self, plan: &DumpPlan) -> abi::v1::Plan {
+        let p = self.plan(plan);
+        abi::v1::Plan {
+            struct_size: std::mem::size_of::<abi::v1::Plan>() as u32,
+            arch: v1::arch_value(plan.arch),
+            page_size: p.page_size,
+            ranges: p.ranges,
+            range_count: p.range_count,
+            mappings: p.mappings,
+            mapping_count: p.mapping_count,
+            notes: p.notes,
+            note_count: p.note_count,
+            cpus: self.cpus_v1.as_ptr(),
+            cpu_count: self.cpus_v1.len(),
+            vmcoreinfo: p.vmcoreinfo,
+            options: p.options,
+            option_count: p.option_count,
+        }
+    }
+
     fn plan(&self, plan: &DumpPlan) -> abi::Plan {
+        let _ = &self.cpu_regs;
         abi::Plan {
             struct_size: std::mem::size_of::<abi::Plan>() as u32,
-            arch: v1::arch_value(plan.arch),
+            arch: arch_to_abi(Some(plan.arch)),
             page_size: plan.page_size,
             ranges: self.ranges.as_ptr(),
             range_count: self.ranges.len(),
@@ -1134,8 +1522,9 @@ impl DumpWriter for PluginWriter {
         sink: &mut dyn Sink,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let arrays = PlanArrays::new(plan);
+        let arrays = PlanArrays::new(plan, self.abi_major);
         let aplan = arrays.plan(plan);
+        let aplan_v1 = arrays.plan_v1(plan);
         progress.start("writing", plan.total_bytes());
         let code;
         {
@@ -1148,7 +1537,15 @@ impl DumpWriter for PluginWriter {
             // it points at (`arrays`, `plan`); the host's ctx names `ctx` until `call`
             // is dropped below. The function pointer was validated when the plugin was
             // loaded.
-            code = unsafe { (self.write)(&host, &aplan) };
+            code = unsafe {
+                if self.abi_major == abi::v1::DUMPCONV_ABI_MAJOR {
+                    // A version-1 writer's write takes the v1 plan (same argument ABI:
+                    // a pointer).
+                    (self.write)(&host, (&aplan_v1 as *const abi::v1::Plan).cast())
+                } else {
+                    (self.write)(&host, &aplan)
+                }
+            };
             drop(call);
             ctx.finish(&self.info, "write", code)?;
         }

@@ -127,12 +127,13 @@ pub fn probe(path: &Path) -> Result<Probe> {
             ),
         )
     })?;
-    if abi_major != abi::DUMPCONV_ABI_MAJOR {
+    if !super::host::SUPPORTED_ABI.contains(&abi_major) {
         return Err(plugin_error(
             path,
             format!(
-                "plugin ABI major version {abi_major}, this dumpconv speaks {} (rebuild the \
-                 plugin against this dumpconv's dumpconv_plugin.h or SDK)",
+                "plugin ABI major version {abi_major}, this dumpconv speaks {} and {} \
+                 (rebuild the plugin against this dumpconv's dumpconv_plugin.h or SDK)",
+                abi::v1::DUMPCONV_ABI_MAJOR,
                 abi::DUMPCONV_ABI_MAJOR
             ),
         ));

@@ -112,6 +112,67 @@ impl ArchWalker for ToyWalker {
 }
 
 crate::plugin_entry!(fn toy_walker_entry, walker: ToyWalker, version: "0.1.0", description: "toy walker");
+crate::plugin_entry!(fn toy_walker_v1_entry, walker_v1: ToyWalker, version: "0.1.0", description: "toy walker, ABI 1");
+
+/// A walker described by data for the engine, on an architecture the host knows nothing
+/// about (riscv64 here, with a made-up two-level MMU): its CPU state (register "root"),
+/// walk, translation, mode and kernel half must cross ABI version 2 unchanged.
+struct EngineToy;
+
+static TOY_LEVELS: [crate::paging::Level; 2] = [
+    crate::paging::Level::new("TOP", 9, 21).with_leaf(Some(crate::paging::BitTest::set(2))),
+    crate::paging::Level::new("BOTTOM", 9, 12)
+        .with_table(None)
+        .with_leaf(Some(crate::paging::BitTest::ALWAYS)),
+];
+
+static TOY_MMU: crate::paging::MmuDesc = crate::paging::MmuDesc {
+    name: "toy2",
+    entry_bytes: 8,
+    big_endian: false,
+    levels: std::borrow::Cow::Borrowed(&TOY_LEVELS),
+    valid: crate::paging::BitTest::set(1),
+    root_mask: !0xFFF,
+    table_mask: 0x0000_FFFF_FFFF_F000,
+    leaf_mask: 0x0000_FFFF_FFFF_F000,
+    va_form: crate::paging::VaForm::Ones,
+};
+
+impl ArchWalker for EngineToy {
+    fn name(&self) -> &str {
+        "enginetoy"
+    }
+    fn arches(&self) -> &[Arch] {
+        &[Arch::RISCV64]
+    }
+    fn modes(&self) -> &[&str] {
+        &["bare", "toy2"]
+    }
+    fn regime(&self, cpu: &CpuState, _opts: &WalkOptions) -> Result<crate::Regime> {
+        let root = cpu.reg("root").ok_or_else(|| Error::Walk {
+            cpu: cpu.index,
+            msg: "no root".into(),
+        })?;
+        if root == 0 {
+            return Ok(crate::Regime::Off);
+        }
+        Ok(crate::Regime::Paging {
+            mode: "toy2".into(),
+            spaces: vec![crate::AddressSpace {
+                range: crate::VirtRange::from(0xFFFF_FFC0_0000_0000),
+                root,
+                root_name: "ROOT",
+                table_mask: u64::MAX,
+                desc: std::borrow::Cow::Borrowed(&TOY_MMU),
+            }],
+        })
+    }
+    fn kernel_start(&self, _cpu: &CpuState) -> u64 {
+        0xFFFF_FFE0_0000_0000
+    }
+}
+
+crate::plugin_entry!(fn engine_toy_entry, walker: EngineToy, version: "1", description: "engine toy");
 
 /// A writer that writes a header, the notes, every range's bytes, a hole, then patches
 /// the header with write_at.
@@ -214,6 +275,87 @@ fn walker_round_trip_is_identical() {
         sb.tables_outside_ram, 2,
         "the RAM ranges reached the plugin"
     );
+}
+
+#[test]
+fn v1_walker_round_trip_is_identical() {
+    let LoadedPlugin::Walker(w) = load(toy_walker_v1_entry) else {
+        panic!("not a walker")
+    };
+    assert_eq!(w.info().abi_major, 1);
+    assert_eq!(w.modes(), ToyWalker.modes());
+    assert_eq!(w.arches(), [Arch::X86_64, Arch::I386]);
+    assert_eq!(w.listed_modes(), ["4level", "pae"]);
+    let mem = memory();
+    let opts = WalkOptions::default();
+    let (mut a, mut b) = (MappingList::new(), MappingList::new());
+    let sa = ToyWalker.walk(&cpu(CR3_OK), &mem, &opts, &mut a).unwrap();
+    let sb = w.walk(&cpu(CR3_OK), &mem, &opts, &mut b).unwrap();
+    assert_eq!(a.runs(), b.runs());
+    assert_eq!(sa, sb);
+    // The x86 registers crossed as v1's CR3 (the toy panics on this one).
+    let e = w
+        .walk(&cpu(CR3_PANIC), &mem, &opts, &mut MappingList::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("toy walker panics"), "{e}");
+    // v1 CPUs: the host derives the mode from CR0/CR4/EFER.
+    assert_eq!(w.mode_of(&cpu(CR3_OK)).as_deref(), Some("4level"));
+    assert!(w.paging_enabled(&cpu(CR3_OK)));
+    assert!(!w.paging_enabled(&CpuState::new(0, None).with_reg("cr0", 1)));
+}
+
+#[test]
+fn v2_engine_walker_crosses_the_abi_unchanged() {
+    let LoadedPlugin::Walker(w) = load(engine_toy_entry) else {
+        panic!("not a walker")
+    };
+    assert_eq!(w.info().abi_major, 2);
+    assert_eq!(w.arches(), [Arch::RISCV64]);
+    assert_eq!(w.modes(), ["bare", "toy2"]);
+    let mem = memory();
+    let opts = WalkOptions::default();
+    // The RAM pattern is the page tables: garbage, but the same garbage both ways.
+    for root in [0x10000u64, 0x11000, 0x40000, 0x43000] {
+        let c = CpuState::new(3, Some(Arch::RISCV64)).with_reg("root", root);
+        let (mut a, mut b) = (MappingList::new(), MappingList::new());
+        let sa = EngineToy.walk(&c, &mem, &opts, &mut a).unwrap();
+        let sb = w.walk(&c, &mem, &opts, &mut b).unwrap();
+        assert_eq!(a.runs(), b.runs(), "root {root:#x}");
+        assert_eq!(
+            (sa.leaves, sa.table_pages, sa.leaves_outside_ram),
+            (sb.leaves, sb.table_pages, sb.leaves_outside_ram)
+        );
+        assert_eq!(w.mode_of(&c).as_deref(), Some("toy2"));
+        assert!(w.paging_enabled(&c));
+        assert_eq!(w.kernel_start(&c), 0xFFFF_FFE0_0000_0000);
+        for v in [
+            0xFFFF_FFC0_0000_0000u64,
+            0xFFFF_FFC0_0020_1000,
+            0xFFFF_FFFF_FFE0_0123,
+            0x1000,
+        ] {
+            let ta = EngineToy.translate(&c, &mem, &opts, v).unwrap();
+            let tb = w.translate(&c, &mem, &opts, v).unwrap();
+            assert_eq!(ta, tb, "root {root:#x} virt {v:#x}");
+        }
+        if !a.is_empty() {
+            // A run that came out: translate agrees with it.
+            let m = a.runs()[0];
+            let t = w.translate(&c, &mem, &opts, m.virt).unwrap();
+            assert_eq!(t.phys, Some(m.phys));
+            assert!(t
+                .steps
+                .iter()
+                .all(|s| s.level == "TOP" || s.level == "BOTTOM"));
+        }
+    }
+    // Paging off, and registers that do not say: off / unknown.
+    let off = CpuState::new(0, Some(Arch::RISCV64)).with_reg("root", 0);
+    assert!(!w.paging_enabled(&off));
+    assert_eq!(w.mode_of(&off).as_deref(), Some("off"));
+    let none = CpuState::new(0, Some(Arch::RISCV64));
+    assert!(!w.paging_enabled(&none));
+    assert_eq!(w.mode_of(&none), None);
 }
 
 #[test]
@@ -398,9 +540,9 @@ fn descriptors_are_checked_before_use() {
     };
     let w = &STUBBORN_WRITER as *const abi::Writer;
     let ok = descriptor(std::ptr::null(), w, abi::DUMPCONV_KIND_WRITER);
-    let e = check(abi::Plugin { abi_major: 2, ..ok });
+    let e = check(abi::Plugin { abi_major: 3, ..ok });
     assert!(
-        e.contains("bad.so") && e.contains("ABI major version 2"),
+        e.contains("bad.so") && e.contains("ABI major version 3"),
         "{e}"
     );
     let e = check(abi::Plugin {
@@ -628,12 +770,19 @@ unsafe extern "C" fn confetti_walk(
 
 #[test]
 fn many_tiny_contiguous_mappings_are_merged_as_they_come() {
-    static MODES: [u32; 1] = [abi::DUMPCONV_PAGING_4LEVEL];
+    static ARCHES: [abi::Arch; 1] = [abi::Arch {
+        machine: 62,
+        word_size: 8,
+        reserved: 0,
+    }];
     static CONFETTI: abi::Walker = abi::Walker {
         struct_size: std::mem::size_of::<abi::Walker>() as u32,
-        mode_count: 1,
-        modes: MODES.as_ptr(),
+        arch_count: 1,
+        arches: ARCHES.as_ptr(),
+        modes: c"4level".as_ptr(),
         walk: Some(confetti_walk),
+        cpu_info: None,
+        translate: None,
     };
     let LoadedPlugin::Walker(w) = check_descriptor(descriptor(
         &CONFETTI,

@@ -1,6 +1,6 @@
 //! ELF core reader: QEMU `dump-guest-memory`, /proc/vmcore, makedumpfile ELF output.
 //!
-//! Little-endian ELF32 and ELF64, ET_CORE, EM_X86_64 or EM_386 (QEMU writes EM_386 in
+//! Little-endian ELF32 and ELF64, ET_CORE, EM_X86_64, EM_AARCH64 or EM_386 (QEMU writes EM_386 in
 //! ELF64 when a 32-bit guest has RAM at or above 4 GiB; even an idle PC qualifies,
 //! because its BIOS ROM ends exactly at 4 GiB). Fields are read by hand from byte
 //! offsets: no alignment assumptions, and every size, offset and count coming from the
@@ -20,8 +20,8 @@ use dumpconv_core::{
     SegmentSource,
 };
 use object::elf::{
-    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, EM_X86_64, ET_CORE, PN_XNUM, PT_LOAD,
-    PT_NOTE,
+    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, EM_AARCH64, EM_X86_64, ET_CORE, PN_XNUM,
+    PT_LOAD, PT_NOTE,
 };
 
 use crate::bytes::{le_u16, le_u32, le_u64, ShortRead};
@@ -249,12 +249,12 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
             format!("ELF type {e_type}{what} is not a core dump (ET_CORE, 4)"),
         ));
     }
-    if machine != EM_X86_64 && machine != EM_386 {
+    if machine != EM_X86_64 && machine != EM_386 && machine != EM_AARCH64 {
         return Err(ferr(
             18,
             format!(
                 "unsupported machine {machine} (supported: EM_X86_64 {EM_X86_64}, \
-                 EM_386 {EM_386})"
+                 EM_386 {EM_386}, EM_AARCH64 {EM_AARCH64})"
             ),
         ));
     }
@@ -529,7 +529,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
                 match layout.machine {
                     EM_X86_64 => "EM_X86_64".to_string(),
                     EM_386 => "EM_386".to_string(),
-                    dumpconv_core::arch::EM_AARCH64 => "EM_AARCH64".to_string(),
+                    EM_AARCH64 => "EM_AARCH64".to_string(),
                     _ => layout.arch.name().into_owned(),
                 }
             ),

@@ -54,7 +54,6 @@ const WHY_NO_PART: &str = "in no file of the split set (a part is missing)";
 /// Machine names of architectures whose dumps dumpconv cannot interpret (their layout
 /// or byte order differs). Empty or unknown names are not rejected (QEMU, old tools).
 const FOREIGN_MACHINES: &[&str] = &[
-    "aarch64",
     "arm",
     "ppc",
     "s390",
@@ -369,6 +368,14 @@ fn machine_of(head: &[u8]) -> String {
     u.get(Utsname::MACHINE)
 }
 
+/// Whether the notes hold an NT_PRSTATUS of the aarch64 `elf_prstatus` size.
+fn looks_aarch64(notes: &[dumpconv_core::Note]) -> bool {
+    notes.iter().any(|n| {
+        n.kind() == dumpconv_core::note::NoteKind::PrStatus
+            && n.desc.len() == crate::notes::prstatus::SIZE_AARCH64
+    })
+}
+
 fn is_i386_name(m: &str) -> bool {
     let b = m.as_bytes();
     b.len() == 4 && b[0] == b'i' && b[2..] == *b"86" && (b'3'..=b'6').contains(&b[1])
@@ -505,7 +512,8 @@ fn parse_file(path: &Path) -> Result<Parsed> {
     let machine = header.utsname.get(Utsname::MACHINE);
     if let Some(m) = FOREIGN_MACHINES.iter().find(|m| machine.starts_with(*m)) {
         return Err(Error::Unsupported(format!(
-            "{}: kdump file of a {machine} machine ({m}); dumpconv reads x86 dumps only",
+            "{}: kdump file of a {machine} machine ({m}); dumpconv reads x86 and aarch64 \
+             dumps only",
             path.display()
         )));
     }
@@ -733,6 +741,10 @@ pub fn open_kdump(paths: &[PathBuf]) -> Result<Dump> {
     let machine = h.utsname.get(Utsname::MACHINE);
     let arch = if layout == Layout::Bits32 || is_i386_name(&machine) {
         Arch::I386
+    } else if machine == "aarch64" || (!machine.starts_with("x86") && looks_aarch64(&notes)) {
+        // QEMU writes "Unknown" for arm64 guests: its NT_PRSTATUS notes have the
+        // aarch64 size.
+        Arch::AARCH64
     } else {
         Arch::X86_64
     };

@@ -1,4 +1,4 @@
-//! Note descriptors: NT_PRSTATUS (x86_64 and i386), the QEMU CPU-state note, and the
+//! Note descriptors: NT_PRSTATUS (x86_64, i386, aarch64), the QEMU CPU-state note, and the
 //! order notes are written in.
 //!
 //! Readers keep notes byte for byte ([`dumpconv_core::Dump::notes`]); this module turns
@@ -91,7 +91,7 @@ pub fn plan_notes(
         out.extend(cpus.iter().filter_map(|c| prstatus_note(c, arch)));
     }
     let qemu_in: Vec<Note> = of(NoteKind::QemuCpuState).collect();
-    let x86 = prstatus::size_for(arch).is_some();
+    let x86 = prstatus::is_x86(arch);
     if !qemu_in.is_empty() {
         out.extend(qemu_in);
     } else if x86

@@ -1,5 +1,8 @@
-//! `elf_prstatus`, the NT_PRSTATUS ("CORE", type 1) descriptor, for x86_64 (336 bytes)
-//! and i386 (144 bytes). Layout: docs/formats.md#prstatus.
+//! `elf_prstatus`, the NT_PRSTATUS ("CORE", type 1) descriptor, for x86_64 (336 bytes),
+//! i386 (144 bytes) and aarch64 (392 bytes). Layout: docs/formats.md#prstatus. The
+//! aarch64 one is the generic LP64 `elf_prstatus` (pr_pid at 32, pr_reg at 112, as on
+//! x86_64) whose `pr_reg` is arm64's `struct user_pt_regs`: 34 u64s, x0..x30, sp, pc,
+//! pstate; then `pr_fpvalid` (int) and 4 bytes of padding.
 //!
 //! Only `pr_pid` and `pr_reg` carry anything in memory dumps: QEMU fills just those, and
 //! the kernel's per-CPU crash notes add signal fields nobody reads. So decoding keeps
@@ -17,11 +20,23 @@ use crate::bytes::{le_u32, le_u64, put_u32, put_u64, ShortRead};
 pub const SIZE_X86_64: usize = 336;
 /// Descriptor size on i386.
 pub const SIZE_I386: usize = 144;
+/// Descriptor size on aarch64.
+pub const SIZE_AARCH64: usize = 392;
 
 const PID_X86_64: usize = 32;
 const REG_X86_64: usize = 112;
 const PID_I386: usize = 24;
 const REG_I386: usize = 72;
+const PID_AARCH64: usize = 32;
+const REG_AARCH64: usize = 112;
+
+/// The aarch64 `pr_reg` (`struct user_pt_regs`, 34 × u64): names in slot order, which
+/// is also the order they are recorded in.
+const SLOTS_AARCH64: [&str; 34] = [
+    "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
+    "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
+    "x28", "x29", "x30", "sp", "pc", "pstate",
+];
 
 /// The x86_64 `pr_reg` (27 × u64): register names in slot order.
 const SLOTS_X86_64: [&str; 27] = [
@@ -128,15 +143,22 @@ impl PrStatus {
     }
 }
 
-/// The descriptor size for an architecture (None: not an x86 layout).
+/// The descriptor size for an architecture (None: no layout for it here).
 pub fn size_for(arch: Arch) -> Option<usize> {
     if arch == Arch::X86_64 {
         Some(SIZE_X86_64)
     } else if arch == Arch::I386 {
         Some(SIZE_I386)
+    } else if arch == Arch::AARCH64 {
+        Some(SIZE_AARCH64)
     } else {
         None
     }
+}
+
+/// Whether `arch` is one of the x86 layouts (the QEMU CPU-state note is x86's).
+pub fn is_x86(arch: Arch) -> bool {
+    arch == Arch::X86_64 || arch == Arch::I386
 }
 
 /// `slots` read by `get`, recorded in [`ORDER`].
@@ -176,22 +198,38 @@ pub fn decode(desc: &[u8]) -> Result<PrStatus> {
                 })
             })?,
         }),
+        SIZE_AARCH64 => {
+            let mut regs = Registers::new();
+            for (i, name) in SLOTS_AARCH64.iter().enumerate() {
+                regs.set(name, le_u64(desc, REG_AARCH64 + 8 * i)?);
+            }
+            Ok(PrStatus {
+                arch: Arch::AARCH64,
+                pid: le_u32(desc, PID_AARCH64)?,
+                regs,
+            })
+        }
         n => Err(Error::invalid(format!(
-            "NT_PRSTATUS descriptor is {n} bytes; expected {SIZE_X86_64} (x86_64) or \
-             {SIZE_I386} (i386)"
+            "NT_PRSTATUS descriptor is {n} bytes; expected {SIZE_X86_64} (x86_64), \
+             {SIZE_I386} (i386) or {SIZE_AARCH64} (aarch64)"
         ))),
     }
 }
 
 /// Encode a CPU's state as an `elf_prstatus` of the size gdb and crash expect for
-/// `arch` (x86_64 or i386; None for another architecture). `pr_pid` is the CPU's
+/// `arch` (x86_64, i386 or aarch64; None for another architecture). `pr_pid` is the CPU's
 /// recorded pid, or index + 1 as QEMU writes it; registers the state lacks are 0; on
 /// i386 the upper halves of 64-bit values are dropped.
 pub fn encode(cpu: &CpuState, arch: Arch) -> Option<Vec<u8>> {
     let pid = cpu.pid.unwrap_or(cpu.index.saturating_add(1));
     let reg = |n: &str| cpu.reg(n).unwrap_or(0);
     let mut d = vec![0u8; size_for(arch)?];
-    if arch == Arch::X86_64 {
+    if arch == Arch::AARCH64 {
+        put_u32(&mut d, PID_AARCH64, pid);
+        for (i, n) in SLOTS_AARCH64.iter().enumerate() {
+            put_u64(&mut d, REG_AARCH64 + 8 * i, reg(n));
+        }
+    } else if arch == Arch::X86_64 {
         put_u32(&mut d, PID_X86_64, pid);
         for (i, n) in SLOTS_X86_64.iter().enumerate() {
             put_u64(&mut d, REG_X86_64 + 8 * i, reg(n));
@@ -328,9 +366,38 @@ mod tests {
     }
 
     #[test]
+    fn aarch64_round_trip_and_offsets() {
+        let mut c = CpuState::new(1, Some(Arch::AARCH64));
+        c.pid = Some(2);
+        for (i, n) in SLOTS_AARCH64.iter().enumerate() {
+            c.set_reg(n, 0x1000 + i as u64);
+        }
+        // System registers are not in pr_reg: not written, not read back.
+        c.set_reg("ttbr1_el1", 0x4185_8000);
+        let d = encode(&c, Arch::AARCH64).unwrap();
+        assert_eq!(d.len(), 392);
+        // struct elf_prstatus (LP64): pr_pid @32, pr_reg @112; user_pt_regs: x0 @+0,
+        // x30 @+240, sp @+248, pc @+256, pstate @+264; pr_fpvalid @384 left 0.
+        assert_eq!(le_u32(&d, 32).unwrap(), 2);
+        assert_eq!(le_u64(&d, 112).unwrap(), 0x1000);
+        assert_eq!(le_u64(&d, 112 + 240).unwrap(), 0x1000 + 30);
+        assert_eq!(le_u64(&d, 112 + 248).unwrap(), 0x1000 + 31);
+        assert_eq!(le_u64(&d, 112 + 256).unwrap(), 0x1000 + 32);
+        assert_eq!(le_u64(&d, 112 + 264).unwrap(), 0x1000 + 33);
+        assert_eq!(le_u32(&d, 384).unwrap(), 0);
+        let p = decode(&d).unwrap();
+        assert_eq!(p.arch, Arch::AARCH64);
+        assert_eq!(p.pid, 2);
+        assert_eq!(p.regs.len(), 34);
+        assert_eq!(p.regs.get("pc"), Some(0x1000 + 32));
+        assert_eq!(p.regs.get("ttbr1_el1"), None);
+        assert_eq!(p.regs.iter().next().map(|(n, _)| n), Some("x0"));
+    }
+
+    #[test]
     fn wrong_size_is_an_error() {
         assert!(decode(&[0; 100]).is_err());
         assert!(decode(&[]).is_err());
-        assert!(encode(&sample_cpu(true), Arch::AARCH64).is_none());
+        assert!(encode(&sample_cpu(true), Arch::RISCV64).is_none());
     }
 }

@@ -738,8 +738,9 @@ fn note_sizes_that_overflow() {
 #[test]
 fn unsupported_elf_variants() {
     let mut b = small_elf64();
-    b[18..20].copy_from_slice(&183u16.to_le_bytes());
-    expect_err(&b, &["unsupported machine 183", "offset 0x12"]);
+    // EM_RISCV (EM_AARCH64, 183, is read since the aarch64 support).
+    b[18..20].copy_from_slice(&243u16.to_le_bytes());
+    expect_err(&b, &["unsupported machine 243", "offset 0x12"]);
     let mut b = small_elf64();
     b[16..18].copy_from_slice(&2u16.to_le_bytes());
     expect_err(&b, &["ET_EXEC", "not a core dump"]);
