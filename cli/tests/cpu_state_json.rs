@@ -24,7 +24,15 @@ fn both_json_forms_give_the_same_paging_view() {
     assert!(r.status.success(), "{}", text(&r.stderr));
 
     let from_old = tmp.path().join("old.elf");
-    let r = dumpconv!(tmp.path(), "--paging", "--cpu-state", old, input, "-o", from_old);
+    let r = dumpconv!(
+        tmp.path(),
+        "--paging",
+        "--cpu-state",
+        old,
+        input,
+        "-o",
+        from_old
+    );
     assert!(r.status.success(), "{}", text(&r.stderr));
 
     // The new form, as `info --json` prints it today.
@@ -35,11 +43,22 @@ fn both_json_forms_give_the_same_paging_view() {
     assert_eq!(cpu0["arch"], "x86_64", "{cpu0}");
     assert_eq!(cpu0["regs"]["cr3"], "0x105000", "{cpu0}");
     assert_eq!(cpu0["regs"]["cs.selector"], "0x10", "{cpu0}");
-    assert!(cpu0.get("cr3").is_none() && cpu0.get("segments").is_none(), "{cpu0}");
+    assert!(
+        cpu0.get("cr3").is_none() && cpu0.get("segments").is_none(),
+        "{cpu0}"
+    );
     let new = tmp.path().join("info.json");
     std::fs::write(&new, &r.stdout).unwrap();
     let from_new = tmp.path().join("new.elf");
-    let r = dumpconv!(tmp.path(), "--paging", "--cpu-state", new, input, "-o", from_new);
+    let r = dumpconv!(
+        tmp.path(),
+        "--paging",
+        "--cpu-state",
+        new,
+        input,
+        "-o",
+        from_new
+    );
     assert!(r.status.success(), "{}", text(&r.stderr));
 
     let want = std::fs::read(&from_notes).unwrap();
