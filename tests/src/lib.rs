@@ -3,5 +3,6 @@
 pub mod guests;
 pub mod reference;
 pub mod reference_arm64;
+pub mod sparse;
 pub mod synth;
 pub mod synth_arm64;

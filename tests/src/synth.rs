@@ -14,11 +14,8 @@
 #![allow(clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use dumpconv_core::{CpuState, PhysRange, Segment, SegmentMemory, SegmentSource, WalkOptions};
+use dumpconv_core::{CpuState, SegmentMemory, WalkOptions};
 use dumpconv_x86::{PagingMode, CR4_PSE};
 
 use crate::reference::{RefCpu, RefRam};
@@ -396,61 +393,6 @@ impl Guest {
     /// the rest of RAM is zero segments (so a guest with gigabytes of RAM costs only
     /// its tables).
     pub fn memory(&self) -> SegmentMemory {
-        let mut file = tempfile::tempfile().expect("temp file");
-        let mut segs = Vec::new();
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        for &(start, end) in &self.ranges {
-            let mut pos = start;
-            let mut run: Option<(u64, u64, u64)> = None; // (start, end, file offset)
-            for (&page, bytes) in self.pages.range(start..end) {
-                if page > pos {
-                    flush(&mut segs, &mut run);
-                    segs.push(Segment {
-                        range: PhysRange::new(pos, page),
-                        source: SegmentSource::Zero,
-                    });
-                }
-                match &mut run {
-                    Some((_, e, _)) if *e == page => *e += KIB4,
-                    _ => {
-                        flush(&mut segs, &mut run);
-                        run = Some((page, page + KIB4, off));
-                    }
-                }
-                buf.extend_from_slice(bytes);
-                off += KIB4;
-                pos = page + KIB4;
-                if buf.len() >= 1 << 22 {
-                    file.write_all(&buf).expect("write temp file");
-                    buf.clear();
-                }
-            }
-            flush(&mut segs, &mut run);
-            if pos < end {
-                segs.push(Segment {
-                    range: PhysRange::new(pos, end),
-                    source: SegmentSource::Zero,
-                });
-            }
-        }
-        file.write_all(&buf).expect("write temp file");
-        SegmentMemory::new(
-            vec![(PathBuf::from("synthetic-guest"), Arc::new(file))],
-            segs,
-        )
-        .expect("segment memory")
-    }
-}
-
-fn flush(segs: &mut Vec<Segment>, run: &mut Option<(u64, u64, u64)>) {
-    if let Some((s, e, off)) = run.take() {
-        segs.push(Segment {
-            range: PhysRange::new(s, e),
-            source: SegmentSource::File {
-                file: 0,
-                offset: off,
-            },
-        });
+        crate::sparse::segment_memory("synthetic-guest", &self.ranges, &self.pages)
     }
 }

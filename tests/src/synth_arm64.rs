@@ -22,11 +22,8 @@
 #![allow(clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use dumpconv_core::{Arch, CpuState, PhysRange, Segment, SegmentMemory, SegmentSource};
+use dumpconv_core::{Arch, CpuState, SegmentMemory};
 
 use crate::reference::RefRam;
 use crate::reference_arm64::RefArm64Cpu;
@@ -727,64 +724,7 @@ impl Arm64Guest {
     /// The guest as a `SegmentMemory`: written pages (in RAM) go to an anonymous temp
     /// file, the rest of RAM is zero segments.
     pub fn memory(&self) -> SegmentMemory {
-        let mut file = tempfile::tempfile().expect("temp file");
-        let mut segs = Vec::new();
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        for &(start, end) in &self.ranges {
-            let mut pos = start;
-            let mut run: Option<(u64, u64, u64)> = None; // (start, end, file offset)
-            for (&page, bytes) in self.pages.range(start & !0xFFF..end) {
-                // Only the RAM part of a page that straddles a range edge.
-                let (ps, pe) = (page.max(start), (page + 0x1000).min(end));
-                if ps > pos {
-                    flush(&mut segs, &mut run);
-                    segs.push(Segment {
-                        range: PhysRange::new(pos, ps),
-                        source: SegmentSource::Zero,
-                    });
-                }
-                match &mut run {
-                    Some((_, e, _)) if *e == ps => *e = pe,
-                    _ => {
-                        flush(&mut segs, &mut run);
-                        run = Some((ps, pe, off));
-                    }
-                }
-                buf.extend_from_slice(&bytes[(ps - page) as usize..(pe - page) as usize]);
-                off += pe - ps;
-                pos = pe;
-                if buf.len() >= 1 << 22 {
-                    file.write_all(&buf).expect("write temp file");
-                    buf.clear();
-                }
-            }
-            flush(&mut segs, &mut run);
-            if pos < end {
-                segs.push(Segment {
-                    range: PhysRange::new(pos, end),
-                    source: SegmentSource::Zero,
-                });
-            }
-        }
-        file.write_all(&buf).expect("write temp file");
-        SegmentMemory::new(
-            vec![(PathBuf::from("synthetic-arm64-guest"), Arc::new(file))],
-            segs,
-        )
-        .expect("segment memory")
-    }
-}
-
-fn flush(segs: &mut Vec<Segment>, run: &mut Option<(u64, u64, u64)>) {
-    if let Some((s, e, off)) = run.take() {
-        segs.push(Segment {
-            range: PhysRange::new(s, e),
-            source: SegmentSource::File {
-                file: 0,
-                offset: off,
-            },
-        });
+        crate::sparse::segment_memory("synthetic-arm64-guest", &self.ranges, &self.pages)
     }
 }
 
