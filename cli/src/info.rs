@@ -105,9 +105,11 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     }
     println!(
         "arch:     {}",
-        dump.arch
-            .map(|a| a.name())
-            .unwrap_or(Cow::Borrowed("unknown (give --arch)"))
+        match (opts.arch, dump.arch) {
+            (Some(a), _) => Cow::Owned(format!("{} (--arch)", a.name())),
+            (None, Some(a)) => a.name(),
+            (None, None) => Cow::Borrowed("unknown (give --arch)"),
+        }
     );
     println!(
         "RAM:      {} in {} range(s)",
@@ -186,20 +188,62 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
     let cpus = effective_cpus(&dump, &opts);
-    let cpu = cpus.iter().find(|c| c.index == a.cpu).ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: no CPU {} (the dump has {}; give --cr3 and --paging-mode for inputs without CPU state)",
+    let arch = effective_arch(&dump, &opts);
+    let vmcoreinfo = effective_vmcoreinfo(&dump, &opts)?;
+    let wopts = walk_options(vmcoreinfo.as_ref(), a.max_phys_bits);
+    let chosen = cpus.iter().find(|c| c.index == a.cpu);
+    if chosen.is_none() && !cpus.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: no CPU {} (the dump has {})",
             dump.path.display(),
             a.cpu,
             cpus.len()
-        ))
-    })?;
-    let arch = effective_arch(&dump, &opts);
-    let (walker, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None, arch)?;
-    let wopts = walk_options(
-        effective_vmcoreinfo(&dump, &opts)?.as_ref(),
-        a.max_phys_bits,
-    );
+        )));
+    }
+    let paging = chosen.and_then(|c| {
+        let (w, _) = registry
+            .walker_for_cpus(std::slice::from_ref(c), None, arch)
+            .ok()?;
+        w.paging_enabled(c).then(|| (c.clone(), w))
+    });
+    // As `--paging` does: a CPU that cannot say where its tables are gives way to the
+    // kernel's own root from VMCOREINFO, when there is one.
+    let from_vmci = || {
+        let v = vmcoreinfo.as_ref()?;
+        let (root_cpu, _) = registry.roots_from_vmcoreinfo(arch, v)?;
+        let (w, _) = registry
+            .walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)
+            .ok()?;
+        Some((root_cpu, w))
+    };
+    let (cpu, walker) = match paging.or_else(|| {
+        let found = from_vmci()?;
+        eprintln!(
+            "dumpconv: warning: {}; translating through the kernel's page-table root from \
+             VMCOREINFO",
+            match chosen {
+                Some(c) => format!("cpu {} has no usable paging state", c.index),
+                None => "the input has no CPU state".to_string(),
+            }
+        );
+        Some(found)
+    }) {
+        Some(found) => found,
+        None => {
+            let cpu = chosen.ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: no CPU {} (the dump has {}; give --cr3 and --paging-mode for inputs \
+                     without CPU state and VMCOREINFO)",
+                    dump.path.display(),
+                    a.cpu,
+                    cpus.len()
+                ))
+            })?;
+            let (w, _) = registry.walker_for_cpus(std::slice::from_ref(cpu), None, arch)?;
+            (cpu.clone(), w)
+        }
+    };
+    let cpu = &cpu;
     let mut all = Vec::new();
     for &v in &a.vaddrs {
         let t = walker.translate(cpu, dump.memory.as_ref(), &wopts, v)?;

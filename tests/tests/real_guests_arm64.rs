@@ -2,9 +2,7 @@
 //! aarch64 dumps read through dumpconv's readers equal the pmemsave image, and the
 //! gdbstub reference of kernel virtual memory is what the page-table tests expect.
 //!
-//! The readers only accept aarch64 once issue #12 point 4 lands: until then a reader
-//! that refuses `e_machine` 183 makes the dump comparison print `SKIP` with the reader's
-//! error (it does not pass silently); any other error fails.
+//! Every QEMU file of the guest must be read: a reader error fails the test.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,28 +11,11 @@ use std::path::Path;
 use dumpconv_formats::OpenOptions;
 use dumpconv_tests::guests::{arm64_guests, Guest};
 
-/// Does this reader error mean "aarch64 is not supported yet"?
-fn refuses_aarch64(err: &str) -> bool {
-    let e = err.to_ascii_lowercase();
-    e.contains("machine")
-        && (e.contains("183") || e.contains("aarch64") || e.contains("unsupported"))
-}
-
 /// Every RAM byte of `path`, read through dumpconv's reader, equals `ram.raw` (the
-/// pmemsave image at its physical offset). Returns false (after printing SKIP) when the
-/// reader refuses aarch64.
-fn ram_equals_pmemsave(g: &Guest, path: &Path) -> bool {
-    let dump = match dumpconv_formats::open(path, &OpenOptions::default()) {
-        Ok(d) => d,
-        Err(e) if refuses_aarch64(&e.to_string()) => {
-            eprintln!(
-                "SKIP (reader refuses aarch64, issue #12 point 4): {}: {e}",
-                path.display()
-            );
-            return false;
-        }
-        Err(e) => panic!("{}: {e}", path.display()),
-    };
+/// pmemsave image at its physical offset).
+fn assert_ram_equals_pmemsave(g: &Guest, path: &Path) {
+    let dump = dumpconv_formats::open(path, &OpenOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let raw = File::open(g.file("ram.raw")).unwrap();
     let ranges = g.ram_ranges();
     assert!(
@@ -77,29 +58,20 @@ fn ram_equals_pmemsave(g: &Guest, path: &Path) -> bool {
             at += n as u64;
         }
     }
-    true
 }
 
 #[test]
 fn arm64_qemu_dumps_read_identical_to_pmemsave() {
     for g in arm64_guests() {
-        let mut checked = Vec::new();
-        let mut skipped = Vec::new();
         for f in ["phys.elf", "kdump-zlib.flat", "kdump-zlib.rearranged.kdump"] {
             let path = g.file(f);
-            if !path.exists() {
-                continue;
-            }
-            if ram_equals_pmemsave(&g, &path) {
-                checked.push(f);
-            } else {
-                skipped.push(f);
-            }
+            assert!(
+                path.exists(),
+                "{}: {f} missing from the guest cache",
+                g.name
+            );
+            assert_ram_equals_pmemsave(&g, &path);
         }
-        eprintln!(
-            "{}: equal to pmemsave: {checked:?}; SKIPPED (aarch64 not read yet): {skipped:?}",
-            g.name
-        );
     }
 }
 

@@ -94,7 +94,7 @@ impl ArchWalker for Aarch64Walker {
         let tcr = cpu.reg("tcr_el1").ok_or_else(|| {
             walk_err(
                 cpu,
-                "no TCR_EL1 recorded: the translation layout is unknown; give --root \
+                "no TCR_EL1 recorded: the translation layout is unknown; give --cr3 \
                  (TTBR1_EL1) and --paging-mode (e.g. 4k-48)",
             )
         })?;
