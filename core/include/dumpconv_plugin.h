@@ -75,6 +75,10 @@ extern "C" {
 /* dumpconv_cpu_info.mode when the walker cannot tell the CPU's mode. */
 #define DUMPCONV_MODE_UNKNOWN (-1)
 
+/* Bounds on a CPU a walker builds through emit_reg. */
+#define DUMPCONV_MAX_EMITTED_REGS 256u
+#define DUMPCONV_MAX_REG_NAME 64u
+
 /* Log levels for host->log. */
 #define DUMPCONV_LOG_ERROR 1u
 #define DUMPCONV_LOG_WARN 2u
@@ -127,6 +131,10 @@ typedef struct dumpconv_host {
     int32_t (*sink_seekable)(void *ctx);
     /* write: bytes of RAM done, out of the plan's total. */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    /* Appended (read only when struct_size covers it): one register of the CPU that
+     * cpu_from_root or roots_from_vmcoreinfo builds; NULL in every other call. name is
+     * len bytes, not NUL-terminated; the host copies it. */
+    int32_t (*emit_reg)(void *ctx, const char *name, size_t len, uint64_t value);
 } dumpconv_host;
 
 /* An architecture: ELF e_machine and word size in bytes (4 or 8). machine 0: unknown. */
@@ -239,6 +247,21 @@ typedef struct dumpconv_walker {
     int32_t (*translate)(const dumpconv_host *host, const dumpconv_cpu *cpu,
                          const dumpconv_walk_options *opts, uint64_t virt,
                          dumpconv_translation *out);
+    /* Appended: read only when struct_size covers them; each may be NULL.
+     * Both build a CPU by calling host->emit_reg once per register (the host owns the
+     * CPU; at most DUMPCONV_MAX_EMITTED_REGS registers, names of 1 to
+     * DUMPCONV_MAX_REG_NAME lowercase ASCII letters, digits, '_' or '.', each once;
+     * anything else fails the call). Memory cannot be read (read_phys fails).
+     * cpu_from_root: the registers the walker's mode `mode` (mode_len bytes, one of
+     * `modes`, not NUL-terminated) needs to walk from page-table root `root`
+     * (--cr3/--root ADDR --paging-mode NAME). */
+    int32_t (*cpu_from_root)(const dumpconv_host *host, dumpconv_arch arch,
+                             const char *mode, size_t mode_len, uint64_t root);
+    /* roots_from_vmcoreinfo: the CPU of the kernel's own page-table root, from the
+     * VMCOREINFO text (len bytes, KEY=value lines); emitting no register and returning
+     * DUMPCONV_OK means "VMCOREINFO does not say". */
+    int32_t (*roots_from_vmcoreinfo)(const dumpconv_host *host, dumpconv_arch arch,
+                                     const uint8_t *vmcoreinfo, size_t len);
 } dumpconv_walker;
 
 typedef struct dumpconv_mapping {

@@ -254,4 +254,15 @@ pub trait ArchWalker: Send + Sync {
     fn roots_from_vmcoreinfo(&self, _arch: Arch, _vmcoreinfo: &VmcoreInfo) -> Option<CpuState> {
         None
     }
+
+    /// [`ArchWalker::roots_from_vmcoreinfo`] for callers that must tell "none" from a
+    /// failure: a plugin walker whose answer is malformed fails here (the registry and
+    /// the pipeline call this one). The default never fails.
+    fn try_roots_from_vmcoreinfo(
+        &self,
+        arch: Arch,
+        vmcoreinfo: &VmcoreInfo,
+    ) -> Result<Option<CpuState>> {
+        Ok(self.roots_from_vmcoreinfo(arch, vmcoreinfo))
+    }
 }

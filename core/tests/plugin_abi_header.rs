@@ -101,6 +101,7 @@ fn rust_structs() -> Vec<RustStruct> {
                 sink_position,
                 sink_seekable,
                 progress,
+                emit_reg,
             ]
         ),
         rust_struct!("dumpconv_arch", Arch, [machine, word_size, reserved]),
@@ -171,7 +172,9 @@ fn rust_structs() -> Vec<RustStruct> {
                 modes,
                 walk,
                 cpu_info,
-                translate
+                translate,
+                cpu_from_root,
+                roots_from_vmcoreinfo
             ]
         ),
         rust_struct!("dumpconv_mapping", Mapping, [virt, phys, len]),
@@ -227,7 +230,7 @@ fn rust_structs_v1() -> Vec<RustStruct> {
         rust_struct!("dumpconv_bytes", Bytes, [ptr, len]),
         rust_struct!(
             "dumpconv_host",
-            Host,
+            v1::Host,
             [
                 struct_size,
                 reserved,
@@ -387,6 +390,8 @@ fn rust_consts() -> Vec<(&'static str, Value)> {
         DUMPCONV_EM_AARCH64,
         DUMPCONV_EM_RISCV,
         DUMPCONV_MODE_UNKNOWN,
+        DUMPCONV_MAX_EMITTED_REGS,
+        DUMPCONV_MAX_REG_NAME,
         DUMPCONV_LOG_ERROR,
         DUMPCONV_LOG_WARN,
         DUMPCONV_LOG_INFO,

@@ -77,6 +77,11 @@ pub struct Host {
     pub sink_position: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
     pub sink_seekable: Option<unsafe extern "C" fn(ctx: *mut c_void) -> i32>,
     pub progress: Option<unsafe extern "C" fn(ctx: *mut c_void, done: u64, total: u64)>,
+    /// Appended in version 2: one register of the CPU a walker's `cpu_from_root` or
+    /// `roots_from_vmcoreinfo` builds (NULL in every other call).
+    pub emit_reg: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, name: *const c_char, len: usize, value: u64) -> i32,
+    >,
 }
 
 /// `dumpconv_arch`: ELF e_machine and word size in bytes.
@@ -196,6 +201,27 @@ pub struct Walker {
             out: *mut Translation,
         ) -> i32,
     >,
+    /// Appended (read only when `struct_size` covers it; may be NULL): build the CPU for
+    /// a root address and a mode name through `host->emit_reg`.
+    pub cpu_from_root: Option<
+        unsafe extern "C" fn(
+            host: *const Host,
+            arch: Arch,
+            mode: *const c_char,
+            mode_len: usize,
+            root: u64,
+        ) -> i32,
+    >,
+    /// Appended (read only when `struct_size` covers it; may be NULL): the CPU of the
+    /// kernel's own root from VMCOREINFO through `host->emit_reg`; none emitted = none.
+    pub roots_from_vmcoreinfo: Option<
+        unsafe extern "C" fn(
+            host: *const Host,
+            arch: Arch,
+            vmcoreinfo: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
 }
 
 /// `dumpconv_range`: half-open physical range `[start, end)`.
@@ -295,8 +321,17 @@ unsafe impl Sync for Writer {}
 /// descriptor and the writer table are the same in versions 1 and 2.
 pub const PLUGIN_V1_SIZE: usize = std::mem::size_of::<Plugin>();
 pub const WRITER_V1_SIZE: usize = std::mem::size_of::<Writer>();
-/// The version-2 walker table.
-pub const WALKER_V2_SIZE: usize = std::mem::size_of::<Walker>();
+/// The version-2 walker table as first published (without `cpu_from_root` and
+/// `roots_from_vmcoreinfo`).
+pub const WALKER_V2_SIZE: usize = std::mem::offset_of!(Walker, cpu_from_root);
+/// The version-2 walker table with `cpu_from_root` and `roots_from_vmcoreinfo`.
+pub const WALKER_V2_ROOTS_SIZE: usize = std::mem::size_of::<Walker>();
+/// `DUMPCONV_MAX_EMITTED_REGS`: most registers a walker may emit for one CPU.
+pub const DUMPCONV_MAX_EMITTED_REGS: u32 = 256;
+/// `DUMPCONV_MAX_REG_NAME`: the longest register name.
+pub const DUMPCONV_MAX_REG_NAME: u32 = 64;
+pub const MAX_EMITTED_REGS: usize = DUMPCONV_MAX_EMITTED_REGS as usize;
+pub const MAX_REG_NAME: usize = DUMPCONV_MAX_REG_NAME as usize;
 /// `dumpconv_walk_options` without `ram`/`ram_count`.
 pub const WALK_OPTIONS_NO_RAM_SIZE: usize = std::mem::offset_of!(WalkOptions, ram);
 
@@ -313,7 +348,8 @@ mod tests {
         assert_eq!(size_of::<Cpu>(), 32);
         assert_eq!(offset_of!(Cpu, regs), 16);
         assert_eq!(size_of::<Reg>(), 24);
-        assert_eq!(size_of::<Walker>(), 48);
+        assert_eq!(size_of::<Walker>(), 64);
+        assert_eq!(WALKER_V2_SIZE, 48);
         assert_eq!(size_of::<Translation>(), 64);
         assert_eq!(size_of::<v1::Cpu>(), 64);
         assert_eq!(size_of::<WalkOptions>(), 40);
@@ -322,5 +358,17 @@ mod tests {
         assert_eq!(offset_of!(Plugin, writer), 48);
         assert_eq!(offset_of!(Host, progress), 88);
         assert_eq!(size_of::<Plan>(), 112);
+    }
+
+    #[test]
+    fn v1_host_is_a_prefix_of_v2s() {
+        // Version-1 plugins are handed the version-2 host table.
+        assert_eq!(offset_of!(Host, emit_reg), size_of::<v1::Host>());
+        assert_eq!(offset_of!(Host, progress), offset_of!(v1::Host, progress));
+        assert_eq!(offset_of!(Host, ctx), offset_of!(v1::Host, ctx));
+        assert_eq!(
+            offset_of!(Host, emit_mapping),
+            offset_of!(v1::Host, emit_mapping)
+        );
     }
 }

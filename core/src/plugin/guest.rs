@@ -101,6 +101,10 @@ type TranslateFn = unsafe extern "C" fn(
     u64,
     *mut abi::Translation,
 ) -> i32;
+type CpuFromRootFn =
+    unsafe extern "C" fn(*const abi::Host, abi::Arch, *const c_char, usize, u64) -> i32;
+type RootsFromVmcoreinfoFn =
+    unsafe extern "C" fn(*const abi::Host, abi::Arch, *const u8, usize) -> i32;
 type WriteFn = unsafe extern "C" fn(*const abi::Host, *const abi::Plan) -> i32;
 
 /// The exported functions of a walker: version 2 (the SDK's) or version 1 (x86 only,
@@ -110,6 +114,8 @@ pub enum WalkerExports {
         walk: WalkFn,
         cpu_info: CpuInfoFn,
         translate: TranslateFn,
+        cpu_from_root: CpuFromRootFn,
+        roots_from_vmcoreinfo: RootsFromVmcoreinfoFn,
     },
     V1 {
         walk: WalkFnV1,
@@ -169,14 +175,22 @@ impl Export {
             cstring(&extensions),
             cstring(&modes),
         ];
-        let (walk, cpu_info, translate, walk_v1) = match walker {
+        let (walk, cpu_info, translate, walk_v1, roots) = match walker {
             Some(WalkerExports::V2 {
                 walk,
                 cpu_info,
                 translate,
-            }) => (Some(walk), Some(cpu_info), Some(translate), None),
-            Some(WalkerExports::V1 { walk }) => (None, None, None, Some(walk)),
-            None => (None, None, None, None),
+                cpu_from_root,
+                roots_from_vmcoreinfo,
+            }) => (
+                Some(walk),
+                Some(cpu_info),
+                Some(translate),
+                None,
+                (Some(cpu_from_root), Some(roots_from_vmcoreinfo)),
+            ),
+            Some(WalkerExports::V1 { walk }) => (None, None, None, Some(walk), (None, None)),
+            None => (None, None, None, None, (None, None)),
         };
         let e = Box::leak(Box::new(Export {
             plugin: abi::Plugin {
@@ -202,6 +216,8 @@ impl Export {
                 walk,
                 cpu_info,
                 translate,
+                cpu_from_root: roots.0,
+                roots_from_vmcoreinfo: roots.1,
             },
             walker_v1: abi::v1::Walker {
                 struct_size: std::mem::size_of::<abi::v1::Walker>() as u32,
@@ -359,6 +375,31 @@ impl HostRef<'_> {
             // SAFETY: a host callback called with its own ctx and a valid message.
             unsafe { f(self.0.ctx, level, msg.as_ptr().cast::<c_char>(), msg.len()) }
         }
+    }
+
+    /// Emit every register of `cpu` through the host's `emit_reg` (appended to the host
+    /// table: used only when its struct_size covers it).
+    fn emit_regs(&self, cpu: &CpuState) -> Result<()> {
+        let end = std::mem::offset_of!(abi::Host, emit_reg) + std::mem::size_of::<usize>();
+        let f = if covers(self.0.struct_size, end) {
+            self.0.emit_reg
+        } else {
+            None
+        }
+        .ok_or_else(|| Self::missing("emit_reg"))?;
+        for (name, value) in cpu.regs.iter() {
+            // SAFETY: a host callback called with its own ctx and a valid name.
+            let code = unsafe {
+                f(
+                    self.0.ctx,
+                    name.as_ptr().cast::<c_char>(),
+                    name.len(),
+                    value,
+                )
+            };
+            Self::status("emit_reg", code)?;
+        }
+        Ok(())
     }
 
     fn missing(what: &str) -> Error {
@@ -716,6 +757,55 @@ pub unsafe fn cpu_info(
     })
 }
 
+/// The body of a generated `cpu_from_root` export: the walker's CPU for a root and a
+/// mode name, emitted register by register.
+///
+/// # Safety
+/// The arguments are what the host passes to `cpu_from_root` (valid for the call).
+pub unsafe fn cpu_from_root(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    arch: abi::Arch,
+    mode: *const c_char,
+    mode_len: usize,
+    root: u64,
+) -> i32 {
+    guarded(host, |h| {
+        let w = walker_of(export, "cpu_from_root")?;
+        // SAFETY: valid for mode_len bytes for the call (NULL only with 0).
+        let m = unsafe { slice(mode.cast::<u8>(), mode_len) }?;
+        let m = std::str::from_utf8(m)
+            .map_err(|_| Error::invalid("cpu_from_root: the mode name is not UTF-8"))?;
+        let c = w.cpu_from_root(Arch::new(arch.machine, arch.word_size), m, root)?;
+        h.emit_regs(&c)
+    })
+}
+
+/// The body of a generated `roots_from_vmcoreinfo` export: the kernel's root CPU,
+/// emitted register by register, or nothing when VMCOREINFO does not say.
+///
+/// # Safety
+/// The arguments are what the host passes to `roots_from_vmcoreinfo` (valid for the
+/// call).
+pub unsafe fn roots_from_vmcoreinfo(
+    export: Option<&Export>,
+    host: *const abi::Host,
+    arch: abi::Arch,
+    vmcoreinfo: *const u8,
+    len: usize,
+) -> i32 {
+    guarded(host, |h| {
+        let w = walker_of(export, "roots_from_vmcoreinfo")?;
+        // SAFETY: valid for len bytes for the call (NULL only with 0).
+        let raw = unsafe { slice(vmcoreinfo, len) }?;
+        let v = crate::vmcoreinfo::VmcoreInfo::parse(raw);
+        match w.roots_from_vmcoreinfo(Arch::new(arch.machine, arch.word_size), &v) {
+            Some(c) => h.emit_regs(&c),
+            None => Ok(()),
+        }
+    })
+}
+
 /// NUL-terminated copies of translation level names, kept for the life of the library
 /// (the ABI hands out static strings).
 static LEVEL_CSTRINGS: std::sync::Mutex<Vec<(&'static str, &'static std::ffi::CStr)>> =
@@ -1025,12 +1115,43 @@ macro_rules! plugin_entry {
                     $crate::plugin::guest::translate(EXPORT.get().copied(), host, cpu, opts, virt, out)
                 }
             }
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn cpu_from_root(
+                host: *const $crate::plugin::abi::Host,
+                arch: $crate::plugin::abi::Arch,
+                mode: *const ::std::ffi::c_char,
+                mode_len: usize,
+                root: u64,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe {
+                    $crate::plugin::guest::cpu_from_root(EXPORT.get().copied(), host, arch, mode, mode_len, root)
+                }
+            }
+            #[allow(unsafe_code)]
+            unsafe extern "C" fn roots_from_vmcoreinfo(
+                host: *const $crate::plugin::abi::Host,
+                arch: $crate::plugin::abi::Arch,
+                vmcoreinfo: *const u8,
+                len: usize,
+            ) -> i32 {
+                // SAFETY: the host's arguments are passed on unchanged.
+                unsafe {
+                    $crate::plugin::guest::roots_from_vmcoreinfo(EXPORT.get().copied(), host, arch, vmcoreinfo, len)
+                }
+            }
             $crate::plugin::guest::entry(&EXPORT, || {
                 $crate::plugin::guest::Export::walker(
                     ::std::boxed::Box::new($make),
                     $ver,
                     $desc,
-                    $crate::plugin::guest::WalkerExports::V2 { walk, cpu_info, translate },
+                    $crate::plugin::guest::WalkerExports::V2 {
+                        walk,
+                        cpu_info,
+                        translate,
+                        cpu_from_root,
+                        roots_from_vmcoreinfo,
+                    },
                 )
             })
         }

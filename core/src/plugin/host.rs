@@ -33,6 +33,7 @@ use crate::mapping::{Mapping, MappingList};
 use crate::memory::PhysicalMemory;
 use crate::progress::Progress;
 use crate::sink::Sink;
+use crate::vmcoreinfo::VmcoreInfo;
 use crate::walker::{ArchWalker, Translation, WalkOptions, WalkStats};
 use crate::writer::{DumpPlan, DumpWriter};
 
@@ -115,6 +116,10 @@ type WalkFnV1 = unsafe extern "C" fn(
     *const abi::WalkOptions,
     *mut abi::WalkStats,
 ) -> i32;
+type CpuFromRootFn =
+    unsafe extern "C" fn(*const abi::Host, abi::Arch, *const c_char, usize, u64) -> i32;
+type RootsFromVmcoreinfoFn =
+    unsafe extern "C" fn(*const abi::Host, abi::Arch, *const u8, usize) -> i32;
 type CpuInfoFn = unsafe extern "C" fn(*const abi::Host, *const abi::Cpu, *mut abi::CpuInfo) -> i32;
 type TranslateFn = unsafe extern "C" fn(
     *const abi::Host,
@@ -136,6 +141,8 @@ enum WalkerFns {
         walk: WalkFn,
         cpu_info: Option<CpuInfoFn>,
         translate: Option<TranslateFn>,
+        cpu_from_root: Option<CpuFromRootFn>,
+        roots_from_vmcoreinfo: Option<RootsFromVmcoreinfoFn>,
     },
 }
 
@@ -451,8 +458,22 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
                     abi::WALKER_V2_SIZE
                 )));
             }
-            // SAFETY: large enough (checked), static by contract.
-            let t: &'static abi::Walker = unsafe { &*d.walker };
+            // Copy the table: a plugin built before `cpu_from_root` and
+            // `roots_from_vmcoreinfo` were appended has a shorter one, whose missing
+            // fields read as NULL.
+            let mut full = std::mem::MaybeUninit::<abi::Walker>::zeroed();
+            // SAFETY: the table is readable for `size` bytes (its struct_size, at least
+            // the first published size: checked) and static by contract; we copy no more
+            // than our struct holds. All-zero bytes are a valid `abi::Walker` (NULL
+            // pointers, None functions), so the fields not covered stay valid.
+            let t: abi::Walker = unsafe {
+                std::ptr::copy_nonoverlapping(
+                    d.walker.cast::<u8>(),
+                    full.as_mut_ptr().cast::<u8>(),
+                    size.min(std::mem::size_of::<abi::Walker>()),
+                );
+                full.assume_init()
+            };
             let walk = t
                 .walk
                 .ok_or_else(|| info.error("walker table: walk is NULL"))?;
@@ -503,6 +524,8 @@ pub unsafe fn wrap_descriptor(path: &Path, desc: *const abi::Plugin) -> Result<L
                     walk,
                     cpu_info: t.cpu_info,
                     translate: t.translate,
+                    cpu_from_root: t.cpu_from_root,
+                    roots_from_vmcoreinfo: t.roots_from_vmcoreinfo,
                 },
             })))
         }
@@ -685,6 +708,8 @@ struct CallState<'a> {
     message: Option<String>,
     warnings: Vec<String>,
     mappings: Vec<Mapping>,
+    /// Registers emitted by cpu_from_root / roots_from_vmcoreinfo, in order.
+    regs: Vec<(String, u64)>,
     sink: Option<&'a mut dyn Sink>,
 }
 
@@ -791,6 +816,7 @@ impl<'a> CallCtx<'a> {
             sink_position: if write { Some(cb_sink_position) } else { None },
             sink_seekable: if write { Some(cb_sink_seekable) } else { None },
             progress: if write { Some(cb_progress) } else { None },
+            emit_reg: None,
         }
     }
 
@@ -990,6 +1016,54 @@ unsafe extern "C" fn cb_emit_mapping(ctx: *mut c_void, virt: u64, phys: u64, len
     })
 }
 
+/// A register name a plugin may emit: 1 to [`abi::MAX_REG_NAME`] lowercase ASCII
+/// letters, digits, `_` or `.` (`x0`, `ttbr1_el1`, `cs.selector`).
+fn valid_reg_name(name: &str) -> bool {
+    (1..=abi::MAX_REG_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+unsafe extern "C" fn cb_emit_reg(
+    ctx: *mut c_void,
+    name: *const c_char,
+    len: usize,
+    value: u64,
+) -> i32 {
+    callback(ctx, "emit_reg", |c| {
+        if name.is_null() || len == 0 || len > abi::MAX_REG_NAME {
+            return Err(Error::invalid(format!(
+                "register name of {len} bytes (1 to {} expected)",
+                abi::MAX_REG_NAME
+            )));
+        }
+        // SAFETY: the plugin passes a name valid for len bytes (len bounded above).
+        let b = unsafe { std::slice::from_raw_parts(name.cast::<u8>(), len) };
+        let n = std::str::from_utf8(b)
+            .ok()
+            .filter(|n| valid_reg_name(n))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "register name {:?} is not lowercase ASCII letters, digits, '_' or '.'",
+                    String::from_utf8_lossy(b)
+                ))
+            })?;
+        let mut st = c.state();
+        if st.regs.iter().any(|(r, _)| r == n) {
+            return Err(Error::invalid(format!("register {n} emitted twice")));
+        }
+        if st.regs.len() >= abi::MAX_EMITTED_REGS {
+            return Err(Error::invalid(format!(
+                "more than {} registers emitted",
+                abi::MAX_EMITTED_REGS
+            )));
+        }
+        st.regs.push((n.to_string(), value));
+        Ok(())
+    })
+}
+
 /// Run `f` on the call's sink.
 fn with_sink(c: &CallCtx<'_>, f: impl FnOnce(&mut dyn Sink) -> Result<()>) -> Result<()> {
     let mut st = c.state();
@@ -1164,6 +1238,28 @@ impl PluginWalker {
         ctx.finish(&self.info, "cpu_info", code).ok().map(|_| info)
     }
 
+    /// Run a call that builds a CPU through `emit_reg` (cpu_from_root,
+    /// roots_from_vmcoreinfo): the registers emitted, in order. The call may not read
+    /// memory (a CPU comes from its arguments).
+    fn build_cpu(&self, op: &str, f: impl FnOnce(&abi::Host) -> i32) -> Result<Vec<(String, u64)>> {
+        let ctx = CallCtx::new(&NoMemory);
+        let call = LiveCall::register(&ctx);
+        let mut host = CallCtx::host(&call, false, false);
+        host.emit_reg = Some(cb_emit_reg);
+        let code = f(&host);
+        drop(call);
+        Ok(ctx.finish(&self.info, op, code)?.regs)
+    }
+
+    /// The CPU a plugin built, for `arch`.
+    fn cpu_of(arch: Arch, regs: Vec<(String, u64)>) -> CpuState {
+        let mut c = CpuState::new(0, Some(arch));
+        for (n, v) in regs {
+            c.set_reg(&n, v);
+        }
+        c
+    }
+
     /// The word size of `cpu`'s architecture (its own, else the walker's first).
     fn word_bits(&self, cpu: &CpuState) -> u32 {
         let w = cpu
@@ -1218,6 +1314,55 @@ impl ArchWalker for PluginWalker {
                 .cpu_info(cpu)
                 .map_or(1 << (self.word_bits(cpu) - 1), |i| i.kernel_start),
         }
+    }
+
+    fn cpu_from_root(&self, arch: Arch, mode: &str, root: u64) -> Result<CpuState> {
+        let WalkerFns::V2 {
+            cpu_from_root: Some(f),
+            ..
+        } = &self.fns
+        else {
+            return Err(Error::Unsupported(format!(
+                "walker plugin {} cannot build a CPU state for mode {mode:?} from a root \
+                 address (its walker table has no cpu_from_root)",
+                self.name()
+            )));
+        };
+        let regs = self.build_cpu(&format!("cpu_from_root({mode}, {root:#x})"), |host| {
+            // SAFETY: host and the mode bytes are valid for the call; the function
+            // pointer was read from the plugin's static table at load.
+            unsafe {
+                f(
+                    host,
+                    arch_to_abi(Some(arch)),
+                    mode.as_ptr().cast::<c_char>(),
+                    mode.len(),
+                    root,
+                )
+            }
+        })?;
+        Ok(Self::cpu_of(arch, regs))
+    }
+
+    fn roots_from_vmcoreinfo(&self, arch: Arch, v: &VmcoreInfo) -> Option<CpuState> {
+        self.try_roots_from_vmcoreinfo(arch, v).ok().flatten()
+    }
+
+    fn try_roots_from_vmcoreinfo(&self, arch: Arch, v: &VmcoreInfo) -> Result<Option<CpuState>> {
+        let WalkerFns::V2 {
+            roots_from_vmcoreinfo: Some(f),
+            ..
+        } = &self.fns
+        else {
+            return Ok(None);
+        };
+        let raw = v.raw();
+        let regs = self.build_cpu("roots_from_vmcoreinfo", |host| {
+            // SAFETY: host and the VMCOREINFO bytes are valid for the call; the function
+            // pointer was read from the plugin's static table at load.
+            unsafe { f(host, arch_to_abi(Some(arch)), raw.as_ptr(), raw.len()) }
+        })?;
+        Ok((!regs.is_empty()).then(|| Self::cpu_of(arch, regs)))
     }
 
     /// Call the plugin's walk; the runs it emits are sorted and merged, then pushed into

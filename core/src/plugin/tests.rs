@@ -170,6 +170,23 @@ impl ArchWalker for EngineToy {
     fn kernel_start(&self, _cpu: &CpuState) -> u64 {
         0xFFFF_FFE0_0000_0000
     }
+    fn cpu_from_root(&self, arch: Arch, mode: &str, root: u64) -> Result<CpuState> {
+        match mode {
+            "toy2" => Ok(CpuState::new(0, Some(arch))
+                .with_reg("root", root)
+                .with_reg("cs.selector", 0x10)),
+            "bare" => Ok(CpuState::new(0, Some(arch)).with_reg("root", 0)),
+            _ => Err(Error::Unsupported(format!("no mode {mode}"))),
+        }
+    }
+    fn roots_from_vmcoreinfo(
+        &self,
+        arch: Arch,
+        v: &crate::vmcoreinfo::VmcoreInfo,
+    ) -> Option<CpuState> {
+        let root = v.symbol("toy_root")?;
+        Some(CpuState::new(0, Some(arch)).with_reg("root", root))
+    }
 }
 
 crate::plugin_entry!(fn engine_toy_entry, walker: EngineToy, version: "1", description: "engine toy");
@@ -783,6 +800,8 @@ fn many_tiny_contiguous_mappings_are_merged_as_they_come() {
         walk: Some(confetti_walk),
         cpu_info: None,
         translate: None,
+        cpu_from_root: None,
+        roots_from_vmcoreinfo: None,
     };
     let LoadedPlugin::Walker(w) = check_descriptor(descriptor(
         &CONFETTI,
@@ -808,4 +827,144 @@ fn many_tiny_contiguous_mappings_are_merged_as_they_come() {
             len: 0x10000
         }]
     );
+}
+
+#[test]
+fn cpu_from_root_and_roots_from_vmcoreinfo_cross_the_abi() {
+    let LoadedPlugin::Walker(w) = load(engine_toy_entry) else {
+        panic!("not a walker")
+    };
+    let a = Arch::RISCV64;
+    for (mode, root) in [("toy2", 0x4000_1000u64), ("bare", 0)] {
+        assert_eq!(
+            w.cpu_from_root(a, mode, root).unwrap(),
+            EngineToy.cpu_from_root(a, mode, root).unwrap(),
+            "{mode}"
+        );
+    }
+    let e = w.cpu_from_root(a, "sv99", 0).unwrap_err().to_string();
+    assert!(e.contains("enginetoy") && e.contains("no mode sv99"), "{e}");
+    let v = crate::vmcoreinfo::VmcoreInfo::parse(b"OSRELEASE=6.1\nSYMBOL(toy_root)=2345000\n");
+    let c = w.try_roots_from_vmcoreinfo(a, &v).unwrap().unwrap();
+    assert_eq!(c, EngineToy.roots_from_vmcoreinfo(a, &v).unwrap());
+    assert_eq!(c.reg("root"), Some(0x2345000));
+    assert_eq!(c.arch, Some(a));
+    // VMCOREINFO that does not say: none, not an error.
+    let v = crate::vmcoreinfo::VmcoreInfo::parse(b"OSRELEASE=6.1\n");
+    assert_eq!(w.try_roots_from_vmcoreinfo(a, &v).unwrap(), None);
+    assert_eq!(w.roots_from_vmcoreinfo(a, &v), None);
+}
+
+/// What the hand-written walker below emits from cpu_from_root (by mode name).
+unsafe extern "C" fn emitting_cpu_from_root(
+    host: *const abi::Host,
+    _arch: abi::Arch,
+    mode: *const c_char,
+    mode_len: usize,
+    _root: u64,
+) -> i32 {
+    // SAFETY: valid for the call.
+    let (h, mode) = unsafe {
+        (
+            *host,
+            std::slice::from_raw_parts(mode.cast::<u8>(), mode_len),
+        )
+    };
+    let emit = h.emit_reg.unwrap();
+    let names: Vec<Vec<u8>> = match mode {
+        b"upper" => vec![b"CR3".to_vec()],
+        b"space" => vec![b"c r3".to_vec()],
+        b"empty" => vec![Vec::new()],
+        b"long" => vec![vec![b'a'; 65]],
+        b"twice" => vec![b"cr3".to_vec(), b"cr3".to_vec()],
+        b"many" => (0..300).map(|i| format!("r{i}").into_bytes()).collect(),
+        _ => vec![b"cr3".to_vec(), b"cs.selector".to_vec()],
+    };
+    for n in names {
+        // SAFETY: a host callback with its own ctx and a valid name.
+        let r = unsafe { emit(h.ctx, n.as_ptr().cast(), n.len(), 7) };
+        if r != abi::DUMPCONV_OK {
+            return r;
+        }
+    }
+    abi::DUMPCONV_OK
+}
+
+unsafe extern "C" fn emitting_roots(
+    host: *const abi::Host,
+    arch: abi::Arch,
+    _v: *const u8,
+    _len: usize,
+) -> i32 {
+    // SAFETY: the same call shape.
+    unsafe { emitting_cpu_from_root(host, arch, c"many".as_ptr(), 4, 0) }
+}
+
+#[test]
+fn malformed_cpus_from_a_plugin_are_plugin_errors() {
+    static ARCHES: [abi::Arch; 1] = [abi::Arch {
+        machine: 62,
+        word_size: 8,
+        reserved: 0,
+    }];
+    static EMITTER: abi::Walker = abi::Walker {
+        struct_size: std::mem::size_of::<abi::Walker>() as u32,
+        arch_count: 1,
+        arches: ARCHES.as_ptr(),
+        modes: c"ok,upper,space,empty,long,twice,many".as_ptr(),
+        walk: Some(confetti_walk),
+        cpu_info: None,
+        translate: None,
+        cpu_from_root: Some(emitting_cpu_from_root),
+        roots_from_vmcoreinfo: Some(emitting_roots),
+    };
+    let LoadedPlugin::Walker(w) = check_descriptor(descriptor(
+        &EMITTER,
+        std::ptr::null(),
+        abi::DUMPCONV_KIND_WALKER,
+    ))
+    .unwrap() else {
+        panic!("not a walker")
+    };
+    let c = w.cpu_from_root(Arch::X86_64, "ok", 0).unwrap();
+    assert_eq!(c.reg("cr3"), Some(7));
+    assert_eq!(c.reg("cs.selector"), Some(7));
+    for (mode, want) in [
+        ("upper", "\"CR3\" is not lowercase"),
+        ("space", "is not lowercase"),
+        ("empty", "register name of 0 bytes"),
+        ("long", "register name of 65 bytes"),
+        ("twice", "register cr3 emitted twice"),
+        ("many", "more than 256 registers"),
+    ] {
+        let e = w.cpu_from_root(Arch::X86_64, mode, 0).unwrap_err();
+        assert!(matches!(e, Error::Plugin { .. }), "{mode}: {e:?}");
+        let e = e.to_string();
+        assert!(e.contains("emit_reg") && e.contains(want), "{mode}: {e}");
+    }
+    let v = crate::vmcoreinfo::VmcoreInfo::parse(b"X=1\n");
+    let e = w.try_roots_from_vmcoreinfo(Arch::X86_64, &v).unwrap_err();
+    assert!(matches!(e, Error::Plugin { .. }), "{e:?}");
+    assert_eq!(w.roots_from_vmcoreinfo(Arch::X86_64, &v), None);
+
+    // A table as first published (no cpu_from_root/roots_from_vmcoreinfo) still loads:
+    // the fields past its struct_size are not read.
+    static OLD: abi::Walker = abi::Walker {
+        struct_size: abi::WALKER_V2_SIZE as u32,
+        ..EMITTER
+    };
+    let LoadedPlugin::Walker(w) = check_descriptor(descriptor(
+        &OLD,
+        std::ptr::null(),
+        abi::DUMPCONV_KIND_WALKER,
+    ))
+    .unwrap() else {
+        panic!("not a walker")
+    };
+    let e = w
+        .cpu_from_root(Arch::X86_64, "ok", 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no cpu_from_root"), "{e}");
+    assert_eq!(w.try_roots_from_vmcoreinfo(Arch::X86_64, &v).unwrap(), None);
 }

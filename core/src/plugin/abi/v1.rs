@@ -2,16 +2,64 @@
 //! (`core/include/v1/dumpconv_plugin.h`) where it differs from version 2: the x86 CPU
 //! (CR0/CR3/CR4/EFER/A20 and a paging-mode number), the walker table listing x86
 //! paging-mode numbers, and the plan whose architecture is a number and whose CPUs are
-//! version-1 CPUs. Every other struct (descriptor, host, options, stats, ranges,
-//! mappings, notes, writer table) is the same in both versions: see [`super`].
+//! version-1 CPUs. Every other struct (descriptor, options, stats, ranges, mappings,
+//! notes, writer table) is the same in both versions: see [`super`]. The host table of
+//! version 1 ([`Host`]) is a prefix of version 2's, which appended `emit_reg`: version-1
+//! plugins receive the version-2 table, whose struct_size covers more than they read.
 //!
 //! A test compares this file with the v1 header, as it compares abi.rs with the v2 one.
 
 #![allow(unsafe_code)]
 
-use super::{Bytes, Host, Mapping, Note, PluginOption, Range, WalkOptions, WalkStats};
+use super::{Bytes, Mapping, Note, PluginOption, Range, WalkOptions, WalkStats};
 
 pub const DUMPCONV_ABI_MAJOR: u32 = 1;
+
+/// `dumpconv_host` (v1): the version-2 [`super::Host`] without the appended `emit_reg`.
+/// Only the drift test uses it; the host passes [`super::Host`] to every plugin.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub ctx: *mut std::ffi::c_void,
+    pub read_phys: Option<
+        unsafe extern "C" fn(
+            ctx: *mut std::ffi::c_void,
+            addr: u64,
+            buf: *mut u8,
+            len: usize,
+        ) -> i32,
+    >,
+    pub set_error: Option<
+        unsafe extern "C" fn(ctx: *mut std::ffi::c_void, msg: *const std::ffi::c_char, len: usize),
+    >,
+    pub log: Option<
+        unsafe extern "C" fn(
+            ctx: *mut std::ffi::c_void,
+            level: u32,
+            msg: *const std::ffi::c_char,
+            len: usize,
+        ),
+    >,
+    pub emit_mapping: Option<
+        unsafe extern "C" fn(ctx: *mut std::ffi::c_void, virt: u64, phys: u64, len: u64) -> i32,
+    >,
+    pub sink_write:
+        Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, buf: *const u8, len: usize) -> i32>,
+    pub sink_skip: Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, len: u64) -> i32>,
+    pub sink_write_at: Option<
+        unsafe extern "C" fn(
+            ctx: *mut std::ffi::c_void,
+            offset: u64,
+            buf: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+    pub sink_position: Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void) -> u64>,
+    pub sink_seekable: Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void) -> i32>,
+    pub progress: Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, done: u64, total: u64)>,
+}
 
 pub const DUMPCONV_ARCH_X86_64: u32 = 1;
 pub const DUMPCONV_ARCH_X86: u32 = 2;
@@ -54,7 +102,7 @@ pub struct Walker {
     pub modes: *const u32,
     pub walk: Option<
         unsafe extern "C" fn(
-            host: *const Host,
+            host: *const super::Host,
             cpu: *const Cpu,
             opts: *const WalkOptions,
             stats: *mut WalkStats,
