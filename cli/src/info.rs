@@ -59,7 +59,7 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
     let arch = effective_arch(&dump, &opts);
-    let cpus = effective_cpus(&dump, &opts);
+    let cpus = effective_cpus(&dump, &opts, registry)?;
     let vmcoreinfo = effective_vmcoreinfo(&dump, &opts)?;
 
     // Optional page-table statistics per CPU.
@@ -187,7 +187,7 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
 pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error> {
     let opts = a.input_args.base_options()?;
     let dump = dumpconv::open_input(&a.input_args.input, &opts)?;
-    let cpus = effective_cpus(&dump, &opts);
+    let cpus = effective_cpus(&dump, &opts, registry)?;
     let arch = effective_arch(&dump, &opts);
     let vmcoreinfo = effective_vmcoreinfo(&dump, &opts)?;
     let wopts = walk_options(vmcoreinfo.as_ref(), a.max_phys_bits);
@@ -208,16 +208,19 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
     });
     // As `--paging` does: a CPU that cannot say where its tables are gives way to the
     // kernel's own root from VMCOREINFO, when there is one.
-    let from_vmci = || {
-        let v = vmcoreinfo.as_ref()?;
-        let (root_cpu, _) = registry.roots_from_vmcoreinfo(arch, v)?;
-        let (w, _) = registry
-            .walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)
-            .ok()?;
-        Some((root_cpu, w))
+    let from_vmci = match (&paging, vmcoreinfo.as_ref()) {
+        (None, Some(v)) => registry
+            .roots_from_vmcoreinfo(arch, v)?
+            .and_then(|(root_cpu, _)| {
+                let (w, _) = registry
+                    .walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)
+                    .ok()?;
+                Some((root_cpu, w))
+            }),
+        _ => None,
     };
     let (cpu, walker) = match paging.or_else(|| {
-        let found = from_vmci()?;
+        let found = from_vmci?;
         eprintln!(
             "dumpconv: warning: {}; translating through the kernel's page-table root from \
              VMCOREINFO",

@@ -47,8 +47,12 @@ pub struct ConvertOptions {
     pub open: OpenOptions,
     /// Architecture, when the input does not say (raw images).
     pub arch: Option<Arch>,
-    /// CPU states replacing the input's (`--cr3`/`--cpu-state`).
+    /// CPU states replacing the input's (`--cpu-state`).
     pub cpus: Option<Vec<CpuState>>,
+    /// A page-table root given by hand (`--cr3/--root ADDR --paging-mode NAME`), which
+    /// replaces the input's CPUs: resolved by the registry's walkers (plugins included)
+    /// in [`effective_cpus`].
+    pub root: Option<RootRequest>,
     /// VMCOREINFO to use when the input has none (`--vmcoreinfo FILE`, checked).
     pub vmcoreinfo: Option<VmcoreInfoFile>,
     /// Physical window: `--begin`, `--length`.
@@ -63,6 +67,15 @@ pub struct ConvertOptions {
     /// The other files of a kdump split set whose first file is the input (empty: the
     /// input is one file).
     pub parts: Vec<PathBuf>,
+}
+
+/// `--cr3 ADDR --paging-mode NAME` (and `--arch`), as given: the walker that knows the
+/// mode builds the CPU ([`Registry::cpu_from_root`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootRequest {
+    pub arch: Option<Arch>,
+    pub mode: String,
+    pub root: u64,
 }
 
 /// What a conversion did.
@@ -102,15 +115,23 @@ pub fn effective_arch(dump: &Dump, opts: &ConvertOptions) -> Arch {
     opts.arch.or(dump.arch).unwrap_or(Arch::DEFAULT)
 }
 
-/// The CPU states to use: the user's, else the input's; a CPU that does not say its
-/// architecture gets the dump's ([`effective_arch`]).
-pub fn effective_cpus(dump: &Dump, opts: &ConvertOptions) -> Vec<CpuState> {
+/// The CPU states to use: the one built from a root given by hand (by the registry's
+/// walker for its mode), else the user's `--cpu-state`, else the input's; a CPU that
+/// does not say its architecture gets the dump's ([`effective_arch`]).
+pub fn effective_cpus(
+    dump: &Dump,
+    opts: &ConvertOptions,
+    registry: &Registry,
+) -> Result<Vec<CpuState>> {
     let arch = effective_arch(dump, opts);
-    let mut cpus = opts.cpus.clone().unwrap_or_else(|| dump.cpus.clone());
+    let mut cpus = match &opts.root {
+        Some(r) => vec![registry.cpu_from_root(r.arch, &r.mode, r.root)?],
+        None => opts.cpus.clone().unwrap_or_else(|| dump.cpus.clone()),
+    };
     for c in &mut cpus {
         c.arch.get_or_insert(arch);
     }
-    cpus
+    Ok(cpus)
 }
 
 /// The VMCOREINFO to use: the input's, else the user's `--vmcoreinfo` (whose "ADDR
@@ -166,7 +187,7 @@ pub fn build_plan(
     report: &mut ConvertReport,
 ) -> Result<DumpPlan> {
     let arch = effective_arch(dump, opts);
-    let cpus = effective_cpus(dump, opts);
+    let cpus = effective_cpus(dump, opts, registry)?;
     let vmcoreinfo = effective_vmcoreinfo(dump, opts)?;
     let ranges = selected_ranges(dump, opts)?;
 
@@ -180,9 +201,10 @@ pub fn build_plan(
             if !cpus.iter().any(|c| walker.paging_enabled(c)) {
                 // No CPU says where the tables are: the kernel's own root may be in
                 // VMCOREINFO.
-                let from_vmci = vmcoreinfo
-                    .as_ref()
-                    .and_then(|v| registry.roots_from_vmcoreinfo(arch, v));
+                let from_vmci = match vmcoreinfo.as_ref() {
+                    Some(v) => registry.roots_from_vmcoreinfo(arch, v)?,
+                    None => None,
+                };
                 if let Some((root_cpu, _)) = from_vmci {
                     let (w, o) =
                         registry.walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)?;

@@ -438,8 +438,11 @@ impl Registry {
     }
 
     /// A CPU state from a page-table root and a mode name (`--cr3 ADDR --paging-mode
-    /// NAME`): built by the first walker that knows the mode (for `arch` when given).
+    /// NAME`): built by the first walker that knows the mode (for `arch` when given) and
+    /// can build it (a walker plugin without `cpu_from_root` gives way to the next, e.g.
+    /// the built-in it overrides).
     pub fn cpu_from_root(&self, arch: Option<Arch>, mode: &str, root: u64) -> Result<CpuState> {
+        let mut unsupported = None;
         for w in &self.walkers {
             let p = &w.plugin;
             if arch.is_some_and(|a| !p.arches().contains(&a)) {
@@ -451,7 +454,15 @@ impl Registry {
             let Some(&a) = arch.as_ref().or(p.arches().first()) else {
                 continue;
             };
-            return p.cpu_from_root(a, &canonical, root);
+            match p.cpu_from_root(a, &canonical, root) {
+                Err(e @ Error::Unsupported(_)) => {
+                    unsupported.get_or_insert(e);
+                }
+                r => return r,
+            }
+        }
+        if let Some(e) = unsupported {
+            return Err(e);
         }
         Err(Error::invalid(format!(
             "unknown paging mode {mode:?}{} (known: {})",
@@ -460,14 +471,20 @@ impl Registry {
         )))
     }
 
-    /// The kernel's own page-table root from VMCOREINFO, by the walker for `arch`, with
-    /// the walker's name.
-    pub fn roots_from_vmcoreinfo(&self, arch: Arch, v: &VmcoreInfo) -> Option<(CpuState, String)> {
-        self.walkers_for(arch).find_map(|w| {
-            w.plugin
-                .roots_from_vmcoreinfo(arch, v)
-                .map(|c| (c, w.plugin.name().to_string()))
-        })
+    /// The kernel's own page-table root from VMCOREINFO, by the first walker for `arch`
+    /// that finds one, with the walker's name. A walker plugin whose answer is malformed
+    /// is an error.
+    pub fn roots_from_vmcoreinfo(
+        &self,
+        arch: Arch,
+        v: &VmcoreInfo,
+    ) -> Result<Option<(CpuState, String)>> {
+        for w in self.walkers_for(arch) {
+            if let Some(c) = w.plugin.try_roots_from_vmcoreinfo(arch, v)? {
+                return Ok(Some((c, w.plugin.name().to_string())));
+            }
+        }
+        Ok(None)
     }
 }
 

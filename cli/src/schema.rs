@@ -17,17 +17,17 @@
 //! (`DumpWriter::options`). Options with meanings of their own (`cr3`, `paging`...) are
 //! read by name in [`build`].
 //!
-//! `--arch` and `--paging-mode` values are parsed only by [`parse_arch`] and
-//! [`cpu_from_root`].
+//! `--arch` values are parsed only by [`parse_arch`]; `cr3` + `paging-mode` become a
+//! [`RootRequest`] that the registry's walkers (plugins included) turn into a CPU.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dumpconv_core::numbers::{parse_bool, BOOL_WORDS};
-use dumpconv_core::{Arch, CpuState, Error, Result, VmcoreInfoFile};
+use dumpconv_core::{Arch, Error, Result, VmcoreInfoFile};
 
 use crate::numbers::parse_u64;
-use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions};
+use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions, RootRequest};
 
 /// Option name → value, sorted (so its JSON form is canonical and can be hashed). A
 /// flag from a command line is `"1"` when on and absent when off; from a manifest it is
@@ -352,13 +352,6 @@ pub fn parse_arch(v: &str) -> Option<Arch> {
     Arch::from_name(v)
 }
 
-/// The CPU state for a page-table root given by hand (`cr3` + `paging-mode`): the one
-/// place a `--paging-mode` name is resolved, by the walkers of the built-in registry
-/// (the walker that knows the name builds the registers its mode needs).
-pub fn cpu_from_root(arch: Option<Arch>, root: u64, mode: &str) -> Result<CpuState> {
-    crate::Registry::builtin().cpu_from_root(arch, mode, root)
-}
-
 /// Check a value's syntax for `d` (what the option means is checked by [`build`] and
 /// the writer).
 pub fn check_value(d: &OptDef, v: &str) -> std::result::Result<(), String> {
@@ -504,12 +497,18 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         }
         let mode = get("paging-mode").ok_or_else(|| {
             Error::invalid(format!(
-                "option cr3 needs paging-mode ({})",
+                "option cr3 needs paging-mode (a mode name of the walkers: {}, or of a \
+                 walker plugin)",
                 crate::Registry::builtin().mode_names().join(", ")
             ))
         })?;
-        let cpu = cpu_from_root(get("arch").and_then(parse_arch), cr3, mode)?;
-        o.cpus = Some(vec![cpu]);
+        // The mode name is resolved when the walkers (plugins included) are known:
+        // `pipeline::effective_cpus`.
+        o.root = Some(RootRequest {
+            arch: get("arch").and_then(parse_arch),
+            mode: mode.to_string(),
+            root: cr3,
+        });
     } else if let Some(p) = get("cpu-state") {
         o.cpus = Some(read_cpu_state_file(Path::new(p))?);
     }
@@ -599,13 +598,20 @@ mod tests {
             assert!(parse_arch(n).is_some(), "{n}");
         }
         assert!(parse_words("arch=vax").is_err());
-        for n in crate::Registry::builtin().mode_names() {
+        let registry = crate::Registry::builtin();
+        let resolve = |m: &OptionMap| -> Result<dumpconv_core::CpuState> {
+            let r = build(m)?.root.ok_or_else(|| Error::invalid("no root"))?;
+            registry.cpu_from_root(r.arch, &r.mode, r.root)
+        };
+        for n in registry.mode_names() {
             let m = parse_words(&format!("cr3=0x1000 paging-mode={n}")).unwrap();
-            assert!(build(&m).is_ok(), "{n}");
+            assert!(resolve(&m).is_ok(), "{n}");
         }
-        // A mode no walker knows is refused when the options are built.
+        // A mode no walker knows is refused when the registry (with the plugins, which
+        // may know more modes than the built-ins) resolves it.
         let m = parse_words("cr3=0x1000 paging-mode=6level").unwrap();
-        assert!(build(&m).is_err());
+        let e = resolve(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown paging mode \"6level\""), "{e}");
     }
 
     #[test]
@@ -613,7 +619,16 @@ mod tests {
         let m = parse_words("cr3=0x1000").unwrap();
         assert!(build(&m).is_err());
         let m = parse_words("cr3=0x1000 paging-mode=pae").unwrap();
-        assert_eq!(build(&m).unwrap().cpus.unwrap().len(), 1);
+        let o = build(&m).unwrap();
+        assert_eq!(
+            o.root,
+            Some(RootRequest {
+                arch: None,
+                mode: "pae".into(),
+                root: 0x1000
+            })
+        );
+        assert!(o.cpus.is_none());
     }
 
     /// The formats each writer option concerns are what the built-in writers declare
