@@ -190,9 +190,10 @@ fn plugin_walks_like_the_builtin_on_the_real_guest() {
 /// the CPUs' registers from `--cpu-state` gives the same bytes with the plugin
 /// (`--plugin ... --plugin-override`) as with the built-in, and says which walked.
 ///
-/// Not compared: `--paging` with the root from VMCOREINFO. ABI v2 has no export for
-/// `roots_from_vmcoreinfo` (nor `cpu_from_root`), so a loaded walker cannot find the
-/// kernel's root and the run falls back to the physical view.
+/// The same with no CPU state (QEMU's arm64 dumps have no system registers): the
+/// kernel's root comes from VMCOREINFO, through the plugin's `roots_from_vmcoreinfo`
+/// when it overrides the built-in; and with the root given by hand (`--cr3 ADDR
+/// --paging-mode 4k-48`), the CPU is built by the plugin's `cpu_from_root`.
 #[test]
 fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
     let Some(g) = dumpconv_tests::guests::guest("arm64-4k") else {
@@ -203,7 +204,28 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let input = g.file("phys.elf");
     let state = g.file("cpu-state.json");
-    for (name, extra) in [("cpu-state", [state.as_os_str()])] {
+    let vi = dumpconv_core::VmcoreInfo::parse(
+        &std::fs::read(g.file("vmcoreinfo.txt")).expect("vmcoreinfo"),
+    );
+    let root = Aarch64Walker
+        .roots_from_vmcoreinfo(Arch::AARCH64, &vi)
+        .and_then(|c| c.reg("ttbr1_el1"))
+        .expect("the kernel's root from VMCOREINFO");
+    let root = format!("{root:#x}");
+    let cases: [(&str, Vec<&std::ffi::OsStr>); 3] = [
+        ("cpu-state", vec!["--cpu-state".as_ref(), state.as_os_str()]),
+        ("vmcoreinfo", vec![]),
+        (
+            "cr3",
+            vec![
+                "--cr3".as_ref(),
+                root.as_ref(),
+                "--paging-mode".as_ref(),
+                "4k-48".as_ref(),
+            ],
+        ),
+    ];
+    for (name, extra) in cases {
         let mut outs = Vec::new();
         for plugin in [false, true] {
             let out = tmp.path().join(format!("{name}-{plugin}.elf"));
@@ -214,8 +236,8 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
                 cmd.arg("--plugin").arg(&lib).arg("--plugin-override");
             }
             let o = cmd
-                .args(["--paging", "-q", "-v", "--cpu-state"])
-                .args(extra)
+                .args(["--paging", "-q", "-v"])
+                .args(&extra)
                 .arg(&input)
                 .arg("-o")
                 .arg(&out)
@@ -232,6 +254,12 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
                 err.contains(&format!("walker aarch64 ({origin})")),
                 "{name} plugin={plugin}: {err}"
             );
+            if name == "vmcoreinfo" {
+                assert!(
+                    err.contains("using the kernel's page-table root from VMCOREINFO"),
+                    "{name} plugin={plugin}: {err}"
+                );
+            }
             outs.push(std::fs::read(&out).expect("read output"));
         }
         assert!(outs[0].len() > 512 << 20, "{name}: output too small");
@@ -239,5 +267,41 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
             outs[0] == outs[1],
             "{name}: the plugin's output differs from the built-in's"
         );
+    }
+}
+
+/// `cpu_from_root` and `roots_from_vmcoreinfo` cross the ABI: the plugin builds the
+/// built-in's CPU for every mode, refuses what the built-in refuses, and finds the
+/// built-in's root in VMCOREINFO (or none where it finds none).
+#[test]
+fn plugin_builds_cpus_like_the_builtin() {
+    let p = load();
+    for mode in Aarch64Walker.modes() {
+        for root in [0u64, 0x4123_4000, 0x8_0000_1000] {
+            let b = Aarch64Walker.cpu_from_root(Arch::AARCH64, mode, root);
+            let q = p.cpu_from_root(Arch::AARCH64, mode, root);
+            match (b, q) {
+                (Ok(b), Ok(q)) => assert_eq!(b.regs, q.regs, "{mode} {root:#x}"),
+                (Err(_), Err(e)) => assert!(e.to_string().contains("aarch64"), "{e}"),
+                (b, q) => panic!("{mode} {root:#x}: built-in {b:?}, plugin {q:?}"),
+            }
+        }
+    }
+    assert!(p.cpu_from_root(Arch::AARCH64, "8k-48", 0).is_err());
+    let vi = |s: &str| dumpconv_core::VmcoreInfo::parse(s.as_bytes());
+    for text in [
+        "OSRELEASE=6.1.0-28-arm64\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffa3c1a2f4b000\n\
+         NUMBER(kimage_voffset)=0xffffa3c0e1e00000\nNUMBER(VA_BITS)=48\n\
+         NUMBER(TCR_EL1_T1SZ)=16\n",
+        "PAGESIZE=65536\nSYMBOL(swapper_pg_dir)=ffff800011230000\n\
+         NUMBER(kimage_voffset)=0xffff7fffd0000000\nNUMBER(VA_BITS)=52\nNUMBER(TCR_EL1_T1SZ)=16\n",
+        "PAGESIZE=4096\n",
+    ] {
+        let v = vi(text);
+        let b = Aarch64Walker.roots_from_vmcoreinfo(Arch::AARCH64, &v);
+        let q = p
+            .try_roots_from_vmcoreinfo(Arch::AARCH64, &v)
+            .expect("no plugin error");
+        assert_eq!(b.map(|c| c.regs), q.map(|c| c.regs), "{text}");
     }
 }
