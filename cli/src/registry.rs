@@ -439,12 +439,23 @@ impl Registry {
 
     /// A CPU state from a page-table root and a mode name (`--cr3 ADDR --paging-mode
     /// NAME`): built by the first walker that knows the mode (for `arch` when given) and
-    /// can build it (a walker plugin without `cpu_from_root` gives way to the next, e.g.
-    /// the built-in it overrides).
+    /// can build it. A walker plugin without `cpu_from_root` (ABI 1, or an ABI-2 table
+    /// without it) gives way to the next walker, and at last to the built-in walker of
+    /// that mode even when a plugin overrides it (the registers are the built-in's, as
+    /// before plugins could build CPUs).
     pub fn cpu_from_root(&self, arch: Option<Arch>, mode: &str, root: u64) -> Result<CpuState> {
         let mut unsupported = None;
-        for w in &self.walkers {
-            let p = &w.plugin;
+        let builtins = builtin_walkers();
+        let candidates = self
+            .walkers
+            .iter()
+            .map(|w| &w.plugin)
+            .chain(builtins.iter().map(|(w, _)| w));
+        for (i, p) in candidates.enumerate() {
+            if i >= self.walkers.len() && unsupported.is_none() {
+                // The built-ins are only the fallback for a walker that cannot build.
+                break;
+            }
             if arch.is_some_and(|a| !p.arches().contains(&a)) {
                 continue;
             }

@@ -205,3 +205,82 @@ fn plugin_is_listed_and_a_clash_needs_override() {
         dir.path().join("x86.so").to_str().unwrap()
     );
 }
+
+/// A raw image has no CPU state: with `--vmcoreinfo`, `--paging` takes the kernel's root
+/// from VMCOREINFO, and with the x86 plugin overriding the built-in that root comes from
+/// the plugin's `roots_from_vmcoreinfo`; `--cr3 ADDR --paging-mode 4level` builds the
+/// CPU through the plugin's `cpu_from_root`. Both give the built-in's bytes.
+#[test]
+fn plugin_finds_the_root_of_a_raw_image_like_the_builtin() {
+    let Some(g) = dumpconv_tests::guests::guest("x86_64-4level") else {
+        return;
+    };
+    let lib = x86_plugin();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = g.file("ram.raw");
+    let vmci = g.file("vmcoreinfo.txt");
+    let vi = dumpconv_core::VmcoreInfo::parse(&std::fs::read(&vmci).unwrap());
+    let (root_cpu, _) = dumpconv::Registry::builtin()
+        .roots_from_vmcoreinfo(dumpconv_core::Arch::X86_64, &vi)
+        .unwrap()
+        .expect("the kernel's root from VMCOREINFO");
+    let cr3 = format!("{:#x}", root_cpu.reg("cr3").expect("cr3"));
+    let cases: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        (
+            "vmcoreinfo",
+            vec!["--vmcoreinfo".as_ref(), vmci.as_os_str()],
+        ),
+        (
+            "cr3",
+            vec![
+                "--cr3".as_ref(),
+                cr3.as_ref(),
+                "--paging-mode".as_ref(),
+                "4level".as_ref(),
+            ],
+        ),
+    ];
+    for (name, extra) in cases {
+        let mut outs = Vec::new();
+        for plugin in [false, true] {
+            let out = tmp.path().join(format!("{name}-{plugin}.elf"));
+            let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+            if plugin {
+                args.extend([
+                    std::ffi::OsStr::new("--plugin"),
+                    lib.as_os_str(),
+                    std::ffi::OsStr::new("--plugin-override"),
+                ]);
+            }
+            args.extend(["--paging", "-q", "-v"].map(std::ffi::OsStr::new));
+            args.extend(extra.iter().copied());
+            args.extend([
+                input.as_os_str(),
+                std::ffi::OsStr::new("-o"),
+                out.as_os_str(),
+            ]);
+            let err = ok(&dumpconv(&args), &format!("{name} plugin={plugin}"));
+            let origin = if plugin {
+                lib.display().to_string()
+            } else {
+                "built-in".to_string()
+            };
+            assert!(
+                err.contains(&format!("walker x86 ({origin})")),
+                "{name} plugin={plugin}: {err}"
+            );
+            if name == "vmcoreinfo" {
+                assert!(
+                    err.contains("using the kernel's page-table root from VMCOREINFO"),
+                    "{name} plugin={plugin}: {err}"
+                );
+            }
+            outs.push(std::fs::read(&out).unwrap());
+        }
+        assert!(outs[0].len() > 1 << 20, "{name}: output too small");
+        assert!(
+            outs[0] == outs[1],
+            "{name}: the plugin's output differs from the built-in's"
+        );
+    }
+}
