@@ -221,6 +221,63 @@ fn walker_maps_outside_ram() {
     }
 }
 
+/// A walker whose `cpu_from_root` emits a register name the host refuses, and whose
+/// `roots_from_vmcoreinfo` emits too many registers: plugin errors (exit 4) that name the
+/// callback, and no output.
+#[test]
+fn walker_builds_malformed_cpus() {
+    let Some(cc) = c_compiler() else { return };
+    let tmp = scratch();
+    let lib = tmp.path().join("libbadcpu.so");
+    build_c_plugin(&cc, "tests/plugins/bad_cpu_walker.c", &[], &lib);
+    let input = raw_input(tmp.path());
+    let out = tmp.path().join("out.elf");
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--plugin-override",
+        "--paging",
+        "--cr3",
+        "0x1000",
+        "--paging-mode",
+        "4level",
+        input,
+        "-o",
+        out
+    );
+    assert_plugin_failure(
+        &res,
+        &lib,
+        &out,
+        &["cpu_from_root", "emit_reg", "\"cr 3\" is not lowercase"],
+    );
+    let vmci = tmp.path().join("vmcoreinfo.txt");
+    std::fs::write(&vmci, "OSRELEASE=6.1.0\nPAGESIZE=4096\n").unwrap();
+    let res = dumpconv!(
+        tmp.path(),
+        "--plugin",
+        lib,
+        "--plugin-override",
+        "--paging",
+        "--vmcoreinfo",
+        vmci,
+        input,
+        "-o",
+        out
+    );
+    assert_plugin_failure(
+        &res,
+        &lib,
+        &out,
+        &[
+            "roots_from_vmcoreinfo",
+            "emit_reg",
+            "more than 256 registers",
+        ],
+    );
+}
+
 /// A plugin whose name is a built-in's is refused without --plugin-override.
 #[test]
 fn walker_named_like_a_builtin_needs_override() {
