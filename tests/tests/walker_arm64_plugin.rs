@@ -186,8 +186,9 @@ fn plugin_walks_like_the_builtin_on_the_real_guest() {
     }
 }
 
-/// Through the real binary, on QEMU's arm64 ELF dump of the real guest: `--paging` with
-/// the CPUs' registers from `--cpu-state` gives the same bytes with the plugin
+/// Through the real binary, on the real guest: `--paging` on QEMU's arm64 ELF with the
+/// CPUs' registers from `--cpu-state`, and on the pmemsave image with `--arch aarch64
+/// --cr3 <swapper_pg_dir> --paging-mode 4k-48`, gives the same bytes with the plugin
 /// (`--plugin ... --plugin-override`) as with the built-in, and says which walked.
 ///
 /// Not compared: `--paging` with the root from VMCOREINFO. ABI v2 has no export for
@@ -203,7 +204,33 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let input = g.file("phys.elf");
     let state = g.file("cpu-state.json");
-    for (name, extra) in [("cpu-state", [state.as_os_str()])] {
+    let raw = g.file("ram.raw");
+    // TTBR1_EL1's table address (swapper_pg_dir), without the ASID.
+    let cpus: Vec<CpuState> =
+        serde_json::from_slice(&std::fs::read(&state).expect("cpu state")).expect("cpu state");
+    let root = format!(
+        "{:#x}",
+        cpus[0].reg("ttbr1_el1").expect("ttbr1_el1") & 0xFFFF_FFFF_F000
+    );
+    let cases: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        (
+            "cpu-state",
+            vec!["--cpu-state".as_ref(), state.as_os_str(), input.as_os_str()],
+        ),
+        (
+            "raw-root",
+            vec![
+                "--arch".as_ref(),
+                "aarch64".as_ref(),
+                "--cr3".as_ref(),
+                root.as_ref(),
+                "--paging-mode".as_ref(),
+                "4k-48".as_ref(),
+                raw.as_os_str(),
+            ],
+        ),
+    ];
+    for (name, extra) in cases {
         let mut outs = Vec::new();
         for plugin in [false, true] {
             let out = tmp.path().join(format!("{name}-{plugin}.elf"));
@@ -214,9 +241,8 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
                 cmd.arg("--plugin").arg(&lib).arg("--plugin-override");
             }
             let o = cmd
-                .args(["--paging", "-q", "-v", "--cpu-state"])
-                .args(extra)
-                .arg(&input)
+                .args(["--paging", "-q", "-v"])
+                .args(&extra)
                 .arg("-o")
                 .arg(&out)
                 .output()
