@@ -186,14 +186,15 @@ fn plugin_walks_like_the_builtin_on_the_real_guest() {
     }
 }
 
-/// Through the real binary, on QEMU's arm64 ELF dump of the real guest: `--paging` with
-/// the CPUs' registers from `--cpu-state` gives the same bytes with the plugin
+/// Through the real binary, on the real guest: `--paging` on QEMU's arm64 ELF with the
+/// CPUs' registers from `--cpu-state`, and on the pmemsave image with `--arch aarch64
+/// --cr3 <swapper_pg_dir> --paging-mode 4k-48`, gives the same bytes with the plugin
 /// (`--plugin ... --plugin-override`) as with the built-in, and says which walked.
 ///
-/// The same with no CPU state (QEMU's arm64 dumps have no system registers): the
-/// kernel's root comes from VMCOREINFO, through the plugin's `roots_from_vmcoreinfo`
-/// when it overrides the built-in; and with the root given by hand (`--cr3 ADDR
-/// --paging-mode 4k-48`), the CPU is built by the plugin's `cpu_from_root`.
+/// The same on QEMU's ELF with no CPU state (QEMU's arm64 dumps have no system
+/// registers): the kernel's root comes from VMCOREINFO, through the plugin's
+/// `roots_from_vmcoreinfo` when it overrides the built-in. With the root given by hand,
+/// the plugin's `cpu_from_root` builds the CPU.
 #[test]
 fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
     let Some(g) = dumpconv_tests::guests::guest("arm64-4k") else {
@@ -204,24 +205,30 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let input = g.file("phys.elf");
     let state = g.file("cpu-state.json");
-    let vi = dumpconv_core::VmcoreInfo::parse(
-        &std::fs::read(g.file("vmcoreinfo.txt")).expect("vmcoreinfo"),
+    let raw = g.file("ram.raw");
+    // TTBR1_EL1's table address (swapper_pg_dir), without the ASID.
+    let cpus: Vec<CpuState> =
+        serde_json::from_slice(&std::fs::read(&state).expect("cpu state")).expect("cpu state");
+    let root = format!(
+        "{:#x}",
+        cpus[0].reg("ttbr1_el1").expect("ttbr1_el1") & 0xFFFF_FFFF_F000
     );
-    let root = Aarch64Walker
-        .roots_from_vmcoreinfo(Arch::AARCH64, &vi)
-        .and_then(|c| c.reg("ttbr1_el1"))
-        .expect("the kernel's root from VMCOREINFO");
-    let root = format!("{root:#x}");
     let cases: [(&str, Vec<&std::ffi::OsStr>); 3] = [
-        ("cpu-state", vec!["--cpu-state".as_ref(), state.as_os_str()]),
-        ("vmcoreinfo", vec![]),
         (
-            "cr3",
+            "cpu-state",
+            vec!["--cpu-state".as_ref(), state.as_os_str(), input.as_os_str()],
+        ),
+        ("vmcoreinfo", vec![input.as_os_str()]),
+        (
+            "raw-root",
             vec![
+                "--arch".as_ref(),
+                "aarch64".as_ref(),
                 "--cr3".as_ref(),
                 root.as_ref(),
                 "--paging-mode".as_ref(),
                 "4k-48".as_ref(),
+                raw.as_os_str(),
             ],
         ),
     ];
@@ -238,7 +245,6 @@ fn cli_plugin_gives_the_builtin_bytes_on_the_real_guest() {
             let o = cmd
                 .args(["--paging", "-q", "-v"])
                 .args(&extra)
-                .arg(&input)
                 .arg("-o")
                 .arg(&out)
                 .output()

@@ -497,6 +497,10 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
         .any(|n| n.name == b"CORE" && (n.n_type == NT_PRPSINFO || n.n_type == NT_FILE));
     let producer = if n_qemu > 0 {
         "QEMU dump-guest-memory"
+    } else if layout.e_ehsize == 8 && n_pr > 0 {
+        // QEMU 7.2 and later write e_ehsize 8 (docs/formats.md#elf-header-quirks); on
+        // architectures without QEMU's CPU-state note (arm64) that is what tells it.
+        "QEMU dump-guest-memory (no QEMU CPU-state note)"
     } else if layout.incomplete() {
         "makedumpfile (ELF output)"
     } else if n_vmci > 0 && n_pr > 0 {
