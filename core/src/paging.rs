@@ -50,15 +50,22 @@ const MAX_WARNINGS: usize = 16;
 const CACHE_GENERATION: usize = 1024;
 
 /// Upper bound on the mapping runs one walk adds to its list (24 bytes each, so about
-/// 200 MiB at most). The table budget alone does not bound them: every visit of a last
+/// 100 MiB at most). The table budget alone does not bound them: every visit of a last
 /// level table can emit 512 leaves, and a leaf over fragmented RAM one mapping per RAM
 /// range, so a table that points at itself would otherwise fill memory.
-pub const MAX_WALK_MAPPINGS: usize = 1 << 23;
+pub const MAX_WALK_MAPPINGS: usize = 1 << 22;
 
-/// Upper bound on the leaves one walk visits (256 GiB of 4 KiB pages), to bound its time
+/// Least upper bound on the leaves one walk visits (64 GiB of 4 KiB pages); the bound
+/// grows to four leaves per 4 KiB page of RAM for bigger dumps. It bounds a walk's time
 /// when the leaves merge into few runs or fall outside RAM: tables that point at each
 /// other reach 512 leaves per table visit, two billion within the table budget.
-pub const MAX_WALK_LEAVES: u64 = 1 << 26;
+pub const MAX_WALK_LEAVES: u64 = 1 << 24;
+
+/// The leaf bound of a walk over `mem`: [`MAX_WALK_LEAVES`], or four per 4 KiB page of
+/// RAM when that is more (a page mapped at a few virtual addresses is normal).
+fn leaf_budget(mem: &dyn PhysicalMemory) -> u64 {
+    MAX_WALK_LEAVES.max((mem.total_bytes() >> 12).saturating_mul(4))
+}
 
 /// `entry & mask == value`, or, negated, `entry & mask != value` ([`BitTest::any`]:
 /// some bit of `mask` set, as RISC-V's leaf test R|W|X ≠ 0).
@@ -486,6 +493,7 @@ pub fn walk(
         inserted: Vec::new(),
         ram_hint: 0,
         runs_start: out.len(),
+        leaf_budget: leaf_budget(mem),
         stats: WalkStats::default(),
     };
     for s in order {
@@ -516,6 +524,8 @@ struct Engine<'a> {
     ram_hint: usize,
     /// `out.len()` when the walk started (the mapping bound counts from there).
     runs_start: usize,
+    /// Leaves this walk may visit ([`leaf_budget`]).
+    leaf_budget: u64,
     stats: WalkStats,
 }
 
@@ -714,7 +724,7 @@ impl Engine<'_> {
 
     /// Emit one leaf: the part inside the walk's virtual range and inside RAM.
     ///
-    /// Errors past [`MAX_WALK_MAPPINGS`] runs or [`MAX_WALK_LEAVES`] leaves (`out` keeps
+    /// Errors past [`MAX_WALK_MAPPINGS`] runs or [`leaf_budget`] leaves (`out` keeps
     /// what was found before).
     fn leaf(
         &mut self,
@@ -725,12 +735,12 @@ impl Engine<'_> {
         out: &mut MappingList,
     ) -> Result<()> {
         self.stats.leaves += 1;
-        if self.stats.leaves > MAX_WALK_LEAVES {
+        if self.stats.leaves > self.leaf_budget {
             return Err(walk_err(
                 self.cpu,
                 format!(
-                    "gave up after {MAX_WALK_LEAVES} leaf entries: the page tables loop or \
-                     are corrupt"
+                    "gave up after {} leaf entries: the page tables loop or are corrupt",
+                    self.leaf_budget
                 ),
             ));
         }
@@ -1044,7 +1054,7 @@ mod tests {
     }
 
     /// Fuzzing finding (issue #17, walk target, a 11 KiB aarch64 input that took over
-    /// 10 s): leaves that emit nothing (outside RAM, or merging into one run) were not
+    /// 10 s; a second, x86 4-level, at the first bound of 2^26): leaves that emit nothing (outside RAM, or merging into one run) were not
     /// bounded at all, so tables pointing at themselves cost 512 leaves per table visit
     /// for the whole table budget. Sv48-like 4 levels, even entries point back at the
     /// table, odd entries are leaves outside RAM: 2^33 leaves without the bound.
