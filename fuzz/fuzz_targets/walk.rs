@@ -109,10 +109,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok((walker, _)) = reg.walker_for(arch, None) else {
         return;
     };
+    // A small table budget keeps looping tables cheap (about 2 M leaves at most), so the
+    // fuzzer spends its time on variety; the engine's own leaf and mapping bounds, which
+    // the default budget reaches, have unit tests in core/src/paging.rs.
     let opts = WalkOptions {
         max_phys_bits: 36 + h[2] % 17,
         clear_mask: 0,
-        ..WalkOptions::default()
+        max_table_pages: 1 << 12,
     };
     let mut out = MappingList::new();
     let _ = walker.walk(&cpu, &mem, &opts, &mut out);
