@@ -49,6 +49,24 @@ const MAX_WARNINGS: usize = 16;
 /// about 8–16 MiB decoded).
 const CACHE_GENERATION: usize = 1024;
 
+/// Upper bound on the mapping runs one walk adds to its list (24 bytes each, so about
+/// 100 MiB at most). The table budget alone does not bound them: every visit of a last
+/// level table can emit 512 leaves, and a leaf over fragmented RAM one mapping per RAM
+/// range, so a table that points at itself would otherwise fill memory.
+pub const MAX_WALK_MAPPINGS: usize = 1 << 22;
+
+/// Least upper bound on the leaves one walk visits (64 GiB of 4 KiB pages); the bound
+/// grows to four leaves per 4 KiB page of RAM for bigger dumps. It bounds a walk's time
+/// when the leaves merge into few runs or fall outside RAM: tables that point at each
+/// other reach 512 leaves per table visit, two billion within the table budget.
+pub const MAX_WALK_LEAVES: u64 = 1 << 24;
+
+/// The leaf bound of a walk over `mem`: [`MAX_WALK_LEAVES`], or four per 4 KiB page of
+/// RAM when that is more (a page mapped at a few virtual addresses is normal).
+fn leaf_budget(mem: &dyn PhysicalMemory) -> u64 {
+    MAX_WALK_LEAVES.max((mem.total_bytes() >> 12).saturating_mul(4))
+}
+
 /// `entry & mask == value`, or, negated, `entry & mask != value` ([`BitTest::any`]:
 /// some bit of `mask` set, as RISC-V's leaf test R|W|X ≠ 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -474,6 +492,8 @@ pub fn walk(
         shared,
         inserted: Vec::new(),
         ram_hint: 0,
+        runs_start: out.len(),
+        leaf_budget: leaf_budget(mem),
         stats: WalkStats::default(),
     };
     for s in order {
@@ -502,6 +522,10 @@ struct Engine<'a> {
     /// Subtrees this walk added to `shared.seen` (forgotten again if it fails).
     inserted: Vec<SubtreeKey>,
     ram_hint: usize,
+    /// `out.len()` when the walk started (the mapping bound counts from there).
+    runs_start: usize,
+    /// Leaves this walk may visit ([`leaf_budget`]).
+    leaf_budget: u64,
     stats: WalkStats,
 }
 
@@ -678,7 +702,7 @@ impl Engine<'_> {
                     Some(m) => e & m,
                     None => leaf_addr(d, &level, e, size, self.pmask),
                 };
-                self.leaf(sw.range, virt, phys, size, out);
+                self.leaf(sw.range, virt, phys, size, out)?;
                 continue;
             }
             if last || !level.table.is_some_and(|t| t.matches(e)) {
@@ -699,15 +723,34 @@ impl Engine<'_> {
     }
 
     /// Emit one leaf: the part inside the walk's virtual range and inside RAM.
-    fn leaf(&mut self, range: VirtRange, virt: u64, phys: u64, size: u64, out: &mut MappingList) {
+    ///
+    /// Errors past [`MAX_WALK_MAPPINGS`] runs or [`leaf_budget`] leaves (`out` keeps
+    /// what was found before).
+    fn leaf(
+        &mut self,
+        range: VirtRange,
+        virt: u64,
+        phys: u64,
+        size: u64,
+        out: &mut MappingList,
+    ) -> Result<()> {
         self.stats.leaves += 1;
+        if self.stats.leaves > self.leaf_budget {
+            return Err(walk_err(
+                self.cpu,
+                format!(
+                    "gave up after {} leaf entries: the page tables loop or are corrupt",
+                    self.leaf_budget
+                ),
+            ));
+        }
         // Clip to the virtual range (only a leaf straddling a view's split is cut).
         let v0 = virt.max(range.lo);
         let v1 = (virt as u128 + size as u128).min(range.hi);
         let (p0, len) = (phys + (v0 - virt), (v1 - v0 as u128) as u64);
         let Some(p1) = p0.checked_add(len) else {
             self.stats.leaves_outside_ram += 1;
-            return;
+            return Ok(());
         };
         let ranges = self.mem.ranges();
         let mut i = match ranges.get(self.ram_hint) {
@@ -721,6 +764,16 @@ impl Engine<'_> {
             }
             let (s, e) = (r.start.max(p0), r.end.min(p1));
             if s < e {
+                if out.len().saturating_sub(self.runs_start) >= MAX_WALK_MAPPINGS {
+                    return Err(walk_err(
+                        self.cpu,
+                        format!(
+                            "gave up after {MAX_WALK_MAPPINGS} mappings: the page tables map \
+                             RAM in too many pieces (tables that point at themselves, or a \
+                             corrupt dump)"
+                        ),
+                    ));
+                }
                 out.push(Mapping {
                     virt: v0 + (s - p0),
                     phys: s,
@@ -745,6 +798,7 @@ impl Engine<'_> {
                 });
             }
         }
+        Ok(())
     }
 }
 
@@ -933,6 +987,131 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Fuzzing finding (issue #17): a table that points at itself made the walk emit
+    /// a mapping per leaf visit without bound (the table budget counts visits, not what
+    /// they emit) until the allocation aborted. Sv39 table at 0x1000: even entries point
+    /// back at it, odd entries are leaves onto the page at 0x5000 (so no two runs merge):
+    /// 256 * 256 * 256 leaves from 65,793 table visits, within the table budget.
+    #[test]
+    fn self_referencing_table_stops_at_the_mapping_bound() {
+        struct Page(Vec<u8>);
+        impl PhysicalMemory for Page {
+            fn ranges(&self) -> &[crate::memory::PhysRange] {
+                static R: [crate::memory::PhysRange; 1] = [crate::memory::PhysRange {
+                    start: 0,
+                    end: 0x10_0000,
+                }];
+                &R
+            }
+            fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    let a = paddr as usize + i;
+                    *b = if (0x1000..0x2000).contains(&a) {
+                        self.0[a - 0x1000]
+                    } else {
+                        0
+                    };
+                }
+                Ok(())
+            }
+        }
+        let (v, r) = (1u64, 2u64);
+        let mut table = Vec::with_capacity(4096);
+        for i in 0..512u64 {
+            let e = if i % 2 == 0 {
+                (1 << 10) | v
+            } else {
+                (5 << 10) | v | r
+            };
+            table.extend_from_slice(&e.to_le_bytes());
+        }
+        let mem = Page(table);
+        let space = AddressSpace {
+            range: VirtRange::ALL,
+            root: 0x1000,
+            root_name: "satp",
+            table_mask: u64::MAX,
+            desc: Cow::Borrowed(&SV39),
+        };
+        let mut out = MappingList::new();
+        let err = walk(
+            0,
+            std::slice::from_ref(&space),
+            &mem,
+            &WalkOptions::default(),
+            VirtRange::ALL,
+            None,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("mappings"),
+            "unexpected error: {err}"
+        );
+        assert_eq!(out.len(), MAX_WALK_MAPPINGS);
+    }
+
+    /// Fuzzing finding (issue #17, walk target, a 11 KiB aarch64 input that took over
+    /// 10 s; a second, x86 4-level, at the first bound of 2^26): leaves that emit nothing (outside RAM, or merging into one run) were not
+    /// bounded at all, so tables pointing at themselves cost 512 leaves per table visit
+    /// for the whole table budget. Sv48-like 4 levels, even entries point back at the
+    /// table, odd entries are leaves outside RAM: 2^33 leaves without the bound.
+    #[test]
+    fn leaves_outside_ram_stop_at_the_leaf_bound() {
+        static SV48_LEVELS: [Level; 4] = [
+            sv39_level("L3", 39),
+            sv39_level("L2", 30),
+            sv39_level("L1", 21),
+            sv39_level("L0", 12).with_table(None),
+        ];
+        static SV48: MmuDesc = MmuDesc {
+            name: "sv48",
+            levels: Cow::Borrowed(&SV48_LEVELS),
+            ..SV39
+        };
+        let (v, r) = (1u64, 2u64);
+        let mut m = std::collections::BTreeMap::new();
+        for i in 0..512u64 {
+            let e = if i % 2 == 0 {
+                (1 << 10) | v
+            } else {
+                (0x10_0000 << 10) | v | r // 4 GiB: outside the 4 MiB of RAM
+            };
+            m.insert(0x1000 + i * 8, e);
+        }
+        let mem = Ram(m);
+        let space = AddressSpace {
+            range: VirtRange::ALL,
+            root: 0x1000,
+            root_name: "satp",
+            table_mask: u64::MAX,
+            desc: Cow::Borrowed(&SV48),
+        };
+        let mut out = MappingList::new();
+        let start = std::time::Instant::now();
+        let err = walk(
+            0,
+            std::slice::from_ref(&space),
+            &mem,
+            &WalkOptions::default(),
+            VirtRange::ALL,
+            None,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("leaf entries"),
+            "unexpected error: {err}"
+        );
+        // Only the top level's 512 GiB leaves (aligned down to physical 0) reach RAM.
+        assert!(out.len() <= 256, "{} runs", out.len());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "took {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
