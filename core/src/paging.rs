@@ -49,11 +49,20 @@ const MAX_WARNINGS: usize = 16;
 /// about 8–16 MiB decoded).
 const CACHE_GENERATION: usize = 1024;
 
-/// Upper bound on the mapping runs one walk adds to its list (24 bytes each, so about
-/// 100 MiB at most). The table budget alone does not bound them: every visit of a last
-/// level table can emit 512 leaves, and a leaf over fragmented RAM one mapping per RAM
-/// range, so a table that points at itself would otherwise fill memory.
+/// Least upper bound on the mapping runs one walk adds to its list (24 bytes each, so
+/// about 100 MiB); the bound grows to two runs per 4 KiB page of RAM for bigger dumps
+/// (a run maps at least a page, and a page mapped at two virtual addresses is normal),
+/// so a huge guest mapped page by page still converts. The table budget alone does not
+/// bound them: every visit of a last level table can emit 512 leaves, and a leaf over
+/// fragmented RAM one mapping per RAM range, so a table that points at itself would
+/// otherwise fill memory.
 pub const MAX_WALK_MAPPINGS: usize = 1 << 22;
+
+/// The mapping bound of a walk over `mem` ([`MAX_WALK_MAPPINGS`]).
+fn mapping_budget(mem: &dyn PhysicalMemory) -> usize {
+    let pages = usize::try_from(mem.total_bytes() >> 12).unwrap_or(usize::MAX);
+    MAX_WALK_MAPPINGS.max(pages.saturating_mul(2))
+}
 
 /// Least upper bound on the leaves one walk visits (64 GiB of 4 KiB pages); the bound
 /// grows to four leaves per 4 KiB page of RAM for bigger dumps. It bounds a walk's time
@@ -494,6 +503,7 @@ pub fn walk(
         ram_hint: 0,
         runs_start: out.len(),
         leaf_budget: leaf_budget(mem),
+        mapping_budget: mapping_budget(mem),
         stats: WalkStats::default(),
     };
     for s in order {
@@ -526,6 +536,8 @@ struct Engine<'a> {
     runs_start: usize,
     /// Leaves this walk may visit ([`leaf_budget`]).
     leaf_budget: u64,
+    /// Mapping runs this walk may add ([`mapping_budget`]).
+    mapping_budget: usize,
     stats: WalkStats,
 }
 
@@ -724,7 +736,7 @@ impl Engine<'_> {
 
     /// Emit one leaf: the part inside the walk's virtual range and inside RAM.
     ///
-    /// Errors past [`MAX_WALK_MAPPINGS`] runs or [`leaf_budget`] leaves (`out` keeps
+    /// Errors past [`mapping_budget`] runs or [`leaf_budget`] leaves (`out` keeps
     /// what was found before).
     fn leaf(
         &mut self,
@@ -764,13 +776,14 @@ impl Engine<'_> {
             }
             let (s, e) = (r.start.max(p0), r.end.min(p1));
             if s < e {
-                if out.len().saturating_sub(self.runs_start) >= MAX_WALK_MAPPINGS {
+                if out.len().saturating_sub(self.runs_start) >= self.mapping_budget {
                     return Err(walk_err(
                         self.cpu,
                         format!(
-                            "gave up after {MAX_WALK_MAPPINGS} mappings: the page tables map \
+                            "gave up after {} mappings: the page tables map \
                              RAM in too many pieces (tables that point at themselves, or a \
-                             corrupt dump)"
+                             corrupt dump)",
+                            self.mapping_budget
                         ),
                     ));
                 }
