@@ -626,8 +626,10 @@ fn table_bomb_hits_the_budget() {
         let d = g.table_desc(1, t);
         g.set_entry(t, i, d);
     }
+    // 1,000 visits emit at most 512,000 leaves: the table budget, not the mapping bound
+    // (2^22 runs, which a larger budget reaches first), is what stops this walk.
     let opts = WalkOptions {
-        max_table_pages: 10_000,
+        max_table_pages: 1_000,
         ..WalkOptions::default()
     };
     let err = walk_with(&g, &opts).expect_err("budget");
