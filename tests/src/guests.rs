@@ -7,8 +7,11 @@
 //! unless `DUMPCONV_REQUIRE_GUESTS=1` (set by `scripts/test.sh`), where a missing
 //! guest fails the test.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use dumpconv_core::PhysicalMemory;
 use serde_json::Value;
 
 pub const ALL: &[&str] = &[
@@ -74,6 +77,49 @@ impl Guest {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every RAM range of the guest is in `mem` (read from `path`) and every byte of it
+    /// equals the pmemsave image `ram.raw`. Extra ranges in `mem` are allowed: QEMU's
+    /// physical dumps of x86 also hold the BIOS ROM (0xfffc0000, 256 KiB), which a
+    /// pmemsave of RAM does not.
+    pub fn assert_ram_equals_pmemsave(&self, path: &Path, mem: &dyn PhysicalMemory) {
+        let raw = File::open(self.file("ram.raw")).unwrap();
+        let ranges = self.ram_ranges();
+        assert!(
+            !ranges.is_empty(),
+            "{}: meta.json has no RAM ranges",
+            self.name
+        );
+        for &(start, len) in &ranges {
+            assert!(
+                mem.is_ram(start, len),
+                "{}: guest RAM {start:#x}+{len:#x} is missing (reader's RAM: {:x?})",
+                path.display(),
+                mem.ranges()
+            );
+        }
+        let mut a = vec![0u8; 1 << 20];
+        let mut b = vec![0u8; 1 << 20];
+        for &(start, len) in &ranges {
+            let end = start + len;
+            let mut at = start;
+            while at < end {
+                let n = ((end - at) as usize).min(a.len());
+                mem.read_at(at, &mut a[..n])
+                    .unwrap_or_else(|e| panic!("{}: read {at:#x}: {e}", path.display()));
+                raw.read_exact_at(&mut b[..n], at).unwrap();
+                if let Some(i) = a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
+                    panic!(
+                        "{} ({}): physical {:#x} differs from pmemsave",
+                        path.display(),
+                        self.name,
+                        at + i as u64
+                    );
+                }
+                at += n as u64;
+            }
+        }
     }
     /// Address of a symbol in System.map (link-time, before any KASLR slide).
     pub fn symbol(&self, name: &str) -> Option<u64> {

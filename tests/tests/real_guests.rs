@@ -65,48 +65,7 @@ fn raw_input_opts(g: &Guest, format: &str) -> ConvertOptions {
 fn assert_ram_equals_pmemsave(g: &Guest, path: &Path) {
     let dump = dumpconv_formats::open(path, &OpenOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let raw = File::open(g.file("ram.raw")).unwrap();
-    let want: Vec<_> = g
-        .ram_ranges()
-        .iter()
-        .map(|&(s, n)| dumpconv_core::PhysRange::with_len(s, n))
-        .collect();
-    // QEMU's physical dumps also hold the BIOS ROM (0xfffc0000, 256 KiB), which
-    // pmemsave of RAM does not: every guest RAM range must be there, extra ROM may be.
-    for r in &want {
-        assert!(
-            dump.memory.is_ram(r.start, r.len()),
-            "{}: guest RAM {:#x}-{:#x} is missing (output RAM: {:x?})",
-            path.display(),
-            r.start,
-            r.end,
-            dump.memory.ranges()
-        );
-    }
-    let mut a = vec![0u8; 1 << 20];
-    let mut b = vec![0u8; 1 << 20];
-    for r in &want {
-        let mut at = r.start;
-        while at < r.end {
-            let n = ((r.end - at) as usize).min(a.len());
-            dump.memory.read_at(at, &mut a[..n]).unwrap();
-            raw.read_exact_at(&mut b[..n], at).unwrap();
-            if a[..n] != b[..n] {
-                let i = a[..n]
-                    .iter()
-                    .zip(&b[..n])
-                    .position(|(x, y)| x != y)
-                    .unwrap();
-                panic!(
-                    "{} ({}): physical {:#x} differs from pmemsave",
-                    path.display(),
-                    g.name,
-                    at + i as u64
-                );
-            }
-            at += n as u64;
-        }
-    }
+    g.assert_ram_equals_pmemsave(path, dump.memory.as_ref());
 }
 
 #[test]
