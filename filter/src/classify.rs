@@ -54,7 +54,9 @@ impl Unknown {
     pub fn describe(self) -> &'static str {
         match self {
             Unknown::NoMemMap(n) => n.describe(),
-            Unknown::Unreadable => "struct page unreadable (vmemmap not mapped or not in the dump)",
+            Unknown::Unreadable => {
+                "struct page unreadable (its address is not mapped or not in the dump)"
+            }
             Unknown::Inconsistent => "struct page inconsistent (bad buddy order, stray tail)",
             Unknown::CompoundUnresolved => "compound tail whose head is out of reach",
         }
@@ -258,6 +260,7 @@ const C_TABLE: u8 = 8;
 const C_UNREADABLE: u8 = 9;
 const C_INCONSISTENT: u8 = 10;
 const C_UNRESOLVED: u8 = 11;
+const C_OUTSIDE: u8 = 13;
 /// Readable, not yet classified (transient).
 const C_PENDING: u8 = 12;
 
@@ -271,6 +274,7 @@ fn kind_of(code: u8) -> Option<PageKind> {
         C_ABSENT => PageKind::Unknown(Unknown::NoMemMap(NoMemMap::SectionAbsent)),
         C_NO_MEM_MAP => PageKind::Unknown(Unknown::NoMemMap(NoMemMap::SectionWithoutMemMap)),
         C_TABLE => PageKind::Unknown(Unknown::NoMemMap(NoMemMap::TableUnreadable)),
+        C_OUTSIDE => PageKind::Unknown(Unknown::NoMemMap(NoMemMap::OutsideMemMap)),
         C_UNREADABLE => PageKind::Unknown(Unknown::Unreadable),
         C_INCONSISTENT => PageKind::Unknown(Unknown::Inconsistent),
         C_UNRESOLVED => PageKind::Unknown(Unknown::CompoundUnresolved),
@@ -338,6 +342,7 @@ fn classify_chunk(
             NoMemMap::SectionAbsent => C_ABSENT,
             NoMemMap::SectionWithoutMemMap => C_NO_MEM_MAP,
             NoMemMap::TableUnreadable => C_TABLE,
+            NoMemMap::OutsideMemMap => C_OUTSIDE,
         };
         for c in &mut code[(s.max(c0) - c0) as usize..(e.min(c1) - c0) as usize] {
             *c = v;

@@ -14,7 +14,8 @@
 //! - The memory model: SPARSEMEM (`SYMBOL(mem_section)`, `LENGTH(mem_section)`,
 //!   `SIZE(mem_section)`, `OFFSET(mem_section.section_mem_map)`,
 //!   `NUMBER(SECTION_SIZE_BITS)`, `NUMBER(MAX_PHYSMEM_BITS)`), else FLATMEM
-//!   (`SYMBOL(mem_map)`).
+//!   (`SYMBOL(mem_map)`, and the PFNs it covers from `SYMBOL(contig_page_data)`,
+//!   `OFFSET(pglist_data.node_start_pfn)`, `OFFSET(pglist_data.node_spanned_pages)`).
 
 use dumpconv_core::VmcoreInfo;
 
@@ -46,6 +47,10 @@ pub enum MemoryModel {
         /// PFN of the array's first element (`NUMBER(ARCH_PFN_OFFSET)` when stated, 0
         /// otherwise: the x86 and the usual value).
         pfn_offset: u64,
+        /// Addresses of `contig_page_data.node_start_pfn` and `.node_spanned_pages`:
+        /// the PFNs the array covers.
+        node_start_pfn: u64,
+        node_spanned_pages: u64,
     },
 }
 
@@ -159,15 +164,28 @@ impl PageLayout {
                 per_root: 1,
             }
         } else if let Some(mm) = v.symbol("mem_map") {
+            let node = need_u("SYMBOL(contig_page_data)", v.symbol("contig_page_data"));
+            let start = need_u(
+                "OFFSET(pglist_data.node_start_pfn)",
+                v.offset("pglist_data.node_start_pfn"),
+            );
+            let spanned = need_u(
+                "OFFSET(pglist_data.node_spanned_pages)",
+                v.offset("pglist_data.node_spanned_pages"),
+            );
             MemoryModel::Flat {
                 mem_map_var: mm,
                 pfn_offset: num("ARCH_PFN_OFFSET").map_or(0, |n| n as u64),
+                node_start_pfn: node.wrapping_add(start),
+                node_spanned_pages: node.wrapping_add(spanned),
             }
         } else {
             missing.push("SYMBOL(mem_section) or SYMBOL(mem_map)".into());
             MemoryModel::Flat {
                 mem_map_var: 0,
                 pfn_offset: 0,
+                node_start_pfn: 0,
+                node_spanned_pages: 0,
             }
         };
         if !missing.is_empty() {

@@ -33,6 +33,8 @@ pub enum NoMemMap {
     SectionWithoutMemMap,
     /// The `mem_section` table could not be read there.
     TableUnreadable,
+    /// Outside the PFNs a flat `mem_map` covers.
+    OutsideMemMap,
 }
 
 impl NoMemMap {
@@ -41,6 +43,7 @@ impl NoMemMap {
             NoMemMap::SectionAbsent => "memory section absent in mem_section",
             NoMemMap::SectionWithoutMemMap => "memory section present without a mem_map (offline)",
             NoMemMap::TableUnreadable => "mem_section table unreadable",
+            NoMemMap::OutsideMemMap => "outside the PFNs of the flat mem_map",
         }
     }
 }
@@ -71,25 +74,36 @@ pub fn locate(layout: &PageLayout, kmem: &dyn KernelMemory, ram: &[(u64, u64)]) 
         MemoryModel::Flat {
             mem_map_var,
             pfn_offset,
+            node_start_pfn,
+            node_spanned_pages,
         } => {
-            let mut b = [0u8; 8];
-            let n = layout.ptr_size as usize;
-            let base = kmem
-                .read(*mem_map_var, &mut b[..n])
-                .map_err(|e| format!("mem_map pointer at {mem_map_var:#x}: {e}"))
-                .and_then(|()| word(&b, 0, layout.ptr_size).ok_or_else(|| "mem_map".into()));
+            let read_word = |at: u64, what: &str| -> Result<u64, String> {
+                let mut b = [0u8; 8];
+                let n = layout.ptr_size as usize;
+                kmem.read(at, &mut b[..n])
+                    .map_err(|e| format!("{what} at {at:#x}: {e}"))
+                    .and_then(|()| word(&b, 0, layout.ptr_size).ok_or_else(|| what.to_string()))
+            };
+            let base = read_word(*mem_map_var, "mem_map pointer").and_then(|p| {
+                let start = read_word(*node_start_pfn, "contig_page_data.node_start_pfn")?;
+                let span = read_word(*node_spanned_pages, "contig_page_data.node_spanned_pages")?;
+                Ok((p, start, start.saturating_add(span)))
+            });
             match base {
-                Ok(p) if p != 0 => {
+                Ok((p, lo, hi)) if p != 0 => {
                     // base + (pfn - pfn_offset) * size == base' + pfn * size
                     let base = p.wrapping_sub(pfn_offset.wrapping_mul(layout.struct_page_size));
+                    let lo = lo.max(*pfn_offset);
                     for &(s, e) in ram {
-                        let s = s.max(*pfn_offset);
-                        if s < e {
-                            out.runs.push(MemMapRun {
-                                start: s,
-                                end: e,
-                                base,
-                            });
+                        if s < lo {
+                            push_missing(&mut out.missing, s, e.min(lo), NoMemMap::OutsideMemMap);
+                        }
+                        let (a, b) = (s.max(lo), e.min(hi));
+                        if a < b {
+                            push_run(&mut out.runs, a, b, base);
+                        }
+                        if e > hi {
+                            push_missing(&mut out.missing, s.max(hi), e, NoMemMap::OutsideMemMap);
                         }
                     }
                 }
