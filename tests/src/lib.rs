@@ -6,3 +6,4 @@ pub mod reference_arm64;
 pub mod sparse;
 pub mod synth;
 pub mod synth_arm64;
+pub mod synth_pages;
