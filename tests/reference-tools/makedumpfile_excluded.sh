@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# makedumpfile 1.7.6 (Debian 13 root) filters a real guest's dump at one dump level; the
+# excluded page frames of its output, read by kdump_excluded.py, are the oracle.
+#
+#   tests/reference-tools/makedumpfile_excluded.sh GUEST LEVEL OUTDIR
+#
+# Input: the guest's QEMU phys.elf with its program headers moved to offset 64
+# (elf_phdrs_at_64.py: makedumpfile ignores e_phoff), a temporary sparse copy. Output,
+# cached in ${DUMPCONV_REFERENCE_CACHE:-~/.cache/dumpconv/reference}/makedumpfile/GUEST/:
+#   d<LEVEL>.kdump     makedumpfile -c -d LEVEL (DUMPCONV_MDF_COMPRESS=-z for zstd, -l lzo)
+#   d<LEVEL>.excluded  kdump_excluded.py --zero of it (dump_level, block_size, excluded
+#                      ranges "0xSTART 0xEND", zero-descriptor ranges "zero 0xS 0xE")
+#   d<LEVEL>.log       makedumpfile's messages and how long it took
+#   d<LEVEL>.key       what it was made from (input size/mtime, tool versions); a mismatch
+#                      redoes it
+# OUTDIR gets hard links (or copies) GUEST-d<LEVEL>.kdump and GUEST-d<LEVEL>.excluded;
+# the path of the .excluded file is printed. A cached result takes ~0.1 s.
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HOME=${HOME:-/root}
+GUESTS=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
+REF=${DUMPCONV_REFERENCE_CACHE:-$HOME/.cache/dumpconv/reference}
+COMPRESS=${DUMPCONV_MDF_COMPRESS:--c}
+SCRIPT_VERSION=1
+
+[ $# -eq 3 ] || { echo "usage: $0 GUEST LEVEL OUTDIR" >&2; exit 2; }
+GUEST=$1 LEVEL=$2 OUTDIR=$3
+case "$LEVEL" in ''|*[!0-9]*) echo "$0: LEVEL must be 0..31, not '$LEVEL'" >&2; exit 2 ;; esac
+[ "$LEVEL" -le 31 ] || { echo "$0: LEVEL must be 0..31" >&2; exit 2; }
+case "$COMPRESS" in -c|-z|-l|-p) ;; *) echo "$0: DUMPCONV_MDF_COMPRESS must be -c, -z, -l or -p" >&2; exit 2 ;; esac
+SRC="$GUESTS/$GUEST/phys.elf"
+[ -f "$GUESTS/$GUEST/complete" ] && [ -f "$SRC" ] \
+    || { echo "$0: guest $GUEST is not in $GUESTS (tests/real-guests/ensure-guests.sh)" >&2; exit 1; }
+
+DIR="$REF/makedumpfile/$GUEST"
+mkdir -p "$DIR" "$OUTDIR"
+BASE="$DIR/d$LEVEL"
+KEY="script $SCRIPT_VERSION; input $(stat -c '%s %Y' "$SRC"); compress $COMPRESS; root $(sed -n 's/^makedumpfile: //p' "${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13}/.dumpconv-versions" 2>/dev/null)"
+
+publish() {
+    local f
+    for f in kdump excluded; do
+        ln -f "$BASE.$f" "$OUTDIR/$GUEST-d$LEVEL.$f" 2>/dev/null \
+            || cp -f "$BASE.$f" "$OUTDIR/$GUEST-d$LEVEL.$f"
+    done
+    echo "$OUTDIR/$GUEST-d$LEVEL.excluded"
+}
+
+if [ "$(cat "$BASE.key" 2>/dev/null)" = "$KEY" ] && [ -f "$BASE.excluded" ] && [ -f "$BASE.kdump" ]; then
+    publish
+    exit 0
+fi
+
+exec 9>"$DIR/.lock"
+flock 9
+if [ "$(cat "$BASE.key" 2>/dev/null)" = "$KEY" ] && [ -f "$BASE.excluded" ] && [ -f "$BASE.kdump" ]; then
+    publish
+    exit 0
+fi
+rm -f "$BASE.key" "$BASE.kdump" "$BASE.excluded"
+WORK=$(mktemp -d "$DIR/.work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+python3 "$HERE/elf_phdrs_at_64.py" "$SRC" "$WORK/in.elf"
+t0=$(date +%s.%N)
+if ! "$HERE/in-debian13.sh" --bind "$WORK:/work" \
+        makedumpfile "$COMPRESS" -d "$LEVEL" /work/in.elf /work/out.kdump >"$WORK/log" 2>&1; then
+    tr '\r' '\n' <"$WORK/log" | grep -v '%\]' >&2 || true
+    echo "$0: makedumpfile $COMPRESS -d $LEVEL failed on $GUEST's phys.elf" >&2
+    exit 1
+fi
+t1=$(date +%s.%N)
+{
+    tr '\r' '\n' <"$WORK/log" | grep -v '%\]' | grep -v '^$' || true
+    echo "makedumpfile $COMPRESS -d $LEVEL: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s (in the Debian 13 root)"
+} >"$WORK/log.txt"
+python3 "$HERE/kdump_excluded.py" --zero "$WORK/out.kdump" >"$WORK/excluded"
+grep -qx "dump_level $LEVEL" "$WORK/excluded" \
+    || { echo "$0: makedumpfile's output says $(head -1 "$WORK/excluded"), not dump_level $LEVEL" >&2; exit 1; }
+mv "$WORK/out.kdump" "$BASE.kdump"
+mv "$WORK/excluded" "$BASE.excluded"
+mv "$WORK/log.txt" "$BASE.log"
+echo "$KEY" >"$BASE.key"
+publish
