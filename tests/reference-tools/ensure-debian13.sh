@@ -3,9 +3,12 @@
 # makedumpfile 1.7.6+ (knows Linux 6.1), crash 8.0.6+, drgn and libkdumpfile's Python
 # binding when Debian 13 packages them. Entered with tests/reference-tools/in-debian13.sh.
 #
-#   tests/reference-tools/ensure-debian13.sh [--force]
+#   tests/reference-tools/ensure-debian13.sh [--arch amd64|i386] [--force]
 #
-# Root: ${DUMPCONV_DEBIAN13:-~/.cache/dumpconv/debian13}. Idempotent: a root whose stamp
+# Root: ${DUMPCONV_DEBIAN13:-~/.cache/dumpconv/debian13} (amd64), or with --arch i386
+# ${DUMPCONV_DEBIAN13_I386:-~/.cache/dumpconv/debian13-i386}: an i386 root with only
+# makedumpfile and crash, because Debian's amd64 builds of both read x86_64 dumps only
+# (makedumpfile and crash are built for one target architecture). Idempotent: a root whose stamp
 # file holds the current ROOT_VERSION is left alone (a warm run takes milliseconds and
 # touches nothing). One run at a time (flock on "$ROOT.lock"). Must run as root (chroot).
 # Everything it mounts is mounted in a private mount namespace (unshare -m), so nothing
@@ -17,7 +20,16 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 exec </dev/null
 
 HOME=${HOME:-/root}
-ROOT=${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13}
+ARCH=amd64
+ARGS=("$@")
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    if [ "${ARGS[i]}" = --arch ]; then ARCH=${ARGS[i+1]:-}; fi
+done
+case "$ARCH" in
+    amd64) ROOT=${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13} ;;
+    i386) ROOT=${DUMPCONV_DEBIAN13_I386:-$HOME/.cache/dumpconv/debian13-i386} ;;
+    *) echo "--arch must be amd64 or i386" >&2; exit 2 ;;
+esac
 MIRROR=${DUMPCONV_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=trixie
 # Bump when the package set or the layout changes: an older root is then rebuilt.
@@ -32,12 +44,14 @@ T0=$(date +%s.%N)
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 
 FORCE=0
-for a in "$@"; do
-    case "$a" in
+while [ $# -gt 0 ]; do
+    case "$1" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-        *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+        --arch) shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "usage: $0 [--arch amd64|i386] [--force]" >&2; exit 2 ;;
     esac
+    shift
 done
 
 if [ "$FORCE" = 0 ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$ROOT_VERSION" ]; then
@@ -78,7 +92,7 @@ mkdir -p "$TMP"
 # In a private mount namespace: debootstrap mounts /proc and /sys in the target.
 log "debootstrap --variant=minbase $SUITE ($MIRROR)"
 unshare -m --propagation private \
-    debootstrap --variant=minbase --components=main "$SUITE" "$TMP" "$MIRROR" \
+    debootstrap --arch="$ARCH" --variant=minbase --components=main "$SUITE" "$TMP" "$MIRROR" \
     >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -20 "$ROOT.debootstrap.log" >&2; die "debootstrap failed (log: $ROOT.debootstrap.log)"; }
 log "debootstrap done, $(elapsed)s"
@@ -103,15 +117,20 @@ inroot() { unshare -m --propagation private chroot "$TMP" /usr/bin/env -i \
 
 log "apt-get update (in the root)"
 inroot apt-get update -qq
-# Optional packages, taken when Debian 13 has them.
+# Optional packages, taken when Debian 13 has them (amd64 root only).
 have() { [ -n "$(inroot apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ && $2 != "(none)" {print $2}')" ]; }
-DRGN_FROM=pypi
-if have python3-drgn; then PACKAGES+=(python3-drgn); DRGN_FROM=debian; fi
+DRGN_FROM=none
 KDUMPFILE=none
-for p in python3-libkdumpfile python3-kdumpfile; do
-    if have "$p"; then PACKAGES+=("$p"); KDUMPFILE=$p; break; fi
-done
-[ "$DRGN_FROM" = debian ] || PACKAGES+=(python3-venv python3-pip)
+if [ "$ARCH" = amd64 ]; then
+    DRGN_FROM=pypi
+    if have python3-drgn; then PACKAGES+=(python3-drgn); DRGN_FROM=debian; fi
+    for p in python3-libkdumpfile python3-kdumpfile; do
+        if have "$p"; then PACKAGES+=("$p"); KDUMPFILE=$p; break; fi
+    done
+    [ "$DRGN_FROM" = debian ] || PACKAGES+=(python3-venv python3-pip)
+else
+    PACKAGES=(makedumpfile crash)
+fi
 log "apt-get install ${PACKAGES[*]} (in the root)"
 inroot apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$ROOT.apt.log" 2>&1 \
     || { tail -20 "$ROOT.apt.log" >&2; die "apt-get install in the root failed"; }
@@ -126,7 +145,7 @@ if [ "$DRGN_FROM" = pypi ]; then
 fi
 
 {
-    echo "suite: $SUITE ($MIRROR)"
+    echo "suite: $SUITE ($MIRROR), architecture $ARCH"
     echo "made: $(date -u +%FT%TZ) by ensure-debian13.sh version $ROOT_VERSION"
     echo "drgn: $DRGN_FROM"
     echo "libkdumpfile python binding: $KDUMPFILE"
@@ -148,7 +167,7 @@ mkdir -p "$TMP/guests"
 echo "$ROOT_VERSION" >"$TMP/.dumpconv-debian13"
 mv "$TMP" "$ROOT"
 SIZE=$(du -sh --one-file-system "$ROOT" | cut -f1)
-log "cold: $ROOT built in $(elapsed)s, $SIZE"
+log "cold: $ROOT ($ARCH) built in $(elapsed)s, $SIZE"
 sed 's/^/  /' "$ROOT/.dumpconv-versions" >&2
 exit 0
 }

@@ -5,7 +5,9 @@
 #   tests/reference-tools/makedumpfile_excluded.sh GUEST LEVEL OUTDIR
 #
 # Input: the guest's QEMU phys.elf with its program headers moved to offset 64
-# (elf_phdrs_at_64.py: makedumpfile ignores e_phoff), a temporary sparse copy. Output,
+# (elf_phdrs_at_64.py: makedumpfile ignores e_phoff; for i386 also p_vaddr = PAGE_OFFSET +
+# p_paddr in low memory, as /proc/vmcore has it), a temporary sparse copy. i386 guests use
+# the i386 root (Debian's makedumpfile reads its own architecture's dumps only). Output,
 # cached in ${DUMPCONV_REFERENCE_CACHE:-~/.cache/dumpconv/reference}/makedumpfile/GUEST/:
 #   d<LEVEL>.kdump     makedumpfile -c -d LEVEL (DUMPCONV_MDF_COMPRESS=-z for zstd, -l lzo)
 #   d<LEVEL>.excluded  kdump_excluded.py --zero of it (dump_level, block_size, excluded
@@ -15,6 +17,9 @@
 #                      redoes it
 # OUTDIR gets hard links (or copies) GUEST-d<LEVEL>.kdump and GUEST-d<LEVEL>.excluded;
 # the path of the .excluded file is printed. A cached result takes ~0.1 s.
+# One brace group: bash parses it all before running, so editing the file while it runs
+# changes nothing.
+{
 set -euo pipefail
 export LC_ALL=C
 
@@ -34,10 +39,21 @@ SRC="$GUESTS/$GUEST/phys.elf"
 [ -f "$GUESTS/$GUEST/complete" ] && [ -f "$SRC" ] \
     || { echo "$0: guest $GUEST is not in $GUESTS (tests/real-guests/ensure-guests.sh)" >&2; exit 1; }
 
+# Debian's makedumpfile reads dumps of its own architecture only: i386 guests use the
+# i386 root.
+ROOTOPT=()
+RELAYOPT=()
+ROOTDIR=${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13}
+if grep -q '"arch": *"i386"' "$GUESTS/$GUEST/meta.json"; then
+    ROOTOPT=(--i386)
+    PO=$(sed -n 's/^CONFIG_PAGE_OFFSET=//p' "$GUESTS/$GUEST/config")
+    RELAYOPT=(--page-offset "${PO:-0xc0000000}")
+    ROOTDIR=${DUMPCONV_DEBIAN13_I386:-$HOME/.cache/dumpconv/debian13-i386}
+fi
 DIR="$REF/makedumpfile/$GUEST"
 mkdir -p "$DIR" "$OUTDIR"
 BASE="$DIR/d$LEVEL"
-KEY="script $SCRIPT_VERSION; input $(stat -c '%s %Y' "$SRC"); compress $COMPRESS; root $(sed -n 's/^makedumpfile: //p' "${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13}/.dumpconv-versions" 2>/dev/null)"
+KEY="script $SCRIPT_VERSION; input $(stat -c '%s %Y' "$SRC"); compress $COMPRESS; root $(sed -n 's/^makedumpfile: //p' "$ROOTDIR/.dumpconv-versions" 2>/dev/null)"
 
 publish() {
     local f
@@ -62,12 +78,14 @@ fi
 rm -f "$BASE.key" "$BASE.kdump" "$BASE.excluded"
 WORK=$(mktemp -d "$DIR/.work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-python3 "$HERE/elf_phdrs_at_64.py" "$SRC" "$WORK/in.elf"
+python3 "$HERE/elf_phdrs_at_64.py" "${RELAYOPT[@]}" "$SRC" "$WORK/in.elf"
 t0=$(date +%s.%N)
-if ! "$HERE/in-debian13.sh" --bind "$WORK:/work" \
-        makedumpfile "$COMPRESS" -d "$LEVEL" /work/in.elf /work/out.kdump >"$WORK/log" 2>&1; then
-    tr '\r' '\n' <"$WORK/log" | grep -v '%\]' >&2 || true
-    echo "$0: makedumpfile $COMPRESS -d $LEVEL failed on $GUEST's phys.elf" >&2
+rc=0
+"$HERE/in-debian13.sh" "${ROOTOPT[@]}" --bind "$WORK:/work" \
+    makedumpfile "$COMPRESS" -d "$LEVEL" /work/in.elf /work/out.kdump >"$WORK/log" 2>&1 || rc=$?
+if [ "$rc" != 0 ]; then
+    tr '\r' '\n' <"$WORK/log" | grep -v '%\]' | tee "$BASE.failed.log" >&2 || true
+    echo "$0: makedumpfile $COMPRESS -d $LEVEL failed (status $rc) on $GUEST's phys.elf (log: $BASE.failed.log)" >&2
     exit 1
 fi
 t1=$(date +%s.%N)
@@ -83,3 +101,5 @@ mv "$WORK/excluded" "$BASE.excluded"
 mv "$WORK/log.txt" "$BASE.log"
 echo "$KEY" >"$BASE.key"
 publish
+exit
+}
