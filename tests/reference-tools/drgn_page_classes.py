@@ -11,6 +11,9 @@ PageSwapBacked, PageOwnerPriv1, ...) and prints, for each class, its page frames
 half-open ranges, one `CLASS 0xSTART 0xEND` line each, sorted and merged, plus `#` lines
 with counts and notes.
 
+With a drgn older than 0.0.32 (Debian 13's 0.0.31) the walk covers frames 0 to max_pfn
+instead of drgn's valid struct page ranges.
+
 Classes follow what the kernel's struct page says (Linux 6.1, include/linux/mm_types.h,
 include/linux/page-flags.h, mm/page_alloc.c), tested in this order, first match wins:
 
@@ -65,9 +68,19 @@ from drgn.helpers.linux.mm import (
     PageSlab,
     PageSwapBacked,
     compound_head,
-    for_each_valid_page_range,
     page_to_pfn,
+    pfn_to_page,
 )
+
+try:
+    from drgn.helpers.linux.mm import for_each_valid_page_range
+except ImportError:  # drgn < 0.0.32 (Debian 13 has 0.0.31)
+
+    def for_each_valid_page_range(prog):
+        """Frames 0 .. max_pfn, one range (older drgn has no valid-range helper);
+        frames without a readable struct page come out as `unreadable`."""
+        yield 0, prog["max_pfn"].value_(), pfn_to_page(prog, 0)
+
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.cpumask import for_each_possible_cpu

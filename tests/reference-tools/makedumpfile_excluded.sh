@@ -96,6 +96,7 @@ t1=$(date +%s.%N)
 python3 "$HERE/kdump_excluded.py" --zero "$WORK/out.kdump" >"$WORK/excluded"
 grep -qx "dump_level $LEVEL" "$WORK/excluded" \
     || { echo "$0: makedumpfile's output says $(head -1 "$WORK/excluded"), not dump_level $LEVEL" >&2; exit 1; }
+chmod 0644 "$WORK/out.kdump"
 mv "$WORK/out.kdump" "$BASE.kdump"
 mv "$WORK/excluded" "$BASE.excluded"
 mv "$WORK/log.txt" "$BASE.log"
