@@ -9,13 +9,14 @@
 # p_paddr in low memory, as /proc/vmcore has it), a temporary sparse copy. i386 guests use
 # the i386 root (Debian's makedumpfile reads its own architecture's dumps only). Output,
 # cached in ${DUMPCONV_REFERENCE_CACHE:-~/.cache/dumpconv/reference}/makedumpfile/GUEST/:
-#   d<LEVEL>.kdump     makedumpfile -c -d LEVEL (DUMPCONV_MDF_COMPRESS=-z for zstd, -l lzo)
+#   d<LEVEL>.kdump     makedumpfile -c -d LEVEL (DUMPCONV_MDF_COMPRESS=-z for zstd, -l lzo,
+#                      -p snappy: then d<LEVEL>-z.kdump etc.)
 #   d<LEVEL>.excluded  kdump_excluded.py --zero of it (dump_level, block_size, excluded
 #                      ranges "0xSTART 0xEND", zero-descriptor ranges "zero 0xS 0xE")
 #   d<LEVEL>.log       makedumpfile's messages and how long it took
 #   d<LEVEL>.key       what it was made from (input size/mtime, tool versions); a mismatch
 #                      redoes it
-# OUTDIR gets hard links (or copies) GUEST-d<LEVEL>.kdump and GUEST-d<LEVEL>.excluded;
+# OUTDIR gets hard links (or copies) GUEST-d<LEVEL>[-z].kdump and .excluded;
 # the path of the .excluded file is printed. A cached result takes ~0.1 s.
 # One brace group: bash parses it all before running, so editing the file while it runs
 # changes nothing.
@@ -52,16 +53,19 @@ if grep -q '"arch": *"i386"' "$GUESTS/$GUEST/meta.json"; then
 fi
 DIR="$REF/makedumpfile/$GUEST"
 mkdir -p "$DIR" "$OUTDIR"
+# -c (zlib) is d<LEVEL>.*, the other codecs d<LEVEL>-z.* (zstd), -l (lzo), -p (snappy).
 BASE="$DIR/d$LEVEL"
+[ "$COMPRESS" = -c ] || BASE="$DIR/d$LEVEL$COMPRESS"
+NAME="$GUEST-$(basename "$BASE")"
 KEY="script $SCRIPT_VERSION; input $(stat -c '%s %Y' "$SRC"); compress $COMPRESS; root $(sed -n 's/^makedumpfile: //p' "$ROOTDIR/.dumpconv-versions" 2>/dev/null)"
 
 publish() {
     local f
     for f in kdump excluded; do
-        ln -f "$BASE.$f" "$OUTDIR/$GUEST-d$LEVEL.$f" 2>/dev/null \
-            || cp -f "$BASE.$f" "$OUTDIR/$GUEST-d$LEVEL.$f"
+        ln -f "$BASE.$f" "$OUTDIR/$NAME.$f" 2>/dev/null \
+            || cp -f "$BASE.$f" "$OUTDIR/$NAME.$f"
     done
-    echo "$OUTDIR/$GUEST-d$LEVEL.excluded"
+    echo "$OUTDIR/$NAME.excluded"
 }
 
 if [ "$(cat "$BASE.key" 2>/dev/null)" = "$KEY" ] && [ -f "$BASE.excluded" ] && [ -f "$BASE.kdump" ]; then

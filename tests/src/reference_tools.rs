@@ -284,25 +284,41 @@ pub struct MakedumpfileOutput {
     pub log: String,
 }
 
-/// Run (or take from the cache) makedumpfile 1.7.6 `-d level` on the guest's QEMU
+/// Run (or take from the cache) makedumpfile 1.7.6 `-c -d level` on the guest's QEMU
 /// `phys.elf` (`makedumpfile_excluded.sh`), and read its output's bitmaps.
 pub fn makedumpfile_output(guest: &str, level: u32) -> Result<MakedumpfileOutput, String> {
+    makedumpfile_output_with(guest, level, "-c")
+}
+
+/// [`makedumpfile_output`] with another codec option: `-c` zlib, `-z` zstd, `-l` lzo,
+/// `-p` snappy (Debian 13's makedumpfile has no snappy: that fails).
+pub fn makedumpfile_output_with(
+    guest: &str,
+    level: u32,
+    compress: &str,
+) -> Result<MakedumpfileOutput, String> {
     let out = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let printed = output_of(
         Command::new("bash")
             .arg(tool("makedumpfile_excluded.sh"))
             .arg(guest)
             .arg(level.to_string())
-            .arg(out.path()),
+            .arg(out.path())
+            .env("DUMPCONV_MDF_COMPRESS", compress),
     )?;
     let excluded = PathBuf::from(printed.trim());
     let text =
         std::fs::read_to_string(&excluded).map_err(|e| format!("{}: {e}", excluded.display()))?;
     let bitmaps = parse_kdump_excluded(&text)?;
     let dir = reference_cache().join("makedumpfile").join(guest);
-    let log = std::fs::read_to_string(dir.join(format!("d{level}.log"))).unwrap_or_default();
+    let base = if compress == "-c" {
+        format!("d{level}")
+    } else {
+        format!("d{level}{compress}")
+    };
+    let log = std::fs::read_to_string(dir.join(format!("{base}.log"))).unwrap_or_default();
     Ok(MakedumpfileOutput {
-        kdump: dir.join(format!("d{level}.kdump")),
+        kdump: dir.join(format!("{base}.kdump")),
         bitmaps,
         log,
     })
