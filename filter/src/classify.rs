@@ -471,7 +471,11 @@ fn classify_chunk(
         } else if p.mapping & 2 == 2 {
             C_KEPT
         } else if bit(p.flags, l.pg_lru) {
-            if bit(p.flags, l.pg_private) || bit(p.flags, l.pg_swapcache) {
+            // PG_swapcache is PG_owner_priv_1: it means "in the swap cache" only on a
+            // swap-backed page (a filesystem uses it as PG_checked otherwise).
+            let swapcache =
+                bit(p.flags, l.pg_swapcache) && l.pg_swapbacked.is_none_or(|b| bit(p.flags, b));
+            if bit(p.flags, l.pg_private) || swapcache {
                 C_CACHE_PRIVATE
             } else {
                 C_CACHE

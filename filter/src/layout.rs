@@ -72,6 +72,8 @@ pub struct PageLayout {
     pub pg_private: u32,
     pub pg_swapcache: u32,
     pub pg_slab: u32,
+    /// `NUMBER(PG_swapbacked)`: PG_swapcache counts only with it (when stated).
+    pub pg_swapbacked: Option<u32>,
     pub pg_head: Option<u32>,
     pub buddy_mapcount: i32,
     pub offline_mapcount: Option<i32>,
@@ -299,6 +301,7 @@ impl PageLayout {
             pg_private: pg_private as u32,
             pg_swapcache: pg_swapcache as u32,
             pg_slab: pg_slab as u32,
+            pg_swapbacked: pg("PG_swapbacked"),
             pg_head,
             buddy_mapcount: buddy as u32 as i32,
             offline_mapcount: num("PAGE_OFFLINE_MAPCOUNT_VALUE")

@@ -10,7 +10,8 @@ pub enum Class {
     Zero,
     /// Page cache without private data (file pages on an LRU list, no buffers).
     Cache,
-    /// Page cache with private data (buffer heads) or in the swap cache.
+    /// Page cache with private data (buffer heads) or in the swap cache. Its bit (4)
+    /// leaves out all page cache, as makedumpfile's does.
     CachePrivate,
     /// User data: anonymous pages, hugetlbfs pages.
     User,
@@ -73,8 +74,14 @@ impl DumpLevel {
         self.0
     }
 
+    /// Whether pages of class `c` are left out. As in makedumpfile, bit 4 (page cache
+    /// with private data) leaves out all page cache: a level that drops the pages with
+    /// buffers drops the plain ones too.
     pub const fn excludes(self, c: Class) -> bool {
-        self.0 & c.bit() != 0
+        match c {
+            Class::Cache => self.0 & (Class::Cache.bit() | Class::CachePrivate.bit()) != 0,
+            _ => self.0 & c.bit() != 0,
+        }
     }
 
     /// Classes other than zero: those decided from `struct page`.
@@ -141,6 +148,9 @@ mod tests {
         assert!(DumpLevel::new(32).is_none());
         assert_eq!(DumpLevel::new(17).unwrap().describe(), "zero,free");
         assert!(!DumpLevel::new(1).unwrap().needs_struct_page());
+        // Bit 4 takes all page cache.
+        assert!(DumpLevel::new(4).unwrap().excludes(Class::Cache));
+        assert!(!DumpLevel::new(2).unwrap().excludes(Class::CachePrivate));
         assert!(DumpLevel::new(3).unwrap().needs_struct_page());
     }
 }

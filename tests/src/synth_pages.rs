@@ -27,6 +27,7 @@ pub const PG_SLAB: u64 = 1 << 9;
 pub const PG_SWAPCACHE: u64 = 1 << 10;
 pub const PG_PRIVATE: u64 = 1 << 13;
 pub const PG_HEAD: u64 = 1 << 16;
+pub const PG_SWAPBACKED: u64 = 1 << 19;
 pub const BUDDY: i32 = -129;
 pub const OFFLINE: i32 = -257;
 pub const PAGE_TABLE_TYPE: i32 = -513;

@@ -106,6 +106,17 @@ fn kernel_unbuilt(extreme: bool) -> SparseKernel {
     p.insert(
         0x443,
         PageSpec {
+            flags: PG_LRU | PG_SWAPCACHE | PG_SWAPBACKED,
+            mapping: FILE_MAPPING,
+            mapcount: -1,
+            ..Default::default()
+        },
+    );
+    // PG_owner_priv_1 on a file page that is not swap-backed is a filesystem's
+    // PG_checked, not the swap cache: plain cache.
+    p.insert(
+        0x448,
+        PageSpec {
             flags: PG_LRU | PG_SWAPCACHE,
             mapping: FILE_MAPPING,
             mapcount: -1,
@@ -241,7 +252,10 @@ fn expected() -> BTreeMap<Class, Vec<(u64, u64)>> {
             Class::User,
             vec![(0x440, 0x441), (0x480, 0x490), (0x600, 0x800)],
         ),
-        (Class::Cache, vec![(0x441, 0x442), (0x450, 0x454)]),
+        (
+            Class::Cache,
+            vec![(0x441, 0x442), (0x448, 0x449), (0x450, 0x454)],
+        ),
         (Class::CachePrivate, vec![(0x442, 0x444)]),
     ])
 }
