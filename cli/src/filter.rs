@@ -44,6 +44,9 @@ pub struct FilterReport {
     pub fallback: Option<String>,
     /// Warnings said to the user.
     pub warnings: Vec<String>,
+    /// The RAM ranges written (the plan's, after filtering), for `--verify`.
+    #[serde(skip)]
+    pub kept: Option<Vec<PhysRange>>,
 }
 
 impl FilterReport {
@@ -216,6 +219,7 @@ pub fn apply_filter(
         dump_level: level.bits(),
         excluded,
     });
+    report.kept = Some(plan.ranges.clone());
     Ok(Some(report))
 }
 
