@@ -200,7 +200,7 @@ impl PageLayout {
         if !page_size.is_power_of_two() || page_size < 1024 {
             problems.push(format!("PAGESIZE={page_size} is not a page size"));
         }
-        if struct_page_size == 0 || struct_page_size > 1024 {
+        if struct_page_size == 0 || struct_page_size > 256 {
             problems.push(format!("SIZE(page)={struct_page_size} is not plausible"));
         }
         for (name, off, len) in [
@@ -209,7 +209,7 @@ impl PageLayout {
             ("page.mapping", off_mapping, ptr_size),
             ("page.private", off_private, ptr_size),
         ] {
-            if off + len > struct_page_size {
+            if off.saturating_add(len) > struct_page_size {
                 problems.push(format!(
                     "OFFSET({name})={off} lies outside SIZE(page)={struct_page_size}"
                 ));
@@ -230,7 +230,7 @@ impl PageLayout {
                 let shift = max_physmem_bits.saturating_sub(section_size_bits);
                 let nr_sections = 1u64.checked_shl(shift).unwrap_or(0);
                 let per_page = page_size.checked_div(section_size).unwrap_or(0);
-                if section_size == 0 || mem_map_offset + ptr_size > section_size {
+                if section_size == 0 || mem_map_offset.saturating_add(ptr_size) > section_size {
                     problems.push(format!(
                         "SIZE(mem_section)={section_size} / OFFSET(mem_section.section_mem_map)\
                          ={mem_map_offset} do not fit"
@@ -275,7 +275,7 @@ impl PageLayout {
         }
         let off_compound_head = v
             .offset("page.compound_head")
-            .filter(|o| o + ptr_size <= struct_page_size);
+            .filter(|o| o.saturating_add(ptr_size) <= struct_page_size);
         let off_compound_order = v
             .offset("page.compound_order")
             .filter(|o| *o < struct_page_size);
@@ -310,7 +310,7 @@ impl PageLayout {
             hugetlb_dtor: num("HUGETLB_PAGE_DTOR").and_then(|d| u8::try_from(d).ok()),
             max_order: length(v, "zone.free_area")
                 .and_then(|l| u32::try_from(l).ok())
-                .filter(|l| (1..=20).contains(l))
+                .filter(|l| (1..=16).contains(l))
                 .unwrap_or(DEFAULT_MAX_ORDER),
             model,
         })
