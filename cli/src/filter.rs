@@ -26,7 +26,7 @@ pub struct FilterOptions {
 }
 
 /// What filtering did, for `--verbose` and batch reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct FilterReport {
     /// The level asked for.
     pub asked: u8,
@@ -44,6 +44,9 @@ pub struct FilterReport {
     pub fallback: Option<String>,
     /// Warnings said to the user.
     pub warnings: Vec<String>,
+    /// Time spent classifying (struct pages read and decided) and scanning for zeros.
+    pub classify_seconds: f64,
+    pub zero_scan_seconds: f64,
     /// The RAM ranges written (the plan's, after filtering), for `--verify`.
     #[serde(skip)]
     pub kept: Option<Vec<PhysRange>>,
@@ -73,6 +76,12 @@ impl FilterReport {
                 pages * self.page_size
             ));
         }
+        if self.zero_scan_seconds > 0.0 {
+            out.push(format!(
+                "filter: zero pages found in {:.3} s",
+                self.zero_scan_seconds
+            ));
+        }
         if self.zero_by_writer {
             out.push(
                 "filter: zero pages are handled by the writer as it reads them (kdump: one \
@@ -83,8 +92,8 @@ impl FilterReport {
         if let Some(c) = &self.classes {
             out.push(format!(
                 "filter: {} RAM pages, {} struct pages read, {} kept as kernel or unexcluded \
-                 data",
-                c.pages, c.struct_pages_read, c.kept
+                 data, classified in {:.3} s",
+                c.pages, c.struct_pages_read, c.kept, self.classify_seconds
             ));
             for (class, n) in &c.classes {
                 out.push(format!(
@@ -140,7 +149,10 @@ pub fn apply_filter(
     };
     let mut excluded_pfns: Vec<(u64, u64)> = Vec::new();
     if level.needs_struct_page() {
-        match classify_plan(plan, mem, registry) {
+        let t = std::time::Instant::now();
+        let classified = classify_plan(plan, mem, registry);
+        report.classify_seconds = t.elapsed().as_secs_f64();
+        match classified {
             Ok(c) => {
                 for class in Class::ALL {
                     if class != Class::Zero && level.excludes(class) {
@@ -204,7 +216,9 @@ pub fn apply_filter(
                 .map(|r| (r.start.div_ceil(ps), r.end / ps))
                 .filter(|(s, e)| s < e)
                 .collect();
+            let t = std::time::Instant::now();
             let zeros = dumpconv_filter::zero::zero_pages(mem, &pfns, ps, 0);
+            report.zero_scan_seconds = t.elapsed().as_secs_f64();
             let n: u64 = zeros.iter().map(|(s, e)| e - s).sum();
             report.excluded.insert(0, ("zero".into(), n));
             let zr: Vec<PhysRange> = zeros
