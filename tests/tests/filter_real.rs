@@ -20,7 +20,8 @@ use dumpconv::pipeline::convert;
 use dumpconv_core::NoProgress;
 use dumpconv_tests::guests::{guest, guests, Guest, ALL};
 use dumpconv_tests::reference_tools::{
-    debian13, drgn_page_classes, kdump_excluded, makedumpfile_excluded, merge, subtract, Ranges,
+    crash_d13, debian13, drgn_page_classes, kdump_excluded, makedumpfile_excluded, merge, subtract,
+    Ranges,
 };
 
 /// Our kdump of the guest's QEMU ELF at `level`, in `dir`.
@@ -96,6 +97,35 @@ fn crash_reads_our_d31_kdump_as_the_unfiltered_dump() {
         assert_eq!(level, 31);
         assert!(!excluded.is_empty(), "{}: nothing excluded", g.name);
     }
+}
+
+/// crash 8.0.6 (Debian 13 root) too: `sys`, `bt -a`, `log` of our `-d 31` kdump equal
+/// its view of QEMU's unfiltered ELF (one guest: the root costs a namespace per run).
+#[test]
+fn crash_8_0_6_reads_our_d31_kdump_as_the_unfiltered_dump() {
+    if debian13().is_none() {
+        return;
+    }
+    let Some(g) = guest("x86_64-4level") else {
+        return;
+    };
+    let cmds = ["sys", "bt -a", "log"];
+    let strip = |t: String| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with("DUMPFILE:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let vmlinux = g.file("vmlinux");
+    let reference = strip(crash_d13(&g.file("phys.elf"), &vmlinux, &cmds).unwrap());
+    assert!(reference.contains("RELEASE"), "{reference}");
+    let tmp = tempfile::tempdir().unwrap();
+    let d31 = ours(&g, 31, tmp.path());
+    let filtered = strip(crash_d13(&d31, &vmlinux, &cmds).unwrap());
+    assert_eq!(
+        filtered, reference,
+        "crash 8.0.6 differs on our -d 31 kdump"
+    );
 }
 
 #[test]
