@@ -17,7 +17,6 @@ for m in $(cat /lib/modules/order); do
     insmod "/lib/modules/$m" && echo "DUMPCONV: loaded $m" || echo "DUMPCONV: insmod $m failed"
 done
 sleep 2000001 &
-SLEEPER=$!
 CAP_VERSION=$(cat /proc/version)
 CAP_UNAME=$(uname -r)
 CAP_CMDLINE=$(cat /proc/cmdline)
@@ -26,6 +25,8 @@ CAP_VMCORE=$(stat -c %s /proc/vmcore 2>/dev/null || echo missing)
 echo "DUMPCONV: iomem-begin"
 cat /proc/iomem
 echo "DUMPCONV: iomem-end"
+mkfifo /watch   # never written: `read -t` on it is a sleep without a process
+exec 3<>/watch
 # only builtins from here (see crashk.sh)
 cap_tasks() {
     CAP_T=""
@@ -35,17 +36,27 @@ cap_tasks() {
 task ${d#/proc/} $c"
     done
 }
+cap_facts() {
+    echo "DUMPCONV: capture-facts-begin"
+    echo "version $CAP_VERSION"
+    echo "uname-r $CAP_UNAME"
+    echo "cmdline $CAP_CMDLINE"
+    echo "vmcoreinfo $CAP_VMCI"
+    echo "vmcore-size $CAP_VMCORE"
+    echo "tasks-begin$CAP_T"
+    echo "tasks-end"
+    echo "DUMPCONV: capture-facts-end"
+}
 cap_tasks; prev=""
 while [ "$CAP_T" != "$prev" ]; do prev=$CAP_T; cap_tasks; done
-echo "DUMPCONV: capture-facts-begin"
-echo "version $CAP_VERSION"
-echo "uname-r $CAP_UNAME"
-echo "cmdline $CAP_CMDLINE"
-echo "vmcoreinfo $CAP_VMCI"
-echo "vmcore-size $CAP_VMCORE"
-echo "tasks-begin$CAP_T"
-echo "tasks-end"
-echo "DUMPCONV: capture-facts-end"
+cap_facts
 echo "DUMPCONV-GUEST-READY"
-wait "$SLEEPER"
-while :; do sleep 3600; done
+# Until the harness stops the guest: list the tasks again every 0.3 s and print the
+# facts again whenever they changed (a kernel thread can come or go), so the last block
+# on the console is the task list the dump holds.
+while :; do
+    read -r -t 0.3 _ <&3
+    prev=$CAP_T
+    cap_tasks
+    [ "$CAP_T" = "$prev" ] || cap_facts
+done
