@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod compress;
 pub mod digest;
+pub mod filter;
 pub mod numbers;
 pub mod output;
 pub mod pipeline;

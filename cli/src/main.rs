@@ -122,6 +122,11 @@ fn run_convert(c: args::ConvertArgs, registry: &Registry) -> Result<(), Error> {
             report.memory_bytes,
             report.total_time
         );
+        if let Some(f) = &report.filter {
+            for line in f.lines() {
+                eprintln!("dumpconv: {line}");
+            }
+        }
         if let Some(w) = &report.walker {
             eprintln!("dumpconv: paging: walker {w}");
         }

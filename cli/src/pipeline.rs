@@ -67,6 +67,8 @@ pub struct ConvertOptions {
     /// The other files of a kdump split set whose first file is the input (empty: the
     /// input is one file).
     pub parts: Vec<PathBuf>,
+    /// Page filtering (`--dump-level`, `--exclude`, `--exclude-zero`).
+    pub filter: Option<crate::filter::FilterOptions>,
 }
 
 /// `--cr3 ADDR --paging-mode NAME` (and `--arch`), as given: the walker that knows the
@@ -94,6 +96,8 @@ pub struct ConvertReport {
     pub total_time: Duration,
     /// Notes that were said to the user as warnings.
     pub warnings: Vec<String>,
+    /// What page filtering did.
+    pub filter: Option<crate::filter::FilterReport>,
     /// BLAKE3 of the output's bytes (hex, as `b3sum` prints it), from
     /// [`convert_with_digest`]; `None` from [`convert`].
     pub output_blake3: Option<String>,
@@ -270,6 +274,7 @@ pub fn build_plan(
         .filter(|p| p.is_power_of_two() && *p >= 4096)
         .unwrap_or_else(|| arch.page_size());
     Ok(DumpPlan {
+        filter: None,
         arch,
         page_size,
         ranges,
@@ -546,6 +551,20 @@ fn convert_impl(
     };
     let mut plan = build_plan(&dump, opts, registry, progress, &mut report)?;
     plan.options = choice.writer_options;
+    if let Some(f) = &opts.filter {
+        report.filter = crate::filter::apply_filter(
+            input,
+            f,
+            registry,
+            &mut plan,
+            dump.memory.as_ref(),
+            writer.as_ref(),
+            progress,
+        )?;
+        if let Some(f) = &report.filter {
+            report.warnings.extend(f.warnings.iter().cloned());
+        }
+    }
     report.memory_bytes = plan.total_bytes();
     let keep_partial = opts.writer_options.contains_key("keep-partial");
     report.output_blake3 = write_output(

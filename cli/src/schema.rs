@@ -127,6 +127,7 @@ const OUTPUT: &str = "Output";
 const SELECTION: &str = "Selection";
 const PAGING: &str = "Paging";
 const COMPRESSION: &str = "Compression";
+const FILTERING: &str = "Page filtering";
 const KDUMP: &str = "kdump";
 const ELF: &str = "ELF";
 
@@ -286,13 +287,42 @@ pub const OPTIONS: &[OptDef] = &[
         ..def("threads", Kind::Threads, Scope::Output, COMPRESSION)
     },
     // ---- kdump
+    // ---- Page filtering
     OptDef {
-        help: "Leave all-zero pages out of a kdump file entirely (crash then needs \
-               `--zero_excluded`). By default zero pages share one stored zero block.",
+        short: Some('d'),
+        value_name: "N",
+        help: "Leave out pages by makedumpfile's dump level, a sum of 1 zero pages, 2 page \
+               cache, 4 page cache with private data (and swap cache), 8 user data, 16 free \
+               pages (31: all of them). Classes other than zero are read from the kernel's \
+               struct page array through VMCOREINFO (docs/filtering.md). kdump: the pages are \
+               marked excluded (crash then reads them as excluded, never as zeros); ELF: left \
+               out of the PT_LOAD segments; raw and LiME: holes.",
+        ..def("dump-level", Kind::Range(0, 31), Scope::Output, FILTERING)
+    },
+    OptDef {
+        value_name: "CLASSES",
+        values: &["zero", "cache", "cache-private", "user", "free"],
+        help: "Leave out these page classes, comma separated: zero, cache, cache-private, \
+               user, free (the names of --dump-level's bits; both together add up).",
+        ..def("exclude", Kind::Text, Scope::Output, FILTERING)
+    },
+    OptDef {
+        help: "kdump: leave all-zero pages out of the file entirely (crash then needs \
+               `--zero_excluded`); implies dump level bit 1. Without it a kdump file stores \
+               zero pages once, as one shared zero block, at any dump level (what \
+               makedumpfile does for bit 1); other formats leave zero pages out with \
+               --exclude zero.",
         formats: &["kdump"],
         writer: true,
-        ..def("exclude-zero", Kind::Flag, Scope::Output, KDUMP)
+        ..def("exclude-zero", Kind::Flag, Scope::Output, FILTERING)
     },
+    OptDef {
+        help: "When the dump's struct pages cannot be read (no VMCOREINFO, a kernel layout \
+               dumpconv does not know, an array that reads as garbage), write every page \
+               (dump level 0) with a warning instead of failing.",
+        ..def("filter-fallback", Kind::Flag, Scope::Output, FILTERING)
+    },
+    // ---- kdump
     OptDef {
         help: "On a write error (full disk), keep the partial kdump file, marked incomplete \
                (status 0x8) as makedumpfile does; lost pages read as lost, never as zeros.",
@@ -453,6 +483,35 @@ pub fn writer_options(map: &OptionMap) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `dump-level`, `exclude`, `exclude-zero` and `filter-fallback` together; None when
+/// none is given.
+fn filter_options(map: &OptionMap) -> Result<Option<crate::filter::FilterOptions>> {
+    use dumpconv_filter::{Class, DumpLevel};
+    let mut level = DumpLevel::default();
+    if let Some(v) = map.get("dump-level") {
+        let n = v
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .and_then(DumpLevel::new)
+            .ok_or_else(|| Error::invalid(format!("option dump-level={v:?}: expected 0..31")))?;
+        level = level.union(n);
+    }
+    if let Some(v) = map.get("exclude") {
+        level = level.union(
+            DumpLevel::parse_list(v).map_err(|e| Error::invalid(format!("option exclude: {e}")))?,
+        );
+    }
+    if flag(map, "exclude-zero") {
+        level = level.with(Class::Zero);
+    }
+    let fallback = flag(map, "filter-fallback");
+    if level.bits() == 0 && !fallback && !map.contains_key("dump-level") {
+        return Ok(None);
+    }
+    Ok(Some(crate::filter::FilterOptions { level, fallback }))
+}
+
 /// Read the file `vmcoreinfo=` names. The one place it is read.
 fn read_vmcoreinfo(path: &Path) -> Result<VmcoreInfoFile> {
     VmcoreInfoFile::read(path)
@@ -526,6 +585,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         });
     }
     o.writer_options = writer_options(map);
+    o.filter = filter_options(map)?;
     Ok(o)
 }
 

@@ -159,3 +159,51 @@ fn help_documents_every_exit_code() {
         assert!(help.contains(code), "--help lacks {code:?}:\n{help}");
     }
 }
+
+/// Page filtering on an input without VMCOREINFO: exit 1 before the output exists; with
+/// `--filter-fallback`, every page is written (level 0) and a warning says so.
+#[test]
+fn input_filter_without_vmcoreinfo_is_1_unless_fallback() {
+    let tmp = scratch();
+    let input = raw_input(tmp.path());
+    let out_path = tmp.path().join("out.kdump");
+    let out = run(
+        tmp.path(),
+        os!["convert", input, "-o", out_path, "--arch", "x86_64", "-d", "31"],
+        None,
+    );
+    assert_code(&out, 1, &["page filter", "VMCOREINFO", "--filter-fallback"]);
+    assert!(!out_path.exists(), "an output was written");
+    let out = run(
+        tmp.path(),
+        os![
+            "convert",
+            input,
+            "-o",
+            out_path,
+            "--arch",
+            "x86_64",
+            "--exclude",
+            "free,user",
+            "--filter-fallback"
+        ],
+        None,
+    );
+    assert_code(&out, 0, &["dump level 0"]);
+    assert!(out_path.exists());
+    // A class name that does not exist is a usage error.
+    let out = run(
+        tmp.path(),
+        os![
+            "convert",
+            input,
+            "-o",
+            out_path,
+            "--force",
+            "--exclude",
+            "free,bogus"
+        ],
+        None,
+    );
+    assert_code(&out, 2, &["bogus"]);
+}

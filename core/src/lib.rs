@@ -37,7 +37,7 @@ pub use sink::{FileSink, Sink, StreamSink};
 pub use view::{build_view, ViewPolicy};
 pub use vmcoreinfo::{VmcoreInfo, VmcoreInfoFile};
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
-pub use writer::{check_writer_options, DumpPlan, DumpWriter};
+pub use writer::{check_writer_options, DumpPlan, DumpWriter, PlanFilter};
 pub use zero::is_zero;
 
 /// The default page size (4 KiB), for architectures and dumps that do not say.

@@ -29,6 +29,21 @@ pub struct DumpPlan {
     /// Writer-specific options as `key=value` (compression, level, threads...), so
     /// plugins loaded at run time receive them too.
     pub options: BTreeMap<String, String>,
+    /// Page filtering (`--dump-level`, `--exclude`): the RAM pages left out on purpose.
+    /// They are not in `ranges`, so a writer that knows nothing of filtering leaves them
+    /// out as holes; one whose format can say "RAM, but excluded" (kdump) uses this.
+    pub filter: Option<PlanFilter>,
+}
+
+/// RAM pages a filter left out of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanFilter {
+    /// makedumpfile's dump level (1 zero, 2 cache, 4 cache-private, 8 user, 16 free).
+    pub dump_level: u8,
+    /// The pages left out: sorted, disjoint, whole pages, none of them in the plan's
+    /// `ranges`. Zero pages are here only when the writer does not leave them out itself
+    /// (a writer taking `exclude-zero` receives that option instead).
+    pub excluded: Vec<PhysRange>,
 }
 
 impl DumpPlan {

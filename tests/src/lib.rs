@@ -7,3 +7,4 @@ pub mod reference_tools;
 pub mod sparse;
 pub mod synth;
 pub mod synth_arm64;
+pub mod synth_pages;

@@ -124,6 +124,7 @@ fn crash_reads_our_headers_without_vmlinux() {
 fn plan_for(d: &Dump, opts: &[(&str, &str)]) -> DumpPlan {
     let arch = d.arch.unwrap_or(Arch::X86_64);
     DumpPlan {
+        filter: None,
         arch,
         page_size: 4096,
         ranges: d.memory.ranges().to_vec(),

@@ -59,6 +59,20 @@ pub struct JobResult {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Page filtering: the dump level applied and the pages left out per class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterSummary>,
+}
+
+/// A job's page filtering, for the JSON report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterSummary {
+    pub dump_level: u8,
+    /// Pages left out per class (zero pages of a kdump are stored once instead and
+    /// not counted here).
+    pub excluded_pages: std::collections::BTreeMap<String, u64>,
+    /// RAM pages kept because they could not be classified.
+    pub unclassified_pages: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

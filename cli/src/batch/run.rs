@@ -276,6 +276,7 @@ fn result(job: &Job, status: JobStatus) -> JobResult {
         verify: None,
         error: None,
         warnings: Vec::new(),
+        filter: None,
     }
 }
 
@@ -347,10 +348,20 @@ fn convert_and_record(
     let report = convert(registry, &job.input, &output, &opts, progress)?;
     r.memory_bytes = report.memory_bytes;
     r.warnings = report.warnings;
+    r.filter = report
+        .filter
+        .as_ref()
+        .map(|f| super::report::FilterSummary {
+            dump_level: f.applied,
+            excluded_pages: f.excluded.iter().cloned().collect(),
+            unclassified_pages: f.classes.as_ref().map_or(0, |c| c.unknown.values().sum()),
+        });
     let mut verified = None;
     if settings.verify {
         corrupt_for_test(&job.output);
-        let v = verify::verify(&job.input, &opts, &job.output, &job.format, progress);
+        // With a filter, the output holds only the pages kept: compare those.
+        let kept = report.filter.as_ref().and_then(|f| f.kept.as_deref());
+        let v = verify::verify(&job.input, &opts, &job.output, &job.format, kept, progress);
         let ok = matches!(&v, Ok(v) if v.matches());
         r.verify = Some(match &v {
             Ok(_) if ok => VerifyStatus::Verified,

@@ -8,7 +8,8 @@
 //! that RAM fails to read and so fails verification. A page a dump marks unavailable
 //! (excluded, or lost in an incomplete dump) is digested as a marker with its address;
 //! with `exclude-zero` the output leaves zero pages out, so there both sides digest an
-//! unavailable page as zeros.
+//! unavailable page as zeros. With page filtering (`--dump-level`), both sides are
+//! digested over the pages the conversion kept (what it reports), not all RAM.
 
 use std::path::Path;
 
@@ -118,10 +119,14 @@ pub fn verify(
     opts: &ConvertOptions,
     output: &Path,
     format: &str,
+    kept: Option<&[PhysRange]>,
     progress: &dyn Progress,
 ) -> Result<Verification> {
     let dump = open_input(input, opts)?;
-    let ranges = selected_ranges(&dump, opts)?;
+    let ranges = match kept {
+        Some(k) => k.to_vec(),
+        None => selected_ranges(&dump, opts)?,
+    };
     let bytes: u64 = ranges.iter().map(PhysRange::len).sum();
     progress.start(STAGE, bytes.saturating_mul(2));
     let as_zero = opts.writer_options.contains_key("exclude-zero");

@@ -1020,6 +1020,7 @@ unsafe fn plan_from_abi(p: &abi::Plan) -> Result<DumpPlan> {
             );
         }
         Ok(DumpPlan {
+            filter: None,
             arch: arch_from_abi(p.arch).ok_or_else(|| {
                 Error::Unsupported("the plan does not say its architecture".into())
             })?,

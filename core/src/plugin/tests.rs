@@ -412,6 +412,7 @@ fn plan(mappings: bool) -> DumpPlan {
     let mut cpu1 = cpu(0x1234);
     cpu1.set_reg("a20_mask", !(1 << 20));
     DumpPlan {
+        filter: None,
         arch: Arch::X86_64,
         page_size: 4096,
         ranges: vec![

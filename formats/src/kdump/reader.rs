@@ -847,6 +847,11 @@ pub fn open_kdump(paths: &[PathBuf]) -> Result<Dump> {
         .map(|b| u64::from(b.count_ones()))
         .sum();
     d("dumpable pages", dumpable.to_string());
+    // RAM pages (1st bitmap) without data: left out by a filter (dump level), or lost.
+    let ram_pages: u64 = ranges.iter().map(|r| r.len() / bs).sum();
+    if ram_pages > dumpable {
+        d("excluded pages", (ram_pages - dumpable).to_string());
+    }
 
     let (cpus, warnings) = crate::notes::decode_cpus(&notes, arch);
     for w in warnings {

@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         l
     });
     let plan = DumpPlan {
+        filter: None,
         arch: Arch::X86_64,
         page_size: 4096,
         ranges: mem.ranges().to_vec(),

@@ -320,6 +320,7 @@ mod tests {
 
     fn plan(ranges: Vec<PhysRange>, maps: Option<Vec<Mapping>>) -> DumpPlan {
         DumpPlan {
+            filter: None,
             arch: Arch::X86_64,
             page_size: 4096,
             ranges,

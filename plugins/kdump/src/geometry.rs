@@ -47,8 +47,11 @@ pub(crate) struct Geometry {
     pub header: DiskDumpHeader,
     /// Sub header and notes, padded to whole blocks.
     pub sub_blocks: Vec<u8>,
-    /// The 1st bitmap, `bitmap_len` bytes.
+    /// The 1st bitmap, `bitmap_len` bytes: the plan's ranges and the pages its filter
+    /// left out.
     pub ram_bitmap: Vec<u8>,
+    /// The 2nd bitmap before any page drops out while writing: the plan's ranges.
+    pub data_bitmap: Vec<u8>,
 }
 
 impl Geometry {
@@ -79,7 +82,23 @@ impl Geometry {
             }
         }
         let total_pages: u64 = page_runs.iter().map(|(s, e)| e - s).sum();
-        let max_mapnr = page_runs.last().map_or(0, |r| r.1);
+        // Pages a filter left out: RAM in the 1st bitmap, not dumpable in the 2nd.
+        let mut excluded_runs: Vec<(u64, u64)> = Vec::new();
+        let mut dump_level = 0u8;
+        if let Some(f) = &plan.filter {
+            dump_level = f.dump_level;
+            for r in f.excluded.iter().filter(|r| !r.is_empty()) {
+                let (s, e) = (r.start / bs, r.end.div_ceil(bs));
+                match excluded_runs.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => excluded_runs.push((s, e)),
+                }
+            }
+        }
+        let max_mapnr = page_runs
+            .last()
+            .map_or(0, |r| r.1)
+            .max(excluded_runs.last().map_or(0, |r| r.1));
 
         let notes = encode_notes(&plan.notes);
         let sub_size = layout.sub_header_size() as u64;
@@ -116,7 +135,7 @@ impl Geometry {
 
         let sub = SubHeader {
             phys_base,
-            dump_level: i32::from(opts.exclude_zero),
+            dump_level: i32::from(dump_level | u8::from(opts.exclude_zero)),
             offset_vmcoreinfo,
             size_vmcoreinfo,
             offset_note: if notes.is_empty() { 0 } else { offset_note },
@@ -168,10 +187,19 @@ impl Geometry {
             nr_cpus: i32::try_from(nr_cpus).unwrap_or(i32::MAX),
             ..Default::default()
         };
-        let mut ram_bitmap = vec![0u8; bitmap_len as usize];
+        let mut data_bitmap = vec![0u8; bitmap_len as usize];
         for &(s, e) in &page_runs {
-            set_bits(&mut ram_bitmap, s, e);
+            set_bits(&mut data_bitmap, s, e);
         }
+        let ram_bitmap = if excluded_runs.is_empty() {
+            data_bitmap.clone()
+        } else {
+            let mut b = data_bitmap.clone();
+            for &(s, e) in &excluded_runs {
+                set_bits(&mut b, s, e);
+            }
+            b
+        };
         Ok(Geometry {
             layout,
             bs,
@@ -184,6 +212,7 @@ impl Geometry {
             header,
             sub_blocks,
             ram_bitmap,
+            data_bitmap,
         })
     }
 

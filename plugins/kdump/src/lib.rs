@@ -276,9 +276,9 @@ impl<'a> Output<'a> {
             self.sink.write_all(&header)?;
             self.sink.write_all(&g.sub_blocks)?;
             self.sink.write_all(&g.ram_bitmap)?;
-            // Every RAM page dumpable until a page says otherwise; rewritten at the end
-            // if one does.
-            self.sink.write_all(&g.ram_bitmap)?;
+            // Every page of the plan's ranges dumpable until a page says otherwise;
+            // rewritten at the end if one does.
+            self.sink.write_all(&g.data_bitmap)?;
             self.sink.skip(g.zero_off - g.desc_off)?;
             if !self.exclude_zero {
                 self.sink.write_all(&zero)?;
@@ -341,7 +341,7 @@ impl<'a> Output<'a> {
         if !cleared.is_empty() {
             let bm = self
                 .dumpable
-                .get_or_insert_with(|| self.geo.ram_bitmap.clone());
+                .get_or_insert_with(|| self.geo.data_bitmap.clone());
             for pfn in cleared {
                 set_bit(bm, pfn, false);
             }
@@ -404,7 +404,7 @@ impl<'a> Output<'a> {
             self.flush_data()?;
             if !self.tail_written {
                 let bm = self.dumpable.take();
-                let r = self.record(bm2_off, bm.as_deref().unwrap_or(&g.ram_bitmap));
+                let r = self.record(bm2_off, bm.as_deref().unwrap_or(&g.data_bitmap));
                 self.dumpable = bm;
                 r?;
                 let header = g.header_block(self.status);
@@ -465,6 +465,7 @@ mod tests {
 
     fn plan(ranges: Vec<PhysRange>, opts: &[(&str, &str)]) -> DumpPlan {
         DumpPlan {
+            filter: None,
             arch: Arch::X86_64,
             page_size: 4096,
             ranges,

@@ -141,6 +141,7 @@ mod tests {
 
     fn plan(opts: &[(&str, &str)]) -> DumpPlan {
         DumpPlan {
+            filter: None,
             arch: Arch::X86_64,
             page_size: 4096,
             ranges: vec![],

@@ -153,6 +153,7 @@ mod tests {
 
     fn plan() -> DumpPlan {
         DumpPlan {
+            filter: None,
             arch: Arch::X86_64,
             page_size: 4096,
             ranges: RAM.to_vec(),

@@ -126,6 +126,7 @@ mod tests {
 
     fn plan(ranges: Vec<PhysRange>) -> DumpPlan {
         DumpPlan {
+            filter: None,
             arch: Arch::X86_64,
             page_size: 4096,
             ranges,

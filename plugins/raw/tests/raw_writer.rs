@@ -58,6 +58,7 @@ fn synth(pieces: &[(u64, u64, bool)], zero_page: impl Fn(u64) -> bool) -> Segmen
 
 fn plan(ranges: Vec<PhysRange>) -> DumpPlan {
     DumpPlan {
+        filter: None,
         arch: Arch::X86_64,
         page_size: 4096,
         ranges,

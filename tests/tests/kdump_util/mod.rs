@@ -143,6 +143,7 @@ pub fn plan(arch: Arch, ranges: &[PhysRange], notes: Vec<Note>, opts: &[(&str, &
         .find(|n| n.name == b"VMCOREINFO")
         .map(|n| VmcoreInfo::parse(&n.desc));
     DumpPlan {
+        filter: None,
         arch,
         page_size: PS,
         ranges: ranges.to_vec(),

@@ -85,6 +85,7 @@ pub fn synth_with(
 
 pub fn plan(arch: Arch, ranges: Vec<PhysRange>, mappings: Option<MappingList>) -> DumpPlan {
     DumpPlan {
+        filter: None,
         arch,
         page_size: 4096,
         ranges,
