@@ -48,6 +48,11 @@ pub static PROBES: &[Probe] = &[
         matches: crate::avml::probe,
         open: crate::avml::open,
     },
+    Probe {
+        name: "qemu-migration",
+        matches: crate::migration::probe,
+        open: crate::migration::open,
+    },
 ];
 
 /// Name of the raw format, which has no probe.
