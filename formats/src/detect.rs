@@ -49,6 +49,11 @@ pub static PROBES: &[Probe] = &[
         open: crate::avml::open,
     },
     Probe {
+        name: "libvirt-save",
+        matches: crate::migration::libvirt::probe,
+        open: crate::migration::libvirt::open,
+    },
+    Probe {
         name: "qemu-migration",
         matches: crate::migration::probe,
         open: crate::migration::open,

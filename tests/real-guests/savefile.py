@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """VM save files of a real guest (issue 16): QEMU migration streams plus their references.
 
-  savefile.py --guest-dir DIR --out OUT --machine pc|q35 --mem MiB
+  savefile.py --guest-dir DIR --out OUT --machine pc|q35 --mem MiB [--vga]
 
 Boots the kernel + initramfs that ensure-guests.sh captured in DIR (the same QEMU binary,
 kernel, initramfs, -L dirs and command line, read from DIR/qemu-cmdline.txt), with the
@@ -9,7 +9,8 @@ given machine type and memory size, waits for READY, stops the guest and writes,
 stopped guest, in this order:
 
   registers.txt   HMP `info registers -a`
-  mtree.txt       HMP `info mtree -f` (RAM ranges -> ram-ranges.json)
+  mtree.txt       HMP `info mtree -f` (pc.ram ranges -> ram-ranges.json, every RAM range
+                  of the flat view, VRAM included -> flat-ram-ranges.json)
   ram.raw         HMP-equivalent QMP `pmemsave` of each RAM range, assembled (sparse)
   phys.elf        QEMU's own `dump-guest-memory` (its VMCOREINFO note is the reference)
   vm.migstream    QMP `migrate` to `exec:cat > vm.migstream` (the stream QEMU writes for
@@ -58,6 +59,7 @@ def main():
     ap.add_argument("--machine", default="pc")
     ap.add_argument("--mem", type=int, default=512)
     ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument("--vga", action="store_true", help="add -device VGA (the legacy VGA window)")
     ap.add_argument("--timeout", type=float, default=600)
     a = ap.parse_args()
     qemu, kernel, initrd, append, datadirs, cpu = base_command(a.guest_dir)
@@ -72,6 +74,8 @@ def main():
            "-chardev", f"file,id=ser0,path={console}", "-serial", "chardev:ser0",
            "-qmp", f"unix:{sock},server=on,wait=off", "-device", "vmcoreinfo",
            "-name", os.path.basename(out)]
+    if a.vga:
+        cmd += ["-device", "VGA"]
     for d in datadirs:
         cmd += ["-L", d]
     with open(os.path.join(out, "qemu-cmdline.txt"), "w") as f:
@@ -107,7 +111,20 @@ def main():
         save("registers.txt", qmp.hmp("info registers -a"))
         mtree = qmp.hmp("info mtree -f")
         save("mtree.txt", mtree)
-        ranges, _ = parse_mtree_ram(mtree)
+        flat, entries = parse_mtree_ram(mtree)
+        # guest RAM is pc.ram; a display device's VRAM (vga.vram at its PCI BAR) is RAM
+        # in QEMU's flat view too (QEMU's dump has it), but not guest memory: kept apart
+        ranges = []
+        for start, end, _typ, name, _off in entries:
+            if name != "pc.ram":
+                continue
+            if ranges and ranges[-1][0] + ranges[-1][1] == start:
+                ranges[-1][1] += end + 1 - start
+            else:
+                ranges.append([start, end + 1 - start])
+        ranges = [tuple(r) for r in ranges]
+        with open(os.path.join(out, "flat-ram-ranges.json"), "w") as f:
+            json.dump([{"start": s, "size": n} for s, n in flat], f)
         log("RAM ranges: " + ", ".join(f"{s:#x}+{n:#x}" for s, n in ranges))
         t = time.monotonic()
         for start, size in ranges:
@@ -127,7 +144,16 @@ def main():
         # the stream, from the stopped guest (as `virsh save` / `virsh dump` do it)
         t = time.monotonic()
         path = os.path.join(out, "vm.migstream")
-        qmp.cmd("migrate", uri="exec:cat > " + shlex.quote(path))
+        while True:
+            # QEMU blocks migration until the dump's cleanup has run, which can be a
+            # moment after query-dump says "completed"
+            try:
+                qmp.cmd("migrate", uri="exec:cat > " + shlex.quote(path))
+                break
+            except Fail as e:
+                if "dump-guest-memory in progress" not in str(e) or time.monotonic() > t + 60:
+                    raise
+                time.sleep(0.5)
         while True:
             st = qmp.cmd("query-migrate")
             if st.get("status") == "completed":
@@ -154,7 +180,9 @@ def main():
         os.unlink(os.path.join(out, f"ram-{start:x}.raw"))
     for f in os.listdir(out):
         os.chmod(os.path.join(out, f), 0o644)
-    facts = {"machine": a.machine, "machine_info": machines, "mem_mib": a.mem, "smp": a.smp,
+    # QEMU's ELF dump is mostly zero pages: punch holes (same bytes, less disk)
+    subprocess.run(["fallocate", "--dig-holes", os.path.join(out, "phys.elf")], check=False)
+    facts = {"machine": a.machine, "vga": a.vga, "machine_info": machines, "mem_mib": a.mem, "smp": a.smp,
              "qemu": qmp.version, "status_after": status, "ram_ranges": [
                  {"start": s, "size": n} for s, n in ranges],
              "migstream_bytes": os.path.getsize(os.path.join(out, "vm.migstream")),

@@ -4,8 +4,10 @@
 #
 #   tests/real-guests/savefile.sh [--force] [NAME...]
 #
-# NAME: x86_64-pc (default) and/or x86_64-q35. Each boots the x86_64-4level guest's
-# kernel and initramfs once (QEMU 7.2 TCG, 512 MiB, 2 vCPUs) into
+# NAME (default: all): x86_64-pc, x86_64-q35 (512 MiB), x86_64-pc-highmem (4608 MiB and
+# a VGA device: pc.ram split at 3 GiB, VGA window), x86_64-q35-highmem (3 GiB and a VGA
+# device: split at 2 GiB). Each boots the x86_64-4level guest's kernel and initramfs
+# once (QEMU 7.2 TCG, 2 vCPUs) into
 # ${DUMPCONV_SAVEFILE_CACHE:-~/.cache/dumpconv/savefiles}/NAME/. Needs the x86_64-4level
 # guest (ensure-guests.sh, called here; a no-op when it is cached). Idempotent: a
 # directory with a `complete` stamp of the current version is skipped.
@@ -15,16 +17,25 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HOME=${HOME:-/root}
 GUESTS=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
 CACHE=${DUMPCONV_SAVEFILE_CACHE:-$HOME/.cache/dumpconv/savefiles}
-VERSION=1
+VERSION=2
 FORCE=0; WANT=()
 for a in "$@"; do
     case "$a" in
         --force) FORCE=1 ;;
-        x86_64-pc|x86_64-q35) WANT+=("$a") ;;
-        *) echo "usage: $0 [--force] [x86_64-pc] [x86_64-q35]" >&2; exit 2 ;;
+        x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem) WANT+=("$a") ;;
+        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem]..." >&2; exit 2 ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-q35)
+[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem)
+# name -> machine, MiB, extra options
+spec() {
+    case "$1" in
+        x86_64-pc) echo "pc 512" ;;
+        x86_64-q35) echo "q35 512" ;;
+        x86_64-pc-highmem) echo "pc 4608 --vga" ;;
+        x86_64-q35-highmem) echo "q35 3072 --vga" ;;
+    esac
+}
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock -w 3600 9
@@ -45,8 +56,12 @@ if [ ${#todo[@]} -gt 0 ]; then
     export QEMU_MODULE_DIR
     for n in "${todo[@]}"; do
         rm -rf "${CACHE:?}/$n"
+        read -r machine mem extra <<<"$(spec "$n")"
+        t1=$(date +%s.%N)
+        # shellcheck disable=SC2086
         nice python3 "$HERE/savefile.py" --guest-dir "$src" --out "$CACHE/$n" \
-            --machine "${n#x86_64-}" --mem 512
+            --machine "$machine" --mem "$mem" $extra
+        echo "savefile $n: $(awk -v a="$t1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s" >&2
         printf 'savefile-version %s\ncaptured %s\n' "$VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$CACHE/$n/complete"
     done
 fi

@@ -25,6 +25,7 @@
 mod cpu;
 mod cursor;
 pub mod layout;
+pub mod libvirt;
 pub mod vmdesc;
 
 use std::fs::File;
