@@ -129,7 +129,7 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
 
 /// Open the stream that starts at `start` in `input` (after a libvirt header, say).
 pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
-    let p = parse(input, start)?;
+    let mut p = parse(input, start)?;
     let machine_name = p.machine.clone().ok_or_else(|| {
         Error::format(
             input.path.clone(),
@@ -193,7 +193,24 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
             ));
         }
     }
-    let memory = Arc::new(StreamMemory::new(input, &p.blocks, &placed));
+    let zero: u64 = placed
+        .iter()
+        .map(|pl| {
+            let b = &p.blocks[pl.block];
+            let first = (pl.block_offset / PAGE) as usize;
+            let n = pl.phys.len().div_ceil(PAGE) as usize;
+            b.pages
+                .iter()
+                .skip(first)
+                .take(n)
+                .filter(|&&e| e == ZERO)
+                .count() as u64
+                * PAGE
+        })
+        .sum();
+    let names: Vec<(String, u64)> = p.blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
+    // the page index moves into the memory (no copy: it is 8 bytes per guest page)
+    let memory = Arc::new(StreamMemory::new(input, &mut p.blocks, &placed));
 
     let mut warnings = p.warnings;
     let (cpus, arch) = cpu::x86_cpus(&p.devices, &mut warnings);
@@ -213,24 +230,9 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
     let vmcoreinfo = cpu::vmcoreinfo(&p.devices, memory.as_ref(), &mut warnings);
 
     let ram: u64 = memory.total_bytes();
-    let zero: u64 = placed
-        .iter()
-        .map(|pl| {
-            let b = &p.blocks[pl.block];
-            let first = (pl.block_offset / PAGE) as usize;
-            let n = pl.phys.len().div_ceil(PAGE) as usize;
-            b.pages
-                .iter()
-                .skip(first)
-                .take(n)
-                .filter(|&&e| e == ZERO)
-                .count() as u64
-                * PAGE
-        })
-        .sum();
     let mut details = vec![
         ("machine type".to_string(), machine_name.clone()),
-        ("RAM blocks".into(), block_list(&p.blocks)),
+        ("RAM blocks".into(), names_list(&names)),
         (
             "RAM placement".into(),
             placed
@@ -238,7 +240,7 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
                 .map(|pl| {
                     format!(
                         "{}+{:#x} at {:#x}-{:#x}",
-                        p.blocks[pl.block].name,
+                        names[pl.block].0,
                         pl.block_offset,
                         pl.phys.start,
                         pl.phys.end - 1
@@ -289,12 +291,17 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
 }
 
 fn block_list(blocks: &[Block]) -> String {
+    let names: Vec<(String, u64)> = blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
+    names_list(&names)
+}
+
+fn names_list(blocks: &[(String, u64)]) -> String {
     if blocks.is_empty() {
         return "(none: no MEM_SIZE record)".into();
     }
     blocks
         .iter()
-        .map(|b| format!("{} ({:#x} bytes)", b.name, b.len))
+        .map(|(n, l)| format!("{n} ({l:#x} bytes)"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -714,12 +721,12 @@ struct StreamMemory {
 }
 
 impl StreamMemory {
-    fn new(input: &Input, blocks: &[Block], placed: &[layout::Placement]) -> StreamMemory {
+    fn new(input: &Input, blocks: &mut [Block], placed: &[layout::Placement]) -> StreamMemory {
         let mut idx: Vec<Option<Arc<Vec<u64>>>> = vec![None; blocks.len()];
         let mut pieces = Vec::new();
         for pl in placed {
             let pages = idx[pl.block]
-                .get_or_insert_with(|| Arc::new(blocks[pl.block].pages.clone()))
+                .get_or_insert_with(|| Arc::new(std::mem::take(&mut blocks[pl.block].pages)))
                 .clone();
             pieces.push((pl.phys, pl.block_offset, pages));
         }
