@@ -31,7 +31,7 @@ Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh 
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
 LiME (lime.ko format=lime, avml convert --format lime), AVML (avml --compress, snappy
 per range), QEMU migration streams (migrate to a file, virsh save, virsh dump without
---memory-only; x86 pc/q35 and arm64 virt machines; x86 CPU state and VMCOREINFO
+--memory-only; x86 pc/q35 and arm64 virt machines; CPU state and VMCOREINFO
 included) and libvirt save files, raw images (file offset = physical address; give
 --ram-map to declare holes; LiME format=padded is one).
 

@@ -112,11 +112,11 @@ def main():
         mtree = qmp.hmp("info mtree -f")
         save("mtree.txt", mtree)
         flat, entries = parse_mtree_ram(mtree)
-        # guest RAM is pc.ram; a display device's VRAM (vga.vram at its PCI BAR) is RAM
+        # guest RAM is pc.ram (x86) / mach-virt.ram (arm64 virt); a display device's VRAM (vga.vram at its PCI BAR) is RAM
         # in QEMU's flat view too (QEMU's dump has it), but not guest memory: kept apart
         ranges = []
         for start, end, _typ, name, _off in entries:
-            if name != "pc.ram":
+            if name not in ("pc.ram", "mach-virt.ram"):
                 continue
             if ranges and ranges[-1][0] + ranges[-1][1] == start:
                 ranges[-1][1] += end + 1 - start

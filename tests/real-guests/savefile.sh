@@ -6,10 +6,10 @@
 #
 # NAME (default: all): x86_64-pc, x86_64-q35 (512 MiB), x86_64-pc-highmem (4608 MiB and
 # a VGA device: pc.ram split at 3 GiB, VGA window), x86_64-q35-highmem (3 GiB and a VGA
-# device: split at 2 GiB). Each boots the x86_64-4level guest's kernel and initramfs
-# once (QEMU 7.2 TCG, 2 vCPUs) into
+# device: split at 2 GiB), arm64-virt (512 MiB, the arm64-4k guest's kernel). Each boots
+# the guest's kernel and initramfs once (QEMU 7.2 TCG, 2 vCPUs) into
 # ${DUMPCONV_SAVEFILE_CACHE:-~/.cache/dumpconv/savefiles}/NAME/. Needs the x86_64-4level
-# guest (ensure-guests.sh, called here; a no-op when it is cached). Idempotent: a
+# / arm64-4k guests (ensure-guests.sh, called here; a no-op when they are cached). Idempotent: a
 # directory with a `complete` stamp of the current version is skipped.
 {
 set -euo pipefail
@@ -22,18 +22,19 @@ FORCE=0; WANT=()
 for a in "$@"; do
     case "$a" in
         --force) FORCE=1 ;;
-        x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem) WANT+=("$a") ;;
-        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem]..." >&2; exit 2 ;;
+        x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt) WANT+=("$a") ;;
+        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt]..." >&2; exit 2 ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem)
-# name -> machine, MiB, extra options
+[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem arm64-virt)
+# name -> guest whose kernel, initramfs and QEMU it boots, machine, MiB, extra options
 spec() {
     case "$1" in
-        x86_64-pc) echo "pc 512" ;;
-        x86_64-q35) echo "q35 512" ;;
-        x86_64-pc-highmem) echo "pc 4608 --vga" ;;
-        x86_64-q35-highmem) echo "q35 3072 --vga" ;;
+        x86_64-pc) echo "x86_64-4level pc 512" ;;
+        x86_64-q35) echo "x86_64-4level q35 512" ;;
+        x86_64-pc-highmem) echo "x86_64-4level pc 4608 --vga" ;;
+        x86_64-q35-highmem) echo "x86_64-4level q35 3072 --vga" ;;
+        arm64-virt) echo "arm64-4k virt 512" ;;
     esac
 }
 mkdir -p "$CACHE"
@@ -49,17 +50,24 @@ for n in "${WANT[@]}"; do
     fi
 done
 if [ ${#todo[@]} -gt 0 ]; then
-    bash "$HERE/ensure-guests.sh" x86_64-4level
-    src=$GUESTS/x86_64-4level
-    qemu=$(awk '{print $1; exit}' "$src/qemu-cmdline.txt")
-    QEMU_MODULE_DIR=$(dirname "$(ls "$(dirname "$(dirname "$qemu")")"/lib/*/qemu/accel-tcg-x86_64.so)")
-    export QEMU_MODULE_DIR
+    need=()
+    for n in "${todo[@]}"; do
+        read -r g _ <<<"$(spec "$n")"
+        [[ " ${need[*]-} " == *" $g "* ]] || need+=("$g")
+    done
+    bash "$HERE/ensure-guests.sh" "${need[@]}"
+    # TCG of qemu-system-x86_64 7.2 is a module (ensure-guests.sh README); harmless for arm
+    qemu=$(awk '{print $1; exit}' "$GUESTS/x86_64-4level/qemu-cmdline.txt" 2>/dev/null || true)
+    if [ -n "$qemu" ]; then
+        QEMU_MODULE_DIR=$(dirname "$(ls "$(dirname "$(dirname "$qemu")")"/lib/*/qemu/accel-tcg-x86_64.so)")
+        export QEMU_MODULE_DIR
+    fi
     for n in "${todo[@]}"; do
         rm -rf "${CACHE:?}/$n"
-        read -r machine mem extra <<<"$(spec "$n")"
+        read -r g machine mem extra <<<"$(spec "$n")"
         t1=$(date +%s.%N)
         # shellcheck disable=SC2086
-        nice python3 "$HERE/savefile.py" --guest-dir "$src" --out "$CACHE/$n" \
+        nice python3 "$HERE/savefile.py" --guest-dir "$GUESTS/$g" --out "$CACHE/$n" \
             --machine "$machine" --mem "$mem" $extra
         echo "savefile $n: $(awk -v a="$t1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s" >&2
         printf 'savefile-version %s\ncaptured %s\n' "$VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$CACHE/$n/complete"

@@ -158,3 +158,74 @@ fn read_note(mem: &dyn PhysicalMemory, paddr: u64, size: u64) -> Result<Vec<u8>,
         .map(<[u8]>::to_vec)
         .ok_or_else(|| "note descriptor runs past its size".to_string())
 }
+
+/// The system registers read from an arm64 vCPU's `cpreg_vmstate_indexes` /
+/// `cpreg_vmstate_values` lists, by (op0, op1, CRn, CRm, op2). QEMU keys the lists with
+/// the KVM register id: 0x6030_0000_0013_0000 | op0 << 14 | op1 << 11 | CRn << 7 |
+/// CRm << 3 | op2.
+/// (op0, op1, CRn, CRm, op2) of an AArch64 system register.
+type SysRegEnc = (u64, u64, u64, u64, u64);
+
+const ARM64_SYSREGS: [(&str, SysRegEnc); 6] = [
+    ("sctlr_el1", (3, 0, 1, 0, 0)),
+    ("ttbr0_el1", (3, 0, 2, 0, 0)),
+    ("ttbr1_el1", (3, 0, 2, 0, 1)),
+    ("tcr_el1", (3, 0, 2, 0, 2)),
+    ("mair_el1", (3, 0, 10, 2, 0)),
+    ("vbar_el1", (3, 0, 12, 0, 0)),
+];
+
+fn arm64_sysreg_id((op0, op1, crn, crm, op2): SysRegEnc) -> u64 {
+    0x6030_0000_0013_0000 | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+}
+
+/// arm64 vCPUs of a `virt` machine (target/arm's `vmstate_arm_cpu`): `env.xregs[0..31]`
+/// (x0..x30; `xregs[31]` is the current stack pointer), `env.pc`, `cpsr` (PSTATE on an
+/// AArch64 vCPU), and the system registers of [`ARM64_SYSREGS`].
+pub fn arm64_cpus(devices: &[(String, u32, Fields)], warnings: &mut Vec<String>) -> Vec<CpuState> {
+    let mut secs: Vec<&(String, u32, Fields)> =
+        devices.iter().filter(|(n, _, _)| n == "cpu").collect();
+    secs.sort_by_key(|(_, i, _)| *i);
+    let mut cpus = Vec::new();
+    for (_, inst, f) in secs {
+        let mut c = CpuState::new(*inst, Some(Arch::AARCH64));
+        for i in 0..31 {
+            c.set_reg_opt(&format!("x{i}"), get(f, &format!("env.xregs[{i}]")));
+        }
+        c.set_reg_opt("sp", get(f, "env.xregs[31]"));
+        c.set_reg_opt("pc", get(f, "env.pc"));
+        c.set_reg_opt("pstate", get(f, "cpsr"));
+        let n = get(f, "cpreg_vmstate_array_len").unwrap_or(0);
+        // `cpreg_vmstate_array_len` is an int32 written little-endian ("int32 le"): it
+        // was read big-endian here
+        let n = if n > 0xffff {
+            u64::from((n as u32).swap_bytes())
+        } else {
+            n
+        };
+        let ids: Vec<(u64, u64)> = (0..n)
+            .filter_map(|i| {
+                Some((
+                    get(f, &format!("cpreg_vmstate_indexes[{i}]"))?,
+                    get(f, &format!("cpreg_vmstate_values[{i}]"))?,
+                ))
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (name, enc) in ARM64_SYSREGS {
+            match ids.iter().find(|(id, _)| *id == arm64_sysreg_id(enc)) {
+                Some((_, v)) => c.set_reg(name, *v),
+                None => missing.push(name),
+            }
+        }
+        if !missing.is_empty() || !c.regs.contains("pc") {
+            warnings.push(format!(
+                "cpu {inst}: not in its cpu section: {}{}",
+                if c.regs.contains("pc") { "" } else { "pc, " },
+                missing.join(", ")
+            ));
+        }
+        cpus.push(c);
+    }
+    cpus
+}

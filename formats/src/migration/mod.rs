@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dumpconv_core::memory::read_in_pieces;
-use dumpconv_core::{Backing, CpuState, Dump, Error, PhysRange, PhysicalMemory, Result};
+use dumpconv_core::{Backing, Dump, Error, PhysRange, PhysicalMemory, Result};
 use serde_json::Value;
 
 use crate::input::Input;
@@ -213,20 +213,20 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
     let memory = Arc::new(StreamMemory::new(input, &mut p.blocks, &placed));
 
     let mut warnings = p.warnings;
-    let (cpus, arch) = cpu::x86_cpus(&p.devices, &mut warnings);
-    let is_x86 = matches!(
-        mach,
-        layout::Machine::I440fx { .. } | layout::Machine::Q35 { .. }
-    );
-    let arch = if is_x86 { arch } else { None };
-    let cpus: Vec<CpuState> = if is_x86 { cpus } else { Vec::new() };
-    if !is_x86 {
-        warnings.push(
-            "CPU state of this machine's vCPUs is not decoded yet (x86 only): \
-             --paging needs --cpu-state"
-                .into(),
-        );
-    }
+    let (cpus, arch) = match mach {
+        layout::Machine::I440fx { .. } | layout::Machine::Q35 { .. } => {
+            cpu::x86_cpus(&p.devices, &mut warnings)
+        }
+        layout::Machine::ArmVirt => {
+            let cpus = cpu::arm64_cpus(&p.devices, &mut warnings);
+            // an AArch64 vCPU's state has 31 x registers; a 32-bit arm guest would not
+            let arch = cpus
+                .first()
+                .filter(|c| c.regs.contains("x30"))
+                .map(|_| dumpconv_core::Arch::AARCH64);
+            (cpus, arch)
+        }
+    };
     let vmcoreinfo = cpu::vmcoreinfo(&p.devices, memory.as_ref(), &mut warnings);
 
     let ram: u64 = memory.total_bytes();
