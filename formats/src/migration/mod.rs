@@ -548,6 +548,8 @@ fn footer(cur: &mut Cursor, id: u32) -> Result<()> {
 #[derive(Default)]
 struct RamState {
     mem_size_seen: bool,
+    /// Pages of all blocks listed so far.
+    pages: u64,
     /// Block of the previous page record (for CONTINUE).
     last: Option<usize>,
 }
@@ -617,16 +619,20 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
                 if p.blocks.iter().any(|b| b.name == name) {
                     return Err(cur.err_at(bat, format!("RAM block {name:?} listed twice")));
                 }
-                // The index is 8 bytes per page; a lying length costs at most what
-                // the file could hold (a page record is at least 9 bytes).
+                // The index is 8 bytes per page. Every page is sent at least once, in
+                // a record of at least 9 bytes: blocks with more pages than the file
+                // could send are a lie or a truncated stream, not an allocation.
                 let pages = len / PAGE;
-                if pages > cur.input.len / 9 + 1 && pages > (1 << 20) {
+                st.pages = st.pages.saturating_add(pages);
+                if st.pages > cur.input.len / 9 + 1 {
                     return Err(cur.err_at(
                         bat,
                         format!(
-                            "RAM block {name:?} of {len:#x} bytes has more pages than a \
-                             {:#x}-byte stream can send",
-                            cur.input.len
+                            "RAM block {name:?} ({len:#x} bytes) brings the RAM to {:#x} \
+                             pages, more than a {:#x}-byte stream can send (each page \
+                             takes at least 9 bytes): truncated file, or a corrupt \
+                             MEM_SIZE record",
+                            st.pages, cur.input.len
                         ),
                     ));
                 }

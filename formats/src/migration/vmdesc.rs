@@ -20,6 +20,11 @@ use super::cursor::Cursor;
 const MAX_DEPTH: usize = 16;
 /// Largest element count of one array field.
 const MAX_ARRAY: u64 = 1 << 24;
+/// Most fields and elements visited in one section (QEMU's largest, an x86 `cpu`, has
+/// a few hundred): a description of nested empty arrays cannot make the walk endless.
+const MAX_VISITS: u64 = 1 << 24;
+/// Most fields recorded for one section (the rest are skipped).
+const MAX_RECORDED: usize = 1 << 16;
 
 /// Fields read while walking: (name, big-endian value) for fields of 1 to 8 bytes.
 pub type Fields = Vec<(String, u64)>;
@@ -32,6 +37,18 @@ pub fn walk(
     prefix: &str,
     out: &mut Option<&mut Fields>,
     depth: usize,
+) -> Result<()> {
+    let mut visits = 0u64;
+    walk_in(cur, desc, prefix, out, depth, &mut visits)
+}
+
+fn walk_in(
+    cur: &mut Cursor,
+    desc: &Value,
+    prefix: &str,
+    out: &mut Option<&mut Fields>,
+    depth: usize,
+    visits: &mut u64,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(cur.err_at(
@@ -60,13 +77,20 @@ pub fn walk(
             .filter(|s| s.is_object())
             .or_else(|| f.get("fields").map(|_| f));
         for i in 0..n {
+            *visits += 1;
+            if *visits > MAX_VISITS {
+                return Err(cur.err_at(
+                    cur.pos,
+                    format!("the VMDESCRIPTION describes more than {MAX_VISITS} fields"),
+                ));
+            }
             let el = if array.is_some() {
                 format!("{prefix}{name}[{i}]")
             } else {
                 format!("{prefix}{name}")
             };
             if let Some(s) = nested {
-                walk(cur, s, &format!("{el}."), out, depth + 1)?;
+                walk_in(cur, s, &format!("{el}."), out, depth + 1, visits)?;
                 continue;
             }
             let size = size.ok_or_else(|| {
@@ -76,7 +100,7 @@ pub fn walk(
                 )
             })?;
             match out {
-                Some(o) if (1..=8).contains(&size) => {
+                Some(o) if (1..=8).contains(&size) && o.len() < MAX_RECORDED => {
                     let v = cur.be_uint(size as usize)?;
                     o.push((el, v));
                 }
@@ -84,7 +108,7 @@ pub fn walk(
             }
         }
     }
-    subsections(cur, desc, prefix, out, depth)
+    subsections(cur, desc, prefix, out, depth, visits)
 }
 
 /// The subsections present after a state's fields: each is `0x05`, its name, its
@@ -96,6 +120,7 @@ fn subsections(
     prefix: &str,
     out: &mut Option<&mut Fields>,
     depth: usize,
+    visits: &mut u64,
 ) -> Result<()> {
     let own = desc.get("vmsd_name").and_then(Value::as_str).unwrap_or("");
     let empty = Vec::new();
@@ -128,7 +153,7 @@ fn subsections(
         let at = cur.pos;
         cur.skip(2 + len as u64)?;
         let _version = cur.be_u32()?;
-        walk(cur, sub, prefix, out, depth + 1).map_err(|e| {
+        walk_in(cur, sub, prefix, out, depth + 1, visits).map_err(|e| {
             if matches!(e, dumpconv_core::Error::Format { .. }) {
                 e
             } else {
