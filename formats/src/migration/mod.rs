@@ -812,6 +812,3 @@ impl PhysicalMemory for StreamMemory {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
