@@ -30,8 +30,10 @@ Examples:
 Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh dump
 --memory-only, /proc/vmcore, makedumpfile -E), kdump-compressed (seekable or flattened),
 LiME (lime.ko format=lime, avml convert --format lime), AVML (avml --compress, snappy
-per range), raw images (file offset = physical address; give --ram-map to declare
-holes; LiME format=padded is one).
+per range), QEMU migration streams (migrate to a file, virsh save, virsh dump without
+--memory-only; x86 pc/q35 and arm64 virt machines; CPU state and VMCOREINFO
+included) and libvirt save files, raw images (file offset = physical address; give
+--ram-map to declare holes; LiME format=padded is one).
 
 Any of these may be wrapped in gzip, zlib, lz4, zstd or xz (one level), and INPUT may
 be `-` (standard input) or a named pipe. Such inputs are first decompressed/copied as a

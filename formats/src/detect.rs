@@ -48,6 +48,16 @@ pub static PROBES: &[Probe] = &[
         matches: crate::avml::probe,
         open: crate::avml::open,
     },
+    Probe {
+        name: "libvirt-save",
+        matches: crate::migration::libvirt::probe,
+        open: crate::migration::libvirt::open,
+    },
+    Probe {
+        name: "qemu-migration",
+        matches: crate::migration::probe,
+        open: crate::migration::open,
+    },
 ];
 
 /// Name of the raw format, which has no probe.
