@@ -122,6 +122,12 @@ fn run_convert(c: args::ConvertArgs, registry: &Registry) -> Result<(), Error> {
             report.memory_bytes,
             report.total_time
         );
+        for k in &report.kernels {
+            eprintln!("dumpconv: paging: {k}");
+        }
+        if let Some(r) = &report.root {
+            eprintln!("dumpconv: paging: {r}");
+        }
         if let Some(w) = &report.walker {
             eprintln!("dumpconv: paging: walker {w}");
         }
