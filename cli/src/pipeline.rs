@@ -253,16 +253,38 @@ pub fn build_plan(
                     let (walker, origin) =
                         registry.walker_for_cpus(&choice.cpus, p.user_cpu, arch)?;
                     report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
-                    if choice.source != "cpu" || choice.cpus.len() != cpus.len() {
-                        let msg = format!(
-                            "--paging: {} ({})",
-                            choice.describe(),
-                            describe_roots(
-                                walker.as_ref(),
-                                &choice.cpus[0],
-                                &WalkOptions::default()
-                            )
-                        );
+                    let roots = choice
+                        .cpus
+                        .first()
+                        .map(|c| describe_roots(walker.as_ref(), c, &WalkOptions::default()))
+                        .unwrap_or_default();
+                    let cpu_paging = cpus.iter().any(|c| walker.paging_enabled(c));
+                    let msg = match choice.source {
+                        "vmcoreinfo" => Some(format!(
+                            "--paging: {}; using the kernel's page-table root from VMCOREINFO \
+                             ({roots}; {})",
+                            if cpus.is_empty() {
+                                "the input has no CPU state"
+                            } else if !cpu_paging {
+                                "no CPU has paging enabled"
+                            } else {
+                                "no CPU runs the chosen kernel"
+                            },
+                            choice.describe()
+                        )),
+                        "cpu" if choice.cpus.len() != cpus.len() => Some(format!(
+                            "--paging: walking the CPUs {} that run the chosen kernel ({})",
+                            choice
+                                .cpus
+                                .iter()
+                                .map(|c| c.index.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            choice.describe()
+                        )),
+                        _ => None,
+                    };
+                    if let Some(msg) = msg {
                         progress.warn(&msg);
                         report.warnings.push(msg);
                     }

@@ -166,7 +166,7 @@ pub struct Kernels {
 /// `--root cpu`), nor when the input's own VMCOREINFO already is the crashed kernel's
 /// and no other kernel is asked for.
 pub fn wants_ram_scan(dump: &Dump, opts: &ConvertOptions) -> bool {
-    if opts.root.is_some() || opts.cpus.is_some() || opts.root_source == Some(RootSource::Cpu) {
+    if opts.root.is_some() || opts.root_source == Some(RootSource::Cpu) {
         return false;
     }
     let has_crashed = dump
@@ -241,34 +241,14 @@ pub fn find_kernels(
     }
     let mem = dump.memory.as_ref();
     for (n, (info, origin)) in infos.into_iter().enumerate() {
+        // The input's or --arch's architecture, else the one a walker recognises in
+        // the text, else the default raw images always had.
         let arch = opts
             .arch
             .or(dump.arch)
-            .or_else(|| registry.arch_from_vmcoreinfo(&info));
+            .or_else(|| registry.arch_from_vmcoreinfo(&info))
+            .unwrap_or_else(|| effective_arch(dump, opts));
         let from_ram = n >= given;
-        let Some(arch) = arch else {
-            let why = "no walker recognises its architecture (give --arch)";
-            if from_ram {
-                out.rejected.push(format!(
-                    "{}: VMCOREINFO at {} (OSRELEASE {}): {why}",
-                    dump.path.display(),
-                    origin.describe(),
-                    info.osrelease().unwrap_or("?")
-                ));
-                continue;
-            }
-            out.list.push(Kernel {
-                index: out.list.len(),
-                crashed: info.get("CRASHTIME").is_some(),
-                info,
-                origin,
-                arch: None,
-                running_cpus: Vec::new(),
-                root: None,
-                check: Err(why.into()),
-            });
-            continue;
-        };
         // A copy in RAM counts only if it is a kernel's: its utsname is where it says.
         if from_ram {
             if let Err(why) = info.read_kernel_utsname(arch.elf_machine(), mem) {
@@ -613,7 +593,7 @@ pub fn choose_root(
     if opts.root.is_some() {
         return Ok(choice(cpus.to_vec(), "user", None));
     }
-    if opts.cpus.is_some() {
+    if opts.cpus.is_some() && !paging_cpus(None).is_empty() {
         return Ok(choice(cpus.to_vec(), "cpu", None));
     }
     match opts.root_source {
