@@ -159,6 +159,9 @@ pub struct Kernels {
     pub scan_bytes: u64,
     /// "Linux version " positions from the RAM scan (for the last-resort root scan).
     pub banners: Vec<u64>,
+    /// CPUs with paging whose walker cannot translate one address (a plugin that only
+    /// walks whole): which kernel they run is unknown, so they are not set aside.
+    pub untestable_cpus: Vec<u32>,
 }
 
 /// Whether [`find_kernels`] should look through RAM for a `--paging` conversion with
@@ -280,8 +283,17 @@ pub fn find_kernels(
             let Ok((w, _)) = registry.walker_for_cpus(std::slice::from_ref(c), None, arch) else {
                 continue;
             };
-            if w.paging_enabled(c) && maps_stext(w.as_ref(), c, &info, arch, dump, &wopts).is_ok() {
-                running_cpus.push(c.index);
+            if !w.paging_enabled(c) {
+                continue;
+            }
+            match maps_stext(w.as_ref(), c, &info, arch, dump, &wopts) {
+                Ok(_) => running_cpus.push(c.index),
+                Err(Untestable) => {
+                    if !out.untestable_cpus.contains(&c.index) {
+                        out.untestable_cpus.push(c.index);
+                    }
+                }
+                Err(_) => {}
             }
         }
         out.list.push(Kernel {
@@ -324,6 +336,24 @@ pub fn mode_and_root(w: &dyn ArchWalker, cpu: &CpuState) -> (String, u64) {
     }
 }
 
+/// Why a table does not map `_stext` where the kernel is.
+#[derive(Debug)]
+enum StextError {
+    /// The walker cannot translate single addresses.
+    Untestable,
+    Wrong(String),
+}
+use StextError::Untestable;
+
+impl std::fmt::Display for StextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StextError::Untestable => f.write_str("the walker cannot translate one address"),
+            StextError::Wrong(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Does `cpu`'s table map `SYMBOL(_stext)` where the kernel-image rules of `info` put
 /// it? Err says what it does instead.
 fn maps_stext(
@@ -333,29 +363,31 @@ fn maps_stext(
     arch: Arch,
     dump: &Dump,
     wopts: &dumpconv_core::WalkOptions,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<u64, StextError> {
     let stext = info
         .symbol("_stext")
-        .ok_or("VMCOREINFO has no SYMBOL(_stext)")?;
+        .ok_or(StextError::Wrong("VMCOREINFO has no SYMBOL(_stext)".into()))?;
     let expect = info.kernel_image_phys(arch.elf_machine(), stext);
     if expect.is_empty() {
-        return Err(format!(
+        return Err(StextError::Wrong(format!(
             "no kernel-image rule places _stext {stext:#x} for {arch}"
-        ));
+        )));
     }
-    let t = w
-        .translate(cpu, dump.memory.as_ref(), wopts, stext)
-        .map_err(|e| e.to_string())?;
+    let t = match w.translate(cpu, dump.memory.as_ref(), wopts, stext) {
+        Ok(t) => t,
+        Err(Error::Unsupported(_)) => return Err(Untestable),
+        Err(e) => return Err(StextError::Wrong(e.to_string())),
+    };
     match t.phys {
         Some(p) if expect.contains(&p) => Ok(p),
-        Some(p) => Err(format!(
+        Some(p) => Err(StextError::Wrong(format!(
             "it maps _stext {stext:#x} to physical {p:#x}, not {:#x} where the kernel image is",
             expect[0]
-        )),
-        None => Err(format!(
+        ))),
+        None => Err(StextError::Wrong(format!(
             "it does not map _stext {stext:#x}{}",
             t.fault.map(|f| format!(" ({f})")).unwrap_or_default()
-        )),
+        ))),
     }
 }
 
@@ -373,7 +405,10 @@ fn check_root(
         return Err(format!("root {root:#x} is outside RAM"));
     }
     let wopts = walk_options(Some(info), 52);
-    maps_stext(w, cpu, info, arch, dump, &wopts)?;
+    match maps_stext(w, cpu, info, arch, dump, &wopts) {
+        Ok(_) | Err(Untestable) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     info.read_kernel_utsname(arch.elf_machine(), dump.memory.as_ref())?;
     Ok(())
 }
@@ -635,6 +670,15 @@ pub fn choose_root(
             let c = paging_cpus(Some(k));
             if !c.is_empty() {
                 return Ok(choice(c, "cpu", Some(k.index)));
+            }
+            // CPUs whose walker cannot say which kernel they run: taken as before
+            // kernels were told apart, unless a kernel was asked for.
+            let unknown: Vec<CpuState> = paging_cpus(None)
+                .into_iter()
+                .filter(|c| kernels.untestable_cpus.contains(&c.index))
+                .collect();
+            if !unknown.is_empty() && opts.kernel.is_none() {
+                return Ok(choice(unknown, "cpu", None));
             }
             vmci_root(k, warnings)
         }
