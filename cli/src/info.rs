@@ -280,16 +280,27 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
         w.paging_enabled(c).then(|| (c.clone(), w))
     });
     // As `--paging` does: a CPU that cannot say where its tables are gives way to the
-    // kernel's own root from VMCOREINFO, when there is one.
+    // root of the chosen kernel (VMCOREINFO in the file, --vmcoreinfo, or found in RAM:
+    // docs/roots.md), `--root` and `--kernel` included.
     let from_vmci = match (&paging, vmcoreinfo.as_ref()) {
-        (None, Some(v)) => registry
-            .roots_from_vmcoreinfo(arch, v)?
-            .and_then(|(root_cpu, _)| {
+        (None, v) => {
+            let kernels = find_kernels(&dump, &opts, registry, &cpus, v.is_none())?;
+            let mut warnings = Vec::new();
+            let choice = choose_root(&dump, &opts, registry, &kernels, &cpus, &mut warnings)
+                .ok()
+                .flatten();
+            for w in &warnings {
+                eprintln!("dumpconv: warning: {w}");
+            }
+            choice.and_then(|c| {
+                let root_cpu = c.cpus.first()?.clone();
+                let a = root_cpu.arch.unwrap_or(arch);
                 let (w, _) = registry
-                    .walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)
+                    .walker_for_cpus(std::slice::from_ref(&root_cpu), None, a)
                     .ok()?;
-                Some((root_cpu, w))
-            }),
+                w.paging_enabled(&root_cpu).then_some((root_cpu, w))
+            })
+        }
         _ => None,
     };
     let (cpu, walker) = match paging.or_else(|| {
