@@ -1,6 +1,6 @@
 //! Issue 11 on the real guests: `--paging` with no `--cr3`, `--arch` or `--paging-mode`
-//! on `ram.raw`, on LiME and AVML files made from it, and on an ELF that has no note at
-//! all: the root comes from the VMCOREINFO found in RAM (the architecture too), gdb reads
+//! on `ram.raw`, on LiME and AVML files made from it, and on an ELF and a kdump file that
+//! have no note at all: the root comes from the VMCOREINFO found in RAM (the architecture too), gdb reads
 //! `linux_banner` through it (x86: this gdb has no aarch64), every kernel-half page of
 //! QEMU's own paging dump reads the same bytes from ours, the output carries the
 //! VMCOREINFO found, and `info` names OSRELEASE and the root. CI cost is kept low: one
@@ -168,8 +168,17 @@ fn paging_without_cpu_state_or_flags_on_every_guest() {
         // An ELF says its machine: made with the guest's (a raw image does not say it).
         let arch = dumpconv_core::Arch::from_name(g.meta["arch"].as_str().unwrap());
         convert_arch(&raw, &bare, "elf", false, arch);
+        // A kdump file without notes (no CPU state, no VMCOREINFO), pages stored plain.
+        let kdump = t.join("bare.kdump");
+        let o = ConvertOptions {
+            format: Some("kdump".into()),
+            arch,
+            writer_options: [("compress".to_string(), "none".to_string())].into(),
+            ..ConvertOptions::default()
+        };
+        convert(&raw, &Output::Path(kdump.clone()), &o, &NoProgress).unwrap();
         let mut outs = Vec::new();
-        for input in [&raw, &lime, &avml, &bare] {
+        for input in [&raw, &lime, &avml, &bare, &kdump] {
             let out = t.join(format!(
                 "{}.paging.elf",
                 input.file_name().unwrap().to_string_lossy()
