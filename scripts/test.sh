@@ -52,6 +52,21 @@ if [ "${DUMPCONV_SKIP_GUESTS:-0}" != 1 ]; then
     export DUMPCONV_REQUIRE_GUESTS=1
 fi
 
+# Newer reference tools (makedumpfile 1.7.6, crash 8.0.6, drgn, libkdumpfile) from Debian 13
+# in minimal debootstrap roots under ~/.cache/dumpconv (tests/reference-tools/README.md):
+# ~35 s + ~65 s cold, milliseconds warm. Needs root (debootstrap, chroot).
+if [ "${DUMPCONV_SKIP_REFTOOLS:-0}" != 1 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        step "Debian 13 reference tools (tests/reference-tools/ensure-debian13.sh)"
+        bash tests/reference-tools/ensure-debian13.sh
+        bash tests/reference-tools/ensure-debian13.sh --arch i386
+        # The roots are built: a missing one is now a failure, not a skip.
+        export DUMPCONV_REQUIRE_REFTOOLS=1
+    else
+        echo "not root: the Debian 13 reference-tool tests will skip" >&2
+    fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1000,6 +1000,11 @@ def meta(a):
     if a.kaslr == 1 and kernel_offset == 0:
         problems.append("KASLR guest has kernel offset 0")
 
+    crashk = None
+    if a.crashk:
+        crashk, p = crashk_check(out, a.release, cpus, vmci_text, banner)
+        problems += p
+
     qv = json.load(open(os.path.join(out, "qemu-version.json")))
     qver = qv["version"]["qemu"]
     files = sorted(f for f in os.listdir(out) if f not in ("complete", "meta.json"))
@@ -1039,6 +1044,7 @@ def meta(a):
         },
         "kdump": kdumps,
         **({"aarch64": arm64, "gdbstub_samples": samples} if a.arch == "aarch64" else {}),
+        **({"crashk": crashk} if crashk else {}),
         "crash_ref": (None if a.arch != "x86_64" else
                       ("failed" if os.path.exists(os.path.join(out, "crash-ref.failed")) else "ok")),
         "files": files,
@@ -1060,6 +1066,154 @@ def meta(a):
         f"({koff_src}); notes={note_names}")
     if problems:
         raise Fail(f"{a.guest}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------
+# x86_64-crashk: the crashed kernel and the kdump capture kernel in one dump
+def console_facts(con, name):
+    """The last `DUMPCONV: <name>-facts-begin` .. `-end` block the guest printed:
+    {key: value} for its `key value` lines and "tasks": [[pid, comm], ...]."""
+    blocks = re.findall(r"DUMPCONV: %s-facts-begin\r?\n(.*?)DUMPCONV: %s-facts-end" % (name, name), con, re.S)
+    if not blocks:
+        return None, None
+    text = blocks[-1].replace("\r", "")
+    facts, tasks, in_tasks = {}, [], False
+    for line in text.splitlines():
+        if line == "tasks-begin":
+            in_tasks = True
+        elif line == "tasks-end":
+            in_tasks = False
+        elif in_tasks:
+            _, pid, comm = line.split(" ", 2)
+            tasks.append([int(pid), comm])
+        elif " " in line:
+            k, v = line.split(" ", 1)
+            facts[k] = v
+    facts["tasks"] = tasks
+    return facts, text
+
+
+def vmcoreinfo_note_at(ram, phys):
+    """The VMCOREINFO ELF note at a physical address of ram.raw (namesz, descsz, type,
+    "VMCOREINFO\\0" padded to 4, text), as /sys/kernel/vmcoreinfo locates it."""
+    with open(ram, "rb") as f:
+        f.seek(phys)
+        head = f.read(12 + 12)
+        namesz, descsz, _typ = struct.unpack_from("<III", head)
+        if namesz != 11 or head[12:23] != b"VMCOREINFO\0" or not 0 < descsz <= 1 << 16:
+            return None
+        f.seek(phys + 12 + 12)
+        return f.read(descsz).rstrip(b"\0").decode("ascii", "replace")
+
+
+def crashk_check(out, release, cpus, qemu_vmci_text, banner):
+    """Facts of x86_64-crashk: what the crashed kernel printed just before `echo c` and
+    what the capture kernel printed before READY, both kernels' VMCOREINFO notes read
+    from ram.raw where each kernel said it was, their phys_base, linux_banner at each
+    kernel's physical address, and which CPU holds which kernel. Writes crashk-facts.json
+    (README: x86_64-crashk). Returns (summary, problems)."""
+    problems = []
+    con = open(os.path.join(out, "console.log"), "rb").read().decode("utf-8", "replace")
+    crashed, ctext = console_facts(con, "crashk")
+    capture, ptext = console_facts(con, "capture")
+    if crashed is None or capture is None:
+        return None, [f"console lacks the crashk-facts ({crashed is not None}) / capture-facts "
+                      f"({capture is not None}) blocks"]
+    for name, text in (("crashed-facts.txt", ctext), ("capture-facts.txt", ptext)):
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
+    m = re.search(r"DUMPCONV: crashk reserved\s+([0-9a-f]+)-([0-9a-f]+) : Crash kernel", con)
+    region = (int(m.group(1), 16), int(m.group(2), 16) + 1) if m else None
+    if region is None:
+        problems.append("no 'crashk reserved' line (the Crash kernel range of /proc/iomem)")
+    sysmap = {n: a for a, _t, n in read_system_map(os.path.join(out, "System.map"))}
+    ram = os.path.join(out, "ram.raw")
+    kernels = {}
+    for role, facts in (("crashed", crashed), ("capture", capture)):
+        note = facts.get("vmcoreinfo", "").split()
+        phys = int(note[0], 16) if note else None
+        text = vmcoreinfo_note_at(ram, phys) if phys is not None else None
+        if text is None:
+            problems.append(f"{role} kernel: no VMCOREINFO note in ram.raw at {facts.get('vmcoreinfo')!r}")
+            continue
+        with open(os.path.join(out, f"vmcoreinfo-{role}.txt"), "w") as f:
+            f.write(text)
+        v = parse_vmcoreinfo(text)
+        pb = int(v.get("NUMBER(phys_base)", "0"), 0)
+        k = {"vmcoreinfo_phys": phys, "vmcoreinfo_size": int(note[1], 16) if len(note) > 1 else None,
+             "osrelease": v.get("OSRELEASE"), "phys_base": pb,
+             "kernel_offset": int(v.get("KERNELOFFSET", "0"), 16),
+             "crashtime": int(v["CRASHTIME"]) if "CRASHTIME" in v else None,
+             "version": facts.get("version"), "cmdline": facts.get("cmdline"),
+             "tasks": facts["tasks"]}
+        if v.get("OSRELEASE") != release:
+            problems.append(f"{role} VMCOREINFO OSRELEASE={v.get('OSRELEASE')} != {release}")
+        if "linux_banner" in sysmap and banner:
+            bp = sysmap["linux_banner"] + k["kernel_offset"] - 0xFFFFFFFF80000000 + pb
+            with open(ram, "rb") as f:
+                f.seek(bp)
+                if f.read(len(banner)) != banner.encode():
+                    problems.append(f"{role} kernel: linux_banner not at phys {bp:#x}")
+            k["linux_banner_phys"] = bp
+        kernels[role] = k
+    if problems:
+        return None, problems
+    cr, cp = kernels["crashed"], kernels["capture"]
+    if cr["crashtime"] is None:
+        problems.append("the crashed kernel's VMCOREINFO has no CRASHTIME=")
+    if cp["crashtime"] is not None:
+        problems.append("the capture kernel's VMCOREINFO has CRASHTIME=")
+    if cr["phys_base"] == cp["phys_base"]:
+        problems.append(f"both kernels have phys_base {cr['phys_base']:#x}")
+    if region and not region[0] <= cp["phys_base"] + 0x1000000 < region[1]:
+        problems.append(f"capture kernel phys_base {cp['phys_base']:#x} outside {region}")
+    if "elfcorehdr=" not in (cp["cmdline"] or ""):
+        problems.append("the capture kernel's command line has no elfcorehdr=")
+    if "crashkernel=" not in (cr["cmdline"] or ""):
+        problems.append("the crashed kernel's command line has no crashkernel=")
+    for role, k in kernels.items():
+        if not any(c == "init" for p, c in k["tasks"] if p == 1):
+            problems.append(f"{role} kernel: no pid 1 'init' in its task list")
+    # QEMU's vmcoreinfo device knows the note qemu_fw_cfg gave it. The capture kernel
+    # loads that module too (init-capture.sh), but its driver does not hand over its own
+    # note in a kdump kernel (observed with Debian's 6.1), so QEMU's dumps carry the
+    # crashed kernel's VMCOREINFO (with CRASHTIME) while the CPUs run the capture kernel
+    qemu_note = None
+    if qemu_vmci_text is not None:
+        qemu_note = ("capture" if qemu_vmci_text == open(os.path.join(out, "vmcoreinfo-capture.txt")).read()
+                     else "crashed" if qemu_vmci_text == open(os.path.join(out, "vmcoreinfo-crashed.txt")).read()
+                     else "neither")
+        if qemu_note != "crashed":
+            problems.append(f"phys.elf's VMCOREINFO note is the {qemu_note} kernel's, expected the crashed kernel's")
+    # which kernel each CPU is in: the capture kernel runs in the reserved region (plus
+    # the low 1 MiB it may use); CPU 0 should be the capture kernel (crashk.sh pins the
+    # crash there), the other CPUs stay stopped in the crashed kernel
+    cpu_kernel = []
+    for c in cpus:
+        cr3 = c.get("cr3", 0) & ~0xFFF
+        inside = region is not None and region[0] <= cr3 < region[1]
+        cpu_kernel.append({"index": c["index"], "cr3": cr3, "kernel": "capture" if inside else "crashed"})
+    if cpu_kernel and cpu_kernel[0]["kernel"] != "capture":
+        problems.append(f"CPU 0's CR3 {cpu_kernel[0]['cr3']:#x} is not in the capture kernel's region {region}")
+    symbols = {n: f"{sysmap[n]:#x}" for n in ("linux_banner", "init_task", "init_top_pgt",
+                                              "saved_command_line", "vmcoreinfo_note", "init_uts_ns")
+               if n in sysmap}
+    summary = {
+        "crashkernel_region": [region[0], region[1]] if region else None,
+        "kexec": crashed.get("kexec"), "capture_append": crashed.get("capture-append"),
+        "crash_cpu": int(crashed.get("crash-cpu", "0")),
+        "capture_uname_r": capture.get("uname-r"), "vmcore_size": capture.get("vmcore-size"),
+        "qemu_vmcoreinfo_note": qemu_note, "cpus": cpu_kernel, "symbols": symbols,
+        "crashed": cr, "capture": cp,
+    }
+    with open(os.path.join(out, "crashk-facts.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+    log(f"crashk: crashed phys_base={cr['phys_base']:#x} ({len(cr['tasks'])} tasks), capture "
+        f"phys_base={cp['phys_base']:#x} ({len(cp['tasks'])} tasks), CPUs "
+        + ", ".join(f"{c['index']}:{c['kernel']}" for c in cpu_kernel))
+    return {k: v for k, v in summary.items() if k not in ("crashed", "capture")} | {
+        "crashed_phys_base": cr["phys_base"], "capture_phys_base": cp["phys_base"]}, problems
 
 
 def unflatten(flat_path, out_path):
@@ -1222,6 +1376,7 @@ def main():
     mt.add_argument("--release", required=True)
     mt.add_argument("--kernel-package", default="")
     mt.add_argument("--qemu", required=True)
+    mt.add_argument("--crashk", type=int, default=0)
     a = ap.parse_args()
     try:
         capture(a) if a.cmd == "capture" else meta(a)

@@ -23,6 +23,8 @@ DUMP_TIMEOUT=${DUMPCONV_DUMP_TIMEOUT:-900}     # seconds per dump-guest-memory /
 # The highmem guest's files are ~4.5 GiB each: set DUMPCONV_HIGHMEM_LITE=1 to skip its
 # paging.elf and lzo/snappy kdumps (README: "disk use").
 HIGHMEM_LITE=${DUMPCONV_HIGHMEM_LITE:-0}
+# x86_64-crashk: memory reserved for the kdump capture kernel (crashkernel=); README
+CRASHKERNEL=${DUMPCONV_CRASHKERNEL:-160M}
 # Bump when what a capture contains changes: older captures are then redone.
 HARNESS_VERSION=1
 
@@ -37,6 +39,7 @@ x86_64-highmem    x86_64  amd64    qemu64             4608  0      4level
 i386-pae          i386    686-pae  qemu32,+nx         512   0      pae
 i386-2level       i386    686      qemu32             512   0      32bit
 arm64-4k          aarch64 arm64    cortex-a57         512   1      4k-va48
+x86_64-crashk     x86_64  amd64    qemu64             512   0      4level
 "
 ALL_GUESTS=$(awk 'NF {print $1}' <<<"$GUEST_TABLE")
 
@@ -360,22 +363,127 @@ busybox_setup() {   # busybox_setup ARCH(amd64|i386|arm64)
     log "busybox $arch: $file_arch"
 }
 
+initramfs_tree() {   # initramfs_tree DIR ARCH KERNEL-DIR INIT: busybox, modules, /init
+    local st=$1 arch=$2 dir=$3 init=$4
+    rm -rf "$st"; mkdir -p "$st"/{bin,dev,proc,sys,tmp,run,lib/modules,etc}
+    cp "${BUSYBOX[$arch]}" "$st/bin/busybox"
+    ln -s busybox "$st/bin/sh"
+    cp "$dir"/modules/*.ko "$dir/modules/order" "$st/lib/modules/"
+    cp "$init" "$st/init"; chmod 755 "$st/init"
+    mknod -m 600 "$st/dev/console" c 5 1
+    mknod -m 666 "$st/dev/null" c 1 3
+}
+initramfs_pack() {   # initramfs_pack DIR OUT: newc cpio, gzip
+    (cd "$1" && find . | sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 >"$2.tmp")
+    mv "$2.tmp" "$2"
+    rm -rf "$1"
+}
 initramfs_setup() {   # initramfs_setup FLAVOR -> $KDIR/initramfs.cpio.gz
     local flavor=$1 dir=${KDIR[$1]} arch
     arch=$(flavor_arch "$flavor")
     local out=$dir/initramfs.cpio.gz
     if [ -f "$out" ] && [ "$out" -nt "$HERE/init.sh" ]; then return 0; fi
-    local st=$dir/initramfs
-    rm -rf "$st"; mkdir -p "$st"/{bin,dev,proc,sys,tmp,run,lib/modules,etc}
-    cp "${BUSYBOX[$arch]}" "$st/bin/busybox"
-    ln -s busybox "$st/bin/sh"
-    cp "$dir"/modules/*.ko "$dir/modules/order" "$st/lib/modules/"
-    cp "$HERE/init.sh" "$st/init"; chmod 755 "$st/init"
-    mknod -m 600 "$st/dev/console" c 5 1
-    mknod -m 666 "$st/dev/null" c 1 3
-    (cd "$st" && find . | sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 >"$out.tmp")
-    mv "$out.tmp" "$out"
-    rm -rf "$st"
+    initramfs_tree "$dir/initramfs" "$arch" "$dir" "$HERE/init.sh"
+    initramfs_pack "$dir/initramfs" "$out"
+}
+
+# x86_64-crashk: Debian 12's kexec-tools (the `kexec` binary and the shared libraries it
+# loads, from the .debs of kexec-tools and its lib* dependencies, unpacked with dpkg -x
+# like QEMU: nothing is installed on the host), a capture initramfs (busybox,
+# qemu_fw_cfg, init-capture.sh as /init) and the crashed kernel's initramfs: the usual
+# one plus kexec, /kernel (the same vmlinuz), /capture.img and /crashk.sh.
+KEXEC_ROOT=""
+kexec_setup() {
+    KEXEC_ROOT=$BUILD/kexec-tools
+    [ -f "$KEXEC_ROOT/ok" ] && return 0
+    local pkgs=() want=(kexec-tools) new p deb f i
+    for i in 1 2 3 4 5 6 7 8; do
+        new=()
+        for p in "${want[@]}"; do
+            [[ " ${pkgs[*]-} " == *" $p "* ]] && continue
+            pkgs+=("$p")
+            apt_download "$DEBS" "$p"
+            deb=$( (compgen -G "$DEBS/${p}_*_amd64.deb"; compgen -G "$DEBS/${p}_*_all.deb" || true) | sort -V | tail -1)
+            for f in Pre-Depends Depends; do
+                # first alternative of each dependency; only libraries (lib*, zlib1g)
+                # shellcheck disable=SC2207
+                new+=($(dpkg-deb -f "$deb" "$f" | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/:any//; s/ //g' \
+                        | grep -E '^(lib|zlib)' || true))
+            done
+        done
+        want=()
+        for p in "${new[@]}"; do [[ " ${pkgs[*]} " == *" $p "* ]] || want+=("$p"); done
+        [ ${#want[@]} -eq 0 ] && break
+    done
+    rm -rf "$KEXEC_ROOT"; mkdir -p "$KEXEC_ROOT/x" "$KEXEC_ROOT/root"
+    : >"$KEXEC_ROOT/packages"
+    for p in "${pkgs[@]}"; do
+        deb=$( (compgen -G "$DEBS/${p}_*_amd64.deb"; compgen -G "$DEBS/${p}_*_all.deb" || true) | sort -V | tail -1)
+        dpkg -x "$deb" "$KEXEC_ROOT/x"
+        echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >>"$KEXEC_ROOT/packages"
+    done
+    # /sbin/kexec, its ELF interpreter and every library it needs (DT_NEEDED, transitively)
+    python3 - "$KEXEC_ROOT/x" "$KEXEC_ROOT/root" <<'PYEOF' || die "kexec's shared libraries are not all in the .debs"
+import os, re, shutil, subprocess, sys
+x, root = sys.argv[1], sys.argv[2]
+DIRS = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64"]
+def real(path):
+    for _ in range(40):
+        if not os.path.islink(path):
+            return path
+        t = os.readlink(path)
+        path = os.path.join(x, t.lstrip("/")) if t.startswith("/") else os.path.join(os.path.dirname(path), t)
+    raise SystemExit(f"symlink loop at {path}")
+def find(soname):
+    for d in DIRS:
+        p = os.path.join(x, d, soname)
+        if os.path.lexists(p):
+            return real(p)
+    raise SystemExit(f"{soname} is in none of the unpacked packages")
+def deps(path):
+    out = subprocess.run(["readelf", "-dlW", path], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out), \
+        re.findall(r"Requesting program interpreter: ([^\]]+)\]", out)
+os.makedirs(os.path.join(root, "sbin"))
+os.makedirs(os.path.join(root, "lib/x86_64-linux-gnu"))
+os.makedirs(os.path.join(root, "lib64"))
+shutil.copy(os.path.join(x, "sbin/kexec"), os.path.join(root, "sbin/kexec"))
+todo, done = [os.path.join(x, "sbin/kexec")], set()
+needed, interp = deps(todo[0])
+for i in interp:
+    shutil.copy(real(os.path.join(x, i.lstrip("/"))), os.path.join(root, i.lstrip("/")))
+while todo:
+    n, _ = deps(todo.pop())
+    for so in n:
+        if so in done:
+            continue
+        done.add(so)
+        src = find(so)
+        shutil.copy(src, os.path.join(root, "lib/x86_64-linux-gnu", so))
+        todo.append(src)
+print("kexec needs " + " ".join(sorted(done)) + "; interpreter " + " ".join(interp), file=sys.stderr)
+PYEOF
+    rm -rf "$KEXEC_ROOT/x"
+    touch "$KEXEC_ROOT/ok"
+    log "kexec-tools: $(head -1 "$KEXEC_ROOT/packages") + $(($(wc -l <"$KEXEC_ROOT/packages") - 1)) library packages, $(du -sh "$KEXEC_ROOT/root" | cut -f1)"
+}
+CRASHK_INITRD=""
+crashk_initramfs_setup() {
+    local dir=${KDIR[amd64]} s fresh=1
+    CRASHK_INITRD=$dir/initramfs-crashk.cpio.gz
+    for s in "$HERE/init.sh" "$HERE/crashk.sh" "$HERE/init-capture.sh" "$KEXEC_ROOT/ok"; do
+        [ "$CRASHK_INITRD" -nt "$s" ] || fresh=0
+    done
+    [ "$fresh" = 1 ] && return 0
+    initramfs_tree "$dir/initramfs-capture" amd64 "$dir" "$HERE/init-capture.sh"
+    initramfs_pack "$dir/initramfs-capture" "$dir/capture.img"
+    initramfs_tree "$dir/initramfs-crashk" amd64 "$dir" "$HERE/init.sh"
+    cp -a "$KEXEC_ROOT/root/." "$dir/initramfs-crashk/"
+    cp "$HERE/crashk.sh" "$dir/initramfs-crashk/crashk.sh"
+    cp "$dir/vmlinuz" "$dir/initramfs-crashk/kernel"
+    mv "$dir/capture.img" "$dir/initramfs-crashk/capture.img"
+    initramfs_pack "$dir/initramfs-crashk" "$CRASHK_INITRD"
+    log "crashk initramfs: $(du -h "$CRASHK_INITRD" | cut -f1)"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -386,6 +494,7 @@ capture_guest() {
     mem=$(guest_field "$g" 5); kaslr=$(guest_field "$g" 6); paging=$(guest_field "$g" 7)
     kd=${KDIR[$flavor]}
     dir=$CACHE/$g
+    local initrd=$kd/initramfs.cpio.gz
     rm -rf "$dir"; mkdir -p "$dir"
     local extra=() console=ttyS0
     case "$arch" in
@@ -404,11 +513,17 @@ capture_guest() {
     [ "$kaslr" = 1 ] || append+=" nokaslr"
     if [ "$g" = x86_64-highmem ] && [ "$HIGHMEM_LITE" = 1 ]; then extra+=(--skip paging.elf --skip kdump-lzo --skip kdump-snappy); fi
     [ "$paging" = 5level ] && extra+=(--skip info-mem.txt)
+    local crashk=0
+    if [ "$g" = x86_64-crashk ]; then
+        # boots, loads the capture kernel, crashes; the dumps are taken while the
+        # capture kernel runs (crashk.sh, init-capture.sh)
+        crashk=1; initrd=$CRASHK_INITRD; append+=" crashkernel=$CRASHKERNEL"
+    fi
     cp "$kd/System.map" "$dir/System.map"
     cp "$kd/config" "$dir/config"
     python3 "$HERE/capture.py" capture \
         --guest "$g" --arch "$arch" --qemu "$qemu" \
-        --kernel "$kd/vmlinuz" --initrd "$kd/initramfs.cpio.gz" --append "$append" \
+        --kernel "$kd/vmlinuz" --initrd "$initrd" --append "$append" \
         --cpu "$cpu" --mem "$mem" --smp 2 --out "$dir" \
         --boot-timeout "$BOOT_TIMEOUT" --dump-timeout "$DUMP_TIMEOUT" "${extra[@]}"
     if [ "$arch" != i386 ]; then
@@ -424,7 +539,7 @@ capture_guest() {
     if [ "$arch" = x86_64 ]; then timed "crash reference" crash_ref "$dir"; fi
     timed "meta.json + checks" python3 "$HERE/capture.py" meta --guest "$g" --arch "$arch" --out "$dir" \
         --paging "$paging" --kaslr "$kaslr" --release "$(cat "$kd/release")" \
-        --kernel-package "$(cat "$kd/package")" --qemu "$qemu"
+        --kernel-package "$(cat "$kd/package")" --qemu "$qemu" --crashk "$crashk"
     printf 'harness-version %s\ncaptured %s\n' "$HARNESS_VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/complete"
     log "$g: done, $(du -sh "$dir" | cut -f1) on disk ($(du -sh --apparent-size "$dir" | cut -f1) apparent)"
 }
@@ -476,6 +591,10 @@ done
 for f in "${NEED_FLAVORS[@]}"; do
     step "initramfs $f" initramfs_setup "$f"
 done
+if [[ " ${TODO[*]} " == *" x86_64-crashk "* ]]; then
+    step "kexec-tools (unpack .debs)" kexec_setup
+    step "initramfs crashk (kexec, capture kernel + initramfs)" crashk_initramfs_setup
+fi
 for g in "${TODO[@]}"; do
     step "guest $g" capture_guest "$g"
 done

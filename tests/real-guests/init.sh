@@ -55,6 +55,9 @@ if [ "$(uname -m)" = aarch64 ]; then
     done
     echo "DUMPCONV: maps-end"
 fi
+# x86_64-crashk: load a kdump capture kernel and crash (never returns; the capture
+# kernel's init prints READY)
+if [ -f /crashk.sh ]; then . /crashk.sh; fi
 echo "DUMPCONV-GUEST-READY"
 
 # PID 1 must not exit.

@@ -26,6 +26,12 @@ pub const ALL: &[&str] = &[
 /// The aarch64 guests. Not in [`ALL`]: the tests that iterate [`guests`] are x86 tests.
 pub const ARM64: &[&str] = &["arm64-4k"];
 
+/// The guest dumped while its kdump capture kernel runs (two kernels in one dump, CPU 0
+/// in the capture kernel, CPU 1 in the crashed one; `crashk-facts.json`). Not in
+/// [`ALL`]: QEMU's `paging.elf` of it maps both kernels, so it is no single-kernel
+/// reference. Read by `tests/tests/capture_kernel.rs`.
+pub const CAPTURE_KERNEL: &str = "x86_64-crashk";
+
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DUMPCONV_GUEST_CACHE") {
         return PathBuf::from(d);
