@@ -165,11 +165,11 @@ pub struct Kernels {
 }
 
 /// Whether [`find_kernels`] should look through RAM for a `--paging` conversion with
-/// these options: not when the root is given (`--cr3`, `--root ADDR`, `--cpu-state`,
-/// `--root cpu`), nor when the input's own VMCOREINFO already is the crashed kernel's
+/// these options: not when the root is given (`--cr3`, `--root ADDR`, `--root cpu`
+/// without `--kernel`), nor when the input's own VMCOREINFO already is the crashed kernel's
 /// and no other kernel is asked for.
 pub fn wants_ram_scan(dump: &Dump, opts: &ConvertOptions) -> bool {
-    if opts.root.is_some() || opts.root_source == Some(RootSource::Cpu) {
+    if opts.root.is_some() || (opts.root_source == Some(RootSource::Cpu) && opts.kernel.is_none()) {
         return false;
     }
     let has_crashed = dump
@@ -199,6 +199,8 @@ pub fn find_kernels(
         ));
     }
     let given = infos.len();
+    // Raw texts of given VMCOREINFO whose copy in RAM has CRASHTIME (the given one not).
+    let mut crashed_by_copy: Vec<Vec<u8>> = Vec::new();
     if scan {
         let t = Instant::now();
         let s = scan_ram(dump.memory.as_ref(), &ScanLimits::default())?;
@@ -230,7 +232,20 @@ pub fn find_kernels(
             ));
         }
         for f in s.found {
-            if infos.iter().any(|(v, _)| same_text(v, &f.info)) {
+            if let Some((known, origin)) = infos.iter_mut().find(|(v, _)| same_kernel(v, &f.info)) {
+                // The copy that has CRASHTIME tells the role; a note or --vmcoreinfo
+                // keeps its own text (carried as it is).
+                if known.get("CRASHTIME").is_none() && f.info.get("CRASHTIME").is_some() {
+                    if let VmciOrigin::Ram { .. } = origin {
+                        *known = f.info;
+                        *origin = VmciOrigin::Ram {
+                            phys: f.phys,
+                            copies: f.copies.len(),
+                        };
+                    } else {
+                        crashed_by_copy.push(known.raw().to_vec());
+                    }
+                }
                 continue;
             }
             infos.push((
@@ -298,7 +313,8 @@ pub fn find_kernels(
         }
         out.list.push(Kernel {
             index: out.list.len(),
-            crashed: info.get("CRASHTIME").is_some(),
+            crashed: info.get("CRASHTIME").is_some()
+                || crashed_by_copy.iter().any(|r| r.as_slice() == info.raw()),
             info,
             origin,
             arch: Some(arch),
@@ -310,13 +326,20 @@ pub fn find_kernels(
     Ok(out)
 }
 
-/// Two VMCOREINFO texts are the same kernel's when their text is equal (trailing NULs
-/// and whitespace aside).
-fn same_text(a: &VmcoreInfo, b: &VmcoreInfo) -> bool {
+/// Two VMCOREINFO texts are the same kernel's when their lines are equal, `CRASHTIME=`
+/// aside (the kernel appends it at panic to one copy: a copy made before, such as the
+/// text page, lacks it) and trailing NULs and whitespace aside.
+fn same_kernel(a: &VmcoreInfo, b: &VmcoreInfo) -> bool {
     let t = |v: &VmcoreInfo| {
         let r = v.raw();
         let end = r.iter().position(|&c| c == 0).unwrap_or(r.len());
-        String::from_utf8_lossy(&r[..end]).trim().to_string()
+        String::from_utf8_lossy(&r[..end])
+            .lines()
+            .filter(|l| !l.starts_with("CRASHTIME="))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     t(a) == t(b)
 }
@@ -493,9 +516,12 @@ fn pick_kernel<'a>(
                 ),
             )
         }),
+        // A CPU stopped in the crashed kernel runs it too; the running kernel is the
+        // other one when there is one.
         Some(KernelPick::Running) => list
             .iter()
-            .find(|k| !k.running_cpus.is_empty())
+            .find(|k| !k.crashed && !k.running_cpus.is_empty())
+            .or_else(|| list.iter().find(|k| !k.running_cpus.is_empty()))
             .map(Some)
             .ok_or_else(|| {
                 root_error(
@@ -509,7 +535,10 @@ fn pick_kernel<'a>(
         None => {
             let usable = |k: &&Kernel| k.check.is_ok() || !k.running_cpus.is_empty();
             let crashed = list.iter().filter(usable).find(|k| k.crashed);
-            let running = list.iter().find(|k| !k.running_cpus.is_empty());
+            let running = list
+                .iter()
+                .find(|k| !k.crashed && !k.running_cpus.is_empty())
+                .or_else(|| list.iter().find(|k| !k.running_cpus.is_empty()));
             let chosen = match (crashed, running) {
                 (Some(c), Some(r)) if c.index != r.index => {
                     warnings.push(format!(
@@ -643,6 +672,22 @@ pub fn choose_root(
                 None => None,
             };
             let c = paging_cpus(k);
+            // `--kernel running` found only the crashed kernel on a CPU: CPUs that run
+            // no known kernel run the other one.
+            if opts.kernel == Some(KernelPick::Running) && k.is_some_and(|k| k.crashed) {
+                let unknown: Vec<CpuState> = paging_cpus(None)
+                    .into_iter()
+                    .filter(|c| {
+                        !kernels
+                            .list
+                            .iter()
+                            .any(|k| k.running_cpus.contains(&c.index))
+                    })
+                    .collect();
+                if !unknown.is_empty() {
+                    return Ok(choice(unknown, "cpu", None));
+                }
+            }
             if c.is_empty() {
                 let msg = format!(
                     "--root cpu: no CPU has paging enabled{}",
