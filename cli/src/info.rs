@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use dumpconv::pipeline::{effective_arch, effective_cpus, effective_vmcoreinfo, walk_options};
+use dumpconv::roots::{choose_root, find_kernels, signed_hex};
 use dumpconv::Registry;
 use dumpconv_core::{Arch, CpuState, Error, Regime, WalkOptions};
 use serde_json::json;
@@ -61,6 +62,47 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
     let arch = effective_arch(&dump, &opts);
     let cpus = effective_cpus(&dump, &opts, registry)?;
     let vmcoreinfo = effective_vmcoreinfo(&dump, &opts)?;
+    // Every kernel (VMCOREINFO in the file, --vmcoreinfo, in RAM) and the root --paging
+    // would take.
+    let scan = opts.root.is_none() && opts.cpus.is_none();
+    let kernels = find_kernels(&dump, &opts, registry, &cpus, scan)?;
+    let mut root_warnings = Vec::new();
+    let root_choice = choose_root(&dump, &opts, registry, &kernels, &cpus, &mut root_warnings);
+    for w in kernels.rejected.iter().chain(&root_warnings) {
+        eprintln!("dumpconv: warning: {w}");
+    }
+    let kernel_json: Vec<serde_json::Value> = kernels
+        .list
+        .iter()
+        .map(|k| {
+            json!({
+                "index": k.index,
+                "role": k.role(),
+                "osrelease": k.info.osrelease(),
+                "phys_base": k.info.number("phys_base").map(signed_hex),
+                "kernel_offset": k.info.kernel_offset().map(|v| format!("{v:#x}")),
+                "arch": k.arch.map(|a| a.name()),
+                "vmcoreinfo_source": k.origin.kind(),
+                "vmcoreinfo_phys": k.origin.phys().map(|p| format!("{p:#x}")),
+                "mode": k.root.as_ref().map(|r| r.1.clone()),
+                "root": k.root.as_ref().map(|r| format!("{:#x}", r.2)),
+                "running_cpus": k.running_cpus,
+                "check": match &k.check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+            })
+        })
+        .collect();
+    let root_json = match &root_choice {
+        Ok(Some(c)) => json!({
+            "source": c.source,
+            "kernel": c.kernel,
+            "mode": c.mode,
+            "root": format!("{:#x}", c.root),
+        }),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => {
+            json!({"source": null, "kernel": null, "mode": null, "root": null, "error": e.to_string()})
+        }
+    };
 
     // Optional page-table statistics per CPU.
     let mut paging_stats = Vec::new();
@@ -88,6 +130,9 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
             "cpus": cpus,
             "paging_modes": cpus.iter().map(|c| mode_name(registry, c, arch)).collect::<Vec<_>>(),
             "notes": dump.notes.iter().map(|n| json!({"name": n.name_str(), "type": n.n_type, "size": n.desc.len()})).collect::<Vec<_>>(),
+            "kernels": kernel_json,
+            "root": root_json,
+            "vmcoreinfo_scan": kernels.scanned.then(|| json!({"bytes": kernels.scan_bytes, "seconds": kernels.scan_time.as_secs_f64(), "rejected": kernels.rejected})),
             "vmcoreinfo": vmcoreinfo.as_ref().map(|v| v.entries().iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
             "paging": paging_stats.iter().map(|(i, r)| match r {
                 Ok((s, runs, bytes)) => json!({"cpu": i, "runs": runs, "mapped_bytes": bytes, "stats": s}),
@@ -167,6 +212,34 @@ pub fn run_info(a: InfoArgs, registry: &Registry) -> Result<(), Error> {
             }
         }
     }
+    println!("Kernels:  {}", kernels.list.len());
+    for k in &kernels.list {
+        let root = match &k.root {
+            Some((_, mode, r)) => format!("{mode} {r:#x}"),
+            None => "none".into(),
+        };
+        println!(
+            "  {}  {:<8} {}  phys_base {}  KERNELOFFSET {}  root {}  vmcoreinfo {}{}",
+            k.index,
+            k.role(),
+            k.osrelease(),
+            k.info.number("phys_base").map_or("-".into(), signed_hex),
+            k.info
+                .kernel_offset()
+                .map_or("-".into(), |v| format!("{v:#x}")),
+            root,
+            k.origin.describe(),
+            match &k.check {
+                Ok(()) => String::new(),
+                Err(e) => format!("  (root rejected: {e})"),
+            }
+        );
+    }
+    match &root_choice {
+        Ok(Some(c)) => println!("root:     {} (what --paging would walk)", c.describe()),
+        Ok(None) => println!("root:     none"),
+        Err(e) => println!("root:     none: {e}"),
+    }
     for (i, r) in &paging_stats {
         match r {
             Ok((s, runs, bytes)) => println!(
@@ -207,16 +280,27 @@ pub fn run_translate(a: TranslateArgs, registry: &Registry) -> Result<(), Error>
         w.paging_enabled(c).then(|| (c.clone(), w))
     });
     // As `--paging` does: a CPU that cannot say where its tables are gives way to the
-    // kernel's own root from VMCOREINFO, when there is one.
+    // root of the chosen kernel (VMCOREINFO in the file, --vmcoreinfo, or found in RAM:
+    // docs/roots.md), `--root` and `--kernel` included.
     let from_vmci = match (&paging, vmcoreinfo.as_ref()) {
-        (None, Some(v)) => registry
-            .roots_from_vmcoreinfo(arch, v)?
-            .and_then(|(root_cpu, _)| {
+        (None, v) => {
+            let kernels = find_kernels(&dump, &opts, registry, &cpus, v.is_none())?;
+            let mut warnings = Vec::new();
+            let choice = choose_root(&dump, &opts, registry, &kernels, &cpus, &mut warnings)
+                .ok()
+                .flatten();
+            for w in &warnings {
+                eprintln!("dumpconv: warning: {w}");
+            }
+            choice.and_then(|c| {
+                let root_cpu = c.cpus.first()?.clone();
+                let a = root_cpu.arch.unwrap_or(arch);
                 let (w, _) = registry
-                    .walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)
+                    .walker_for_cpus(std::slice::from_ref(&root_cpu), None, a)
                     .ok()?;
-                Some((root_cpu, w))
-            }),
+                w.paging_enabled(&root_cpu).then_some((root_cpu, w))
+            })
+        }
         _ => None,
     };
     let (cpu, walker) = match paging.or_else(|| {

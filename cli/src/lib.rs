@@ -17,6 +17,7 @@ pub mod numbers;
 pub mod output;
 pub mod pipeline;
 pub mod registry;
+pub mod roots;
 pub mod schema;
 pub mod split;
 

@@ -127,6 +127,12 @@ fn run_convert(c: args::ConvertArgs, registry: &Registry) -> Result<(), Error> {
                 eprintln!("dumpconv: {line}");
             }
         }
+        for k in &report.kernels {
+            eprintln!("dumpconv: paging: {k}");
+        }
+        if let Some(r) = &report.root {
+            eprintln!("dumpconv: paging: {r}");
+        }
         if let Some(w) = &report.walker {
             eprintln!("dumpconv: paging: walker {w}");
         }

@@ -26,6 +26,9 @@ pub struct PagingOptions {
     pub all_cpus: bool,
     /// MAXPHYADDR.
     pub max_phys_bits: u8,
+    /// `--paging-fallback`: when no page-table root is found, or the one found fails its
+    /// checks or maps nothing, write the physical view with a warning instead of failing.
+    pub fallback: bool,
 }
 
 impl Default for PagingOptions {
@@ -34,6 +37,7 @@ impl Default for PagingOptions {
             user_cpu: None,
             all_cpus: false,
             max_phys_bits: 52,
+            fallback: false,
         }
     }
 }
@@ -53,6 +57,11 @@ pub struct ConvertOptions {
     /// replaces the input's CPUs: resolved by the registry's walkers (plugins included)
     /// in [`effective_cpus`].
     pub root: Option<RootRequest>,
+    /// `--kernel crashed|running|N`: the kernel whose page tables `--paging` walks.
+    pub kernel: Option<crate::roots::KernelPick>,
+    /// `--root cpu|vmcoreinfo|scan`: where the root comes from (an address is
+    /// [`ConvertOptions::root`]).
+    pub root_source: Option<crate::roots::RootSource>,
     /// VMCOREINFO to use when the input has none (`--vmcoreinfo FILE`, checked).
     pub vmcoreinfo: Option<VmcoreInfoFile>,
     /// Physical window: `--begin`, `--length`.
@@ -90,6 +99,10 @@ pub struct ConvertReport {
     /// Mapping runs (paging view).
     pub mappings: Option<usize>,
     pub walk: Option<WalkStats>,
+    /// The root `--paging` walked ("root 4level 0x1a0a000 from vmcoreinfo (kernel 0)").
+    pub root: Option<String>,
+    /// The kernels found (one line each), with `--paging`.
+    pub kernels: Vec<String>,
     /// The walker used with `--paging`: name and origin ("x86 (built-in)").
     pub walker: Option<String>,
     pub walk_time: Duration,
@@ -190,79 +203,148 @@ pub fn build_plan(
     progress: &dyn Progress,
     report: &mut ConvertReport,
 ) -> Result<DumpPlan> {
-    let arch = effective_arch(dump, opts);
     let cpus = effective_cpus(dump, opts, registry)?;
-    let vmcoreinfo = effective_vmcoreinfo(dump, opts)?;
+    let mut vmcoreinfo = effective_vmcoreinfo(dump, opts)?;
+    let mut arch = effective_arch(dump, opts);
     let ranges = selected_ranges(dump, opts)?;
 
     let mappings = match &opts.paging {
         None => None,
         Some(p) => {
             let t = Instant::now();
-            let (mut walker, mut origin) = registry.walker_for_cpus(&cpus, p.user_cpu, arch)?;
-            let wopts = walk_options(vmcoreinfo.as_ref(), p.max_phys_bits);
-            let mut walk_cpus = std::borrow::Cow::Borrowed(&cpus);
-            if !cpus.iter().any(|c| walker.paging_enabled(c)) {
-                // No CPU says where the tables are: the kernel's own root may be in
-                // VMCOREINFO.
-                let from_vmci = match vmcoreinfo.as_ref() {
-                    Some(v) => registry.roots_from_vmcoreinfo(arch, v)?,
-                    None => None,
-                };
-                if let Some((root_cpu, _)) = from_vmci {
-                    let (w, o) =
-                        registry.walker_for_cpus(std::slice::from_ref(&root_cpu), None, arch)?;
-                    let msg = format!(
-                        "--paging: {}; using the kernel's page-table root from VMCOREINFO ({})",
-                        if cpus.is_empty() {
-                            "the input has no CPU state"
-                        } else {
-                            "no CPU has paging enabled"
-                        },
-                        describe_roots(w.as_ref(), &root_cpu, &wopts),
-                    );
-                    progress.warn(&msg);
-                    report.warnings.push(msg);
-                    (walker, origin) = (w, o);
-                    walk_cpus = std::borrow::Cow::Owned(vec![root_cpu]);
+            let kernels = crate::roots::find_kernels(
+                dump,
+                opts,
+                registry,
+                &cpus,
+                crate::roots::wants_ram_scan(dump, opts),
+            )?;
+            for r in &kernels.rejected {
+                progress.warn(r);
+                report.warnings.push(r.clone());
+            }
+            let mut warnings = Vec::new();
+            let choice =
+                crate::roots::choose_root(dump, opts, registry, &kernels, &cpus, &mut warnings);
+            for w in &warnings {
+                progress.warn(w);
+                report.warnings.push(w.clone());
+            }
+            let choice = choice?;
+            report.kernels = kernels.list.iter().map(|k| k.describe()).collect();
+            if let Some(k) = choice
+                .as_ref()
+                .and_then(|c| c.kernel)
+                .and_then(|i| kernels.list.get(i))
+            {
+                // The chosen kernel's VMCOREINFO goes with the output (a raw input's found
+                // in RAM), and its architecture when the input does not say one.
+                if opts.arch.is_none() && dump.arch.is_none() {
+                    arch = k.arch.unwrap_or(arch);
+                }
+                if dump.vmcoreinfo.is_none() {
+                    vmcoreinfo = Some(k.info.clone());
+                }
+            } else if let Some(c) = choice.as_ref().and_then(|c| c.cpus.first()) {
+                if opts.arch.is_none() && dump.arch.is_none() {
+                    arch = c.arch.unwrap_or(arch);
                 }
             }
-            report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
-            if !walk_cpus.iter().any(|c| walker.paging_enabled(c)) {
-                let msg = if cpus.is_empty() {
-                    "--paging: the input has no CPU state (give --cr3 and --paging-mode, \
-                     or --cpu-state); writing the physical view"
-                        .to_string()
-                } else {
-                    "--paging: no CPU has paging enabled; writing the physical view".to_string()
-                };
-                progress.warn(&msg);
-                report.warnings.push(msg);
-                None
-            } else {
-                let policy = ViewPolicy {
-                    user_cpu: p.user_cpu,
-                    all_cpus: p.all_cpus,
-                };
-                let (list, stats) = build_view(
-                    walker.as_ref(),
-                    &walk_cpus,
-                    dump.memory.as_ref(),
-                    &wopts,
-                    policy,
-                )?;
-                report.walk_time = t.elapsed();
-                if stats.leaves_outside_ram > 0 || stats.tables_outside_ram > 0 {
-                    let msg = format!(
-                        "--paging: skipped {} leaf pages and {} tables that point outside RAM",
-                        stats.leaves_outside_ram, stats.tables_outside_ram
-                    );
-                    progress.warn(&msg);
-                    report.warnings.push(msg);
+            match choice {
+                None => None,
+                Some(choice) => {
+                    report.root = Some(choice.describe());
+                    let (walker, origin) =
+                        registry.walker_for_cpus(&choice.cpus, p.user_cpu, arch)?;
+                    report.walker = Some(format!("{} ({})", walker.name(), origin.describe()));
+                    let roots = choice
+                        .cpus
+                        .first()
+                        .map(|c| describe_roots(walker.as_ref(), c, &WalkOptions::default()))
+                        .unwrap_or_default();
+                    let cpu_paging = cpus.iter().any(|c| walker.paging_enabled(c));
+                    let msg = match choice.source {
+                        "vmcoreinfo" => Some(format!(
+                            "--paging: {}; using the kernel's page-table root from VMCOREINFO \
+                             ({roots}; {})",
+                            if cpus.is_empty() {
+                                "the input has no CPU state"
+                            } else if !cpu_paging {
+                                "no CPU has paging enabled"
+                            } else {
+                                "no CPU runs the chosen kernel"
+                            },
+                            choice.describe()
+                        )),
+                        "cpu" if choice.cpus.len() != cpus.len() => Some(format!(
+                            "--paging: walking the CPUs {} that run the chosen kernel ({})",
+                            choice
+                                .cpus
+                                .iter()
+                                .map(|c| c.index.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            choice.describe()
+                        )),
+                        _ => None,
+                    };
+                    if let Some(msg) = msg {
+                        progress.warn(&msg);
+                        report.warnings.push(msg);
+                    }
+                    let wopts = walk_options(vmcoreinfo.as_ref(), p.max_phys_bits);
+                    let policy = ViewPolicy {
+                        user_cpu: p
+                            .user_cpu
+                            .filter(|u| choice.cpus.iter().any(|c| c.index == *u)),
+                        all_cpus: p.all_cpus,
+                    };
+                    let (list, stats) = build_view(
+                        walker.as_ref(),
+                        &choice.cpus,
+                        dump.memory.as_ref(),
+                        &wopts,
+                        policy,
+                    )?;
+                    report.walk_time = t.elapsed();
+                    if stats.leaves_outside_ram > 0 || stats.tables_outside_ram > 0 {
+                        let msg = format!(
+                            "--paging: skipped {} leaf pages and {} tables that point outside RAM",
+                            stats.leaves_outside_ram, stats.tables_outside_ram
+                        );
+                        progress.warn(&msg);
+                        report.warnings.push(msg);
+                    }
+                    if list.is_empty() {
+                        let msg = format!(
+                            "{}: the page tables ({}) map nothing in RAM",
+                            dump.path.display(),
+                            choice.describe()
+                        );
+                        if !p.fallback {
+                            return Err(Error::format(
+                                dump.path.clone(),
+                                None,
+                                "page-table root",
+                                format!(
+                                    "the page tables ({}) map nothing in RAM (give --root ADDR \
+                                     --paging-mode MODE, or --paging-fallback to write the \
+                                     physical view)",
+                                    choice.describe()
+                                ),
+                            ));
+                        }
+                        let msg = format!("{msg}; --paging-fallback: writing the physical view");
+                        progress.warn(&msg);
+                        report.warnings.push(msg);
+                        report.walk = Some(stats);
+                        None
+                    } else {
+                        report.walk = Some(stats);
+                        report.mappings = Some(list.len());
+                        Some(list)
+                    }
                 }
-                report.walk = Some(stats);
-                report.mappings = Some(list.len());
-                Some(list)
             }
         }
     };

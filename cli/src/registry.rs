@@ -482,6 +482,42 @@ impl Registry {
         )))
     }
 
+    /// The architecture a VMCOREINFO belongs to, as the first walker that recognises it
+    /// says (inputs that do not say their architecture).
+    pub fn arch_from_vmcoreinfo(&self, v: &VmcoreInfo) -> Option<Arch> {
+        self.walkers
+            .iter()
+            .find_map(|w| w.plugin.arch_from_vmcoreinfo(v))
+    }
+
+    /// The last-resort root scan ([`ArchWalker::scan_roots`]) of the walkers: for
+    /// `arch` when given, else for every architecture a walker handles. The first
+    /// answer wins.
+    pub fn scan_roots(
+        &self,
+        arch: Option<Arch>,
+        mem: &dyn dumpconv_core::PhysicalMemory,
+        banners: &[u64],
+        max_tables: usize,
+    ) -> Result<Option<(CpuState, String)>> {
+        for w in &self.walkers {
+            for &a in w.plugin.arches() {
+                if arch.is_some_and(|x| x != a) {
+                    continue;
+                }
+                if let Some(found) = w
+                    .plugin
+                    .scan_roots(a, mem, banners, max_tables)?
+                    .into_iter()
+                    .next()
+                {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The kernel's own page-table root from VMCOREINFO, by the first walker for `arch`
     /// that finds one, with the walker's name. A walker plugin whose answer is malformed
     /// is an error.

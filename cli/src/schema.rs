@@ -28,6 +28,7 @@ use dumpconv_core::{Arch, Error, Result, VmcoreInfoFile};
 
 use crate::numbers::parse_u64;
 use crate::pipeline::{read_cpu_state_file, ConvertOptions, PagingOptions, RootRequest};
+use crate::roots::{KernelPick, RootSource};
 
 /// Option name → value, sorted (so its JSON form is canonical and can be hashed). A
 /// flag from a command line is `"1"` when on and absent when off; from a manifest it is
@@ -189,10 +190,28 @@ pub const OPTIONS: &[OptDef] = &[
     },
     OptDef {
         value_name: "MODE",
-        help: "Paging mode that goes with --cr3, as the architecture's walker names it \
-               (`dumpconv plugins` lists each walker's modes).",
-        requires: Some("cr3"),
+        help: "Paging mode that goes with --cr3 or --root ADDR, as the architecture's walker \
+               names it (`dumpconv plugins` lists each walker's modes).",
         ..def("paging-mode", Kind::Text, Scope::Input, CPU)
+    },
+    OptDef {
+        value_name: "cpu|vmcoreinfo|scan|ADDR",
+        values: &["cpu", "vmcoreinfo", "scan"],
+        help: "Where --paging takes the page-table root from: a CPU's state, the kernel's \
+               VMCOREINFO (the input's note, --vmcoreinfo, or found in RAM), a scan of RAM \
+               for a table that maps a Linux banner (a guess), or this address (with \
+               --paging-mode, like --cr3). Default: the order of docs/roots.md. --cr3 and \
+               --cpu-state win over it.",
+        ..def("root", Kind::Text, Scope::Input, CPU)
+    },
+    OptDef {
+        value_name: "crashed|running|N",
+        values: &["crashed", "running"],
+        help: "Which kernel --paging walks when the dump holds several (a kdump capture \
+               kernel beside the crashed one; `dumpconv info` lists them): the one whose \
+               VMCOREINFO has CRASHTIME=, the one a CPU runs, or kernel N. Default: the \
+               crashed kernel, else the running one.",
+        ..def("kernel", Kind::Text, Scope::Input, CPU)
     },
     OptDef {
         value_name: "FILE",
@@ -254,6 +273,12 @@ pub const OPTIONS: &[OptDef] = &[
         default: Some("52"),
         help: "MAXPHYADDR: physical address bits in page-table entries (32..52).",
         ..def("max-phys-bits", Kind::Range(32, 52), Scope::Output, PAGING)
+    },
+    OptDef {
+        help: "When --paging finds no page-table root, or the root found fails its checks or \
+               maps nothing, write the physical view with a warning instead of failing \
+               (exit 1).",
+        ..def("paging-fallback", Kind::Flag, Scope::Output, PAGING)
     },
     // ---- Compression
     OptDef {
@@ -548,7 +573,34 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         };
         o.open.ram_map = Some(dumpconv_formats::raw::parse_ram_map(&text)?);
     }
-    if let Some(cr3) = num("cr3")? {
+    let root_word = get("root").map(str::trim);
+    let root_addr = match root_word {
+        None | Some("cpu" | "vmcoreinfo" | "scan") => None,
+        Some(w) => Some(parse_u64(w).map_err(|e| {
+            Error::invalid(format!(
+                "option root: {w:?} is neither cpu, vmcoreinfo, scan nor an address ({e})"
+            ))
+        })?),
+    };
+    o.root_source = match root_word {
+        Some("cpu") => Some(RootSource::Cpu),
+        Some("vmcoreinfo") => Some(RootSource::Vmcoreinfo),
+        Some("scan") => Some(RootSource::Scan),
+        _ => None,
+    };
+    if let Some(k) = get("kernel") {
+        o.kernel = Some(KernelPick::parse(k).ok_or_else(|| {
+            Error::invalid(format!(
+                "option kernel: {k:?}: expected crashed, running or a kernel number"
+            ))
+        })?);
+    }
+    if get("paging-mode").is_some() && num("cr3")?.is_none() && root_addr.is_none() {
+        return Err(Error::invalid(
+            "option paging-mode goes with cr3 or root ADDR (the root it describes)",
+        ));
+    }
+    if let Some(cr3) = num("cr3")?.or(root_addr) {
         if map.contains_key("cpu-state") {
             return Err(Error::invalid(
                 "options cr3 and cpu-state exclude each other",
@@ -556,7 +608,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
         }
         let mode = get("paging-mode").ok_or_else(|| {
             Error::invalid(format!(
-                "option cr3 needs paging-mode (a mode name of the walkers: {}, or of a \
+                "option cr3 (or root ADDR) needs paging-mode (a mode name of the walkers: {}, or of a \
                  walker plugin)",
                 crate::Registry::builtin().mode_names().join(", ")
             ))
@@ -582,6 +634,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
             max_phys_bits: int("max-phys-bits")
                 .and_then(|b| u8::try_from(b).ok())
                 .unwrap_or(defaults.max_phys_bits),
+            fallback: flag(map, "paging-fallback"),
         });
     }
     o.writer_options = writer_options(map);

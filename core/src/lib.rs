@@ -17,6 +17,7 @@ pub mod numbers;
 pub mod paging;
 pub mod plugin;
 pub mod progress;
+pub mod ramscan;
 pub mod sink;
 pub mod view;
 pub mod vmcoreinfo;

@@ -255,6 +255,29 @@ pub trait ArchWalker: Send + Sync {
         None
     }
 
+    /// The architecture a VMCOREINFO text belongs to, when it has the keys this
+    /// walker's kernels write (for inputs that do not say their architecture: raw
+    /// images, LiME, AVML). Default: None (not recognised). Plugins loaded at run time
+    /// do not answer this yet (ABI v2 has no entry for it): the built-in walkers do.
+    fn arch_from_vmcoreinfo(&self, _vmcoreinfo: &VmcoreInfo) -> Option<Arch> {
+        None
+    }
+
+    /// Last resort when there is no VMCOREINFO and no CPU with paging: look through
+    /// `mem` for pages that may be the kernel's top-level table of `arch` and keep those
+    /// whose kernel half maps one of `banners` (physical addresses of "Linux version ")
+    /// at a kernel address. Returns CPU states (best first) with a short description
+    /// each. At most `max_tables` candidate tables are walked. Default: no scan.
+    fn scan_roots(
+        &self,
+        _arch: Arch,
+        _mem: &dyn PhysicalMemory,
+        _banners: &[u64],
+        _max_tables: usize,
+    ) -> Result<Vec<(CpuState, String)>> {
+        Ok(Vec::new())
+    }
+
     /// [`ArchWalker::roots_from_vmcoreinfo`] for callers that must tell "none" from a
     /// failure: a plugin walker whose answer is malformed fails here (the registry and
     /// the pipeline call this one). The default never fails.

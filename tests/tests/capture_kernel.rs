@@ -472,7 +472,6 @@ fn info_kernels(input: &Path) -> (Vec<(String, String, u64)>, Value) {
 /// runs, each with its OSRELEASE and phys_base; the root `--paging` takes is the crashed
 /// kernel's. From ram.raw (no CPU state) both are found in RAM, the crashed one named.
 #[test]
-#[ignore = "needs --kernel (wip/roots)"]
 fn info_lists_both_kernels() {
     let Some(c) = setup() else { return };
     let release = c.g.meta["kernel_release"].as_str().unwrap().to_string();
@@ -570,7 +569,6 @@ fn info_lists_both_kernels() {
 /// state, QEMU's kdump): gdb reads the crashed kernel's command line and exactly its
 /// task list. `--kernel crashed` says the same explicitly.
 #[test]
-#[ignore = "needs --kernel (wip/roots)"]
 fn default_paging_finds_the_crashed_kernel() {
     let Some(c) = setup() else { return };
     let tmp = scratch();
@@ -598,7 +596,6 @@ fn default_paging_finds_the_crashed_kernel() {
 /// `--kernel running` gives the capture kernel's view: the one CPU 0 runs (CPU 1 is
 /// stopped in the crashed kernel, which is the crashed one, not a running one).
 #[test]
-#[ignore = "needs --kernel (wip/roots)"]
 fn kernel_running_gives_the_capture_kernel() {
     let Some(c) = setup() else { return };
     let tmp = scratch();

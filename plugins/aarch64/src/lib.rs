@@ -209,4 +209,11 @@ impl ArchWalker for Aarch64Walker {
         }
         Some(kernel_cpu(arch, g, va, root))
     }
+
+    /// `NUMBER(kimage_voffset)` (arm64 writes it, nothing else does) with a kernel-half
+    /// `SYMBOL(swapper_pg_dir)`.
+    fn arch_from_vmcoreinfo(&self, v: &VmcoreInfo) -> Option<Arch> {
+        let swapper = v.symbol("swapper_pg_dir")?;
+        (v.number("kimage_voffset").is_some() && swapper >> 63 == 1).then_some(Arch::AARCH64)
+    }
 }

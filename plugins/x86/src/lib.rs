@@ -22,7 +22,9 @@ mod mode;
 use std::borrow::Cow;
 
 use dumpconv_core::paging::{AddressSpace, Regime, VirtRange};
-use dumpconv_core::{Arch, ArchWalker, CpuState, Error, Result, VmcoreInfo, WalkOptions};
+use dumpconv_core::{
+    Arch, ArchWalker, CpuState, Error, MappingList, PhysicalMemory, Result, VmcoreInfo, WalkOptions,
+};
 
 pub use mode::{
     cpu_from_root, describe, paging_mode, pse, PagingMode, CR0_PE, CR0_PG, CR4_LA57, CR4_PAE,
@@ -164,6 +166,134 @@ impl ArchWalker for X86Walker {
         c.arch = Some(arch);
         Some(c)
     }
+
+    /// x86_64: `SYMBOL(init_top_pgt)` (or its old name `init_level4_pgt`), or
+    /// `NUMBER(phys_base)` with kernel-image addresses. i386: `SYMBOL(swapper_pg_dir)`
+    /// and `SYMBOL(_stext)` are 32-bit addresses and nothing of another architecture
+    /// (arm64's `kimage_voffset`, arm's `ARM_LPAE`, x86_64's `phys_base`) is there;
+    /// `CONFIG_X86_PAE=y` settles it. The candidate checks confirm it by reading the
+    /// kernel's utsname.
+    fn arch_from_vmcoreinfo(&self, v: &VmcoreInfo) -> Option<Arch> {
+        if v.symbol("init_top_pgt").is_some() || v.symbol("init_level4_pgt").is_some() {
+            return Some(Arch::X86_64);
+        }
+        let stext = v.symbol("_stext")?;
+        if v.phys_base().is_some() && stext >= START_KERNEL_MAP {
+            return Some(Arch::X86_64);
+        }
+        let swapper = v.symbol("swapper_pg_dir")?;
+        let foreign = v.entries().iter().any(|(k, _)| {
+            k.contains("kimage_voffset") || k.contains("ARM") || k.contains("phys_base")
+        });
+        let small = swapper <= u64::from(u32::MAX) && stext <= u64::from(u32::MAX);
+        (small && (!foreign || v.get("CONFIG_X86_PAE") == Some("y"))).then_some(Arch::I386)
+    }
+
+    /// x86_64 4-level: pages whose upper half looks like a PML4's kernel half (every
+    /// entry empty or a present, non-huge pointer into RAM; the last, which maps the
+    /// kernel image at `__START_KERNEL_map`, present), walked over the top 2 GiB; kept
+    /// when a banner's page is mapped there.
+    fn scan_roots(
+        &self,
+        arch: Arch,
+        mem: &dyn PhysicalMemory,
+        banners: &[u64],
+        max_tables: usize,
+    ) -> Result<Vec<(CpuState, String)>> {
+        if arch != Arch::X86_64 || banners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let banner_pages: Vec<u64> = banners.iter().map(|b| b & !0xfff).collect();
+        let opts = WalkOptions {
+            max_table_pages: 4096,
+            ..WalkOptions::default()
+        };
+        let mut tried = 0usize;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8 << 20];
+        for r in mem.ranges().to_vec() {
+            let mut at = r.start.next_multiple_of(4096);
+            while at < r.end && tried < max_tables && out.is_empty() {
+                let len = (buf.len() as u64).min(r.end - at);
+                let chunk = &mut buf[..len as usize];
+                if mem.read_at(at, chunk).is_err() {
+                    at += len;
+                    continue;
+                }
+                for (i, page) in chunk.chunks_exact(4096).enumerate() {
+                    if !looks_like_pml4(page, mem) {
+                        continue;
+                    }
+                    tried += 1;
+                    let root = at + i as u64 * 4096;
+                    let mut c = cpu_from_root(0, root, PagingMode::Level4);
+                    c.arch = Some(arch);
+                    let Ok(Regime::Paging { spaces, .. }) = self.regime(&c, &opts) else {
+                        continue;
+                    };
+                    let mut list = MappingList::new();
+                    let walked = dumpconv_core::paging::walk(
+                        0,
+                        &spaces,
+                        mem,
+                        &opts,
+                        VirtRange::from(START_KERNEL_MAP),
+                        None,
+                        &mut list,
+                    );
+                    if walked.is_err() {
+                        continue;
+                    }
+                    let hit = list.runs().iter().find_map(|m| {
+                        banner_pages
+                            .iter()
+                            .find(|&&b| b >= m.phys && b - m.phys < m.len)
+                            .map(|&b| m.virt + (b - m.phys))
+                    });
+                    if let Some(v) = hit {
+                        out.push((
+                            c,
+                            format!(
+                                "4level table at {root:#x} maps a \"Linux version \" page at {v:#x}"
+                            ),
+                        ));
+                        break;
+                    }
+                    if tried >= max_tables {
+                        break;
+                    }
+                }
+                at += len;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A PML4 page as Linux fills it: the kernel half (entries 256..511) holds present,
+/// non-huge pointers into RAM or zeros, at least two of them, and entry 511 is present.
+fn looks_like_pml4(page: &[u8], mem: &dyn PhysicalMemory) -> bool {
+    let entry = |i: usize| {
+        let b = &page[i * 8..i * 8 + 8];
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    };
+    let last = entry(511);
+    if last & 1 == 0 || last & 0x80 != 0 {
+        return false;
+    }
+    let mut present = 0;
+    for i in 256..512 {
+        let e = entry(i);
+        if e == 0 {
+            continue;
+        }
+        // Present, not huge, no reserved bits 51..52 used by Linux's kernel entries.
+        if e & 1 == 0 || e & 0x80 != 0 || !mem.is_ram(e & 0x000f_ffff_ffff_f000, 4096) {
+            return false;
+        }
+        present += 1;
+    }
+    present >= 2
 }
 
 #[cfg(test)]
