@@ -487,6 +487,8 @@ def misc_cases():
     case("journal-torn.jsonl",
          b'{"v":2,"event":"start","output":"raw-image.elf","input":"x"}\n{"v":2,"ev',
          "batch", 0, [], "journal")
+    # batch rows run `batch --out-dir OUT FILE`; "journal" copies FILE into OUT as the
+    # journal first and converts elf64-good.elf.
 
 
 def main():
