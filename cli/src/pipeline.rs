@@ -558,7 +558,8 @@ fn convert_impl(
             report.warnings.push(msg);
         }
     }
-    let mut plan = build_plan(&dump, opts, registry, progress, &mut report)?;
+    let mut plan = build_plan(&dump, opts, registry, progress, &mut report)
+        .map_err(|e| name_the_input(e, &dump))?;
     plan.options = choice.writer_options;
     report.memory_bytes = plan.total_bytes();
     let keep_partial = opts.writer_options.contains_key("keep-partial");
@@ -625,7 +626,8 @@ fn json_offset(text: &[u8], line: usize, column: usize) -> u64 {
 }
 
 /// A read of the dump's memory that failed without naming a file (a hole, a page the
-/// dump lost) names the input: "physical page 0x1000 is lost" alone does not say where.
+/// dump lost, a page-table walk that gave up) names the input: "physical page 0x1000 is
+/// lost" alone does not say where.
 fn name_the_input(e: Error, dump: &dumpconv_core::Dump) -> Error {
     match e {
         Error::Hole { .. } | Error::PageUnavailable { .. } => Error::format(
@@ -634,6 +636,7 @@ fn name_the_input(e: Error, dump: &dumpconv_core::Dump) -> Error {
             dump.format,
             format!("reading its memory: {e}"),
         ),
+        Error::Walk { .. } => Error::format(dump.path.clone(), None, dump.format, e.to_string()),
         // The writer refusing what the input's geometry asks (kdump bitmaps for RAM
         // spread over a huge address space): say which input.
         Error::Invalid(msg) => Error::Invalid(format!("{}: {msg}", dump.path.display())),

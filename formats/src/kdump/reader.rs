@@ -542,19 +542,20 @@ fn parse_file(path: &Path) -> Result<Parsed> {
             format!("file has {} bytes, too few for a kdump header", head.len()),
         ));
     }
-    let (layout, header) = pick_layout(&head, path).map_err(|e| {
-        if flat_records.is_some_and(|(_, complete)| !complete) {
+    let (layout, header) = pick_layout(&head, path).map_err(|e| match e {
+        Error::Format { location, msg, .. }
+            if flat_records.is_some_and(|(_, complete)| !complete) =>
+        {
             fmt_err(
                 path,
-                0u64,
+                location.offset,
                 format!(
-                    "{e} (the flattened stream has no end marker: cut short before the \
-                     records that hold the header?)"
+                    "{msg} (the flattened stream has no end marker: cut short before \
+                         the records that hold the header?)"
                 ),
             )
-        } else {
-            e
         }
+        e => e,
     })?;
     let machine = header.utsname.get(Utsname::MACHINE);
     if let Some(m) = FOREIGN_MACHINES.iter().find(|m| machine.starts_with(*m)) {
