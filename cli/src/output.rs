@@ -1,6 +1,7 @@
-//! Output files are written to a temporary file beside the target and renamed into
-//! place only when complete, so an interrupted or failed conversion never leaves a file
-//! that looks finished. The input is never overwritten.
+//! Output files are written to an unnamed file in the target's directory (`O_TMPFILE`;
+//! else a named temporary file beside the target) and given their name only when
+//! complete, so an interrupted, killed or failed conversion never leaves a file that
+//! looks finished, nor a partial one. The input is never overwritten.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
