@@ -1,15 +1,17 @@
 //! A whole conversion: the input (detected as `open` would) to each writer (raw, ELF,
-//! ELF with --paging, kdump, LiME, AVML, zstd-compressed raw) into a temporary
+//! ELF with --paging, kdump, LiME, AVML, zstd-compressed ELF) into a temporary
 //! directory. Writers size their output from what the reader claims (the highest
 //! address, zero fill, the RAM map), so this is where issue #17's 2 TiB bitmap and
 //! 1 TiB of zero fill live. A failed conversion must leave nothing in the directory.
+//! (Raw in a stream writes its holes as zeros, up to 8 GiB by design: not fuzzed here,
+//! where it would only time out; the corpus has its bound.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 use dumpconv::{ConvertOptions, Output, Registry};
 
 const OUTPUTS: [&str; 7] = [
-    "o.raw", "o.elf", "p.elf", "o.kdump", "o.lime", "o.avml", "o.raw.zst",
+    "o.raw", "o.elf", "p.elf", "o.kdump", "o.lime", "o.avml", "o.elf.zst",
 ];
 
 fuzz_target!(|data: &[u8]| {

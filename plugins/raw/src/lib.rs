@@ -59,12 +59,13 @@ impl RawWriter {
     }
 }
 
-/// Most bytes of holes a streamed raw image may hold: 64 times its RAM, at least 1 GiB.
-/// A stream cannot seek, so holes are written as zeros: one LiME page at 2^48 would
-/// stream 256 TiB of them (fuzzing finding, issue #17). Files keep holes sparse and are
-/// not limited.
+/// Most bytes of holes a streamed raw image may hold: 64 times its RAM, at least 8 GiB
+/// (a small x86 guest's RAM below 4 GiB and its BIOS ROM just under 4 GiB leave a hole
+/// of nearly 4 GiB: that is a raw image). A stream cannot seek, so holes are written as
+/// zeros: one LiME page at 2^48 would stream 256 TiB of them (fuzzing finding, issue
+/// #17). Files keep holes sparse and are not limited.
 pub fn max_stream_holes(ram: u64) -> u64 {
-    ram.saturating_mul(64).max(1 << 30)
+    ram.saturating_mul(64).max(8 << 30)
 }
 
 fn check_stream_holes(plan: &DumpPlan, sink: &dyn Sink) -> Result<()> {
