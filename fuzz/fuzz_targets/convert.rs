@@ -11,7 +11,13 @@ use libfuzzer_sys::fuzz_target;
 use dumpconv::{ConvertOptions, Output, Registry};
 
 const OUTPUTS: [&str; 7] = [
-    "o.raw", "o.elf", "p.elf", "o.kdump", "o.lime", "o.avml", "o.elf.zst",
+    "o.raw",
+    "o.elf",
+    "p.elf",
+    "o.kdump",
+    "o.lime",
+    "o.avml",
+    "o.elf.zst",
 ];
 
 fuzz_target!(|data: &[u8]| {
