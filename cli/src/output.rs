@@ -1,6 +1,7 @@
-//! Output files are written to a temporary file beside the target and renamed into
-//! place only when complete, so an interrupted or failed conversion never leaves a file
-//! that looks finished. The input is never overwritten.
+//! Output files are written to an unnamed file in the target's directory (`O_TMPFILE`;
+//! else a named temporary file beside the target) and given their name only when
+//! complete, so an interrupted, killed or failed conversion never leaves a file that
+//! looks finished, nor a partial one. The input is never overwritten.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -133,20 +134,9 @@ pub fn write_output(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "output".into());
-            let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{name}."))
-                .suffix(".dumpconv-partial")
-                // tempfile creates 0600 files; an output should get the permissions any
-                // new file gets (0666 less the umask), as cp and makedumpfile give it.
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-                .tempfile_in(&dir)
-                .map_err(|e| Error::Output {
-                    path: dir.clone(),
-                    offset: 0,
-                    source: e,
-                })?;
-            let file: File = tmp.as_file().try_clone().map_err(|e| Error::Output {
-                path: tmp.path().to_path_buf(),
+            let tmp = TmpOutput::new(&dir, &name, keep_partial)?;
+            let file: File = tmp.file().try_clone().map_err(|e| Error::Output {
+                path: path.clone(),
                 offset: 0,
                 source: e,
             })?;
@@ -159,7 +149,7 @@ pub fn write_output(
                 // A partial compressed stream is of no use to anyone: never kept.
                 Some(c) => {
                     let hash = write_compressed(c, file, path, digest, write)?;
-                    persist(tmp, path, force)?;
+                    tmp.persist(path, force)?;
                     return Ok(hash);
                 }
             };
@@ -168,20 +158,122 @@ pub fn write_output(
                 Err(e) => {
                     if keep_partial {
                         // Best effort: the write error is what the user must see.
-                        let _ = if force {
-                            tmp.persist(path).map(drop)
-                        } else {
-                            tmp.persist_noclobber(path).map(drop)
-                        };
+                        let _ = tmp.persist(path, force);
                     }
                     return Err(e);
                 }
             };
-            persist(tmp, path, force)?;
+            tmp.persist(path, force)?;
             match hash {
                 // The writer patched earlier bytes: hash the finished file.
                 None if digest => file_blake3(path).map(Some),
                 h => Ok(h),
+            }
+        }
+    }
+}
+
+/// The file an output is written to before it gets its name.
+///
+/// Preferably an unnamed file (`O_TMPFILE`) in the output's directory, linked to its
+/// name only once complete: a process that is killed (even with SIGKILL), aborts or
+/// runs out of disk leaves nothing behind, not even a `.dumpconv-partial` file
+/// (issue #17). Where the file system cannot make unnamed files, and with
+/// `--keep-partial` (whose point is a file to keep), a named temporary file beside the
+/// target (`.NAME.XXXXXX.dumpconv-partial`), removed on failure.
+enum TmpOutput {
+    Unnamed { file: File, dir: PathBuf },
+    Named(tempfile::NamedTempFile),
+}
+
+impl TmpOutput {
+    fn new(dir: &Path, name: &str, keep_partial: bool) -> Result<TmpOutput> {
+        if !keep_partial {
+            use rustix::fs::{openat, Mode, OFlags, CWD};
+            // 0666 less the umask, as any new file (and cp, makedumpfile) gets.
+            if let Ok(fd) = openat(
+                CWD,
+                dir,
+                OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            ) {
+                return Ok(TmpOutput::Unnamed {
+                    file: File::from(fd),
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".dumpconv-partial")
+            // tempfile creates 0600 files; an output should get the permissions any
+            // new file gets (0666 less the umask), as cp and makedumpfile give it.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|e| Error::Output {
+                path: dir.to_path_buf(),
+                offset: 0,
+                source: e,
+            })?;
+        Ok(TmpOutput::Named(tmp))
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            TmpOutput::Unnamed { file, .. } => file,
+            TmpOutput::Named(t) => t.as_file(),
+        }
+    }
+
+    /// Give the complete file its name (replacing an existing file only with `force`).
+    fn persist(self, path: &Path, force: bool) -> Result<()> {
+        let err = |source: std::io::Error| Error::Output {
+            path: path.to_path_buf(),
+            offset: 0,
+            source,
+        };
+        match self {
+            TmpOutput::Named(tmp) => {
+                let persisted = if force {
+                    tmp.persist(path)
+                } else {
+                    tmp.persist_noclobber(path)
+                };
+                persisted.map_err(|e| err(e.error))?;
+                Ok(())
+            }
+            TmpOutput::Unnamed { file, dir } => {
+                use rustix::fs::{linkat, AtFlags, CWD};
+                use std::os::fd::AsRawFd;
+                let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let link = |to: &Path| {
+                    linkat(CWD, fd_path.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW)
+                        .map_err(std::io::Error::from)
+                };
+                if !force {
+                    // linkat never replaces: the no-clobber rule for free.
+                    return link(path).map_err(err);
+                }
+                // Link under a fresh name, then rename over the target (atomic).
+                for n in 0..100u32 {
+                    let side = dir.join(format!(
+                        ".dumpconv-{}-{n}.dumpconv-link",
+                        std::process::id()
+                    ));
+                    match link(&side) {
+                        Ok(()) => {
+                            return std::fs::rename(&side, path).map_err(|e| {
+                                let _ = std::fs::remove_file(&side);
+                                err(e)
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+                Err(err(std::io::Error::other(
+                    "no free temporary name to link the output under",
+                )))
             }
         }
     }
@@ -231,19 +323,4 @@ fn write_compressed(
         .into_parts();
     file.sync_data().map_err(err)?;
     Ok(hash)
-}
-
-/// Move the complete temporary file to its name.
-fn persist(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<()> {
-    let persisted = if force {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    persisted.map_err(|e| Error::Output {
-        path: path.to_path_buf(),
-        offset: 0,
-        source: e.error,
-    })?;
-    Ok(())
 }

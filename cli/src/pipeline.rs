@@ -631,7 +631,22 @@ fn convert_impl(
         writer: writer.name().to_string(),
         ..ConvertReport::default()
     };
-    let mut plan = build_plan(&dump, opts, registry, progress, &mut report)?;
+    // The reader's warnings (an incomplete dump, a cut stream, a CPU note it could not
+    // use) are said on conversion too, naming the input: the output may look complete.
+    for (k, v) in &dump.details {
+        if k == "warning" {
+            let path = dump.path.display().to_string();
+            let msg = if v.contains(&path) {
+                v.clone()
+            } else {
+                format!("{path}: {v}")
+            };
+            progress.warn(&msg);
+            report.warnings.push(msg);
+        }
+    }
+    let mut plan = build_plan(&dump, opts, registry, progress, &mut report)
+        .map_err(|e| name_the_input(e, &dump))?;
     plan.options = choice.writer_options;
     if let Some(f) = &opts.filter {
         report.filter = crate::filter::apply_filter(
@@ -656,7 +671,8 @@ fn convert_impl(
         choice.codec,
         digest,
         |sink| writer.write(&plan, dump.memory.as_ref(), sink, progress),
-    )?;
+    )
+    .map_err(|e| name_the_input(e, &dump))?;
     progress.finish();
     report.total_time = start.elapsed();
     Ok(report)
@@ -666,18 +682,65 @@ fn convert_impl(
 /// --json` prints (its `cpus` field).
 pub fn read_cpu_state_file(path: &Path) -> Result<Vec<CpuState>> {
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string()))?;
-    let cpus = match value {
-        serde_json::Value::Object(mut o) if o.contains_key("cpus") => {
-            o.remove("cpus").unwrap_or_default()
-        }
-        other => other,
+    // Errors give the byte offset and line of the problem: parse into a Value first
+    // (syntax), then decode the same bytes again straight into the typed shape, so a
+    // wrong type is reported where it is, not just as "invalid type".
+    let json_err = |e: serde_json::Error| {
+        let offset = json_offset(&text, e.line(), e.column());
+        Error::format(
+            PathBuf::from(path),
+            (e.line() > 0).then_some(offset),
+            "CPU-state JSON",
+            e.to_string(),
+        )
     };
-    let mut cpus: Vec<CpuState> = serde_json::from_value(cpus)
-        .map_err(|e| Error::format(PathBuf::from(path), None, "CPU-state JSON", e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(json_err)?;
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        cpus: Vec<CpuState>,
+    }
+    let mut cpus: Vec<CpuState> = match value {
+        serde_json::Value::Object(o) if o.contains_key("cpus") => {
+            let mut de = serde_json::Deserializer::from_slice(&text);
+            // Unknown top-level keys (written by `info --json`) are ignored.
+            let w: Wrapped = serde::Deserialize::deserialize(&mut de).map_err(json_err)?;
+            w.cpus
+        }
+        _ => serde_json::from_slice(&text).map_err(json_err)?,
+    };
     for (i, c) in cpus.iter_mut().enumerate() {
         c.index = i as u32;
     }
     Ok(cpus)
+}
+
+/// The byte offset of serde_json's 1-based `line` and `column` in `text`.
+fn json_offset(text: &[u8], line: usize, column: usize) -> u64 {
+    let mut at = 0usize;
+    for _ in 1..line {
+        match text[at..].iter().position(|&b| b == b'\n') {
+            Some(p) => at += p + 1,
+            None => break,
+        }
+    }
+    (at + column.saturating_sub(1)).min(text.len()) as u64
+}
+
+/// A read of the dump's memory that failed without naming a file (a hole, a page the
+/// dump lost, a page-table walk that gave up) names the input: "physical page 0x1000 is
+/// lost" alone does not say where.
+fn name_the_input(e: Error, dump: &dumpconv_core::Dump) -> Error {
+    match e {
+        Error::Hole { .. } | Error::PageUnavailable { .. } => Error::format(
+            dump.path.clone(),
+            None,
+            dump.format,
+            format!("reading its memory: {e}"),
+        ),
+        Error::Walk { .. } => Error::format(dump.path.clone(), None, dump.format, e.to_string()),
+        // The writer refusing what the input's geometry asks (kdump bitmaps for RAM
+        // spread over a huge address space): say which input.
+        Error::Invalid(msg) => Error::Invalid(format!("{}: {msg}", dump.path.display())),
+        e => e,
+    }
 }

@@ -566,12 +566,14 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
     o.open.max_spill = num("max-spill")?;
     if let Some(m) = get("ram-map") {
         let p = Path::new(m);
-        let text = if p.is_file() {
-            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?
+        o.open.ram_map = Some(if p.is_file() {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            // Name the file: "line 2" alone does not say of what.
+            dumpconv_formats::raw::parse_ram_map(&text)
+                .map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?
         } else {
-            m.to_string()
-        };
-        o.open.ram_map = Some(dumpconv_formats::raw::parse_ram_map(&text)?);
+            dumpconv_formats::raw::parse_ram_map(m)?
+        });
     }
     let root_word = get("root").map(str::trim);
     let root_addr = match root_word {

@@ -50,13 +50,14 @@ const MAX_WARNINGS: usize = 16;
 const CACHE_GENERATION: usize = 1024;
 
 /// Least upper bound on the mapping runs one walk adds to its list (24 bytes each, so
-/// about 100 MiB); the bound grows to two runs per 4 KiB page of RAM for bigger dumps
+/// 24 MiB; 2^22 made a 16 KiB hostile raw image with self-referencing tables use 103 MB,
+/// past the memory bound of the hostile corpus, issue #17); the bound grows to two runs per 4 KiB page of RAM for bigger dumps
 /// (a run maps at least a page, and a page mapped at two virtual addresses is normal),
 /// so a huge guest mapped page by page still converts. The table budget alone does not
 /// bound them: every visit of a last level table can emit 512 leaves, and a leaf over
 /// fragmented RAM one mapping per RAM range, so a table that points at itself would
 /// otherwise fill memory.
-pub const MAX_WALK_MAPPINGS: usize = 1 << 22;
+pub const MAX_WALK_MAPPINGS: usize = 1 << 20;
 
 /// The mapping bound of a walk over `mem` ([`MAX_WALK_MAPPINGS`]).
 fn mapping_budget(mem: &dyn PhysicalMemory) -> usize {

@@ -150,9 +150,20 @@ fn drop_cpu(stats: &mut WalkStats, cpu: &CpuState, e: &Error) {
 }
 
 /// Walks CPUs through the trait with one cache for the whole view.
+///
+/// A CPU whose address spaces (mode, roots, table formats: its [`crate::Regime`]) and
+/// range are those of a CPU already walked gives the same mappings: it is not walked
+/// again. So a dump listing N CPUs with one hostile root spends one walk budget, not N
+/// (issue #17: 3 CPUs took 40 s before giving up). Its result is empty (the earlier
+/// CPU's mappings are already in the view), or the earlier CPU's failure.
+///
+/// (In the default policy the user CPU is walked over the whole range and the others
+/// over their kernel half, which that walk covers when they share its roots.)
 struct Driver<'w, W: ?Sized> {
     walker: &'w W,
     cache: WalkCache,
+    /// Regimes walked so far: the range, the CPU, and the failure if the walk failed.
+    walked: Vec<(crate::paging::Regime, VirtRange, u32, Option<String>)>,
 }
 
 impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
@@ -160,6 +171,7 @@ impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
         Driver {
             walker,
             cache: WalkCache::default(),
+            walked: Vec::new(),
         }
     }
 
@@ -170,11 +182,36 @@ impl<'w, W: ArchWalker + ?Sized> Driver<'w, W> {
         opts: &WalkOptions,
         range: VirtRange,
     ) -> Result<(MappingList, WalkStats)> {
+        // Walkers that do not describe their regime are walked every time.
+        let regime = self.walker.regime(cpu, opts).ok();
+        if let Some(r) = &regime {
+            if let Some((_, _, first, failure)) =
+                self.walked.iter().find(|(seen, seen_range, _, _)| {
+                    // The same spaces over a range that covers this one: its mappings
+                    // (clipped to this range) are already in the view.
+                    seen == r && seen_range.lo <= range.lo && range.hi <= seen_range.hi
+                })
+            {
+                return match failure {
+                    None => Ok((MappingList::new(), WalkStats::default())),
+                    Some(msg) => Err(Error::Walk {
+                        cpu: cpu.index,
+                        msg: format!(
+                            "same page-table roots as cpu {first}, whose walk failed: {msg}"
+                        ),
+                    }),
+                };
+            }
+        }
         let mut out = MappingList::new();
-        let stats =
-            self.walker
-                .walk_range(cpu, mem, opts, range, Some(&mut self.cache), &mut out)?;
-        Ok((out, stats))
+        let res = self
+            .walker
+            .walk_range(cpu, mem, opts, range, Some(&mut self.cache), &mut out);
+        if let Some(r) = regime {
+            let failure = res.as_ref().err().map(ToString::to_string);
+            self.walked.push((r, range, cpu.index, failure));
+        }
+        Ok((out, res?))
     }
 }
 
@@ -327,6 +364,117 @@ mod tests {
             ]
         );
         assert_eq!(n, 1);
+    }
+
+    /// A walker whose CPUs' regime is their "root" register, counting its walks: root
+    /// 0xbad fails (as a hostile table that exhausts the walk budget would), any other
+    /// maps one page at the root.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl ArchWalker for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn arches(&self) -> &[crate::Arch] {
+            &[]
+        }
+        fn modes(&self) -> &[&str] {
+            &["m"]
+        }
+        fn regime(&self, cpu: &CpuState, _opts: &WalkOptions) -> Result<crate::Regime> {
+            let root = cpu.reg("root").ok_or_else(|| Error::invalid("no root"))?;
+            let desc = std::borrow::Cow::Owned(crate::MmuDesc {
+                name: "m",
+                entry_bytes: 8,
+                big_endian: false,
+                levels: std::borrow::Cow::Borrowed(&[]),
+                valid: crate::paging::BitTest::set(1),
+                root_mask: u64::MAX,
+                table_mask: 0,
+                leaf_mask: 0,
+                va_form: crate::paging::VaForm::Zero,
+            });
+            Ok(crate::Regime::Paging {
+                mode: "m".into(),
+                spaces: vec![crate::AddressSpace {
+                    range: VirtRange::ALL,
+                    root,
+                    root_name: "root",
+                    table_mask: u64::MAX,
+                    desc,
+                }],
+            })
+        }
+        fn walk_range(
+            &self,
+            cpu: &CpuState,
+            _mem: &dyn PhysicalMemory,
+            _opts: &WalkOptions,
+            range: VirtRange,
+            _cache: Option<&mut WalkCache>,
+            out: &mut MappingList,
+        ) -> Result<WalkStats> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let root = cpu.reg("root").unwrap_or(0);
+            if root == 0xbad {
+                return Err(Error::Walk {
+                    cpu: cpu.index,
+                    msg: "gave up after 16777216 leaf entries".into(),
+                });
+            }
+            let kernel = m((1 << 63) + root, root, 0x1000);
+            for x in [m(root, root, 0x1000), kernel] {
+                if let Some(c) = range.clip(&x) {
+                    out.push(c);
+                }
+            }
+            Ok(WalkStats::default())
+        }
+    }
+
+    fn cpu(index: u32, root: u64) -> CpuState {
+        let mut c = CpuState::new(index, None);
+        c.regs.set("root", root);
+        c
+    }
+
+    struct NoMem;
+    impl PhysicalMemory for NoMem {
+        fn ranges(&self) -> &[crate::PhysRange] {
+            &[]
+        }
+        fn read_at(&self, paddr: u64, _buf: &mut [u8]) -> Result<()> {
+            Err(Error::Hole { paddr })
+        }
+    }
+
+    /// Issue #17: a dump listing N CPUs with one hostile root spent N walk budgets (3
+    /// CPUs: 40 s). CPUs sharing an earlier CPU's roots are walked once.
+    #[test]
+    fn cpus_sharing_roots_are_walked_once() {
+        let w = Counting(Default::default());
+        let calls = || w.0.load(std::sync::atomic::Ordering::Relaxed);
+        let opts = WalkOptions::default();
+        // The user CPU works; three others share one failing root.
+        let cpus = [cpu(0, 0x5000), cpu(1, 0xbad), cpu(2, 0xbad), cpu(3, 0xbad)];
+        let (list, stats) = build_view(&w, &cpus, &NoMem, &opts, ViewPolicy::default()).unwrap();
+        assert_eq!(calls(), 2, "cpu 0, then cpu 1 for the shared root");
+        assert_eq!(list.len(), 2);
+        assert_eq!(stats.warnings.len(), 3, "{:?}", stats.warnings);
+        assert!(stats.warnings[1].contains("same page-table roots as cpu 1"));
+        // Sharing the user CPU's roots: its whole-range walk covers their kernel half.
+        let cpus = [cpu(0, 0x5000), cpu(1, 0x5000), cpu(2, 0x7000)];
+        let (list, _) = build_view(&w, &cpus, &NoMem, &opts, ViewPolicy::default()).unwrap();
+        assert_eq!(calls(), 4, "cpus 0 and 2");
+        assert_eq!(list.len(), 3);
+        // QEMU's union over all CPUs: the same.
+        let all = ViewPolicy {
+            all_cpus: true,
+            ..ViewPolicy::default()
+        };
+        let (list, _) = build_view(&w, &cpus, &NoMem, &opts, all).unwrap();
+        assert_eq!(calls(), 6);
+        assert_eq!(list.len(), 4);
     }
 
     #[test]

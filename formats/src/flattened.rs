@@ -31,6 +31,11 @@ pub const RECORD_HEADER_SIZE: usize = 16;
 
 const FORMAT: &str = "flattened";
 
+/// Largest reassembled file a record may reach into: a kdump file of the largest
+/// physical address space (2^52 bytes of pages, their bitmaps and descriptors) stays
+/// below 2^54; a record beyond 2^56 is a lying header.
+const MAX_LOGICAL_LEN: u64 = 1 << 56;
+
 /// The 4096-byte file header.
 pub fn flat_header() -> Vec<u8> {
     let mut h = vec![0u8; FLAT_HEADER_SIZE];
@@ -163,9 +168,13 @@ impl FlatIndex {
                 )));
             }
             let (offset, mut len) = (offset as u64, size as u64);
-            if offset.checked_add(len).is_none() {
+            if offset
+                .checked_add(len)
+                .is_none_or(|end| end > MAX_LOGICAL_LEN)
+            {
                 return Err(bad(format!(
-                    "record at offset {offset:#x} with size {len:#x} overflows"
+                    "record at offset {offset:#x} with size {len:#x} overflows or ends \
+                     past 2^56, beyond any dump file (corrupt record header)"
                 )));
             }
             let file_pos = pos + RECORD_HEADER_SIZE as u64;

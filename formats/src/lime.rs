@@ -150,6 +150,12 @@ pub fn read_header(input: &Input, offset: u64, format: &'static str) -> Result<R
     let end = last
         .checked_add(1)
         .ok_or_else(|| err(format!("range {start:#x}-{last:#x} reaches past 2^64")))?;
+    if end > dumpconv_core::memory::MAX_PHYS_END {
+        return Err(err(format!(
+            "range {start:#x}-{last:#x} ends above 2^52, the highest physical address \
+             x86-64 and AArch64 define (corrupt header?)"
+        )));
+    }
     Ok(RangeHeader {
         version,
         range: PhysRange::new(start, end),

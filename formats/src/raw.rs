@@ -113,7 +113,8 @@ pub fn parse_ram_map(text: &str) -> Result<Vec<PhysRange>> {
                     ))
                 })
             };
-            out.push(inclusive(hex(a)?, hex(b)?, &err)?);
+            let line_err = |msg: String| err(format!("line {}: {msg}", no + 1));
+            out.push(inclusive(hex(a)?, hex(b)?, &line_err)?);
         }
         if lines == 0 {
             return Err(err(
@@ -128,21 +129,24 @@ pub fn parse_ram_map(text: &str) -> Result<Vec<PhysRange>> {
             ));
         }
     } else {
-        for item in text
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-        {
-            let (a, b) = item
-                .split_once('-')
-                .ok_or_else(|| err(format!("{item:?} is not START-END (inclusive end)")))?;
-            let num = |s: &str| {
-                dumpconv_core::cpu::hex::parse(s).ok_or_else(|| {
-                    err(format!(
-                        "{s:?} in {item:?} is not a number (hex needs 0x, else decimal)"
-                    ))
-                })
-            };
-            out.push(inclusive(num(a)?, num(b)?, &err)?);
+        for (no, line) in text.lines().enumerate() {
+            let err = |msg: String| err(format!("line {}: {msg}", no + 1));
+            for item in line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+            {
+                let (a, b) = item
+                    .split_once('-')
+                    .ok_or_else(|| err(format!("{item:?} is not START-END (inclusive end)")))?;
+                let num = |s: &str| {
+                    dumpconv_core::cpu::hex::parse(s).ok_or_else(|| {
+                        err(format!(
+                            "{s:?} in {item:?} is not a number (hex needs 0x, else decimal)"
+                        ))
+                    })
+                };
+                out.push(inclusive(num(a)?, num(b)?, &err)?);
+            }
         }
         if out.is_empty() {
             return Err(err("no ranges given".into()));

@@ -20,6 +20,15 @@ fn scratch() -> &'static tempfile::TempDir {
     })
 }
 
+/// An empty directory `name` in the scratch directory (emptied on every call).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let path = scratch().path().join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path)
+        .unwrap_or_else(|e| panic!("fuzz harness: cannot create {}: {e}", path.display()));
+    path
+}
+
 /// Write `data` to the scratch file `name` and return its path.
 pub fn write_input(name: &str, data: &[u8]) -> PathBuf {
     let path = scratch().path().join(name);

@@ -53,7 +53,17 @@ pub fn parse_notes(blob: &[u8], path: &std::path::Path, base: u64) -> Result<Vec
             n_type,
             desc: rest[desc_start..desc_end].to_vec(),
         });
-        off += pad4(desc_end).min(rest.len());
+        if pad4(desc_end) > rest.len() {
+            // The blob ends inside the padding of its last note: its size (p_filesz,
+            // size_note) is not what the notes add up to.
+            return Err(err(format!(
+                "the notes end {} byte(s) into the padding of this note (name size \
+                 {namesz}, descriptor size {descsz}, each padded to 4 bytes): the note \
+                 area's size does not match its notes",
+                rest.len() - desc_end
+            )));
+        }
+        off += pad4(desc_end);
     }
     Ok(notes)
 }

@@ -10,10 +10,10 @@
 //! are one producer's view (QEMU paging dumps, the kernel's direct map) and are
 //! reported separately ([`load_mappings`]).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use dumpconv_core::memory::first_wins;
 use dumpconv_core::note::NoteKind;
 use dumpconv_core::{
     Arch, Dump, Error, Mapping, MappingList, Note, PhysRange, Result, Segment, SegmentMemory,
@@ -160,6 +160,22 @@ pub fn load_mappings(loads: &[LoadHeader]) -> MappingList {
     l
 }
 
+/// Physical addresses end at or below 2^52 (MAXPHYADDR is at most 52 on x86-64 and
+/// AArch64): a PT_LOAD, LiME range or kdump page above that is a lying header, and
+/// trusting it would size the output (kdump bitmaps, raw offsets) by it.
+pub const MAX_PHYS_END: u64 = dumpconv_core::memory::MAX_PHYS_END;
+
+/// Most bytes of zero fill (p_memsz beyond p_filesz, summed over the PT_LOADs) a file
+/// of `file_len` bytes may claim: 1024 times its size, at least 1 GiB. makedumpfile's
+/// ELF output leaves filtered pages out this way, so a heavily filtered dump of a big
+/// machine claims much more memory than it stores; but a 9 KB file claiming a TiB
+/// (issue #17) would make every writer produce a TiB of zeros (kdump descriptors, an
+/// AVML or zstd stream): the bound keeps a conversion's time within a small multiple
+/// of what reading a real dump of that size takes.
+pub fn max_zero_fill(file_len: u64) -> u64 {
+    file_len.saturating_mul(1024).max(1 << 30)
+}
+
 /// Read and validate the ELF header and program headers of `input`.
 pub fn read_layout(input: &Input) -> Result<ElfLayout> {
     let path = &input.path;
@@ -291,10 +307,31 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
             ElfClass::Elf64 => le_u32(&sh0, 44),
         }
         .map_err(|e| e.at(&input.path, e_shoff, FMT))?;
+        // PN_XNUM exists for counts that do not fit in e_phnum: a smaller count (or 0)
+        // there is a header that lies about where its count is.
+        if info < u32::from(PN_XNUM) {
+            let sh_info_at = e_shoff + if class == ElfClass::Elf32 { 28 } else { 44 };
+            return Err(ferr(
+                sh_info_at,
+                format!(
+                    "e_phnum is PN_XNUM (0xffff), so section header 0's sh_info must hold \
+                     the real count, 65535 or more; it holds {info} (corrupt header)"
+                ),
+            ));
+        }
         (u64::from(info), true)
     } else {
         (u64::from(e_phnum), false)
     };
+    let e_phnum_at: u64 = if class == ElfClass::Elf32 { 0x2c } else { 0x38 };
+    if phnum == 0 {
+        return Err(ferr(
+            e_phnum_at,
+            "e_phnum is 0: no program headers, so no PT_LOAD and no memory (a core dump \
+             has at least one)"
+                .into(),
+        ));
+    }
 
     let mut layout = ElfLayout {
         class,
@@ -312,9 +349,6 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
         other_phdrs: 0,
         file_len: input.len,
     };
-    if phnum == 0 {
-        return Ok(layout);
-    }
     let phsz = class.phdr_size();
     if usize::from(e_phentsize) != phsz {
         return Err(ferr(
@@ -352,6 +386,7 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
     }
     let table = input.read_vec(e_phoff, table_len, FMT, "program header table")?;
     let incomplete = e_flags & DUMP_ELF_INCOMPLETE != 0;
+    let mut zero_fill = 0u64;
     for (i, ph) in table.chunks_exact(phsz).enumerate() {
         let at = e_phoff + (i * phsz) as u64;
         let fields = || -> Result<_, ShortRead> {
@@ -397,6 +432,40 @@ pub fn read_layout(input: &Input) -> Result<ElfLayout> {
                         format!(
                             "PT_LOAD {i}: p_paddr {:#x} + p_memsz {:#x} overflows",
                             h.paddr, h.memsz
+                        ),
+                    ));
+                }
+                if h.memsz > 0 && h.paddr + h.memsz > MAX_PHYS_END {
+                    return Err(ferr(
+                        at,
+                        format!(
+                            "PT_LOAD {i}: p_paddr {:#x} + p_memsz {:#x} ends above 2^52, \
+                             the highest physical address x86-64 and AArch64 define \
+                             (corrupt header?)",
+                            h.paddr, h.memsz
+                        ),
+                    ));
+                }
+                // What the file does not hold reads as zeros: the p_memsz tail, and in
+                // an incomplete dump the p_filesz bytes past its end.
+                let in_file = if fits(h.offset, h.filesz, input.len) {
+                    h.filesz
+                } else {
+                    input.len.saturating_sub(h.offset).min(h.filesz)
+                };
+                zero_fill = zero_fill.saturating_add(h.memsz - in_file);
+                if zero_fill > max_zero_fill(input.len) {
+                    return Err(ferr(
+                        at,
+                        format!(
+                            "PT_LOAD {i}: p_memsz {:#x} exceeds p_filesz {:#x}; with the \
+                             PT_LOADs before it the file claims {zero_fill:#x} bytes of \
+                             zero fill (memory not stored in the file), more than \
+                             {:#x} for a {:#x}-byte file: a corrupt p_memsz?",
+                            h.memsz,
+                            h.filesz,
+                            max_zero_fill(input.len),
+                            input.len
                         ),
                     ));
                 }
@@ -598,12 +667,11 @@ pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
 /// PT_LOAD, first in the file, overlaps a RAM PT_LOAD holding the same bytes; either
 /// may win.
 ///
-/// Overlaps are cut here with an interval map (O(n log n)) and contiguous pieces are
-/// merged, so SegmentMemory gets a few disjoint segments even from a QEMU paging dump
+/// Overlaps are cut by [`first_wins`] (O(n log n)) and contiguous pieces are merged, so SegmentMemory gets a few disjoint segments even from a QEMU paging dump
 /// with 10^5 PT_LOADs.
 fn build_segments(layout: &ElfLayout) -> (Vec<Segment>, u64) {
-    let mut kept: BTreeMap<u64, (u64, SegmentSource)> = BTreeMap::new();
-    let mut zero_parts: Vec<PhysRange> = Vec::new();
+    let mut file_parts: Vec<Segment> = Vec::with_capacity(layout.loads.len());
+    let mut zero_parts: Vec<Segment> = Vec::new();
     let mut missing = 0u64;
     for h in &layout.loads {
         // read_layout checked paddr + memsz; filesz <= memsz.
@@ -613,29 +681,30 @@ fn build_segments(layout: &ElfLayout) -> (Vec<Segment>, u64) {
             // Incomplete dump: only what the file still has.
             layout.file_len.saturating_sub(h.offset).min(h.filesz)
         };
-        missing += h.filesz - in_file;
+        // Saturating: 65,535 headers of up to 2^52 bytes each overflow 64 bits.
+        missing = missing.saturating_add(h.filesz - in_file);
         if in_file > 0 {
-            add_first_wins(
-                &mut kept,
-                PhysRange::with_len(h.paddr, in_file),
-                SegmentSource::File {
+            file_parts.push(Segment {
+                range: PhysRange::with_len(h.paddr, in_file),
+                source: SegmentSource::File {
                     file: 0,
                     offset: h.offset,
                 },
-            );
+            });
         }
         if in_file < h.memsz {
-            zero_parts.push(PhysRange::new(h.paddr + in_file, h.paddr + h.memsz));
+            zero_parts.push(Segment {
+                range: PhysRange::new(h.paddr + in_file, h.paddr + h.memsz),
+                source: SegmentSource::Zero,
+            });
         }
     }
-    for r in zero_parts {
-        add_first_wins(&mut kept, r, SegmentSource::Zero);
-    }
-    let mut out: Vec<Segment> = Vec::with_capacity(kept.len());
-    for (start, (end, source)) in kept {
+    file_parts.extend(zero_parts);
+    let mut out: Vec<Segment> = Vec::with_capacity(file_parts.len());
+    for seg in first_wins(file_parts) {
         if let Some(last) = out.last_mut() {
-            let continues = last.range.end == start
-                && match (last.source, source) {
+            let continues = last.range.end == seg.range.start
+                && match (last.source, seg.source) {
                     (SegmentSource::Zero, SegmentSource::Zero) => true,
                     (
                         SegmentSource::File {
@@ -650,56 +719,13 @@ fn build_segments(layout: &ElfLayout) -> (Vec<Segment>, u64) {
                     _ => false,
                 };
             if continues {
-                last.range.end = end;
+                last.range.end = seg.range.end;
                 continue;
             }
         }
-        out.push(Segment {
-            range: PhysRange::new(start, end),
-            source,
-        });
+        out.push(seg);
     }
     (out, missing)
-}
-
-/// Add the parts of `range` not yet covered by `kept` (start → (end, source)).
-fn add_first_wins(
-    kept: &mut BTreeMap<u64, (u64, SegmentSource)>,
-    range: PhysRange,
-    source: SegmentSource,
-) {
-    if range.is_empty() {
-        return;
-    }
-    let mut cur = range.start;
-    if let Some((_, &(end, _))) = kept.range(..=cur).next_back() {
-        cur = cur.max(end);
-    }
-    let mut gaps: Vec<(u64, u64)> = Vec::new();
-    if cur < range.end {
-        for (&s, &(e, _)) in kept.range(cur..range.end) {
-            if s > cur {
-                gaps.push((cur, s));
-            }
-            cur = cur.max(e);
-            if cur >= range.end {
-                break;
-            }
-        }
-        if cur < range.end {
-            gaps.push((cur, range.end));
-        }
-    }
-    for (s, e) in gaps {
-        let src = match source {
-            SegmentSource::File { file, offset } => SegmentSource::File {
-                file,
-                offset: offset + (s - range.start),
-            },
-            SegmentSource::Zero => SegmentSource::Zero,
-        };
-        kept.insert(s, (e, src));
-    }
 }
 
 /// One line for `dumpconv info` on what the PT_LOAD virtual addresses look like.

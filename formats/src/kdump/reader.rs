@@ -33,7 +33,9 @@ use dumpconv_core::{Arch, Dump, Error, PhysRange, PhysicalMemory, Result, Vmcore
 use super::codec::{decompress_page, Codec};
 use super::layout::{
     bit, DiskDumpHeader, Layout, PageDesc, SubHeader, Utsname, DUMP_DH_COMPRESSED_INCOMPLETE,
-    DUMP_DH_EXCLUDED_VMEMMAP, MACHINE_OFFSET, PAGE_DESC_SIZE, SIG_DISKDUMP, SIG_KDUMP,
+    DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, DUMP_DH_COMPRESSED_ZLIB,
+    DUMP_DH_COMPRESSED_ZSTD, DUMP_DH_EXCLUDED_VMEMMAP, MACHINE_OFFSET, PAGE_DESC_SIZE,
+    SIG_DISKDUMP, SIG_KDUMP,
 };
 use crate::elf::note::parse_notes;
 use crate::flattened::{self, MaybeFlat};
@@ -237,8 +239,15 @@ impl KdumpMemory {
         let bad = |msg: String| Error::format(path.clone(), desc_at, FORMAT, msg);
         if d.offset == 0 {
             // makedumpfile writes descriptor and data in pairs: a descriptor left as
-            // zeros was never written.
-            return Err(lost);
+            // zeros was never written. That happens in a dump cut short; in one that
+            // says it is complete, it is a lie (issue #17).
+            if part.incomplete {
+                return Err(lost);
+            }
+            return Err(bad(format!(
+                "page {paddr:#x}: the descriptor has data offset 0 (never written), but \
+                 the dump is not marked incomplete (corrupt descriptor)"
+            )));
         }
         if d.offset < 0 {
             return Err(bad(format!(
@@ -258,6 +267,28 @@ impl KdumpMemory {
             )));
         }
         let data_at = d.offset as u64;
+        // Page data follows the headers, bitmaps and the descriptors before this one
+        // (makedumpfile and dumpconv write the data after the whole table).
+        if data_at < desc_at.saturating_add(PAGE_DESC_SIZE as u64) {
+            return Err(bad(format!(
+                "page {paddr:#x}: the descriptor puts the data at offset {data_at:#x}, \
+                 inside the headers, bitmaps or descriptor table (page data starts after \
+                 the descriptors, at {:#x} or later): corrupt descriptor",
+                desc_at + PAGE_DESC_SIZE as u64
+            )));
+        }
+        let codec_bits = d.flags
+            & (DUMP_DH_COMPRESSED_ZLIB
+                | DUMP_DH_COMPRESSED_LZO
+                | DUMP_DH_COMPRESSED_SNAPPY
+                | DUMP_DH_COMPRESSED_ZSTD);
+        if codec_bits.count_ones() > 1 {
+            return Err(bad(format!(
+                "page {paddr:#x}: the descriptor's flags {:#x} name more than one codec \
+                 (corrupt descriptor)",
+                d.flags
+            )));
+        }
         let mut data = vec![0u8; d.size as usize];
         if let Err(e) = part.src.read_exact_at(data_at, &mut data) {
             if e.kind() != std::io::ErrorKind::UnexpectedEof {
@@ -494,6 +525,9 @@ fn parse_file(path: &Path) -> Result<Parsed> {
         let what = if src.flat.is_some() && head.starts_with(b"\x7fELF") {
             "flattened ELF file (makedumpfile -F -E): reassemble it with \
              `makedumpfile -R out < file`, then open the result"
+        } else if flat_records.is_some_and(|(_, complete)| !complete) {
+            "flattened stream has no end marker and no kdump header at offset 0: it was \
+             cut short before the records that hold the header"
         } else if src.flat.is_some() {
             "flattened file does not hold a kdump file at offset 0"
         } else {
@@ -508,7 +542,21 @@ fn parse_file(path: &Path) -> Result<Parsed> {
             format!("file has {} bytes, too few for a kdump header", head.len()),
         ));
     }
-    let (layout, header) = pick_layout(&head, path)?;
+    let (layout, header) = pick_layout(&head, path).map_err(|e| match e {
+        Error::Format { location, msg, .. }
+            if flat_records.is_some_and(|(_, complete)| !complete) =>
+        {
+            fmt_err(
+                path,
+                location.offset,
+                format!(
+                    "{msg} (the flattened stream has no end marker: cut short before \
+                         the records that hold the header?)"
+                ),
+            )
+        }
+        e => e,
+    })?;
     let machine = header.utsname.get(Utsname::MACHINE);
     if let Some(m) = FOREIGN_MACHINES.iter().find(|m| machine.starts_with(*m)) {
         return Err(Error::Unsupported(format!(
@@ -820,6 +868,23 @@ pub fn open_kdump(paths: &[PathBuf]) -> Result<Dump> {
             d(
                 "incomplete",
                 format!("{name}: pages whose descriptors were never written read as lost"),
+            );
+            // Said on every conversion, not only by `info`: the output lacks pages.
+            d(
+                "warning",
+                if p.flat_records.is_some_and(|(_, complete)| !complete) {
+                    format!(
+                        "{name}: the flattened stream has no end marker (offset -1, size \
+                         -1): it was cut short; pages whose records are missing are lost \
+                         and the output lacks them"
+                    )
+                } else {
+                    format!(
+                        "{name}: the dump is marked incomplete (status \
+                         DUMP_DH_COMPRESSED_INCOMPLETE): pages never written are lost and \
+                         the output lacks them"
+                    )
+                },
             );
         }
     }

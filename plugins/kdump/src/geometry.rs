@@ -32,6 +32,9 @@ pub fn machine_name(arch: Arch) -> std::borrow::Cow<'static, str> {
     arch.utsname_machine()
 }
 
+/// Bitmap size (each) above which sparse RAM is refused; see [`Geometry::new`].
+const MAX_SPARSE_BITMAP: u64 = 8 << 20;
+
 pub(crate) struct Geometry {
     pub layout: Layout,
     pub bs: u64,
@@ -105,6 +108,21 @@ impl Geometry {
         let offset_note = bs + sub_size;
         let sub_hdr_blocks = (sub_size + notes.len() as u64).div_ceil(bs);
         let bitmap_len = bitmap_len(max_mapnr, bs);
+        // The bitmaps span every page up to the highest address and are held in memory:
+        // bound them by the RAM they describe (issue #17: one LiME page at 2^48 asked
+        // for 16 GiB of bitmaps). A real machine's RAM fills a good part of its address
+        // span; RAM spread 64 times thinner than that, past 8 MiB of bitmap, is refused.
+        let ram_bits_len = total_pages.div_ceil(8);
+        if bitmap_len > MAX_SPARSE_BITMAP && bitmap_len / 64 > ram_bits_len {
+            return Err(Error::invalid(format!(
+                "kdump: the input's highest RAM address {:#x} needs two bitmaps of \
+                 {bitmap_len:#x} bytes each for {total_pages} pages of RAM: kdump cannot \
+                 store memory this sparse without writing (and holding) mostly empty \
+                 bitmaps; write ELF or LiME instead (-o OUT.elf), which store only the \
+                 ranges",
+                max_mapnr.saturating_mul(bs).saturating_sub(1)
+            )));
+        }
         let bitmap_blocks = 2 * bitmap_len / bs;
         let bitmap_off = (1 + sub_hdr_blocks) * bs;
         let desc_off = bitmap_off + 2 * bitmap_len;

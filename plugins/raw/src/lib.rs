@@ -34,6 +34,7 @@ impl RawWriter {
         progress: &dyn Progress,
     ) -> Result<CopyStats> {
         check_ranges(&plan.ranges, mem)?;
+        check_stream_holes(plan, sink)?;
         if plan.mappings.is_some() {
             progress
                 .warn("a raw image is physical: the virtual mappings (--paging) are not written");
@@ -56,6 +57,33 @@ impl RawWriter {
         progress.finish();
         Ok(stats)
     }
+}
+
+/// Most bytes of holes a streamed raw image may hold: 64 times its RAM, at least 8 GiB
+/// (a small x86 guest's RAM below 4 GiB and its BIOS ROM just under 4 GiB leave a hole
+/// of nearly 4 GiB: that is a raw image). A stream cannot seek, so holes are written as
+/// zeros: one LiME page at 2^48 would stream 256 TiB of them (fuzzing finding, issue
+/// #17). Files keep holes sparse and are not limited.
+pub fn max_stream_holes(ram: u64) -> u64 {
+    ram.saturating_mul(64).max(8 << 30)
+}
+
+fn check_stream_holes(plan: &DumpPlan, sink: &dyn Sink) -> Result<()> {
+    if sink.is_seekable() {
+        return Ok(());
+    }
+    let end = plan.ranges.last().map_or(0, |r| r.end);
+    let ram = plan.total_bytes();
+    let holes = end.saturating_sub(ram);
+    if holes > max_stream_holes(ram) {
+        return Err(dumpconv_core::Error::invalid(format!(
+            "raw output to a stream (standard output or a compressed file): the image \
+             would reach {end:#x} bytes for {ram:#x} bytes of RAM, its holes written as \
+             {holes:#x} bytes of zeros; write an uncompressed file (holes stay sparse), \
+             or ELF or LiME, which store only the RAM"
+        )));
+    }
+    Ok(())
 }
 
 impl DumpWriter for RawWriter {

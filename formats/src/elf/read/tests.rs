@@ -772,15 +772,22 @@ fn e_ehsize_is_not_validated() {
 }
 
 #[test]
-fn add_first_wins_cuts_gaps() {
-    let mut kept = BTreeMap::new();
+fn first_wins_cuts_gaps() {
     let f = |offset| SegmentSource::File { file: 0, offset };
-    add_first_wins(&mut kept, PhysRange::new(10, 20), f(0));
-    add_first_wins(&mut kept, PhysRange::new(30, 40), f(100));
-    add_first_wins(&mut kept, PhysRange::new(0, 50), f(1000));
-    add_first_wins(&mut kept, PhysRange::new(12, 18), SegmentSource::Zero);
-    let got: Vec<(u64, u64, SegmentSource)> =
-        kept.into_iter().map(|(s, (e, src))| (s, e, src)).collect();
+    let seg = |s, e, source| Segment {
+        range: PhysRange::new(s, e),
+        source,
+    };
+    let kept = first_wins(vec![
+        seg(10, 20, f(0)),
+        seg(30, 40, f(100)),
+        seg(0, 50, f(1000)),
+        seg(12, 18, SegmentSource::Zero),
+    ]);
+    let got: Vec<(u64, u64, SegmentSource)> = kept
+        .into_iter()
+        .map(|s| (s.range.start, s.range.end, s.source))
+        .collect();
     assert_eq!(
         got,
         vec![
