@@ -17,7 +17,7 @@
 //! "netdump ELF" by `p_align == 0` (docs/formats.md#elf-program-headers), so aligned
 //! offsets are harmless.
 
-use dumpconv_core::{DumpPlan, Error, PhysRange, PhysicalMemory, Result};
+use dumpconv_core::{DumpPlan, Error, LinearMap, PhysRange, PhysicalMemory, Result};
 use dumpconv_formats::elf::write::{
     needs_xnum, ElfClass, Phdr, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
 };
@@ -100,17 +100,48 @@ fn congruent_at_or_after(at: u64, paddr: u64) -> Result<u64> {
 /// - makedumpfile and crash derive phys_base / page_offset from the vaddr of
 ///   kernel-looking loads; vaddr 0 is "not a kernel address" to both (makedumpfile's
 ///   NOT_KV_ADDR), so the fillers do not disturb that.
-pub fn loads(plan: &DumpPlan) -> Result<Vec<Load>> {
+///
+/// Physical view: one load per range. `p_vaddr` is what `/proc/vmcore` gives when the
+/// kernel's linear map of low memory is known (`linear`, from VMCOREINFO: 32-bit x86,
+/// where makedumpfile finds the kernel through `p_vaddr`): `virt_base + paddr` for RAM
+/// below `phys_end` (a range crossing it is split there), 0 ("not a kernel address")
+/// above. Without it `p_vaddr = p_paddr`, as QEMU writes.
+pub fn loads(plan: &DumpPlan, linear: Option<LinearMap>) -> Result<Vec<Load>> {
     let ranges = &plan.ranges;
     let Some(list) = &plan.mappings else {
-        return Ok(ranges
-            .iter()
-            .map(|r| Load {
-                paddr: r.start,
-                vaddr: r.start,
-                len: r.len(),
-            })
-            .collect());
+        let mut out = Vec::with_capacity(ranges.len() + 1);
+        for r in ranges {
+            let Some(lm) = linear else {
+                out.push(Load {
+                    paddr: r.start,
+                    vaddr: r.start,
+                    len: r.len(),
+                });
+                continue;
+            };
+            let split = r.end.min(lm.phys_end.max(r.start));
+            if split > r.start {
+                let vaddr = lm.virt_of(r.start, split - r.start).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "linear map {:#x} + {:#x} runs past the top of virtual memory",
+                        lm.virt_base, r.start
+                    ))
+                })?;
+                out.push(Load {
+                    paddr: r.start,
+                    vaddr,
+                    len: split - r.start,
+                });
+            }
+            if r.end > split {
+                out.push(Load {
+                    paddr: split,
+                    vaddr: 0,
+                    len: r.end - split,
+                });
+            }
+        }
+        return Ok(out);
     };
     let mut loads = Vec::with_capacity(list.len() + ranges.len());
     // Physical intervals some mapping covers, to find the RAM no mapping reaches.
@@ -277,7 +308,11 @@ pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Resul
             )))
         }
     };
-    let loads = loads(plan)?;
+    let linear = plan
+        .vmcoreinfo
+        .as_ref()
+        .and_then(|v| v.linear_map(plan.arch.elf_machine(), mem));
+    let loads = loads(plan, linear)?;
     let ram_end = mem
         .ranges()
         .iter()
@@ -351,7 +386,7 @@ mod tests {
                 m(0xffff_a000_0000_0000, 0x1000, 0x1000),
             ]),
         );
-        let l = loads(&p).unwrap();
+        let l = loads(&p, None).unwrap();
         let ld = |paddr, vaddr, len| Load { paddr, vaddr, len };
         assert_eq!(
             l,
@@ -373,6 +408,35 @@ mod tests {
     }
 
     #[test]
+    fn physical_loads_take_the_linear_map() {
+        let p = plan(
+            vec![
+                PhysRange::new(0x0, 0x9f000),
+                PhysRange::new(0x100000, 0x4000_0000),
+            ],
+            None,
+        );
+        let lm = LinearMap {
+            virt_base: 0xc000_0000,
+            phys_end: 0x3800_0000,
+        };
+        let ld = |paddr, vaddr, len| Load { paddr, vaddr, len };
+        assert_eq!(
+            loads(&p, Some(lm)).unwrap(),
+            vec![
+                ld(0x0, 0xc000_0000, 0x9f000),
+                ld(0x100000, 0xc010_0000, 0x3800_0000 - 0x100000),
+                // past low memory: split, no kernel address
+                ld(0x3800_0000, 0, 0x800_0000),
+            ]
+        );
+        assert_eq!(
+            loads(&p, None).unwrap(),
+            vec![ld(0x0, 0x0, 0x9f000), ld(0x100000, 0x100000, 0x3ff0_0000)]
+        );
+    }
+
+    #[test]
     fn ranges_keep_page_congruence() {
         let ranges = vec![
             PhysRange::new(0x0, 0x9fc00),
@@ -380,7 +444,7 @@ mod tests {
             PhysRange::new(0x200010, 0x300000),
         ];
         let p = plan(ranges.clone(), None);
-        let l = loads(&p).unwrap();
+        let l = loads(&p, None).unwrap();
         let lay = place(ElfClass::Elf64, &l, &ranges, 100).unwrap();
         for (r, off) in &lay.ranges {
             assert_eq!(off % MEM_ALIGN, r.start % MEM_ALIGN);
