@@ -313,6 +313,20 @@ pub const OPTIONS: &[OptDef] = &[
         writer: true,
         ..def("elf-class", Kind::Choice, Scope::Output, ELF)
     },
+    OptDef {
+        value_name: "standard|physical-first",
+        values: &["standard", "physical-first"],
+        default: Some("standard"),
+        help: "Order of a --paging ELF's program headers. standard: the mappings by \
+               physical address, RAM no mapping reaches last (gdb, crash, drgn). \
+               physical-first: all RAM once, by physical address, never overlapping, then \
+               PT_NULL entries up to header 65,535, then the other mappings (aliases): for \
+               readers that key segments by p_paddr and stop at 65,535 headers (Volatility \
+               3); gdb, crash and drgn read it too. Always ELF64 when there are aliases.",
+        formats: &["elf"],
+        writer: true,
+        ..def("elf-layout", Kind::Choice, Scope::Output, ELF)
+    },
 ];
 
 impl OptDef {
