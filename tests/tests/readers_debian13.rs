@@ -182,14 +182,14 @@ fn dmesg_matrix(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let kdump = dir.path().join("our.kdump");
     let elf = dir.path().join("our.elf");
-    let elf_other = dir.path().join("our-elf64.elf");
+    let elf_other = dir.path().join("our-elf32.elf");
     convert(&g.file("phys.elf"), &kdump, &[]);
     convert(&g.file("phys.elf"), &elf, &[]);
     let mut outputs = vec![("our kdump", &kdump), ("our ELF", &elf)];
     if i386 {
-        // The default is ELF32 for these guests: the other class too.
-        convert(&g.file("phys.elf"), &elf_other, &["--elf-class", "64"]);
-        outputs.push(("our ELF64 (EM_386)", &elf_other));
+        // The default is ELF64 (EM_386): ELF32 too.
+        convert(&g.file("phys.elf"), &elf_other, &["--elf-class", "32"]);
+        outputs.push(("our ELF32", &elf_other));
     }
     let qemu = qemu_elf_for_makedumpfile(&g, dir.path());
     let reference = dump_dmesg(&d, i386, &qemu)

@@ -25,8 +25,6 @@ use dumpconv_formats::elf::write::{
 /// Alignment of the memory area and of each range within it (see the module comment).
 pub const MEM_ALIGN: u64 = dumpconv_raw::copy::ZERO_BLOCK;
 
-const FOUR_GIB: u64 = 1 << 32;
-
 /// A PT_LOAD before file offsets are known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Load {
@@ -405,10 +403,12 @@ fn fits_elf32(l: &Layout) -> bool {
 
 /// Choose the class and lay the file out.
 ///
-/// x86-64 is always ELF64. 32-bit x86 gets ELF32 when all RAM ends at or below 4 GiB
-/// and the file can be encoded in it, else ELF64 with EM_386 (what QEMU writes for
-/// such guests, docs/formats.md#elf-class). Option `elf-class`: `64` forces ELF64, `32`
-/// demands ELF32 (an error if it cannot hold the dump), `auto` or absent chooses.
+/// ELF64 by default, for every architecture: 32-bit x86 gets ELF64 with EM_386, as QEMU
+/// writes it, since every reader measured that opens an i386 ELF32 also opens it, and
+/// Volatility 3 opens only ELF64 (it reads an ELF32 file as raw memory, silently:
+/// docs/readers.md#elf-class). Option `elf-class`: `64` or `auto` (or absent) write
+/// ELF64, `32` demands ELF32 (32-bit dumps only; an error if it cannot hold the dump,
+/// docs/formats.md#elf-class).
 pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Result<Layout> {
     let want = match plan.option("elf-class") {
         None | Some("auto") => None,
@@ -434,24 +434,15 @@ pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Resul
         }
     };
     let loads = loads(plan, linear, physical_first)?;
-    let ram_end = mem
-        .ranges()
-        .iter()
-        .chain(&plan.ranges)
-        .map(|r| r.end)
-        .max()
-        .unwrap_or(0);
     let try32 = match (plan.arch.is_64(), want) {
-        (_, Some(ElfClass::Elf64)) => false,
         (true, Some(ElfClass::Elf32)) => {
             return Err(Error::invalid(format!(
                 "elf-class=32 is only for 32-bit dumps ({} has 64-bit words)",
                 plan.arch
             )))
         }
-        (true, None) => false,
         (false, Some(ElfClass::Elf32)) => true,
-        (false, None) => ram_end <= FOUR_GIB,
+        _ => false,
     };
     if try32 {
         let l = place(ElfClass::Elf32, &loads, &plan.ranges, notes_len)?;
