@@ -61,9 +61,11 @@ fn vol() -> Option<PathBuf> {
 fn run_vol(vol: &Path, file: &Path, plugin: &str) -> Result<(String, Vec<String>), String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
+    // A cache of its own, kept: Volatility indexes every ISF of the symbol directory
+    // into it on first use (slow), later runs read it.
     let o = Command::new(vol)
         .args(["-q", "--offline", "-r", "csv", "--cache-path"])
-        .arg(dir.path())
+        .arg(volatility_root().join("cache"))
         .arg("-s")
         .arg(volatility_root().join("symbols"))
         .arg("--save-config")
@@ -171,9 +173,12 @@ fn matrix(name: &str) {
             jobs.push((what, p.as_path(), "linux.pslist"));
         }
     }
-    // Two at a time (2 cores).
-    let results: Vec<Result<(String, Vec<String>), String>> = jobs
-        .chunks(2)
+    // The first alone (it may have to index the symbol tables into the cache), then two
+    // at a time (2 cores).
+    let (first, rest) = jobs.split_at(1);
+    let results: Vec<Result<(String, Vec<String>), String>> = first
+        .chunks(1)
+        .chain(rest.chunks(2))
         .flat_map(|pair| {
             std::thread::scope(|s| {
                 let hs: Vec<_> = pair
