@@ -63,9 +63,11 @@ fn run_vol(vol: &Path, file: &Path, plugin: &str) -> Result<(String, Vec<String>
     let config = dir.path().join("config.json");
     // A cache of its own, kept: Volatility indexes every ISF of the symbol directory
     // into it on first use (slow), later runs read it.
+    let cache = volatility_root().join("cache");
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
     let o = Command::new(vol)
         .args(["-q", "--offline", "-r", "csv", "--cache-path"])
-        .arg(volatility_root().join("cache"))
+        .arg(&cache)
         .arg("-s")
         .arg(volatility_root().join("symbols"))
         .arg("--save-config")
