@@ -360,13 +360,27 @@ pub const OPTIONS: &[OptDef] = &[
         value_name: "32|64|auto",
         values: &["auto", "32", "64"],
         default: Some("auto"),
-        help: "ELF class: auto writes ELF64, except ELF32 for a 32-bit x86 dump whose RAM \
-               ends at or below 4 GiB and fits it; 64 forces ELF64 (EM_386 for 32-bit x86, \
-               as QEMU writes such guests); 32 demands ELF32, an error if the dump does not \
-               fit.",
+        help: "ELF class: auto and 64 write ELF64 (EM_386 for 32-bit x86, as QEMU writes \
+               such guests: gdb, drgn, makedumpfile and Volatility 3 read it); 32 demands \
+               ELF32 for a 32-bit dump (gdb, drgn and makedumpfile read it, Volatility 3 \
+               does not), an error if the dump does not fit.",
         formats: &["elf"],
         writer: true,
         ..def("elf-class", Kind::Choice, Scope::Output, ELF)
+    },
+    OptDef {
+        value_name: "standard|physical-first",
+        values: &["standard", "physical-first"],
+        default: Some("standard"),
+        help: "Order of a --paging ELF's program headers. standard: the mappings by \
+               physical address, RAM no mapping reaches last (gdb, crash, drgn). \
+               physical-first: all RAM once, by physical address, never overlapping, then \
+               PT_NULL entries up to header 65,535, then the other mappings (aliases): for \
+               readers that key segments by p_paddr and stop at 65,535 headers (Volatility \
+               3); gdb, crash and drgn read it too. Always ELF64 when there are aliases.",
+        formats: &["elf"],
+        writer: true,
+        ..def("elf-layout", Kind::Choice, Scope::Output, ELF)
     },
 ];
 

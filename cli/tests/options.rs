@@ -215,11 +215,25 @@ fn elf_class_is_reachable_from_the_command_line() {
     assert!(run(&[&"-q", &input, &"--length", &"16M", &"-o", &raw])
         .status
         .success());
-    // A 32-bit x86 image below 4 GiB is ELF32 unless asked otherwise.
+    // A 32-bit x86 image below 4 GiB: ELF64 unless ELF32 is asked for.
     let auto = d.join("auto.elf");
     let o = run(&[&"-q", &raw, &"--arch", &"i386", &"-o", &auto]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(elf_class(&auto), 1);
+    // ELF64 (EM_386) by default for 32-bit x86 too (docs/readers.md#elf-class).
+    assert_eq!(elf_class(&auto), 2);
+    let e32 = d.join("32.elf");
+    let o = run(&[
+        &"-q",
+        &raw,
+        &"--arch",
+        &"i386",
+        &"--elf-class",
+        &"32",
+        &"-o",
+        &e32,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(elf_class(&e32), 1);
     let e64 = d.join("64.elf");
     let o = run(&[
         &"-q",

@@ -36,7 +36,7 @@ pub use paging::{AddressSpace, MmuDesc, Regime, VirtRange, WalkCache};
 pub use progress::{NoProgress, Progress};
 pub use sink::{FileSink, Sink, StreamSink};
 pub use view::{build_view, ViewPolicy};
-pub use vmcoreinfo::{VmcoreInfo, VmcoreInfoFile};
+pub use vmcoreinfo::{LinearMap, VmcoreInfo, VmcoreInfoFile};
 pub use walker::{ArchWalker, Translation, TranslationStep, WalkOptions, WalkStats};
 pub use writer::{check_writer_options, DumpPlan, DumpWriter, PlanFilter};
 pub use zero::is_zero;

@@ -10,6 +10,8 @@
 //   address (a `SYMBOL(..)` value) without a page walk, one rule per architecture;
 // - `VmcoreInfo::read_kernel_utsname`: the kernel's `new_utsname` read from
 //   `init_uts_ns`, as makedumpfile puts it in a kdump header;
+// - `VmcoreInfo::linear_map`: where a 32-bit x86 kernel maps low memory (PAGE_OFFSET,
+//   checked by reading `init_uts_ns` through it), for the ELF writer's `p_vaddr`;
 // - `VmcoreInfoFile`: what a user's `--vmcoreinfo FILE` holds (KEY=value text, or the
 //   `ADDR SIZE` of `/sys/kernel/vmcoreinfo` resolved against the dump's memory).
 
@@ -119,6 +121,26 @@ const I386_PAGE_OFFSETS: [u64; 5] = [
     0x4000_0000,
 ];
 
+/// 32-bit x86 `__VMALLOC_RESERVE` default (128 MiB): low memory, mapped linearly at
+/// PAGE_OFFSET, ends this far below the top of the 4 GiB address space at most.
+const I386_VMALLOC_RESERVE: u64 = 128 << 20;
+
+/// A kernel's linear map of low physical memory: physical `p` in `[0, phys_end)` is at
+/// virtual `virt_base + p`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearMap {
+    pub virt_base: u64,
+    pub phys_end: u64,
+}
+
+impl LinearMap {
+    /// The virtual address of physical `[paddr, paddr + len)` if all of it is mapped.
+    pub fn virt_of(&self, paddr: u64, len: u64) -> Option<u64> {
+        let end = paddr.checked_add(len)?;
+        (end <= self.phys_end).then(|| self.virt_base.checked_add(paddr))?
+    }
+}
+
 /// Length of one `new_utsname` field (`__NEW_UTS_LEN + 1`).
 pub const UTS_FIELD_LEN: usize = 65;
 /// `struct new_utsname`: sysname, nodename, release, version, machine, domainname.
@@ -181,6 +203,38 @@ impl VmcoreInfo {
         e_machine: u16,
         mem: &dyn PhysicalMemory,
     ) -> std::result::Result<KernelUtsname, String> {
+        self.find_kernel_utsname(e_machine, mem).map(|(u, _)| u)
+    }
+
+    /// Where low memory is linearly mapped, as `/proc/vmcore` states it in its PT_LOADs'
+    /// `p_vaddr` (readers such as makedumpfile find the kernel through it). Only for
+    /// 32-bit x86 (`e_machine` EM_386), whose kernel image lies in that map: PAGE_OFFSET
+    /// is the [`Self::kernel_image_phys`] candidate through which `init_uts_ns` reads as
+    /// the kernel's utsname (so a wrong VMSPLIT guess is never taken); low memory ends at
+    /// `4 GiB - PAGE_OFFSET - 128 MiB` (the default vmalloc reserve, the bound
+    /// `/proc/vmcore` uses too). None for other machines or when the check fails.
+    pub fn linear_map(&self, e_machine: u16, mem: &dyn PhysicalMemory) -> Option<LinearMap> {
+        if e_machine != EM_386 {
+            return None;
+        }
+        let sym = self.symbol("init_uts_ns")?;
+        let (_, phys) = self.find_kernel_utsname(e_machine, mem).ok()?;
+        let virt_base = sym.checked_sub(phys)?;
+        let phys_end = (1u64 << 32)
+            .checked_sub(virt_base)?
+            .checked_sub(I386_VMALLOC_RESERVE)?;
+        Some(LinearMap {
+            virt_base,
+            phys_end,
+        })
+    }
+
+    /// [`Self::read_kernel_utsname`] and the physical address of `init_uts_ns` it used.
+    fn find_kernel_utsname(
+        &self,
+        e_machine: u16,
+        mem: &dyn PhysicalMemory,
+    ) -> std::result::Result<(KernelUtsname, u64), String> {
         let sym = self
             .symbol("init_uts_ns")
             .ok_or("VMCOREINFO has no SYMBOL(init_uts_ns)")?;
@@ -212,7 +266,7 @@ impl VmcoreInfo {
             };
             for off in offsets {
                 if let Some(u) = utsname_from(&buf[off..off + size], self.osrelease()) {
-                    return Ok(u);
+                    return Ok((u, base));
                 }
             }
             if why.is_empty() {
@@ -514,10 +568,22 @@ OFFSET(uts_namespace.name)=0\nNUMBER(phys_base)=-16777216\n",
         );
         let u = v.read_kernel_utsname(3, &mem).unwrap();
         assert_eq!(field(&u, 3), FIELDS[3]);
+        // The same read gives i386's linear map: init_uts_ns at c0080000 was found at
+        // physical 0x80000, so PAGE_OFFSET is 0xc0000000; low memory ends 128 MiB
+        // under the top of 4 GiB (896 MiB).
+        let lm = v.linear_map(3, &mem).unwrap();
+        assert_eq!(lm.virt_base, 0xc000_0000);
+        assert_eq!(lm.phys_end, 896 << 20);
+        assert_eq!(lm.virt_of(0x1000, 0x1000), Some(0xc000_1000));
+        assert_eq!(lm.virt_of((896 << 20) - 0x1000, 0x2000), None);
+        // Not for x86_64 (its physical ELF keeps p_vaddr = p_paddr, as QEMU's).
+        assert_eq!(v.linear_map(62, &mem), None);
         // A release that differs from OSRELEASE is not taken.
         let v = VmcoreInfo::parse(b"OSRELEASE=5.10.0-9-686\nSYMBOL(init_uts_ns)=c0080000\n");
         let e = v.read_kernel_utsname(3, &mem).unwrap_err();
         assert!(e.contains("5.10.0-9-686"), "{e}");
+        // Nothing verified, no linear map.
+        assert_eq!(v.linear_map(3, &mem), None);
         // Outside RAM, no symbol, unknown machine: reasons, no panic.
         let v =
             VmcoreInfo::parse(b"OSRELEASE=6.1.0-57-amd64\nSYMBOL(init_uts_ns)=ffffffff90000000\n");

@@ -17,15 +17,13 @@
 //! "netdump ELF" by `p_align == 0` (docs/formats.md#elf-program-headers), so aligned
 //! offsets are harmless.
 
-use dumpconv_core::{DumpPlan, Error, PhysRange, PhysicalMemory, Result};
+use dumpconv_core::{DumpPlan, Error, LinearMap, PhysRange, PhysicalMemory, Result};
 use dumpconv_formats::elf::write::{
-    needs_xnum, ElfClass, Phdr, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
+    needs_xnum, ElfClass, Phdr, PF_R, PF_W, PF_X, PN_XNUM, PT_LOAD, PT_NOTE,
 };
 
 /// Alignment of the memory area and of each range within it (see the module comment).
 pub const MEM_ALIGN: u64 = dumpconv_raw::copy::ZERO_BLOCK;
-
-const FOUR_GIB: u64 = 1 << 32;
 
 /// A PT_LOAD before file offsets are known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,17 +98,54 @@ fn congruent_at_or_after(at: u64, paddr: u64) -> Result<u64> {
 /// - makedumpfile and crash derive phys_base / page_offset from the vaddr of
 ///   kernel-looking loads; vaddr 0 is "not a kernel address" to both (makedumpfile's
 ///   NOT_KV_ADDR), so the fillers do not disturb that.
-pub fn loads(plan: &DumpPlan) -> Result<Vec<Load>> {
+///
+/// Physical view: one load per range. `p_vaddr` is what `/proc/vmcore` gives when the
+/// kernel's linear map of low memory is known (`linear`, from VMCOREINFO: 32-bit x86,
+/// where makedumpfile finds the kernel through `p_vaddr`): `virt_base + paddr` for RAM
+/// below `phys_end` (a range crossing it is split there), 0 ("not a kernel address")
+/// above. Without it `p_vaddr = p_paddr`, as QEMU writes.
+///
+/// `physical_first`: the paging view in [`physical_first_order`] instead.
+pub fn loads(
+    plan: &DumpPlan,
+    linear: Option<LinearMap>,
+    physical_first: bool,
+) -> Result<Vec<Load>> {
     let ranges = &plan.ranges;
     let Some(list) = &plan.mappings else {
-        return Ok(ranges
-            .iter()
-            .map(|r| Load {
-                paddr: r.start,
-                vaddr: r.start,
-                len: r.len(),
-            })
-            .collect());
+        let mut out = Vec::with_capacity(ranges.len() + 1);
+        for r in ranges {
+            let Some(lm) = linear else {
+                out.push(Load {
+                    paddr: r.start,
+                    vaddr: r.start,
+                    len: r.len(),
+                });
+                continue;
+            };
+            let split = r.end.min(lm.phys_end.max(r.start));
+            if split > r.start {
+                let vaddr = lm.virt_of(r.start, split - r.start).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "linear map {:#x} + {:#x} runs past the top of virtual memory",
+                        lm.virt_base, r.start
+                    ))
+                })?;
+                out.push(Load {
+                    paddr: r.start,
+                    vaddr,
+                    len: split - r.start,
+                });
+            }
+            if r.end > split {
+                out.push(Load {
+                    paddr: split,
+                    vaddr: 0,
+                    len: r.end - split,
+                });
+            }
+        }
+        return Ok(out);
     };
     let mut loads = Vec::with_capacity(list.len() + ranges.len());
     // Physical intervals some mapping covers, to find the RAM no mapping reaches.
@@ -143,6 +178,7 @@ pub fn loads(plan: &DumpPlan) -> Result<Vec<Load>> {
     }
     loads.sort_unstable();
     loads.dedup();
+    let mapped = loads.len();
     // RAM no mapping covers still gets PT_LOADs, at virtual 0: crash reads by p_paddr
     // and must see all memory. (QEMU leaves such RAM without any program header,
     // docs/formats.md#elf-paging-mappings.) They come out in physical order, after the
@@ -177,8 +213,109 @@ pub fn loads(plan: &DumpPlan) -> Result<Vec<Load>> {
             }
         }
     }
+    if physical_first {
+        let fillers = loads.split_off(mapped);
+        return Ok(physical_first_order(loads, fillers));
+    }
     Ok(loads)
 }
+
+/// The `elf-layout=physical-first` order of a paging view's loads, for readers that key
+/// segments by `p_paddr`, assume they never overlap and read at most 65,535 program
+/// headers (Volatility 3's ELF layer):
+///
+/// 1. Every byte of RAM exactly once, by ascending physical address, never overlapping:
+///    the pieces the most common linear mapping covers (the offset `vaddr - paddr` that
+///    maps the most bytes: the kernel's direct map), with that virtual address, and the
+///    rest of RAM at vaddr 0 ("not a kernel address", as the fillers of the standard
+///    order).
+/// 2. When other mappings remain: PT_NULL entries (zero-length [`Load`]s) up to program
+///    header 65,535, so a reader stopping at `PN_XNUM` headers sees part 1 and nothing
+///    else.
+/// 3. Every other mapping (kernel text, vmalloc, fixmap, user, ESPFIX aliases), sorted
+///    as in the standard order; gdb and drgn find them by `p_vaddr`, crash by `p_paddr`
+///    after part 1 has answered every physical address already.
+fn physical_first_order(mapped: Vec<Load>, fillers: Vec<Load>) -> Vec<Load> {
+    let mut bytes: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for l in &mapped {
+        *bytes.entry(l.vaddr.wrapping_sub(l.paddr)).or_default() += l.len;
+    }
+    let primary = bytes
+        .iter()
+        .max_by_key(|(delta, len)| (**len, std::cmp::Reverse(**delta)))
+        .map(|(delta, _)| *delta);
+    let (mut first, rest): (Vec<Load>, Vec<Load>) = mapped
+        .into_iter()
+        .partition(|l| Some(l.vaddr.wrapping_sub(l.paddr)) == primary);
+    // Same offset: overlapping pieces are one mapping; merge them.
+    first.sort_unstable();
+    let mut merged: Vec<Load> = Vec::with_capacity(first.len());
+    for l in first {
+        match merged.last_mut() {
+            Some(m) if l.paddr <= m.paddr + m.len => {
+                m.len = m.len.max(l.paddr + l.len - m.paddr);
+            }
+            _ => merged.push(l),
+        }
+    }
+    // RAM the primary mapping does not cover: the other mappings' pieces and the
+    // fillers, as vaddr-0 loads.
+    let covered: Vec<PhysRange> = merged
+        .iter()
+        .map(|l| PhysRange::new(l.paddr, l.paddr + l.len))
+        .collect();
+    let mut ram: Vec<PhysRange> = rest
+        .iter()
+        .chain(&fillers)
+        .map(|l| PhysRange::new(l.paddr, l.paddr + l.len))
+        .collect();
+    ram = dumpconv_core::memory::normalize_ranges(ram);
+    let mut out = merged;
+    for r in ram {
+        let mut at = r.start;
+        let mut i = covered.partition_point(|c| c.end <= at);
+        while at < r.end {
+            match covered.get(i) {
+                Some(c) if c.start <= at => {
+                    at = c.end.min(r.end);
+                    i += 1;
+                }
+                Some(c) if c.start < r.end => {
+                    out.push(Load {
+                        paddr: at,
+                        vaddr: 0,
+                        len: c.start - at,
+                    });
+                    at = c.end.min(r.end);
+                    i += 1;
+                }
+                _ => {
+                    out.push(Load {
+                        paddr: at,
+                        vaddr: 0,
+                        len: r.end - at,
+                    });
+                    at = r.end;
+                }
+            }
+        }
+    }
+    out.sort_unstable_by_key(|l| l.paddr);
+    if !rest.is_empty() {
+        // PT_NOTE is header 0: the aliases start at header PN_XNUM (65,535).
+        let pad = (PN_XNUM as usize).saturating_sub(out.len() + 1);
+        out.extend(std::iter::repeat_n(NULL_LOAD, pad));
+        out.extend(rest);
+    }
+    out
+}
+
+/// A placeholder program header (PT_NULL): [`place`] writes a zero-length load so.
+const NULL_LOAD: Load = Load {
+    paddr: 0,
+    vaddr: 0,
+    len: 0,
+};
 
 /// Place everything for one class.
 pub fn place(
@@ -221,6 +358,10 @@ pub fn place(
         ..Phdr::default()
     });
     for l in loads {
+        if l.len == 0 {
+            phdrs.push(Phdr::default()); // PT_NULL, see physical_first_order
+            continue;
+        }
         let off = file_offset(&placed, l.paddr).ok_or_else(|| {
             Error::invalid(format!(
                 "load at physical {:#x} is outside the plan",
@@ -262,10 +403,12 @@ fn fits_elf32(l: &Layout) -> bool {
 
 /// Choose the class and lay the file out.
 ///
-/// x86-64 is always ELF64. 32-bit x86 gets ELF32 when all RAM ends at or below 4 GiB
-/// and the file can be encoded in it, else ELF64 with EM_386 (what QEMU writes for
-/// such guests, docs/formats.md#elf-class). Option `elf-class`: `64` forces ELF64, `32`
-/// demands ELF32 (an error if it cannot hold the dump), `auto` or absent chooses.
+/// ELF64 by default, for every architecture: 32-bit x86 gets ELF64 with EM_386, as QEMU
+/// writes it, since every reader measured that opens an i386 ELF32 also opens it, and
+/// Volatility 3 opens only ELF64 (it reads an ELF32 file as raw memory, silently:
+/// docs/readers.md#elf-class). Option `elf-class`: `64` or `auto` (or absent) write
+/// ELF64, `32` demands ELF32 (32-bit dumps only; an error if it cannot hold the dump,
+/// docs/formats.md#elf-class).
 pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Result<Layout> {
     let want = match plan.option("elf-class") {
         None | Some("auto") => None,
@@ -277,25 +420,29 @@ pub fn build(plan: &DumpPlan, mem: &dyn PhysicalMemory, notes_len: u64) -> Resul
             )))
         }
     };
-    let loads = loads(plan)?;
-    let ram_end = mem
-        .ranges()
-        .iter()
-        .chain(&plan.ranges)
-        .map(|r| r.end)
-        .max()
-        .unwrap_or(0);
+    let linear = plan
+        .vmcoreinfo
+        .as_ref()
+        .and_then(|v| v.linear_map(plan.arch.elf_machine(), mem));
+    let physical_first = match plan.option("elf-layout") {
+        None | Some("standard") => false,
+        Some("physical-first") => true,
+        Some(v) => {
+            return Err(Error::invalid(format!(
+                "elf-layout={v}: expected standard or physical-first"
+            )))
+        }
+    };
+    let loads = loads(plan, linear, physical_first)?;
     let try32 = match (plan.arch.is_64(), want) {
-        (_, Some(ElfClass::Elf64)) => false,
         (true, Some(ElfClass::Elf32)) => {
             return Err(Error::invalid(format!(
                 "elf-class=32 is only for 32-bit dumps ({} has 64-bit words)",
                 plan.arch
             )))
         }
-        (true, None) => false,
         (false, Some(ElfClass::Elf32)) => true,
-        (false, None) => ram_end <= FOUR_GIB,
+        _ => false,
     };
     if try32 {
         let l = place(ElfClass::Elf32, &loads, &plan.ranges, notes_len)?;
@@ -352,7 +499,7 @@ mod tests {
                 m(0xffff_a000_0000_0000, 0x1000, 0x1000),
             ]),
         );
-        let l = loads(&p).unwrap();
+        let l = loads(&p, None, false).unwrap();
         let ld = |paddr, vaddr, len| Load { paddr, vaddr, len };
         assert_eq!(
             l,
@@ -374,6 +521,89 @@ mod tests {
     }
 
     #[test]
+    fn physical_loads_take_the_linear_map() {
+        let p = plan(
+            vec![
+                PhysRange::new(0x0, 0x9f000),
+                PhysRange::new(0x100000, 0x4000_0000),
+            ],
+            None,
+        );
+        let lm = LinearMap {
+            virt_base: 0xc000_0000,
+            phys_end: 0x3800_0000,
+        };
+        let ld = |paddr, vaddr, len| Load { paddr, vaddr, len };
+        assert_eq!(
+            loads(&p, Some(lm), false).unwrap(),
+            vec![
+                ld(0x0, 0xc000_0000, 0x9f000),
+                ld(0x100000, 0xc010_0000, 0x3800_0000 - 0x100000),
+                // past low memory: split, no kernel address
+                ld(0x3800_0000, 0, 0x800_0000),
+            ]
+        );
+        assert_eq!(
+            loads(&p, None, false).unwrap(),
+            vec![ld(0x0, 0x0, 0x9f000), ld(0x100000, 0x100000, 0x3ff0_0000)]
+        );
+    }
+
+    #[test]
+    fn physical_first_puts_ram_once_then_nulls_then_aliases() {
+        const DM: u64 = 0xffff_8880_0000_0000;
+        let p = plan(
+            vec![
+                PhysRange::new(0x0, 0x9000),
+                PhysRange::new(0x10000, 0x20000),
+            ],
+            Some(vec![
+                // direct map of everything but 0x4000..0x6000
+                m(DM, 0x0, 0x4000),
+                m(DM + 0x6000, 0x6000, 0x3000),
+                m(DM + 0x10000, 0x10000, 0x10000),
+                // kernel text alias inside the direct map, and an alias of the hole
+                m(0xffff_ffff_8100_0000, 0x12000, 0x2000),
+                m(0xffff_fe00_0000_0000, 0x4000, 0x1000),
+            ]),
+        );
+        let l = loads(&p, None, true).unwrap();
+        let ld = |paddr, vaddr, len| Load { paddr, vaddr, len };
+        // Part 1: all RAM once, physical order, no overlap.
+        assert_eq!(
+            l[..4],
+            [
+                ld(0x0, DM, 0x4000),
+                ld(0x4000, 0, 0x2000),
+                ld(0x6000, DM + 0x6000, 0x3000),
+                ld(0x10000, DM + 0x10000, 0x10000),
+            ]
+        );
+        // Then placeholders.
+        assert_eq!(l[4], NULL_LOAD);
+        // Aliases from header 65,535 (PT_NOTE is header 0).
+        assert_eq!(l.len(), PN_XNUM as usize - 1 + 2);
+        assert!(l[4..PN_XNUM as usize - 1].iter().all(|x| *x == NULL_LOAD));
+        assert_eq!(
+            l[PN_XNUM as usize - 1..],
+            [
+                ld(0x4000, 0xffff_fe00_0000_0000, 0x1000),
+                ld(0x12000, 0xffff_ffff_8100_0000, 0x2000),
+            ]
+        );
+        let lay = place(ElfClass::Elf64, &l, &p.ranges, 0).unwrap();
+        assert!(lay.shoff.is_some());
+        assert_eq!(lay.phdrs[5].p_type, 0);
+        assert_eq!(lay.phdrs[PN_XNUM as usize].p_type, PT_LOAD);
+        // The physical view ignores the option.
+        let phys = plan(p.ranges.clone(), None);
+        assert_eq!(
+            loads(&phys, None, true).unwrap(),
+            loads(&phys, None, false).unwrap()
+        );
+    }
+
+    #[test]
     fn ranges_keep_page_congruence() {
         let ranges = vec![
             PhysRange::new(0x0, 0x9fc00),
@@ -381,7 +611,7 @@ mod tests {
             PhysRange::new(0x200010, 0x300000),
         ];
         let p = plan(ranges.clone(), None);
-        let l = loads(&p).unwrap();
+        let l = loads(&p, None, false).unwrap();
         let lay = place(ElfClass::Elf64, &l, &ranges, 100).unwrap();
         for (r, off) in &lay.ranges {
             assert_eq!(off % MEM_ALIGN, r.start % MEM_ALIGN);

@@ -153,7 +153,7 @@ impl DumpWriter for ElfWriter {
     }
 
     fn options(&self) -> Option<&[&str]> {
-        Some(&["elf-class"])
+        Some(&["elf-class", "elf-layout"])
     }
 
     fn write(

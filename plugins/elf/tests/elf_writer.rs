@@ -73,9 +73,16 @@ fn physical_elf64_file_and_stream_agree() {
 }
 
 #[test]
-fn x86_low_ram_is_elf32() {
+fn x86_low_ram_is_elf64_em386_and_elf32_on_request() {
+    // The default is ELF64 with EM_386 (docs/readers.md#elf-class: Volatility 3 reads
+    // no ELF32); ELF32 stays available.
     let mem = std_mem();
-    let plan = plan(Arch::X86, mem.ranges().to_vec(), None);
+    let mut plan = plan(Arch::X86, mem.ranges().to_vec(), None);
+    let (_d, _p, file) = write_file(&plan, &mem);
+    let p = check_elf(&file, &plan, &mem);
+    assert_eq!((p.class, p.machine, p.ehsize), (2, 3, 64));
+    assert_eq!(file, write_stream(&plan, &mem));
+    plan.options.insert("elf-class".into(), "32".into());
     let (_d, _p, file) = write_file(&plan, &mem);
     let p = check_elf(&file, &plan, &mem);
     assert_eq!((p.class, p.machine, p.ehsize), (1, 3, 52));
@@ -239,7 +246,8 @@ fn paging_view_elf32() {
         phys: 0x5000,
         len: 0x1000,
     });
-    let pl = plan(Arch::X86, mem.ranges().to_vec(), Some(l));
+    let mut pl = plan(Arch::X86, mem.ranges().to_vec(), Some(l));
+    pl.options.insert("elf-class".into(), "32".into());
     let (_d, _p, file) = write_file(&pl, &mem);
     let p = check_elf(&file, &pl, &mem);
     assert_eq!(p.class, 1);
