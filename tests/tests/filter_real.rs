@@ -251,6 +251,30 @@ fn d31_of_a_raw_image_finds_vmcoreinfo_in_ram_and_equals_makedumpfile() {
             show(&only_theirs),
             show(&only_ours)
         );
+        // The same bytes whatever the number of threads classifying and compressing.
+        let mut first: Option<Vec<u8>> = None;
+        for threads in ["1", "3"] {
+            let again = tmp.path().join(format!("raw-d31-t{threads}.kdump"));
+            let mut m = dumpconv::schema::OptionMap::new();
+            dumpconv::schema::insert(&mut m, "dump-level", "31".to_string()).unwrap();
+            dumpconv::schema::insert(&mut m, "threads", threads.to_string()).unwrap();
+            let opts = dumpconv::schema::build(&m).unwrap();
+            convert(
+                &g.file("ram.raw"),
+                &Output::Path(again.clone()),
+                &opts,
+                &NoProgress,
+            )
+            .unwrap_or_else(|e| panic!("{name}: ram.raw -d 31 --threads {threads}: {e}"));
+            let bytes = std::fs::read(&again).unwrap();
+            match &first {
+                None => first = Some(bytes),
+                Some(f) => assert!(
+                    *f == bytes,
+                    "{name}: -d 31 --threads {threads} differs from --threads 1"
+                ),
+            }
+        }
         let dump = dumpconv_formats::open(&out, &Default::default()).unwrap();
         let v = dump
             .vmcoreinfo
