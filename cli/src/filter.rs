@@ -150,7 +150,7 @@ pub fn apply_filter(
     let mut excluded_pfns: Vec<(u64, u64)> = Vec::new();
     if level.needs_struct_page() {
         let t = std::time::Instant::now();
-        let classified = classify_plan(plan, mem, registry);
+        let classified = classify_plan(plan, mem, registry, plan_threads(plan));
         report.classify_seconds = t.elapsed().as_secs_f64();
         match classified {
             Ok(c) => {
@@ -217,7 +217,7 @@ pub fn apply_filter(
                 .filter(|(s, e)| s < e)
                 .collect();
             let t = std::time::Instant::now();
-            let zeros = dumpconv_filter::zero::zero_pages(mem, &pfns, ps, 0);
+            let zeros = dumpconv_filter::zero::zero_pages(mem, &pfns, ps, plan_threads(plan));
             report.zero_scan_seconds = t.elapsed().as_secs_f64();
             let n: u64 = zeros.iter().map(|(s, e)| e - s).sum();
             report.excluded.insert(0, ("zero".into(), n));
@@ -237,11 +237,21 @@ pub fn apply_filter(
     Ok(Some(report))
 }
 
+/// The threads `--threads N` (a writer option, also set per job by `batch`) gives the
+/// classifier and the zero scan: 0 (all cores) for `auto` or when not given.
+fn plan_threads(plan: &DumpPlan) -> usize {
+    plan.options
+        .get("threads")
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+}
+
 /// Classify every RAM page of `plan`; Err(why) when it cannot be done.
 fn classify_plan(
     plan: &DumpPlan,
     mem: &dyn PhysicalMemory,
     registry: &Registry,
+    threads: usize,
 ) -> std::result::Result<Classification, String> {
     let v = plan.vmcoreinfo.as_ref().ok_or_else(|| {
         "the input has no VMCOREINFO, which page filtering needs to find struct page (give \
@@ -287,7 +297,7 @@ fn classify_plan(
             mem,
             opts: wopts,
         };
-        match classify(&layout, &kmem, &ram, 0) {
+        match classify(&layout, &kmem, &ram, threads) {
             Ok(c) => return Ok(c),
             Err(Garbage(e)) => last_err = e,
         }

@@ -349,6 +349,35 @@ pub fn build_plan(
         }
     };
 
+    // Page filtering reads `struct page` through VMCOREINFO: an input without one (raw,
+    // LiME, AVML) gets the kernel's own copy found in RAM, as `--paging` does, and the
+    // output carries it.
+    let filter_needs_vmcoreinfo = opts
+        .filter
+        .as_ref()
+        .is_some_and(|f| f.level.needs_struct_page());
+    if vmcoreinfo.is_none() && mappings.is_none() && filter_needs_vmcoreinfo {
+        let kernels = crate::roots::find_kernels(dump, opts, registry, &cpus, true)?;
+        let mut warnings = Vec::new();
+        let picked = crate::roots::pick_kernel(dump, &kernels, opts.kernel, &mut warnings)?;
+        for w in &warnings {
+            progress.warn(w);
+            report.warnings.push(w.clone());
+        }
+        if let Some(k) = picked {
+            if opts.arch.is_none() && dump.arch.is_none() {
+                arch = k.arch.unwrap_or(arch);
+            }
+            let msg = format!(
+                "page filtering: the input has no VMCOREINFO; using {}",
+                k.describe()
+            );
+            progress.warn(&msg);
+            report.warnings.push(msg);
+            vmcoreinfo = Some(k.info.clone());
+        }
+    }
+
     let notes = dumpconv_formats::notes::plan_notes(&dump.notes, &cpus, vmcoreinfo.as_ref(), arch);
     let page_size = vmcoreinfo
         .as_ref()

@@ -482,7 +482,7 @@ fn root_error(dump: &Dump, msg: String) -> Error {
 
 /// The kernel `--kernel` (or the default) means, with a warning when the choice is not
 /// obvious. None when there is no kernel.
-fn pick_kernel<'a>(
+pub fn pick_kernel<'a>(
     dump: &Dump,
     kernels: &'a Kernels,
     pick: Option<KernelPick>,

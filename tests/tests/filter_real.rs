@@ -215,3 +215,76 @@ fn excluded_classes_equal_drgn_page_classes() {
         }
     }
 }
+
+/// A raw image has no VMCOREINFO note: `-d 31` with no other flag finds the kernel's copy
+/// in RAM and leaves out exactly what makedumpfile 1.7.6 leaves out of QEMU's ELF of the
+/// same guest (x86_64 and i386 sampled; no `--arch`, no `--vmcoreinfo`), and the kdump
+/// carries that VMCOREINFO.
+#[test]
+fn d31_of_a_raw_image_finds_vmcoreinfo_in_ram_and_equals_makedumpfile() {
+    if debian13().is_none() {
+        return;
+    }
+    for name in ["x86_64-4level", "i386-pae"] {
+        let Some(g) = guest(name) else { continue };
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("raw-d31.kdump");
+        let mut m = dumpconv::schema::OptionMap::new();
+        dumpconv::schema::insert(&mut m, "dump-level", "31".to_string()).unwrap();
+        let opts = dumpconv::schema::build(&m).unwrap();
+        convert(
+            &g.file("ram.raw"),
+            &Output::Path(out.clone()),
+            &opts,
+            &NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{name}: ram.raw -d 31: {e}"));
+        let theirs = makedumpfile_excluded(name, 31)
+            .unwrap_or_else(|e| panic!("{name}: makedumpfile -d 31: {e}"));
+        let (level, mine) = kdump_excluded(&out).unwrap();
+        assert_eq!(level, 31);
+        let only_theirs = subtract(&theirs, &mine);
+        let only_ours = subtract(&mine, &theirs);
+        assert!(
+            only_theirs.is_empty() && only_ours.is_empty(),
+            "{name} ram.raw -d 31: only makedumpfile excludes {}; only we exclude {}",
+            show(&only_theirs),
+            show(&only_ours)
+        );
+        // The same bytes whatever the number of threads classifying and compressing.
+        let mut first: Option<Vec<u8>> = None;
+        for threads in ["1", "3"] {
+            let again = tmp.path().join(format!("raw-d31-t{threads}.kdump"));
+            let mut m = dumpconv::schema::OptionMap::new();
+            dumpconv::schema::insert(&mut m, "dump-level", "31".to_string()).unwrap();
+            dumpconv::schema::insert(&mut m, "threads", threads.to_string()).unwrap();
+            let opts = dumpconv::schema::build(&m).unwrap();
+            convert(
+                &g.file("ram.raw"),
+                &Output::Path(again.clone()),
+                &opts,
+                &NoProgress,
+            )
+            .unwrap_or_else(|e| panic!("{name}: ram.raw -d 31 --threads {threads}: {e}"));
+            let bytes = std::fs::read(&again).unwrap();
+            match &first {
+                None => first = Some(bytes),
+                Some(f) => assert!(
+                    *f == bytes,
+                    "{name}: -d 31 --threads {threads} differs from --threads 1"
+                ),
+            }
+        }
+        let dump = dumpconv_formats::open(&out, &Default::default()).unwrap();
+        let v = dump
+            .vmcoreinfo
+            .as_ref()
+            .expect("the kdump carries VMCOREINFO");
+        let qemu = dumpconv_formats::open(&g.file("phys.elf"), &Default::default()).unwrap();
+        assert_eq!(
+            v.osrelease(),
+            qemu.vmcoreinfo.as_ref().and_then(|q| q.osrelease()),
+            "{name}: the VMCOREINFO found in RAM is the guest kernel's"
+        );
+    }
+}
