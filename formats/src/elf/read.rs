@@ -756,6 +756,24 @@ fn describe_vaddrs(loads: &[LoadHeader], qemu: bool) -> String {
         }
         max_end = max_end.max(e);
     }
+    // One offset for every virtual PT_LOAD, no physical overlap, and RAM outside the
+    // linear map with p_vaddr 0 or p_paddr: RAM once, with its direct-map addresses in
+    // p_vaddr where it has one, as our i386 physical ELF writes it. Not a paging dump.
+    let offsets: Vec<u64> = loads
+        .iter()
+        .filter(|h| h.vaddr != h.paddr && h.vaddr != 0)
+        .map(|h| h.vaddr.wrapping_sub(h.paddr))
+        .collect();
+    let physical_loads = loads.len() - virtual_loads;
+    if aliases == 0 && physical_loads > 0 && offsets.windows(2).all(|w| w[0] == w[1]) {
+        if let Some(off) = offsets.first() {
+            return format!(
+                "physical view with direct-map p_vaddr ({virtual_loads} of {} PT_LOADs at \
+                 p_paddr + {off:#x})",
+                loads.len()
+            );
+        }
+    }
     // QEMU's walker sets bits 63:48 for lower-half (user) addresses too
     // (docs/formats.md#elf-paging-mappings): 0xffff0xxx… in 4-level mode, 0xfe… in
     // 5-level mode.

@@ -303,6 +303,39 @@ fn elf64_x86_64_layout_memory_and_notes() {
 }
 
 #[test]
+fn direct_map_p_vaddr_is_a_physical_view_and_aliases_are_not() {
+    // RAM once, low memory at PAGE_OFFSET + p_paddr (as /proc/vmcore and our i386
+    // physical ELF), the rest with p_vaddr 0.
+    let elf = Elf::new(ElfClass::Elf64, EM_386)
+        .load(0xc000_0000, 0, 0x1000, Data::Bytes(pattern(1, 0x1000)))
+        .load(0xc000_2000, 0x2000, 0x1000, Data::Bytes(pattern(2, 0x1000)))
+        .load(0, 0x4000_0000, 0x1000, Data::Bytes(pattern(3, 0x1000)));
+    let (_f, d) = open_bytes(&elf.bytes());
+    assert_eq!(
+        detail(&d.unwrap(), "virtual addresses"),
+        ["physical view with direct-map p_vaddr (2 of 3 PT_LOADs at p_paddr + 0xc0000000)"]
+    );
+    // The same offset, but one physical page mapped twice: a paging view.
+    let elf = Elf::new(ElfClass::Elf64, EM_386)
+        .load(0xc000_1000, 0x1000, 0x1000, Data::Bytes(pattern(1, 0x1000)))
+        .load(0xc000_1000, 0x1000, 0x1000, Data::Bytes(pattern(1, 0x1000)))
+        .load(0, 0x4000_0000, 0x1000, Data::Bytes(pattern(3, 0x1000)));
+    let (_f, d) = open_bytes(&elf.bytes());
+    let d = d.unwrap();
+    let v = detail(&d, "virtual addresses");
+    assert!(v[0].starts_with("virtual (2 of 3 PT_LOADs"), "{v:?}");
+    // Two different offsets: kernel mappings, not a linear map.
+    let elf = Elf::new(ElfClass::Elf64, EM_386)
+        .load(0xc000_0000, 0, 0x1000, Data::Bytes(pattern(1, 0x1000)))
+        .load(0xd000_2000, 0x2000, 0x1000, Data::Bytes(pattern(2, 0x1000)))
+        .load(0, 0x4000_0000, 0x1000, Data::Bytes(pattern(3, 0x1000)));
+    let (_f, d) = open_bytes(&elf.bytes());
+    let d = d.unwrap();
+    let v = detail(&d, "virtual addresses");
+    assert!(v[0].starts_with("virtual (2 of 3 PT_LOADs"), "{v:?}");
+}
+
+#[test]
 fn elf32_i386_layout_memory_and_notes() {
     let mut c = CpuState::new(0, None)
         .with_reg("rip", 0xc100_0000)
