@@ -85,6 +85,41 @@ impl Guest {
             .unwrap_or_default()
     }
 
+    /// Every kernel-half page that QEMU's paging dump of this guest (`paging.elf`)
+    /// maps reads the same bytes, at the same virtual address, from the ELF `ours`.
+    /// Returns the number of pages compared (more than 1000, or it panics).
+    pub fn assert_kernel_half_equals_qemu_paging_dump(&self, ours: &Path) -> u64 {
+        let theirs_path = self.file("paging.elf");
+        let theirs = load_pages(&theirs_path);
+        let mine = load_pages(ours);
+        let (fa, fb) = (File::open(&theirs_path).unwrap(), File::open(ours).unwrap());
+        let va_bits = if self.paging() == "5level" { 57 } else { 48 };
+        let kernel_half = |v: u64| {
+            if self.is_x86_64() {
+                v >> 63 == 1 && is_canonical(v, va_bits)
+            } else {
+                v >= 0xc000_0000
+            }
+        };
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        let mut checked = 0;
+        for (&v, &off) in theirs.iter().filter(|(v, _)| kernel_half(**v)) {
+            let o2 = *mine
+                .get(&v)
+                .unwrap_or_else(|| panic!("{}: QEMU maps {v:#x}, we do not", self.name));
+            fa.read_exact_at(&mut a, off).unwrap();
+            fb.read_exact_at(&mut b, o2).unwrap();
+            assert!(a == b, "{}: page {v:#x} differs from QEMU's", self.name);
+            checked += 1;
+        }
+        assert!(
+            checked > 1000,
+            "{}: only {checked} kernel pages compared",
+            self.name
+        );
+        checked
+    }
+
     /// Every RAM range of the guest is in `mem` (read from `path`) and every byte of it
     /// equals the pmemsave image `ram.raw`. Extra ranges in `mem` are allowed: QEMU's
     /// physical dumps of x86 also hold the BIOS ROM (0xfffc0000, 256 KiB), which a
@@ -273,4 +308,51 @@ pub fn run(cmd: &mut std::process::Command) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run crash (the host's) on `dump` with `vmlinux` and the commands `cmds`; returns its
+/// output without the lines that name the dump file (so two dumps' sessions compare).
+/// Panics when crash fails.
+pub fn crash_session(vmlinux: &Path, dump: &Path, cmds: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("cmds");
+    std::fs::write(&script, format!("{}\nquit\n", cmds.join("\n"))).unwrap();
+    let out = std::process::Command::new("crash")
+        .arg("-s")
+        .arg("-i")
+        .arg(&script)
+        .arg(vmlinux)
+        .arg(dump)
+        .output()
+        .expect("crash is installed (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "crash failed on {}: {}\n{text}",
+        dump.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("DUMPFILE:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Virtual page address -> file offset of every 4 KiB page an ELF's PT_LOADs hold.
+pub fn load_pages(path: &Path) -> std::collections::HashMap<u64, u64> {
+    let mut m = std::collections::HashMap::new();
+    for h in dumpconv_formats::elf::read::read_load_headers(path).unwrap() {
+        let mut off = 0;
+        while off < h.filesz {
+            m.insert(h.vaddr + off, h.offset + off);
+            off += 4096;
+        }
+    }
+    m
+}
+
+/// `v` is canonical for a `bits`-bit virtual address space (bits 63..bits-1 equal).
+pub fn is_canonical(v: u64, bits: u32) -> bool {
+    let shift = 64 - bits;
+    (((v << shift) as i64) >> shift) as u64 == v
 }

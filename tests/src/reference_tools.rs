@@ -330,9 +330,9 @@ pub fn makedumpfile_excluded(guest: &str, level: u32) -> Result<Ranges, String> 
     Ok(makedumpfile_output(guest, level)?.bitmaps.excluded)
 }
 
-/// The guest kernel's debug vmlinux: the cache's (x86_64), else the one
-/// `tests/tests/readers_drgn.rs` extracts from the `-dbg` .deb into
-/// `~/.cache/dumpconv/tools/vmlinux/<release>/vmlinux` (extracted here too if absent).
+/// The guest kernel's debug vmlinux: the cache's (x86_64), else the one extracted from
+/// the `-dbg` .deb next to the guest cache into
+/// `~/.cache/dumpconv/tools/vmlinux/<release>/vmlinux` (extracted on first use).
 pub fn vmlinux(g: &Guest) -> Option<PathBuf> {
     let own = g.file("vmlinux");
     if own.exists() {
@@ -358,14 +358,26 @@ pub fn vmlinux(g: &Guest) -> Option<PathBuf> {
     std::fs::create_dir_all(&out_dir).ok()?;
     let tmp = tempfile::tempdir_in(&out_dir).ok()?;
     let member = format!("./usr/lib/debug/boot/vmlinux-{release}");
-    Command::new("sh")
+    let t = std::time::Instant::now();
+    // --occurrence: stop once the member is out (it is near the start of the archive).
+    let status = Command::new("sh")
         .arg("-c")
         .arg(r#"dpkg-deb --fsys-tarfile "$1" 2>/dev/null | tar -x -C "$2" --occurrence=1 "$3""#)
         .args(["sh", deb.to_str()?, tmp.path().to_str()?, &member])
         .status()
         .ok()?;
     let got = tmp.path().join(&member);
+    if !got.exists() {
+        eprintln!("cannot extract {member} from {} ({status})", deb.display());
+        return None;
+    }
     std::fs::rename(&got, &out).ok()?;
+    eprintln!(
+        "{}: extracted vmlinux from {} in {:.1} s",
+        g.name,
+        deb.display(),
+        t.elapsed().as_secs_f64()
+    );
     Some(out)
 }
 

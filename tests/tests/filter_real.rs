@@ -18,7 +18,7 @@ use std::process::Command;
 use dumpconv::output::Output;
 use dumpconv::pipeline::convert;
 use dumpconv_core::NoProgress;
-use dumpconv_tests::guests::{guest, guests, Guest, ALL};
+use dumpconv_tests::guests::{crash_session, guest, guests, Guest, ALL};
 use dumpconv_tests::reference_tools::{
     crash_d13, debian13, drgn_page_classes, kdump_excluded, makedumpfile_excluded, merge, subtract,
     Ranges,
@@ -50,31 +50,6 @@ fn show(r: &Ranges) -> String {
         s.push(format!("... ({} ranges)", r.len()));
     }
     s.join(" ")
-}
-
-fn crash_session(vmlinux: &Path, dump: &Path, cmds: &[&str]) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let script = tmp.path().join("cmds");
-    std::fs::write(&script, format!("{}\nquit\n", cmds.join("\n"))).unwrap();
-    let out = Command::new("crash")
-        .arg("-s")
-        .arg("-i")
-        .arg(&script)
-        .arg(vmlinux)
-        .arg(dump)
-        .output()
-        .expect("crash is installed (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "crash failed on {}: {}\n{text}",
-        dump.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("DUMPFILE:"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::process::Command;
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{guest, run, Guest};
+use dumpconv_tests::guests::{crash_session, guest, run, Guest};
 use inputs_util::*;
 
 const SAVEFILES: &[&str] = &[
@@ -315,18 +315,7 @@ fn crash_opens_our_kdump() {
             &NoProgress,
         )
         .unwrap();
-        let script = tmp.path().join("cmds");
-        std::fs::write(&script, "sys\nlog\nquit\n").unwrap();
-        let o = Command::new("crash")
-            .arg("-s")
-            .arg("-i")
-            .arg(&script)
-            .arg(g.file("vmlinux"))
-            .arg(&out)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{}: {text}", s.name);
+        let text = crash_session(&g.file("vmlinux"), &out, &["sys", "log"]);
         let release = g.banner();
         let release = release.split_whitespace().nth(2).unwrap_or("?").to_string();
         assert!(text.contains(&release), "{}: crash sys: {text}", s.name);

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -37,7 +37,8 @@ use std::time::Instant;
 use dumpconv::{build_plan, open_input, ConvertOptions, ConvertReport, Registry};
 use dumpconv_core::{Arch, DumpWriter, FileSink, Progress, StreamSink, VmcoreInfoFile};
 use dumpconv_kdump::KdumpWriter;
-use dumpconv_tests::guests::{cache_dir, guest, Guest};
+use dumpconv_tests::guests::guest;
+use dumpconv_tests::reference_tools::vmlinux;
 use serde_json::Value;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/readers/drgn_facts.py");
@@ -61,56 +62,6 @@ fn python() -> Option<String> {
     assert!(!env_is("DUMPCONV_REQUIRE_DRGN", "1"), "{msg}");
     eprintln!("SKIP: {msg}");
     None
-}
-
-/// The guest kernel's debug vmlinux: the cache's, else extracted from the `-dbg` .deb
-/// next to the guest cache.
-fn vmlinux(g: &Guest) -> Option<PathBuf> {
-    let own = g.file("vmlinux");
-    if own.exists() {
-        return Some(own);
-    }
-    let release = g.meta["kernel_release"].as_str()?.to_string();
-    let root = cache_dir().parent()?.to_path_buf();
-    let out_dir = root.join("tools/vmlinux").join(&release);
-    let out = out_dir.join("vmlinux");
-    if out.exists() {
-        return Some(out);
-    }
-    let prefix = format!("linux-image-{release}-dbg_");
-    let deb = std::fs::read_dir(root.join("debs"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .max()?;
-    std::fs::create_dir_all(&out_dir).ok()?;
-    let tmp = tempfile::tempdir_in(&out_dir).ok()?;
-    let member = format!("./usr/lib/debug/boot/vmlinux-{release}");
-    let t = Instant::now();
-    // --occurrence: stop once the member is out (it is near the start of the archive).
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"dpkg-deb --fsys-tarfile "$1" 2>/dev/null | tar -x -C "$2" --occurrence=1 "$3""#)
-        .args(["sh", deb.to_str()?, tmp.path().to_str()?, &member])
-        .status()
-        .ok()?;
-    let got = tmp.path().join(&member);
-    if !got.exists() {
-        eprintln!("cannot extract {member} from {} ({status})", deb.display());
-        return None;
-    }
-    std::fs::rename(&got, &out).ok()?;
-    eprintln!(
-        "{}: extracted vmlinux from {} in {:.1} s",
-        g.name,
-        deb.display(),
-        t.elapsed().as_secs_f64()
-    );
-    Some(out)
 }
 
 /// What drgn reads from `core`.

@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use dumpconv_tests::guests::{cache_dir, guest, Guest};
-use inputs_util::dumpconv_bin;
+use inputs_util::dumpconv_ok;
 
 fn env_is(name: &str, value: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == value)
@@ -106,22 +106,15 @@ fn run_vol(vol: &Path, file: &Path, plugin: &str) -> Result<(String, Vec<String>
 }
 
 fn convert(input: &Path, out: &Path, extra: &[&str]) {
-    let o = Command::new(dumpconv_bin())
-        .arg("convert")
-        .arg("-q")
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "dumpconv convert {} -o {}: {}",
-        input.display(),
-        out.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "convert".as_ref(),
+        "-q".as_ref(),
+        input.as_ref(),
+        "-o".as_ref(),
+        out.as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    dumpconv_ok(&args);
 }
 
 /// The guest kernel's ISF, if the cache has one.

@@ -2,16 +2,13 @@
 //! compares dumpconv's output with what the real system produced: the pmemsave image,
 //! QEMU's own dumps, and what crash, gdb and makedumpfile say about them.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::{CpuState, NoProgress};
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{as_u64, guests, run, Guest};
+use dumpconv_tests::guests::{as_u64, crash_session, guests, is_canonical, run, Guest};
 use dumpconv_x86::{paging_mode, PagingMode};
 
 fn scratch() -> tempfile::TempDir {
@@ -125,33 +122,6 @@ fn info_lists_every_cpu_with_cr3() {
             );
         }
     }
-}
-
-/// Run crash with commands; returns its output with the lines that name the dump file
-/// (and other per-invocation noise) removed.
-fn crash_session(vmlinux: &Path, dump: &Path, cmds: &[&str]) -> String {
-    let tmp = scratch();
-    let script = tmp.path().join("cmds");
-    std::fs::write(&script, format!("{}\nquit\n", cmds.join("\n"))).unwrap();
-    let out = Command::new("crash")
-        .arg("-s")
-        .arg("-i")
-        .arg(&script)
-        .arg(vmlinux)
-        .arg(dump)
-        .output()
-        .expect("crash is installed (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "crash failed on {}: {}\n{text}",
-        dump.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("DUMPFILE:"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 const CRASH_CMDS: &[&str] = &["sys", "bt -a", "ps", "log"];
@@ -296,24 +266,6 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
     }
 }
 
-/// Virtual address → file offset of every page of an ELF's PT_LOADs.
-fn load_pages(path: &Path) -> HashMap<u64, u64> {
-    let mut m = HashMap::new();
-    for h in dumpconv_formats::elf::read::read_load_headers(path).unwrap() {
-        let mut off = 0;
-        while off < h.filesz {
-            m.insert(h.vaddr + off, h.offset + off);
-            off += 4096;
-        }
-    }
-    m
-}
-
-fn is_canonical(v: u64, bits: u32) -> bool {
-    let shift = 64 - bits;
-    (((v << shift) as i64) >> shift) as u64 == v
-}
-
 #[test]
 fn kernel_half_of_qemu_paging_dump_matches_ours() {
     for g in guests() {
@@ -334,36 +286,8 @@ fn kernel_half_of_qemu_paging_dump_matches_ours() {
             &NoProgress,
         )
         .unwrap();
-        let theirs = load_pages(&g.file("paging.elf"));
-        let ours = load_pages(&out);
-        let (fa, fb) = (
-            File::open(g.file("paging.elf")).unwrap(),
-            File::open(&out).unwrap(),
-        );
+        let checked = g.assert_kernel_half_equals_qemu_paging_dump(&out);
         let la57 = g.paging() == "5level";
-        let kernel_half = |v: u64| {
-            if g.is_x86_64() {
-                v >> 63 == 1 && is_canonical(v, if la57 { 57 } else { 48 })
-            } else {
-                v >= 0xc000_0000
-            }
-        };
-        let mut checked = 0u64;
-        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
-        for (&v, &off) in theirs.iter().filter(|(v, _)| kernel_half(**v)) {
-            let o2 = *ours
-                .get(&v)
-                .unwrap_or_else(|| panic!("{}: QEMU maps {v:#x}, we do not", g.name));
-            fa.read_exact_at(&mut a, off).unwrap();
-            fb.read_exact_at(&mut b, o2).unwrap();
-            assert!(a == b, "{}: page {v:#x} differs from QEMU's", g.name);
-            checked += 1;
-        }
-        assert!(
-            checked > 1000,
-            "{}: only {checked} kernel pages compared",
-            g.name
-        );
         if g.is_x86_64() {
             let bits = if la57 { 57 } else { 48 };
             for h in dumpconv_formats::elf::read::read_load_headers(&out).unwrap() {

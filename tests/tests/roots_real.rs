@@ -7,16 +7,13 @@
 //! conversion per input, outputs compared by their mappings; the 4.5 GiB highmem guest
 //! only through `info`.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::elf::read::read_load_headers;
-use dumpconv_tests::guests::{guest, guests, run, Guest};
+use dumpconv_tests::guests::{guest, guests, load_pages, run};
 
 /// The `dumpconv` binary of this profile, built if needed.
 fn dumpconv_bin() -> PathBuf {
@@ -77,23 +74,6 @@ fn loads(path: &Path) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
-fn load_pages(path: &Path) -> HashMap<u64, u64> {
-    let mut m = HashMap::new();
-    for h in read_load_headers(path).unwrap() {
-        let mut off = 0;
-        while off < h.filesz {
-            m.insert(h.vaddr + off, h.offset + off);
-            off += 4096;
-        }
-    }
-    m
-}
-
-fn is_canonical(v: u64, bits: u32) -> bool {
-    let shift = 64 - bits;
-    (((v << shift) as i64) >> shift) as u64 == v
-}
-
 fn gdb_string(core: &Path, arch: &str, vaddr: u64) -> String {
     let out = run(Command::new("gdb")
         .arg("-batch")
@@ -105,35 +85,6 @@ fn gdb_string(core: &Path, arch: &str, vaddr: u64) -> String {
         .arg("-ex")
         .arg(format!("printf \"%s\", (char *){vaddr:#x}")));
     out.lines().last().unwrap_or("").trim_end().to_string()
-}
-
-/// Every kernel-half page QEMU's paging dump maps reads the same from ours.
-fn assert_kernel_half_equals_qemu(g: &Guest, ours: &Path) -> u64 {
-    let theirs_path = g.file("paging.elf");
-    let theirs = load_pages(&theirs_path);
-    let mine = load_pages(ours);
-    let (fa, fb) = (File::open(&theirs_path).unwrap(), File::open(ours).unwrap());
-    let la57 = g.paging() == "5level";
-    let kernel_half = |v: u64| {
-        if g.is_x86_64() {
-            v >> 63 == 1 && is_canonical(v, if la57 { 57 } else { 48 })
-        } else {
-            v >= 0xc000_0000
-        }
-    };
-    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
-    let mut checked = 0;
-    for (&v, &off) in theirs.iter().filter(|(v, _)| kernel_half(**v)) {
-        let o2 = *mine
-            .get(&v)
-            .unwrap_or_else(|| panic!("{}: QEMU maps {v:#x}, we do not", g.name));
-        fa.read_exact_at(&mut a, off).unwrap();
-        fb.read_exact_at(&mut b, o2).unwrap();
-        assert!(a == b, "{}: page {v:#x} differs from QEMU's", g.name);
-        checked += 1;
-    }
-    assert!(checked > 1000, "{}: only {checked} pages", g.name);
-    checked
 }
 
 #[test]
@@ -231,7 +182,7 @@ fn paging_without_cpu_state_or_flags_on_every_guest() {
         );
 
         if g.file("paging.elf").exists() {
-            let n = assert_kernel_half_equals_qemu(&g, &outs[0]);
+            let n = g.assert_kernel_half_equals_qemu_paging_dump(&outs[0]);
             eprintln!("{}: {n} kernel-half pages equal QEMU's", g.name);
         }
         if !g.is_aarch64() {
