@@ -54,8 +54,8 @@ def hmp(cmd):
 class Daemon:
     """libvirtd, restarted with a new qemu.conf."""
 
-    def __init__(self, conf, pid_file):
-        self.conf, self.pid_file = conf, pid_file
+    def __init__(self, conf, pid_file, emulator):
+        self.conf, self.pid_file, self.emulator = conf, pid_file, emulator
 
     def pid(self):
         try:
@@ -101,7 +101,10 @@ class Daemon:
                     'cgroup_controllers = []\n'
                     f'save_image_format = "{save_format}"\n'
                     f'dump_image_format = "{dump_format}"\n')
-        subprocess.run(["libvirtd", "-d", "-p", self.pid_file], check=True)
+        # libvirtd looks for qemu-system-<arch> in PATH to build the host's capabilities
+        # (without one it refuses an x86_64 guest): the wrapper first
+        env = dict(os.environ, PATH=os.path.dirname(self.emulator) + ":" + os.environ.get("PATH", ""))
+        subprocess.run(["libvirtd", "-d", "-p", self.pid_file], check=True, env=env)
         deadline = time.monotonic() + 60
         while True:
             r = subprocess.run(VIRSH + ["version"], capture_output=True, text=True)
@@ -161,7 +164,7 @@ def main():
     xml_path = os.path.join(out, "domain.xml")
     with open(xml_path, "w") as f:
         f.write(domain_xml(a, kernel, initrd, append, cpu, console))
-    d = Daemon(a.conf, a.pid_file)
+    d = Daemon(a.conf, a.pid_file, a.emulator)
     timings = {}
     t_all = time.monotonic()
     files = {}
