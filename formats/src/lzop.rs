@@ -361,7 +361,8 @@ impl<R: Read> Read for LzopDecoder<R> {
     }
 }
 
-/// True if `head` starts with lzop's magic and a header whose fields are in range.
+/// True if `head` starts with lzop's 9-byte magic (a NUL, CR, LF and SUB among its bytes:
+/// unlikely at the start of a raw image or text).
 pub fn probe(head: &[u8]) -> bool {
     head.starts_with(&MAGIC)
 }
