@@ -161,7 +161,7 @@ impl<R: Read> LzopDecoder<R> {
         if flags & F_H_FILTER != 0 {
             return Err(bad(format!(
                 "lzop: the header at compressed offset {start:#x} names a filter (flags \
-                 {flags:#x}), which lzop has not written since 1.0; not supported"
+                 {flags:#x}, an old lzop option): not supported"
             )));
         }
         take(self, 4, "the header's mode", &mut h)?;
