@@ -6,8 +6,10 @@
 # RAM in a 5.5 GiB image), each converted to kdump (zlib, the default, and zstd) and to
 # ELF. For each: best-of-${REPEAT:-3} wall time, user+system CPU of that run, peak RSS
 # (/usr/bin/time), the output's apparent size (stat %s) and allocated size (%b * %B), and
-# the ratios against `cp --sparse=always` of the same input and against the conversion of
-# the dense image to the same format.
+# the ratios of the wall time against `cp --sparse=always` of the same input ("x cp") and
+# against the conversion of the dense image to the same format ("x dense"), and of the CPU
+# time against the dense conversion's ("cpu x d": steadier than wall time on a shared
+# machine).
 #
 #   bash bench/scale.sh                    (release build of this tree)
 #   DUMPCONV_BIN=/path/to/dumpconv bash bench/scale.sh
@@ -91,17 +93,17 @@ convert_args() { # format -> output name and flags
     esac
 }
 header() {
-    printf '%-26s %8s %8s %9s %11s %11s %8s %8s\n' "" wall cpu "rss KiB" "apparent" "allocated" "x cp" "x dense"
+    printf '%-26s %8s %8s %9s %11s %11s %8s %8s %8s\n' "" wall cpu "rss KiB" "apparent" "allocated" "x cp" "x dense" "cpu x d"
 }
-row() { # label wall cpu rss apparent allocated cp_wall dense_wall
-    printf '%-26s %7.2fs %7.2fs %9d %9s M %9s M %7sx %7sx\n' "$1" "$2" "$3" "$4" \
-        "$(mib "$5")" "$(mib "$6")" "$(ratio "$2" "$7")" "$(ratio "$2" "$8")"
+row() { # label wall cpu rss apparent allocated cp_wall dense_wall dense_cpu
+    printf '%-26s %7.2fs %7.2fs %9d %9s M %9s M %7sx %7sx %7sx\n' "$1" "$2" "$3" "$4" \
+        "$(mib "$5")" "$(mib "$6")" "$(ratio "$2" "$7")" "$(ratio "$2" "$8")" "$(ratio "$3" "${9:-0}")"
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), $(date -u '+%F %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "dumpconv: $bin ($("$bin" --version 2>/dev/null | head -1))"
 echo "data: the first $data of $src; best of $repeat; outputs in $(df --output=source "$tmp" | tail -1)"
-declare -A dense_wall
+declare -A dense_wall dense_cpu
 for n in "${names[@]}"; do
     in=${input[$n]}
     echo
@@ -113,8 +115,8 @@ for n in "${names[@]}"; do
     best cp --sparse=always "$in" "$tmp/out.cp"
     cp --sparse=always "$in" "$tmp/out.cp"
     cp_wall=$B_WALL
-    [ "$n" = dense ] && dense_wall[cp]=$cp_wall
-    row "cp --sparse=always" "$B_WALL" "$B_CPU" "$B_RSS" "$(apparent "$tmp/out.cp")" "$(allocated "$tmp/out.cp")" "$cp_wall" "${dense_wall[cp]:-0}"
+    [ "$n" = dense ] && dense_wall[cp]=$cp_wall dense_cpu[cp]=$B_CPU
+    row "cp --sparse=always" "$B_WALL" "$B_CPU" "$B_RSS" "$(apparent "$tmp/out.cp")" "$(allocated "$tmp/out.cp")" "$cp_wall" "${dense_wall[cp]:-0}" "${dense_cpu[cp]:-0}"
     rm -f "$tmp/out.cp"
     for f in "${formats[@]}"; do
         # shellcheck disable=SC2046 # convert_args is a list of words on purpose
@@ -123,8 +125,8 @@ for n in "${names[@]}"; do
         best "$bin" -q --force --input-format raw "$in" -o "$out" "$@"
         w=$B_WALL c=$B_CPU r=$B_RSS
         "$bin" -q --force --input-format raw "$in" -o "$out" "$@"
-        [ "$n" = dense ] && dense_wall[$f]=$w
-        row "dumpconv $f" "$w" "$c" "$r" "$(apparent "$out")" "$(allocated "$out")" "$cp_wall" "${dense_wall[$f]:-0}"
+        [ "$n" = dense ] && dense_wall[$f]=$w dense_cpu[$f]=$c
+        row "dumpconv $f" "$w" "$c" "$r" "$(apparent "$out")" "$(allocated "$out")" "$cp_wall" "${dense_wall[$f]:-0}" "${dense_cpu[$f]:-0}"
         rm -f "$out"
     done
 done
