@@ -13,7 +13,7 @@
 #
 #   bash bench/scale.sh                    (release build of this tree)
 #   DUMPCONV_BIN=/path/to/dumpconv bash bench/scale.sh
-#   SIZES="16G" REPEAT=1 FORMATS="elf kdump-zstd" DATA=512M bash bench/scale.sh
+#   SIZES="16G" REPEAT=1 FORMATS="elf kdump-zstd" DATA=512M HIGHMEM=0 bash bench/scale.sh
 #
 # The images are built with truncate + dd conv=notrunc, so the holes are real holes (no
 # blocks allocated) and the data is allocated (zero pages included). They and the outputs
@@ -57,7 +57,9 @@ for s in "${sizes[@]}"; do
     names+=("sparse-$s")
 done
 hm=$cache/x86_64-highmem/ram.raw
-if [ -f "$cache/x86_64-highmem/complete" ] && [ -f "$hm" ]; then
+if [ "${HIGHMEM:-1}" = 0 ]; then
+    :
+elif [ -f "$cache/x86_64-highmem/complete" ] && [ -f "$hm" ]; then
     input[highmem]=$hm
     names+=(highmem)
 else
