@@ -54,6 +54,11 @@ pub static PROBES: &[Probe] = &[
         open: crate::migration::libvirt::open,
     },
     Probe {
+        name: "qcow2-savevm",
+        matches: crate::qcow2::probe,
+        open: crate::qcow2::open,
+    },
+    Probe {
         name: "qemu-migration",
         matches: crate::migration::probe,
         open: crate::migration::open,

@@ -14,6 +14,7 @@ mod lz4_frame_end;
 pub mod migration;
 pub mod notes;
 pub mod options;
+pub mod qcow2;
 pub mod raw;
 pub mod wrapped;
 
