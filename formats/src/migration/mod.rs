@@ -594,7 +594,9 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
             } else if flags & RAM_HOOK != 0 {
                 "an RDMA hook record"
             } else if flags & RAM_MULTIFD_FLUSH != 0 {
-                "a multifd flush (pages travel in other channels, not in this file)"
+                "a multifd flush: a multifd migration without mapped-ram, whose pages \
+                 travel in other channels, not in this file (with multifd, save with the \
+                 mapped-ram capability to `migrate file:PATH`)"
             } else {
                 "the obsolete FULL flag"
             };

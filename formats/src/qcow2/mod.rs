@@ -509,7 +509,7 @@ impl Image {
             return Err(self.err(
                 s.entry_offset + 8,
                 format!(
-                    "{what}: its L1 table has {} entries, but its VM state ({:#x} bytes after \
+                    "{what}: field l1_size: its L1 table has {} entries, but its VM state ({:#x} bytes after \
                      the disk's {:#x}) needs {end_index}",
                     l1.len(),
                     s.vm_state_size,
