@@ -8,6 +8,11 @@
 //! QEMU's notes byte for byte; gdb reads linux_banner from our `--paging` ELF and crash
 //! opens our kdump. Missing files skip unless DUMPCONV_REQUIRE_GUESTS=1.
 //!
+//! The same checks run on every VM save file of a capture ([`save_inputs`]): x86_64-pc
+//! also has `disk.qcow2`, a qcow2 image holding a `savevm` snapshot of the same stopped
+//! guest (QEMU 7.2), and x86_64-pc-mapped-ram is Debian 13's QEMU 10 writing `migrate
+//! file:vm.mapped-ram` with the capabilities multifd and mapped-ram.
+//!
 //! Bad streams are built here byte by byte from the format's description
 //! (docs/formats.md#qemu-migration-stream), independent of the reader.
 
@@ -27,6 +32,7 @@ use inputs_util::*;
 
 const SAVEFILES: &[&str] = &[
     "x86_64-pc",
+    "x86_64-pc-mapped-ram",
     "x86_64-q35",
     "x86_64-pc-highmem",
     "x86_64-q35-highmem",
@@ -75,22 +81,39 @@ fn savefiles() -> Vec<Guest> {
     v
 }
 
+/// The save files of a capture and the format each must be detected as: the stream
+/// (`vm.migstream`), a mapped-ram file, a qcow2 image with a savevm snapshot.
+fn save_inputs(s: &Guest) -> Vec<(PathBuf, &'static str)> {
+    let v: Vec<(PathBuf, &'static str)> = [
+        ("vm.migstream", "qemu-migration"),
+        ("vm.mapped-ram", "qemu-migration"),
+        ("disk.qcow2", "qcow2-savevm"),
+    ]
+    .into_iter()
+    .map(|(f, fmt)| (s.file(f), fmt))
+    .filter(|(p, _)| p.exists())
+    .collect();
+    assert!(!v.is_empty(), "{}: no save file", s.name);
+    v
+}
+
 #[test]
 fn stream_ram_equals_pmemsave() {
     for s in savefiles() {
-        let path = s.file("vm.migstream");
-        let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
-        assert_eq!(d.format, "qemu-migration");
-        // exactly the RAM of QEMU's flat view: no ROM, no VGA window
-        let want: Vec<(u64, u64)> = s.ram_ranges();
-        let got: Vec<(u64, u64)> = d
-            .memory
-            .ranges()
-            .iter()
-            .map(|r| (r.start, r.len()))
-            .collect();
-        assert_eq!(got, want, "{}: RAM ranges", s.name);
-        s.assert_ram_equals_pmemsave(&path, d.memory.as_ref());
+        for (path, format) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            assert_eq!(d.format, format, "{}", path.display());
+            // exactly the RAM of QEMU's flat view: no ROM, no VGA window
+            let want: Vec<(u64, u64)> = s.ram_ranges();
+            let got: Vec<(u64, u64)> = d
+                .memory
+                .ranges()
+                .iter()
+                .map(|r| (r.start, r.len()))
+                .collect();
+            assert_eq!(got, want, "{}: RAM ranges", path.display());
+            s.assert_ram_equals_pmemsave(&path, d.memory.as_ref());
+        }
     }
 }
 
@@ -157,28 +180,30 @@ fn info_registers(text: &str) -> Vec<Vec<(String, u64)>> {
 #[test]
 fn stream_registers_equal_info_registers() {
     for s in savefiles() {
-        let d = dumpconv_formats::open(&s.file("vm.migstream"), &OpenOptions::default()).unwrap();
-        let text = std::fs::read_to_string(s.file("registers.txt")).unwrap();
-        let want = info_registers(&text);
-        assert_eq!(d.cpus.len(), want.len(), "{}: vCPU count", s.name);
-        for (cpu, regs) in d.cpus.iter().zip(&want) {
-            assert!(regs.len() > 30, "{}: parsed {regs:?}", s.name);
-            for (name, v) in regs {
-                // `info registers` prints a segment's cached flags without their low
-                // byte (base bits 23:16 of the descriptor: TR of CPU 1 has 0x03 there,
-                // and QEMU's own CPU note keeps it, as we do)
-                let got = if name.ends_with(".flags") {
-                    cpu.reg(name).map(|f| f & 0x00ff_ff00)
-                } else {
-                    cpu.reg(name)
-                };
-                assert_eq!(
-                    got,
-                    Some(*v),
-                    "{} cpu {}: {name} (info registers: {v:#x})",
-                    s.name,
-                    cpu.index
-                );
+        for (path, _) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            let text = std::fs::read_to_string(s.file("registers.txt")).unwrap();
+            let want = info_registers(&text);
+            assert_eq!(d.cpus.len(), want.len(), "{}: vCPU count", s.name);
+            for (cpu, regs) in d.cpus.iter().zip(&want) {
+                assert!(regs.len() > 30, "{}: parsed {regs:?}", s.name);
+                for (name, v) in regs {
+                    // `info registers` prints a segment's cached flags without their low
+                    // byte (base bits 23:16 of the descriptor: TR of CPU 1 has 0x03 there,
+                    // and QEMU's own CPU note keeps it, as we do)
+                    let got = if name.ends_with(".flags") {
+                        cpu.reg(name).map(|f| f & 0x00ff_ff00)
+                    } else {
+                        cpu.reg(name)
+                    };
+                    assert_eq!(
+                        got,
+                        Some(*v),
+                        "{} cpu {}: {name} (info registers: {v:#x})",
+                        path.display(),
+                        cpu.index
+                    );
+                }
             }
         }
     }
@@ -191,54 +216,51 @@ fn scratch_dir() -> tempfile::TempDir {
 #[test]
 fn our_elf_notes_equal_qemus_dump_of_the_same_guest() {
     for s in savefiles() {
-        let tmp = scratch_dir();
-        let out = tmp.path().join("x.elf");
-        let o = ConvertOptions {
-            format: Some("elf".into()),
-            ..ConvertOptions::default()
-        };
-        convert(
-            &s.file("vm.migstream"),
-            &Output::Path(out.clone()),
-            &o,
-            &NoProgress,
-        )
-        .unwrap();
-        let ours = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
-        let qemu = dumpconv_formats::open(&s.file("phys.elf"), &OpenOptions::default()).unwrap();
-        assert!(ours.vmcoreinfo.is_some(), "{}", s.name);
-        if s.is_x86_64() {
-            // NT_PRSTATUS and QEMU CPU notes of every vCPU, and VMCOREINFO: byte for byte
-            assert_eq!(ours.notes, qemu.notes, "{}", s.name);
-            continue;
+        for (path, _) in save_inputs(&s) {
+            let tmp = scratch_dir();
+            let out = tmp.path().join("x.elf");
+            let o = ConvertOptions {
+                format: Some("elf".into()),
+                ..ConvertOptions::default()
+            };
+            convert(&path, &Output::Path(out.clone()), &o, &NoProgress).unwrap();
+            let ours = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
+            let qemu =
+                dumpconv_formats::open(&s.file("phys.elf"), &OpenOptions::default()).unwrap();
+            assert!(ours.vmcoreinfo.is_some(), "{}", s.name);
+            if s.is_x86_64() {
+                // NT_PRSTATUS and QEMU CPU notes of every vCPU, and VMCOREINFO: byte for byte
+                assert_eq!(ours.notes, qemu.notes, "{}", path.display());
+                continue;
+            }
+            // arm64: QEMU also writes NT_PRFPREG (FP/SIMD registers, not decoded from the
+            // stream) and so sets pr_fpvalid (offset 384 of the 392-byte NT_PRSTATUS); every
+            // byte before it (pid, x0-x30, sp, pc, pstate) and VMCOREINFO are the same
+            use dumpconv_core::note::NoteKind;
+            let pick = |notes: &[dumpconv_core::Note], k: NoteKind| -> Vec<Vec<u8>> {
+                notes
+                    .iter()
+                    .filter(|n| n.kind() == k)
+                    .map(|n| n.desc.clone())
+                    .collect()
+            };
+            let (a, b) = (
+                pick(&ours.notes, NoteKind::PrStatus),
+                pick(&qemu.notes, NoteKind::PrStatus),
+            );
+            assert_eq!(a.len(), b.len(), "{}", s.name);
+            assert!(a.len() >= 2, "{}", s.name);
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.len(), 392, "{}", s.name);
+                assert_eq!(x[..384], y[..384], "{}: NT_PRSTATUS", s.name);
+            }
+            assert_eq!(
+                pick(&ours.notes, NoteKind::VmcoreInfo),
+                pick(&qemu.notes, NoteKind::VmcoreInfo),
+                "{}",
+                s.name
+            );
         }
-        // arm64: QEMU also writes NT_PRFPREG (FP/SIMD registers, not decoded from the
-        // stream) and so sets pr_fpvalid (offset 384 of the 392-byte NT_PRSTATUS); every
-        // byte before it (pid, x0-x30, sp, pc, pstate) and VMCOREINFO are the same
-        use dumpconv_core::note::NoteKind;
-        let pick = |notes: &[dumpconv_core::Note], k: NoteKind| -> Vec<Vec<u8>> {
-            notes
-                .iter()
-                .filter(|n| n.kind() == k)
-                .map(|n| n.desc.clone())
-                .collect()
-        };
-        let (a, b) = (
-            pick(&ours.notes, NoteKind::PrStatus),
-            pick(&qemu.notes, NoteKind::PrStatus),
-        );
-        assert_eq!(a.len(), b.len(), "{}", s.name);
-        assert!(a.len() >= 2, "{}", s.name);
-        for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x.len(), 392, "{}", s.name);
-            assert_eq!(x[..384], y[..384], "{}: NT_PRSTATUS", s.name);
-        }
-        assert_eq!(
-            pick(&ours.notes, NoteKind::VmcoreInfo),
-            pick(&qemu.notes, NoteKind::VmcoreInfo),
-            "{}",
-            s.name
-        );
     }
 }
 
@@ -255,40 +277,42 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
         let Some(g) = guest(guest_name) else {
             continue;
         };
-        let d = dumpconv_formats::open(&s.file("vm.migstream"), &OpenOptions::default()).unwrap();
-        let offset = d
-            .vmcoreinfo
-            .as_ref()
-            .and_then(|v| v.kernel_offset())
-            .unwrap_or(0);
-        let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
-        let tmp = scratch_dir();
-        let out = tmp.path().join("paging.elf");
-        let o = dumpconv_with_stdin(
-            &[
-                OsStr::new("--paging"),
-                s.file("vm.migstream").as_os_str(),
-                OsStr::new("-o"),
-                out.as_os_str(),
-            ],
-            None,
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let got = run(Command::new(gdb)
-            .arg("-batch")
-            .arg("-nx")
-            .arg("-ex")
-            .arg(format!("set architecture {arch}"))
-            .arg("-ex")
-            .arg(format!("core-file {}", out.display()))
-            .arg("-ex")
-            .arg(format!("printf \"%s\", (char *){addr:#x}")));
-        assert_eq!(
-            got.lines().last().unwrap_or("").trim_end(),
-            g.banner(),
-            "{}",
-            s.name
-        );
+        for (path, _) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            let offset = d
+                .vmcoreinfo
+                .as_ref()
+                .and_then(|v| v.kernel_offset())
+                .unwrap_or(0);
+            let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
+            let tmp = scratch_dir();
+            let out = tmp.path().join("paging.elf");
+            let o = dumpconv_with_stdin(
+                &[
+                    OsStr::new("--paging"),
+                    path.as_os_str(),
+                    OsStr::new("-o"),
+                    out.as_os_str(),
+                ],
+                None,
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let got = run(Command::new(gdb)
+                .arg("-batch")
+                .arg("-nx")
+                .arg("-ex")
+                .arg(format!("set architecture {arch}"))
+                .arg("-ex")
+                .arg(format!("core-file {}", out.display()))
+                .arg("-ex")
+                .arg(format!("printf \"%s\", (char *){addr:#x}")));
+            assert_eq!(
+                got.lines().last().unwrap_or("").trim_end(),
+                g.banner(),
+                "{}",
+                path.display()
+            );
+        }
     }
 }
 
@@ -301,29 +325,45 @@ fn crash_opens_our_kdump() {
         assert!(!required(), "crash is not installed");
         return;
     }
-    for s in savefiles().into_iter().take(1) {
-        let tmp = scratch_dir();
-        let out = tmp.path().join("vmcore");
-        convert(
-            &s.file("vm.migstream"),
-            &Output::Path(out.clone()),
-            &ConvertOptions {
-                format: Some("kdump".into()),
-                paging: Some(PagingOptions::default()),
-                ..ConvertOptions::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-        let text = crash_session(&g.file("vmlinux"), &out, &["sys", "log"]);
-        let release = g.banner();
-        let release = release.split_whitespace().nth(2).unwrap_or("?").to_string();
-        assert!(text.contains(&release), "{}: crash sys: {text}", s.name);
-        assert!(
-            text.contains("DUMPCONV-GUEST-READY") || text.contains("Linux version"),
-            "{}: crash log: {text}",
-            s.name
-        );
+    // x86_64-pc (its stream and its qcow2 snapshot) and the mapped-ram file
+    for s in savefiles().into_iter().take(2) {
+        for (path, _) in save_inputs(&s) {
+            let tmp = scratch_dir();
+            let out = tmp.path().join("vmcore");
+            convert(
+                &path,
+                &Output::Path(out.clone()),
+                &ConvertOptions {
+                    format: Some("kdump".into()),
+                    paging: Some(PagingOptions::default()),
+                    ..ConvertOptions::default()
+                },
+                &NoProgress,
+            )
+            .unwrap();
+            let text = crash_session(&g.file("vmlinux"), &out, &["sys", "bt -a", "log"]);
+            let release = g.banner();
+            let release = release.split_whitespace().nth(2).unwrap_or("?").to_string();
+            assert!(
+                text.contains(&release),
+                "{}: crash sys: {text}",
+                path.display()
+            );
+            // bt -a: a backtrace of the task on each of the two vCPUs
+            for cpu in ["CPU: 0", "CPU: 1"] {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with("PID:") && l.contains(cpu)),
+                    "{}: crash bt -a has no task on {cpu}: {text}",
+                    path.display()
+                );
+            }
+            assert!(
+                text.contains("DUMPCONV-GUEST-READY") || text.contains("Linux version"),
+                "{}: crash log: {text}",
+                path.display()
+            );
+        }
     }
 }
 
