@@ -932,3 +932,133 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     dump.format = "qcow2-savevm";
     Ok(dump)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::io::Write;
+
+    /// An image with 16 KiB clusters and extended L2 entries (32 subclusters of 512
+    /// bytes), built here from the qcow2 specification: clusters 0 header, 1 active L1,
+    /// 2 an active L2 full of garbage pointers (never to be used), 3 the snapshot's L1,
+    /// 4 its L2, 5 and 6 data. The VM state (3 clusters after a 16 KiB disk, so at guest
+    /// offset 16 MiB, L1 index 1): cluster A all allocated, cluster B with subclusters
+    /// 0-15 allocated and 16-31 marked zero, cluster C unallocated.
+    fn extl2_image() -> (tempfile::NamedTempFile, Vec<u8>) {
+        let cs = 16384usize;
+        let mut f = vec![0u8; 7 * cs];
+        let put = |f: &mut Vec<u8>, at: usize, v: &[u8]| f[at..at + v.len()].copy_from_slice(v);
+        let vm_len = 3 * cs - 100;
+        let mut want = vec![0u8; vm_len];
+        for (i, b) in want.iter_mut().enumerate().take(cs + cs / 2) {
+            *b = (i % 251) as u8 | 1;
+        }
+        // header
+        put(&mut f, 0, b"QFI\xfb");
+        put(&mut f, 4, &3u32.to_be_bytes());
+        put(&mut f, 20, &14u32.to_be_bytes());
+        put(&mut f, 24, &(cs as u64).to_be_bytes()); // disk size
+        put(&mut f, 36, &2u32.to_be_bytes()); // active l1_size
+        put(&mut f, 40, &(cs as u64).to_be_bytes());
+        put(&mut f, 60, &1u32.to_be_bytes()); // one snapshot
+        let snap_at = 7 * cs;
+        put(&mut f, 64, &(snap_at as u64).to_be_bytes());
+        put(&mut f, 72, &INCOMPAT_EXTL2.to_be_bytes());
+        put(&mut f, 96, &4u32.to_be_bytes());
+        put(&mut f, 100, &112u32.to_be_bytes());
+        // active L1 -> active L2 of garbage
+        put(
+            &mut f,
+            cs + 8,
+            &((1u64 << 63) | 2 * cs as u64).to_be_bytes(),
+        );
+        for i in 0..cs / 8 {
+            put(
+                &mut f,
+                2 * cs + i * 8,
+                &((1u64 << 63) | 0xdead_0000).to_be_bytes(),
+            );
+        }
+        // snapshot L1 -> snapshot L2
+        put(
+            &mut f,
+            3 * cs + 8,
+            &((1u64 << 63) | 4 * cs as u64).to_be_bytes(),
+        );
+        let l2 = 4 * cs;
+        put(&mut f, l2, &((1u64 << 63) | 5 * cs as u64).to_be_bytes());
+        put(&mut f, l2 + 8, &0xffff_ffffu64.to_be_bytes());
+        put(
+            &mut f,
+            l2 + 16,
+            &((1u64 << 63) | 6 * cs as u64).to_be_bytes(),
+        );
+        put(
+            &mut f,
+            l2 + 24,
+            &(0xffffu64 | (0xffff_0000u64 << 32)).to_be_bytes(),
+        );
+        // cluster C: entry 0, bitmap 0 (unallocated)
+        put(&mut f, 5 * cs, &want[..cs]);
+        put(&mut f, 6 * cs, &want[cs..cs + cs / 2]);
+        // garbage where subclusters 16-31 of B would be: the zero bits win
+        for b in &mut f[6 * cs + cs / 2..7 * cs] {
+            *b = 0xee;
+        }
+        // snapshot table entry
+        let mut e = Vec::new();
+        e.extend_from_slice(&(3 * cs as u64).to_be_bytes());
+        e.extend_from_slice(&2u32.to_be_bytes());
+        e.extend_from_slice(&1u16.to_be_bytes());
+        e.extend_from_slice(&4u16.to_be_bytes());
+        e.extend_from_slice(&[0; 16]);
+        e.extend_from_slice(&(vm_len as u32).to_be_bytes());
+        e.extend_from_slice(&16u32.to_be_bytes());
+        e.extend_from_slice(&(vm_len as u64).to_be_bytes());
+        e.extend_from_slice(&(cs as u64).to_be_bytes());
+        e.extend_from_slice(b"1snap");
+        f.extend_from_slice(&e);
+        let mut t = tempfile::NamedTempFile::new().unwrap();
+        t.write_all(&f).unwrap();
+        (t, want)
+    }
+
+    #[test]
+    fn extended_l2_subclusters_and_the_snapshots_own_tables() {
+        let (t, want) = extl2_image();
+        let img = Image::open(Input::open(t.path()).unwrap()).unwrap();
+        assert!(img.header.extended_l2);
+        assert_eq!(img.header.l2_entries(), 1024);
+        let s = img.select(Some("snap")).unwrap();
+        let mut vm = img.vmstate(s).unwrap();
+        assert_eq!(vm.base, 16 << 20);
+        let mut got = vec![0u8; want.len()];
+        vm.read_at(0, &mut got).unwrap();
+        assert!(got == want, "VM state differs");
+        // reads across subcluster and cluster boundaries
+        let mut part = vec![0u8; 1000];
+        vm.read_at(16384 - 300, &mut part).unwrap();
+        assert!(part[..] == want[16384 - 300..16384 + 700]);
+        assert!(vm.read_at(want.len() as u64 - 10, &mut part).is_err());
+    }
+
+    #[test]
+    fn an_allocated_subcluster_of_an_unallocated_cluster_is_an_error() {
+        let (t, _) = extl2_image();
+        let mut f = std::fs::read(t.path()).unwrap();
+        // cluster C: bitmap says subcluster 0 is allocated, but the entry has no offset
+        let at = 4 * 16384 + 32 + 8;
+        f[at..at + 8].copy_from_slice(&1u64.to_be_bytes());
+        std::fs::write(t.path(), &f).unwrap();
+        let img = Image::open(Input::open(t.path()).unwrap()).unwrap();
+        let s = img.select(None).unwrap();
+        let mut vm = img.vmstate(s).unwrap();
+        let mut buf = vec![0u8; 16];
+        let e = vm.read_at(2 * 16384, &mut buf).unwrap_err().to_string();
+        assert!(
+            e.contains("L2 entry 2") && e.contains("subcluster 0"),
+            "{e}"
+        );
+    }
+}
