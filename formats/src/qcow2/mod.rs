@@ -281,12 +281,12 @@ impl Image {
             ));
         }
         let mut at = self.header.snapshots_offset;
-        if at % 8 != 0 || at >= self.input.len {
+        if !at.is_multiple_of(8) || at >= self.input.len {
             return Err(self.err(
                 64,
                 format!(
                     "header field snapshots_offset: {at:#x} is {} the {:#x}-byte file",
-                    if at % 8 != 0 {
+                    if !at.is_multiple_of(8) {
                         "not 8-byte aligned in"
                     } else {
                         "past the end of"
@@ -462,7 +462,7 @@ impl Image {
                 ),
             ));
         }
-        if s.l1_offset % self.header.cluster_size() != 0 {
+        if !s.l1_offset.is_multiple_of(self.header.cluster_size()) {
             return Err(self.err(
                 s.entry_offset,
                 format!(
@@ -593,13 +593,13 @@ impl VmState<'_> {
             return Ok((Mapping::Zero, cluster_left));
         }
         let file_len = self.img.input.len;
-        if l2_off % cs != 0 || l2_off.checked_add(cs).is_none_or(|e| e > file_len) {
+        if !l2_off.is_multiple_of(cs) || l2_off.checked_add(cs).is_none_or(|e| e > file_len) {
             return Err(self.err(
                 l1_at,
                 format!(
                     "L1 entry {l1i} ({l1e:#x}): its L2 table at {l2_off:#x} is {} the \
                      {file_len:#x}-byte file",
-                    if l2_off % cs != 0 {
+                    if !l2_off.is_multiple_of(cs) {
                         "not cluster-aligned in"
                     } else {
                         "past the end of"
@@ -657,7 +657,7 @@ impl VmState<'_> {
             let si = in_cluster / sub;
             let left = sub - in_cluster % sub;
             if bitmap & (1 << si) != 0 {
-                if host == 0 || host % cs != 0 {
+                if host == 0 || !host.is_multiple_of(cs) {
                     return Err(self.err(
                         l2_at,
                         format!(
@@ -677,7 +677,7 @@ impl VmState<'_> {
         if (h.version >= 3 && entry & L2_ZERO != 0) || host == 0 {
             return Ok((Mapping::Zero, cluster_left));
         }
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(self.err(
                 l2_at,
                 format!(
@@ -971,7 +971,7 @@ mod tests {
         put(
             &mut f,
             cs + 8,
-            &((1u64 << 63) | 2 * cs as u64).to_be_bytes(),
+            &((1u64 << 63) | (2 * cs as u64)).to_be_bytes(),
         );
         for i in 0..cs / 8 {
             put(
@@ -984,15 +984,15 @@ mod tests {
         put(
             &mut f,
             3 * cs + 8,
-            &((1u64 << 63) | 4 * cs as u64).to_be_bytes(),
+            &((1u64 << 63) | (4 * cs as u64)).to_be_bytes(),
         );
         let l2 = 4 * cs;
-        put(&mut f, l2, &((1u64 << 63) | 5 * cs as u64).to_be_bytes());
+        put(&mut f, l2, &((1u64 << 63) | (5 * cs as u64)).to_be_bytes());
         put(&mut f, l2 + 8, &0xffff_ffffu64.to_be_bytes());
         put(
             &mut f,
             l2 + 16,
-            &((1u64 << 63) | 6 * cs as u64).to_be_bytes(),
+            &((1u64 << 63) | (6 * cs as u64)).to_be_bytes(),
         );
         put(
             &mut f,
