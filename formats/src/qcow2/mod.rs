@@ -106,6 +106,29 @@ impl Snapshot {
     }
 }
 
+/// `2026-12-05 14:41:02 UTC` from seconds since 1970 (the proleptic Gregorian calendar,
+/// days to a date by the usual era arithmetic).
+pub fn utc(secs: u32) -> String {
+    let days = i64::from(secs / 86400);
+    let rem = secs % 86400;
+    // days since 1970-01-01 -> civil date, counting from 0000-03-01 in 400-year eras
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// An opened qcow2 image: header and snapshot table.
 #[derive(Debug)]
 pub struct Image {
@@ -356,14 +379,14 @@ impl Image {
             .iter()
             .map(|s| {
                 format!(
-                    "{} (VM state {}, date {} s since 1970, VM clock {:.3} s)",
+                    "{} (VM state {}, taken {}, VM clock {:.3} s)",
                     s.label(),
                     if s.vm_state_size == 0 {
                         "none: a disk-only snapshot".to_string()
                     } else {
                         format!("{:#x} bytes", s.vm_state_size)
                     },
-                    s.date_sec,
+                    utc(s.date_sec),
                     s.vm_clock_nsec as f64 / 1e9
                 )
             })
@@ -1022,6 +1045,15 @@ mod tests {
         let mut t = tempfile::NamedTempFile::new().unwrap();
         t.write_all(&f).unwrap();
         (t, want)
+    }
+
+    #[test]
+    fn snapshot_dates_in_utc() {
+        // checked with `date -u -d @SECS`
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(u32::MAX), "2106-02-07 06:28:15 UTC");
     }
 
     #[test]
