@@ -613,7 +613,8 @@ impl VmState<'_> {
         let l1_at = self.snap.l1_offset + l1i * 8;
         let l2_off = l1e & OFFSET_MASK;
         if l2_off == 0 {
-            return Ok((Mapping::Zero, cluster_left));
+            // no L2 table: zeros to the end of this L1 entry's range
+            return Ok((Mapping::Zero, per_l1 - g % per_l1));
         }
         let file_len = self.img.input.len;
         if !l2_off.is_multiple_of(cs) || l2_off.checked_add(cs).is_none_or(|e| e > file_len) {
@@ -817,7 +818,13 @@ impl VmState<'_> {
         let len = self.len();
         let mut at = 0u64;
         while at < len {
-            let n = (len - at).min(CHUNK as u64) as usize;
+            // unallocated and zero clusters are skipped, not read: they stay holes
+            let (m, avail) = self.map(self.base + at)?;
+            if m == Mapping::Zero {
+                at = at.saturating_add(avail);
+                continue;
+            }
+            let n = (len - at).min(CHUNK as u64).min(avail) as usize;
             self.read_at(at, &mut buf[..n])?;
             for (i, page) in buf[..n].chunks(4096).enumerate() {
                 if !dumpconv_core::is_zero(page) {
@@ -860,6 +867,21 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
                  limit of {limit:#x} bytes",
                 snap.label(),
                 vm.len()
+            ),
+        ));
+    }
+    let mut magic = [0u8; 4];
+    vm.read_at(0, &mut magic[..vm.len().min(4) as usize])?;
+    if &magic != crate::migration::MAGIC {
+        return Err(Error::format(
+            path.to_path_buf(),
+            snap.entry_offset,
+            FMT,
+            format!(
+                "snapshot {}: its VM state does not start with the migration stream's \
+                 \"QEVM\" magic (it starts {magic:02x?}): not a QEMU savevm snapshot, or \
+                 its tables are wrong",
+                snap.label()
             ),
         ));
     }
