@@ -11,6 +11,7 @@ pub mod input;
 pub mod kdump;
 pub mod lime;
 mod lz4_frame_end;
+pub mod lzop;
 pub mod migration;
 pub mod notes;
 pub mod options;
