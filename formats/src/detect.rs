@@ -108,7 +108,17 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     if crate::wrapped::is_stream(path) {
         return crate::wrapped::open_stream(path, opts);
     }
-    let (_, open) = detect_with(path, opts)?;
+    let (det, open) = detect_with(path, opts)?;
+    if let Some(want) = &opts.snapshot {
+        if det.format != "qcow2-savevm" {
+            return Err(Error::invalid(format!(
+                "--snapshot {want:?}: {} is a {} input, not a qcow2 image (only qcow2 \
+                 images hold savevm snapshots)",
+                path.display(),
+                det.format
+            )));
+        }
+    }
     open(path, opts)
 }
 

@@ -773,3 +773,22 @@ fn multifd_without_mapped_ram_is_refused() {
         &["multifd", "mapped-ram", "section 2 \"ram\""],
     );
 }
+
+#[test]
+fn snapshot_option_on_an_input_that_is_not_qcow2_is_a_usage_error() {
+    let p = hostile_file("mapped-ram-good.mapped-ram");
+    let e = dumpconv_formats::open(
+        &p,
+        &OpenOptions {
+            snapshot: Some("1".into()),
+            ..OpenOptions::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("--snapshot") && e.contains("not a qcow2 image"),
+        "{e}"
+    );
+}
