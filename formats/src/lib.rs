@@ -15,6 +15,7 @@ pub mod lzop;
 pub mod migration;
 pub mod notes;
 pub mod options;
+pub mod qcow2;
 pub mod raw;
 pub mod wrapped;
 

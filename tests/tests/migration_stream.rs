@@ -8,6 +8,11 @@
 //! QEMU's notes byte for byte; gdb reads linux_banner from our `--paging` ELF and crash
 //! opens our kdump. Missing files skip unless DUMPCONV_REQUIRE_GUESTS=1.
 //!
+//! The same checks run on every VM save file of a capture ([`save_inputs`]): x86_64-pc
+//! also has `disk.qcow2`, a qcow2 image holding a `savevm` snapshot of the same stopped
+//! guest (QEMU 7.2), and x86_64-pc-mapped-ram is Debian 13's QEMU 10 writing `migrate
+//! file:vm.mapped-ram` with the capabilities multifd and mapped-ram.
+//!
 //! Bad streams are built here byte by byte from the format's description
 //! (docs/formats.md#qemu-migration-stream), independent of the reader.
 
@@ -27,6 +32,7 @@ use inputs_util::*;
 
 const SAVEFILES: &[&str] = &[
     "x86_64-pc",
+    "x86_64-pc-mapped-ram",
     "x86_64-q35",
     "x86_64-pc-highmem",
     "x86_64-q35-highmem",
@@ -75,31 +81,50 @@ fn savefiles() -> Vec<Guest> {
     v
 }
 
+/// The save files of a capture and the format each must be detected as: the stream
+/// (`vm.migstream`), a mapped-ram file, a qcow2 image with a savevm snapshot.
+fn save_inputs(s: &Guest) -> Vec<(PathBuf, &'static str)> {
+    let v: Vec<(PathBuf, &'static str)> = [
+        ("vm.migstream", "qemu-migration"),
+        ("vm.mapped-ram", "qemu-migration"),
+        ("disk.qcow2", "qcow2-savevm"),
+    ]
+    .into_iter()
+    .map(|(f, fmt)| (s.file(f), fmt))
+    .filter(|(p, _)| p.exists())
+    .collect();
+    assert!(!v.is_empty(), "{}: no save file", s.name);
+    v
+}
+
 #[test]
 fn stream_ram_equals_pmemsave() {
     for s in savefiles() {
-        let path = s.file("vm.migstream");
-        let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
-        assert_eq!(d.format, "qemu-migration");
-        // exactly the RAM of QEMU's flat view: no ROM, no VGA window
-        let want: Vec<(u64, u64)> = s.ram_ranges();
-        let got: Vec<(u64, u64)> = d
-            .memory
-            .ranges()
-            .iter()
-            .map(|r| (r.start, r.len()))
-            .collect();
-        assert_eq!(got, want, "{}: RAM ranges", s.name);
-        s.assert_ram_equals_pmemsave(&path, d.memory.as_ref());
+        for (path, format) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            assert_eq!(d.format, format, "{}", path.display());
+            // exactly the RAM of QEMU's flat view: no ROM, no VGA window
+            let want: Vec<(u64, u64)> = s.ram_ranges();
+            let got: Vec<(u64, u64)> = d
+                .memory
+                .ranges()
+                .iter()
+                .map(|r| (r.start, r.len()))
+                .collect();
+            assert_eq!(got, want, "{}: RAM ranges", path.display());
+            s.assert_ram_equals_pmemsave(&path, d.memory.as_ref());
+        }
     }
 }
 
 #[test]
 fn stream_registers_equal_info_registers() {
     for s in savefiles() {
-        let d = dumpconv_formats::open(&s.file("vm.migstream"), &OpenOptions::default()).unwrap();
-        let text = std::fs::read_to_string(s.file("registers.txt")).unwrap();
-        assert_cpus_equal_info_registers(&s.name, &d.cpus, &text);
+        for (path, _) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            let text = std::fs::read_to_string(s.file("registers.txt")).unwrap();
+            assert_cpus_equal_info_registers(&path.display().to_string(), &d.cpus, &text);
+        }
     }
 }
 
@@ -110,54 +135,51 @@ fn scratch_dir() -> tempfile::TempDir {
 #[test]
 fn our_elf_notes_equal_qemus_dump_of_the_same_guest() {
     for s in savefiles() {
-        let tmp = scratch_dir();
-        let out = tmp.path().join("x.elf");
-        let o = ConvertOptions {
-            format: Some("elf".into()),
-            ..ConvertOptions::default()
-        };
-        convert(
-            &s.file("vm.migstream"),
-            &Output::Path(out.clone()),
-            &o,
-            &NoProgress,
-        )
-        .unwrap();
-        let ours = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
-        let qemu = dumpconv_formats::open(&s.file("phys.elf"), &OpenOptions::default()).unwrap();
-        assert!(ours.vmcoreinfo.is_some(), "{}", s.name);
-        if s.is_x86_64() {
-            // NT_PRSTATUS and QEMU CPU notes of every vCPU, and VMCOREINFO: byte for byte
-            assert_eq!(ours.notes, qemu.notes, "{}", s.name);
-            continue;
+        for (path, _) in save_inputs(&s) {
+            let tmp = scratch_dir();
+            let out = tmp.path().join("x.elf");
+            let o = ConvertOptions {
+                format: Some("elf".into()),
+                ..ConvertOptions::default()
+            };
+            convert(&path, &Output::Path(out.clone()), &o, &NoProgress).unwrap();
+            let ours = dumpconv_formats::open(&out, &OpenOptions::default()).unwrap();
+            let qemu =
+                dumpconv_formats::open(&s.file("phys.elf"), &OpenOptions::default()).unwrap();
+            assert!(ours.vmcoreinfo.is_some(), "{}", s.name);
+            if s.is_x86_64() {
+                // NT_PRSTATUS and QEMU CPU notes of every vCPU, and VMCOREINFO: byte for byte
+                assert_eq!(ours.notes, qemu.notes, "{}", path.display());
+                continue;
+            }
+            // arm64: QEMU also writes NT_PRFPREG (FP/SIMD registers, not decoded from the
+            // stream) and so sets pr_fpvalid (offset 384 of the 392-byte NT_PRSTATUS); every
+            // byte before it (pid, x0-x30, sp, pc, pstate) and VMCOREINFO are the same
+            use dumpconv_core::note::NoteKind;
+            let pick = |notes: &[dumpconv_core::Note], k: NoteKind| -> Vec<Vec<u8>> {
+                notes
+                    .iter()
+                    .filter(|n| n.kind() == k)
+                    .map(|n| n.desc.clone())
+                    .collect()
+            };
+            let (a, b) = (
+                pick(&ours.notes, NoteKind::PrStatus),
+                pick(&qemu.notes, NoteKind::PrStatus),
+            );
+            assert_eq!(a.len(), b.len(), "{}", s.name);
+            assert!(a.len() >= 2, "{}", s.name);
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.len(), 392, "{}", s.name);
+                assert_eq!(x[..384], y[..384], "{}: NT_PRSTATUS", s.name);
+            }
+            assert_eq!(
+                pick(&ours.notes, NoteKind::VmcoreInfo),
+                pick(&qemu.notes, NoteKind::VmcoreInfo),
+                "{}",
+                s.name
+            );
         }
-        // arm64: QEMU also writes NT_PRFPREG (FP/SIMD registers, not decoded from the
-        // stream) and so sets pr_fpvalid (offset 384 of the 392-byte NT_PRSTATUS); every
-        // byte before it (pid, x0-x30, sp, pc, pstate) and VMCOREINFO are the same
-        use dumpconv_core::note::NoteKind;
-        let pick = |notes: &[dumpconv_core::Note], k: NoteKind| -> Vec<Vec<u8>> {
-            notes
-                .iter()
-                .filter(|n| n.kind() == k)
-                .map(|n| n.desc.clone())
-                .collect()
-        };
-        let (a, b) = (
-            pick(&ours.notes, NoteKind::PrStatus),
-            pick(&qemu.notes, NoteKind::PrStatus),
-        );
-        assert_eq!(a.len(), b.len(), "{}", s.name);
-        assert!(a.len() >= 2, "{}", s.name);
-        for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x.len(), 392, "{}", s.name);
-            assert_eq!(x[..384], y[..384], "{}: NT_PRSTATUS", s.name);
-        }
-        assert_eq!(
-            pick(&ours.notes, NoteKind::VmcoreInfo),
-            pick(&qemu.notes, NoteKind::VmcoreInfo),
-            "{}",
-            s.name
-        );
     }
 }
 
@@ -174,40 +196,42 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
         let Some(g) = guest(guest_name) else {
             continue;
         };
-        let d = dumpconv_formats::open(&s.file("vm.migstream"), &OpenOptions::default()).unwrap();
-        let offset = d
-            .vmcoreinfo
-            .as_ref()
-            .and_then(|v| v.kernel_offset())
-            .unwrap_or(0);
-        let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
-        let tmp = scratch_dir();
-        let out = tmp.path().join("paging.elf");
-        let o = dumpconv_with_stdin(
-            &[
-                OsStr::new("--paging"),
-                s.file("vm.migstream").as_os_str(),
-                OsStr::new("-o"),
-                out.as_os_str(),
-            ],
-            None,
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let got = run(Command::new(gdb)
-            .arg("-batch")
-            .arg("-nx")
-            .arg("-ex")
-            .arg(format!("set architecture {arch}"))
-            .arg("-ex")
-            .arg(format!("core-file {}", out.display()))
-            .arg("-ex")
-            .arg(format!("printf \"%s\", (char *){addr:#x}")));
-        assert_eq!(
-            got.lines().last().unwrap_or("").trim_end(),
-            g.banner(),
-            "{}",
-            s.name
-        );
+        for (path, _) in save_inputs(&s) {
+            let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
+            let offset = d
+                .vmcoreinfo
+                .as_ref()
+                .and_then(|v| v.kernel_offset())
+                .unwrap_or(0);
+            let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
+            let tmp = scratch_dir();
+            let out = tmp.path().join("paging.elf");
+            let o = dumpconv_with_stdin(
+                &[
+                    OsStr::new("--paging"),
+                    path.as_os_str(),
+                    OsStr::new("-o"),
+                    out.as_os_str(),
+                ],
+                None,
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let got = run(Command::new(gdb)
+                .arg("-batch")
+                .arg("-nx")
+                .arg("-ex")
+                .arg(format!("set architecture {arch}"))
+                .arg("-ex")
+                .arg(format!("core-file {}", out.display()))
+                .arg("-ex")
+                .arg(format!("printf \"%s\", (char *){addr:#x}")));
+            assert_eq!(
+                got.lines().last().unwrap_or("").trim_end(),
+                g.banner(),
+                "{}",
+                path.display()
+            );
+        }
     }
 }
 
@@ -220,29 +244,45 @@ fn crash_opens_our_kdump() {
         assert!(!required(), "crash is not installed");
         return;
     }
-    for s in savefiles().into_iter().take(1) {
-        let tmp = scratch_dir();
-        let out = tmp.path().join("vmcore");
-        convert(
-            &s.file("vm.migstream"),
-            &Output::Path(out.clone()),
-            &ConvertOptions {
-                format: Some("kdump".into()),
-                paging: Some(PagingOptions::default()),
-                ..ConvertOptions::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-        let text = crash_session(&g.file("vmlinux"), &out, &["sys", "log"]);
-        let release = g.banner();
-        let release = release.split_whitespace().nth(2).unwrap_or("?").to_string();
-        assert!(text.contains(&release), "{}: crash sys: {text}", s.name);
-        assert!(
-            text.contains("DUMPCONV-GUEST-READY") || text.contains("Linux version"),
-            "{}: crash log: {text}",
-            s.name
-        );
+    // x86_64-pc (its stream and its qcow2 snapshot) and the mapped-ram file
+    for s in savefiles().into_iter().take(2) {
+        for (path, _) in save_inputs(&s) {
+            let tmp = scratch_dir();
+            let out = tmp.path().join("vmcore");
+            convert(
+                &path,
+                &Output::Path(out.clone()),
+                &ConvertOptions {
+                    format: Some("kdump".into()),
+                    paging: Some(PagingOptions::default()),
+                    ..ConvertOptions::default()
+                },
+                &NoProgress,
+            )
+            .unwrap();
+            let text = crash_session(&g.file("vmlinux"), &out, &["sys", "bt -a", "log"]);
+            let release = g.banner();
+            let release = release.split_whitespace().nth(2).unwrap_or("?").to_string();
+            assert!(
+                text.contains(&release),
+                "{}: crash sys: {text}",
+                path.display()
+            );
+            // bt -a: a backtrace of the task on each of the two vCPUs
+            for cpu in ["CPU: 0", "CPU: 1"] {
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with("PID:") && l.contains(cpu)),
+                    "{}: crash bt -a has no task on {cpu}: {text}",
+                    path.display()
+                );
+            }
+            assert!(
+                text.contains("DUMPCONV-GUEST-READY") || text.contains("Linux version"),
+                "{}: crash log: {text}",
+                path.display()
+            );
+        }
     }
 }
 
@@ -614,4 +654,141 @@ fn libvirt_unfinished_save_and_unknown_codec() {
     write(&p, &ok);
     let d = dumpconv_formats::open(&p, &OpenOptions::default()).unwrap();
     assert_eq!(d.memory.total_bytes(), 0x4000);
+}
+
+// ---------------------------------------------------------------------------------------
+// Synthetic qcow2 savevm images and mapped-ram files: tests/hostile/gen.py builds them
+// from the formats' descriptions (qcow2: zlib / zstd compressed, zero-flag, unallocated
+// and plain clusters; mapped-ram: a bitmap with the zero page left out). Their pc.ram is
+// a page of 'a' then a zero page.
+
+fn hostile_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hostile/files")
+        .join(name)
+}
+
+fn synthetic_ram() -> Vec<u8> {
+    let mut v = vec![b'a'; 4096];
+    v.resize(8192, 0);
+    v
+}
+
+#[test]
+fn synthetic_qcow2_snapshots_and_mapped_ram_read_their_pages() {
+    for (name, format) in [
+        ("qcow2-good.qcow2", "qcow2-savevm"),
+        ("qcow2-zstd.qcow2", "qcow2-savevm"),
+        ("qcow2-v2.qcow2", "qcow2-savevm"),
+        ("qcow2-two-snapshots.qcow2", "qcow2-savevm"),
+        ("mapped-ram-good.mapped-ram", "qemu-migration"),
+    ] {
+        let d = dumpconv_formats::open(&hostile_file(name), &OpenOptions::default()).unwrap();
+        assert_eq!(d.format, format, "{name}");
+        assert_eq!(
+            d.memory.ranges(),
+            &[dumpconv_core::PhysRange::new(0, 0x2000)],
+            "{name}"
+        );
+        let mut buf = vec![0u8; 0x2000];
+        d.memory.read_at(0, &mut buf).unwrap();
+        assert!(buf == synthetic_ram(), "{name}: RAM differs");
+    }
+}
+
+#[test]
+fn qcow2_snapshot_option_picks_by_id_or_name_and_lists_them_when_unknown() {
+    let p = hostile_file("qcow2-two-snapshots.qcow2");
+    let open = |s: Option<&str>| {
+        dumpconv_formats::open(
+            &p,
+            &OpenOptions {
+                snapshot: s.map(str::to_string),
+                ..OpenOptions::default()
+            },
+        )
+    };
+    let chosen = |d: &dumpconv_core::Dump| {
+        d.details
+            .iter()
+            .find(|(k, _)| k == "snapshot")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    // default: the newest (ID 2, "newer")
+    assert!(chosen(&open(None).unwrap()).starts_with("2 \"newer\""));
+    assert!(chosen(&open(Some("1")).unwrap()).starts_with("1 \"older\""));
+    assert!(chosen(&open(Some("older")).unwrap()).starts_with("1 \"older\""));
+    assert!(chosen(&open(Some("newer")).unwrap()).starts_with("2 \"newer\""));
+    let e = open(Some("3")).err().unwrap().to_string();
+    assert!(
+        e.contains("\"3\"") && e.contains("1 \"older\"") && e.contains("2 \"newer\""),
+        "{e}"
+    );
+    // through the binary: a usage error (exit 2), the snapshots listed
+    let dir = scratch();
+    let out = dir.path().join("out.elf");
+    let o = dumpconv_with_stdin(
+        &[
+            p.as_os_str(),
+            OsStr::new("--snapshot"),
+            OsStr::new("nope"),
+            OsStr::new("-o"),
+            out.as_os_str(),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("\"older\"") && err.contains("\"newer\""),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn qcow2_vmstate_reader_is_a_read_of_the_stream() {
+    use std::io::Read;
+    // the qcow2 VM state read through `Read` is the same stream as the plain one gen.py
+    // wrote next to it: it starts with the stream magic and has the snapshot's size
+    let input = dumpconv_formats::input::Input::open(&hostile_file("qcow2-good.qcow2")).unwrap();
+    let img = dumpconv_formats::qcow2::Image::open(input).unwrap();
+    let s = img.select(None).unwrap();
+    let mut r = img.vmstate(s).unwrap();
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    assert_eq!(v.len() as u64, s.vm_state_size);
+    assert_eq!(&v[..8], b"QEVM\0\0\0\x03");
+    // the 'a' page is in it, whole
+    assert!(v.windows(4096).any(|w| w.iter().all(|&b| b == b'a')));
+}
+
+#[test]
+fn multifd_without_mapped_ram_is_refused() {
+    let bytes = std::fs::read(hostile_file("qevm-multifd.migstream")).unwrap();
+    expect_error(
+        "multifd.migstream",
+        &bytes,
+        &["multifd", "mapped-ram", "section 2 \"ram\""],
+    );
+}
+
+#[test]
+fn snapshot_option_on_an_input_that_is_not_qcow2_is_a_usage_error() {
+    let p = hostile_file("mapped-ram-good.mapped-ram");
+    let e = dumpconv_formats::open(
+        &p,
+        &OpenOptions {
+            snapshot: Some("1".into()),
+            ..OpenOptions::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("--snapshot") && e.contains("not a qcow2 image"),
+        "{e}"
+    );
 }
