@@ -17,7 +17,7 @@
 //! for the last-resort root scan ([`crate::ArchWalker::scan_roots`]).
 
 use crate::error::Result;
-use crate::memory::PhysicalMemory;
+use crate::memory::{Extent, PhysicalMemory};
 use crate::vmcoreinfo::VmcoreInfo;
 
 /// How much a scan may do.
@@ -221,7 +221,21 @@ pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan
     for r in mem.ranges().to_vec() {
         let mut at = r.start.next_multiple_of(PAGE);
         while at < r.end {
-            let len = block.min(r.end - at);
+            // Known zeros (holes of a sparse image) hold neither form nor a banner: not
+            // read. Reads stop where a hole starts (rounded up to a page).
+            let mut len = block.min(r.end - at);
+            match mem.extent(at, r.end - at) {
+                Extent::Zero(n) if n >= PAGE => {
+                    let next = ((at + n) / PAGE * PAGE).min(r.end);
+                    scan.bytes += next - at;
+                    at = next;
+                    continue;
+                }
+                Extent::Data(n) => {
+                    len = len.min(n.next_multiple_of(PAGE).max(PAGE)).min(r.end - at);
+                }
+                Extent::Zero(_) => {}
+            }
             buf.resize(len as usize, 0);
             if let Err(e) = mem.read_at(at, &mut buf) {
                 if scan.unreadable.len() < 8 {
