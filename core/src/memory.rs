@@ -151,12 +151,16 @@ pub enum Extent {
     Zero(u64),
     /// The next `len` bytes must be read (they may still be zeros).
     Data(u64),
+    /// The input does not hold the next `len` bytes (pages a filtered kdump excluded):
+    /// reading them fails with [`Error::PageUnavailable`]. Writers that mark such pages
+    /// (kdump) need not read them; the others read and fail as before.
+    Missing(u64),
 }
 
 impl Extent {
     pub fn len(&self) -> u64 {
         match *self {
-            Extent::Zero(n) | Extent::Data(n) => n,
+            Extent::Zero(n) | Extent::Data(n) | Extent::Missing(n) => n,
         }
     }
 
@@ -211,6 +215,7 @@ pub fn for_each_extent(
         let e = match mem.extent(addr, left) {
             Extent::Zero(n) => Extent::Zero(n.clamp(1, left)),
             Extent::Data(n) => Extent::Data(n.clamp(1, left)),
+            Extent::Missing(n) => Extent::Missing(n.clamp(1, left)),
         };
         f(addr, e)?;
         addr += e.len();
@@ -434,7 +439,7 @@ impl PhysicalMemory for SegmentMemory {
                 let offset = offset + (paddr - seg.range.start);
                 match file_extent(f, offset) {
                     Some(Extent::Zero(n)) => Backing::Zero { len: n.min(len) },
-                    Some(Extent::Data(n)) => Backing::File {
+                    Some(Extent::Data(n) | Extent::Missing(n)) => Backing::File {
                         file: f,
                         offset,
                         len: n.min(len),

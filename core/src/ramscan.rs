@@ -231,7 +231,7 @@ pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan
                     at = next;
                     continue;
                 }
-                Extent::Data(n) => {
+                Extent::Data(n) | Extent::Missing(n) => {
                     len = len.min(n.next_multiple_of(PAGE).max(PAGE)).min(r.end - at);
                 }
                 Extent::Zero(_) => {}

@@ -45,7 +45,14 @@ pub fn zero_pages(
                             pfn += k;
                             continue;
                         }
-                        Extent::Data(n) => n.div_ceil(page_size).clamp(1, e - pfn),
+                        // Pages the input does not hold are not zero pages.
+                        Extent::Missing(n) if n >= page_size => {
+                            pfn += (n / page_size).min(e - pfn);
+                            continue;
+                        }
+                        Extent::Data(n) | Extent::Missing(n) => {
+                            n.div_ceil(page_size).clamp(1, e - pfn)
+                        }
                         Extent::Zero(_) => 1,
                     };
                     for p in pfn..pfn + pages {

@@ -25,7 +25,9 @@ mod options;
 mod pipeline;
 mod utsname;
 
-use dumpconv_core::{DumpPlan, DumpWriter, Error, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_core::{
+    DumpPlan, DumpWriter, Error, PhysRange, PhysicalMemory, Progress, Result, Sink,
+};
 use dumpconv_formats::flattened;
 use dumpconv_formats::kdump::layout::{
     set_bit, PageDesc, DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE,
@@ -38,7 +40,7 @@ pub use utsname::PLACEHOLDER_VERSION;
 
 use encode::{PageEncoder, Stored};
 use geometry::Geometry;
-use pipeline::{Batch, WorkCtx};
+use pipeline::{Batch, Kind, WorkCtx};
 
 /// Pages per batch: 2 MiB of memory at 4 KiB pages. Fixed, so the output does not
 /// depend on the thread count.
@@ -148,13 +150,19 @@ pub fn write_kdump(
             return Err(e);
         }
     };
-    // exclude-zero: a first pass finds the pages that leave the 2nd bitmap (known zeros
-    // without reading, then zero or missing pages of the rest), so that the descriptor
-    // table holds exactly the dumpable pages and the data follows it.
+    // Pages that leave the 2nd bitmap before any is compressed, so that the descriptor
+    // table holds exactly the dumpable pages and the data follows it: pages the input
+    // does not hold (known without reading), and with exclude-zero, found by a first
+    // pass, known zeros (without reading) and the pages of the rest that are all zero.
+    let total: u64 = geo.page_runs.iter().map(|(s, e)| e - s).sum();
     let mut unavailable = 0u64;
+    for &(s, e, _) in spans.iter().filter(|s| s.2 == Kind::Missing) {
+        pipeline::clear_bits(&mut geo.data_bitmap, s, e);
+        unavailable += e - s;
+        progress.advance(ctx.bytes_in(PhysRange::new(s * geo.bs, e * geo.bs)));
+    }
+    let mut dropped = unavailable;
     if opts.exclude_zero {
-        let total: u64 = geo.page_runs.iter().map(|(s, e)| e - s).sum();
-        let mut dropped = 0u64;
         let bm = &mut geo.data_bitmap;
         let r = pipeline::run(
             pipeline::jobs(spans.iter().copied(), batch_pages, zero_batch_pages),
@@ -183,10 +191,14 @@ pub fn write_kdump(
                 Ok(())
             },
         );
-        if let Err(e) = r.and_then(|()| geo.place(total - dropped)) {
+        if let Err(e) = r {
             progress.finish();
             return Err(e);
         }
+    }
+    if let Err(e) = geo.place(total - dropped) {
+        progress.finish();
+        return Err(e);
     }
     let encoders = (0..threads)
         .map(|_| PageEncoder::new(opts.codec, opts.level, bs).map(|e| (e, Vec::new())))
@@ -203,9 +215,9 @@ pub fn write_kdump(
             Box::new(
                 spans
                     .iter()
-                    .filter(|s| !s.2)
+                    .filter(|s| s.2 == Kind::Data)
                     .flat_map(|&(s, e, _)| pipeline::set_runs(&geo.data_bitmap, s, e))
-                    .map(|(s, e)| (s, e, false)),
+                    .map(|(s, e)| (s, e, Kind::Data)),
             )
         } else {
             Box::new(spans.iter().copied())

@@ -39,62 +39,120 @@ pub(crate) struct Batch {
     pub known_zero: bool,
 }
 
-/// A run of pages `[start, end)` and whether all of it is known zero.
-pub(crate) type Span = (u64, u64, bool);
+/// What a run of pages is, as known before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Pages to read (some byte is [`Extent::Data`]).
+    Data,
+    /// Every byte of the pages inside the plan's ranges is known zero.
+    Zero,
+    /// The input does not hold these pages ([`Extent::Missing`]): they leave the 2nd
+    /// bitmap without being read.
+    Missing,
+}
 
-/// Cut `page_runs` (sorted, disjoint) into spans of known-zero pages (every byte of the
-/// page inside the plan's `ranges` is [`Extent::Zero`]: a hole of the input, zero fill)
-/// and of pages to read, in PFN order. One sweep over the memory's extents, no read.
+/// A run of pages `[start, end)` of one kind.
+pub(crate) type Span = (u64, u64, Kind);
+
+/// Merge `[s, e)` into sorted runs.
+fn push_run(runs: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+    match runs.last_mut() {
+        Some(last) if s <= last.1 => last.1 = last.1.max(e),
+        _ => runs.push((s, e)),
+    }
+}
+
+/// `a` less `b` (both sorted, merged).
+fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0usize;
+    for &(s, e) in a {
+        let mut cur = s;
+        while b.get(j).is_some_and(|r| r.1 <= cur) {
+            j += 1;
+        }
+        let mut k = j;
+        while cur < e {
+            match b.get(k) {
+                Some(&(bs, be)) if bs < e => {
+                    if bs > cur {
+                        out.push((cur, bs));
+                    }
+                    cur = cur.max(be);
+                    k += 1;
+                }
+                _ => {
+                    out.push((cur, e));
+                    cur = e;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Cut `page_runs` (sorted, disjoint) into spans of pages to read, known-zero pages
+/// (every byte of the page inside the plan's `ranges` is [`Extent::Zero`]: a hole of the
+/// input, zero fill) and pages the input does not hold, in PFN order. A page with any
+/// data byte is read; one with missing bytes and no data is missing. One sweep over the
+/// memory's extents, no read.
 pub(crate) fn spans(
     mem: &dyn PhysicalMemory,
     ranges: &[PhysRange],
     page_runs: &[(u64, u64)],
     bs: u64,
 ) -> Result<Vec<Span>> {
-    // Pages touching data, merged.
     let mut data: Vec<(u64, u64)> = Vec::new();
+    let mut missing: Vec<(u64, u64)> = Vec::new();
     for r in ranges.iter().filter(|r| !r.is_empty()) {
         for_each_extent(mem, *r, |addr, e| {
-            if let Extent::Data(n) = e {
-                let (s, e) = (addr / bs, (addr + n).div_ceil(bs));
-                match data.last_mut() {
-                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                    _ => data.push((s, e)),
-                }
+            let (s, end) = (addr / bs, (addr + e.len()).div_ceil(bs));
+            match e {
+                Extent::Data(_) => push_run(&mut data, s, end),
+                Extent::Missing(_) => push_run(&mut missing, s, end),
+                Extent::Zero(_) => {}
             }
             Ok(())
         })?;
     }
+    let missing = subtract(&missing, &data);
+    // Pages that are not zero, by kind, sorted and disjoint.
+    let mut marked: Vec<(u64, u64, Kind)> = data
+        .iter()
+        .map(|&(s, e)| (s, e, Kind::Data))
+        .chain(missing.iter().map(|&(s, e)| (s, e, Kind::Missing)))
+        .collect();
+    marked.sort_unstable_by_key(|m| m.0);
     let mut out: Vec<Span> = Vec::new();
-    let mut push = |s: u64, e: u64, kz: bool| {
+    let mut push = |s: u64, e: u64, k: Kind| {
         if s >= e {
             return;
         }
         match out.last_mut() {
-            Some(last) if last.1 == s && last.2 == kz => last.1 = e,
-            _ => out.push((s, e, kz)),
+            Some(last) if last.1 == s && last.2 == k => last.1 = e,
+            _ => out.push((s, e, k)),
         }
     };
     let mut j = 0usize;
     for &(s, e) in page_runs {
-        while data.get(j).is_some_and(|d| d.1 <= s) {
+        while marked.get(j).is_some_and(|d| d.1 <= s) {
             j += 1;
         }
         let mut cur = s;
         let mut k = j;
         while cur < e {
-            match data.get(k) {
-                Some(&(ds, de)) if ds < e => {
-                    push(cur, ds.max(cur), true);
+            match marked.get(k) {
+                Some(&(ds, de, kind)) if ds < e => {
+                    push(cur, ds.max(cur), Kind::Zero);
                     let to = de.min(e);
-                    push(ds.max(cur), to, false);
+                    push(ds.max(cur), to, kind);
                     cur = to;
                     if de <= e {
                         k += 1;
                     }
                 }
                 _ => {
-                    push(cur, e, true);
+                    push(cur, e, Kind::Zero);
                     cur = e;
                 }
             }
@@ -150,15 +208,17 @@ pub(crate) fn clear_bits(bm: &mut [u8], start: u64, end: u64) {
 }
 
 /// Cut spans into jobs: at most `batch_pages` pages to read, or `zero_batch_pages`
-/// known-zero pages, never both kinds in one job. Fixed sizes, so the jobs (and the
+/// known-zero pages, never both kinds in one job (missing pages are in none). Fixed sizes, so the jobs (and the
 /// output) do not depend on the thread count.
 pub(crate) fn jobs<I: Iterator<Item = Span>>(
     spans: I,
     batch_pages: u64,
     zero_batch_pages: u64,
 ) -> impl Iterator<Item = Job> {
-    let mut spans = spans.filter(|s| s.0 < s.1);
-    let mut pending: Option<Span> = None;
+    let mut spans = spans
+        .filter(|s| s.0 < s.1 && s.2 != Kind::Missing)
+        .map(|(s, e, k)| (s, e, k == Kind::Zero));
+    let mut pending: Option<(u64, u64, bool)> = None;
     let mut seq = 0u64;
     std::iter::from_fn(move || {
         let first = pending.take().or_else(|| spans.next())?;
@@ -459,7 +519,11 @@ mod tests {
 
     #[test]
     fn jobs_cut_runs_into_fixed_batches() {
-        let runs = [(0, 5, false), (10, 11, false), (20, 27, false)];
+        let runs = [
+            (0, 5, Kind::Data),
+            (10, 11, Kind::Data),
+            (20, 27, Kind::Data),
+        ];
         let js: Vec<_> = jobs(runs.into_iter(), 4, 100)
             .map(|j| (j.seq, j.runs))
             .collect();
@@ -478,10 +542,11 @@ mod tests {
     #[test]
     fn jobs_never_mix_known_zero_and_data() {
         let spans = [
-            (0, 3, false),
-            (3, 10, true),
-            (10, 12, false),
-            (20, 21, false),
+            (0, 3, Kind::Data),
+            (3, 10, Kind::Zero),
+            (10, 12, Kind::Data),
+            (12, 15, Kind::Missing),
+            (20, 21, Kind::Data),
         ];
         let js: Vec<_> = jobs(spans.into_iter(), 4, 5)
             .map(|j| (j.known_zero, j.runs))
@@ -558,10 +623,10 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                (0, 2, false),
-                (2, 5, true),
-                (5, 0x10, false),
-                (0x20, 0x21, true)
+                (0, 2, Kind::Data),
+                (2, 5, Kind::Zero),
+                (5, 0x10, Kind::Data),
+                (0x20, 0x21, Kind::Zero)
             ]
         );
     }

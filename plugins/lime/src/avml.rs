@@ -94,7 +94,7 @@ fn fill_block(mem: &dyn PhysicalMemory, block: PhysRange, data: &mut [u8]) -> Re
         let part = &mut data[at..at + e.len() as usize];
         match e {
             Extent::Zero(_) => part.fill(0),
-            Extent::Data(_) => mem.read_at(addr, part)?,
+            Extent::Data(_) | Extent::Missing(_) => mem.read_at(addr, part)?,
         }
         Ok(())
     })

@@ -76,7 +76,8 @@ impl RangeCopier {
                     addr += n;
                     continue;
                 }
-                Extent::Data(len) => addr + len.clamp(1, range.end - addr),
+                // Missing bytes are read too: the read says which page is missing.
+                Extent::Data(len) | Extent::Missing(len) => addr + len.clamp(1, range.end - addr),
             };
             // End chunks on CHUNK-aligned addresses so every chunk after the first starts
             // on a block boundary, and where the data ends (a hole follows).
