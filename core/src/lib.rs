@@ -30,7 +30,9 @@ pub use cpu::{CpuState, Registers};
 pub use dump::Dump;
 pub use error::{Error, ErrorClass, Result};
 pub use mapping::{Mapping, MappingList};
-pub use memory::{Backing, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource};
+pub use memory::{
+    Backing, Extent, PhysRange, PhysicalMemory, Segment, SegmentMemory, SegmentSource,
+};
 pub use note::Note;
 pub use paging::{AddressSpace, MmuDesc, Regime, VirtRange, WalkCache};
 pub use progress::{NoProgress, Progress};

@@ -114,6 +114,7 @@ pub fn read_file_at(
     format: &'static str,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
+    FILE_BYTES_READ.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::format(
@@ -142,6 +143,86 @@ pub enum Backing<'a> {
     Zero { len: u64 },
 }
 
+/// What the memory knows about the bytes from an address on, without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The next `len` bytes are known to be zero: a hole of a sparse input file, an ELF
+    /// `p_filesz < p_memsz` tail. Writers skip them without reading.
+    Zero(u64),
+    /// The next `len` bytes must be read (they may still be zeros).
+    Data(u64),
+    /// The input does not hold the next `len` bytes (pages a filtered kdump excluded):
+    /// reading them fails with [`Error::PageUnavailable`]. Writers that mark such pages
+    /// (kdump) need not read them; the others read and fail as before.
+    Missing(u64),
+}
+
+impl Extent {
+    pub fn len(&self) -> u64 {
+        match *self {
+            Extent::Zero(n) | Extent::Data(n) | Extent::Missing(n) => n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes read from input files by [`read_file_at`] since the process started: a
+/// counter for tests that prove holes are not read (a relaxed atomic add per read,
+/// reads being kilobytes to megabytes).
+pub fn file_bytes_read() -> u64 {
+    FILE_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static FILE_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where the next hole or data starts in `file` from `offset`, as the file system
+/// reports it (`SEEK_DATA`/`SEEK_HOLE`): `Some(Extent::Zero(n))` when `offset` is in a
+/// hole of `n` bytes, `Some(Extent::Data(n))` when `n` bytes of data (or of a file
+/// system that reports no holes) start there. `None` at or past the end of the file, or
+/// when the file cannot be asked (a pipe): callers then read.
+pub fn file_extent(file: &File, offset: u64) -> Option<Extent> {
+    use rustix::fs::{seek, SeekFrom};
+    let data = match seek(file, SeekFrom::Data(offset)) {
+        Ok(d) => d,
+        // No data from `offset` to the end: a hole up to the end, if `offset` is
+        // inside the file.
+        Err(rustix::io::Errno::NXIO) => {
+            let len = file.metadata().ok()?.len();
+            return (offset < len).then(|| Extent::Zero(len - offset));
+        }
+        Err(_) => return None,
+    };
+    if data > offset {
+        return Some(Extent::Zero(data - offset));
+    }
+    let hole = seek(file, SeekFrom::Hole(offset)).ok()?;
+    (hole > offset).then(|| Extent::Data(hole - offset))
+}
+
+/// Walk the extents of `[start, end)` of `mem` in order: `f(addr, extent)` for each,
+/// clipped to the range. Memory that cannot tell gives one `Data` extent.
+pub fn for_each_extent(
+    mem: &dyn PhysicalMemory,
+    range: PhysRange,
+    mut f: impl FnMut(u64, Extent) -> Result<()>,
+) -> Result<()> {
+    let mut addr = range.start;
+    while addr < range.end {
+        let left = range.end - addr;
+        let e = match mem.extent(addr, left) {
+            Extent::Zero(n) => Extent::Zero(n.clamp(1, left)),
+            Extent::Data(n) => Extent::Data(n.clamp(1, left)),
+            Extent::Missing(n) => Extent::Missing(n.clamp(1, left)),
+        };
+        f(addr, e)?;
+        addr += e.len();
+    }
+    Ok(())
+}
+
 /// The physical memory of a dump.
 pub trait PhysicalMemory: Send + Sync {
     /// RAM ranges, sorted, non-overlapping, non-adjacent.
@@ -155,6 +236,20 @@ pub trait PhysicalMemory: Send + Sync {
     /// backing. `None` when the memory cannot tell (compressed pages, for instance).
     fn backing(&self, _paddr: u64) -> Option<Backing<'_>> {
         None
+    }
+
+    /// What is known of the bytes at `paddr..paddr+max` without reading them: a run of
+    /// known zeros (a hole of the input file, zero fill) or of data to read, from
+    /// `paddr` on, at most `max` bytes and at least one. The default asks
+    /// [`Self::backing`]; memory that cannot tell says `Data(max)`. Known zeros are an
+    /// optimisation only: reading them gives zeros, so writers produce the same output
+    /// whichever way they learn it.
+    fn extent(&self, paddr: u64, max: u64) -> Extent {
+        match self.backing(paddr) {
+            Some(Backing::Zero { len }) => Extent::Zero(len.min(max)),
+            Some(Backing::File { len, .. }) => Extent::Data(len.min(max)),
+            None => Extent::Data(max),
+        }
     }
 
     /// Total RAM bytes.
@@ -332,16 +427,32 @@ impl PhysicalMemory for SegmentMemory {
         })
     }
 
+    /// Zero segments, and the holes of a sparse source file (`SEEK_HOLE`), are
+    /// [`Backing::Zero`]; file data runs up to the next hole or the segment's end.
     fn backing(&self, paddr: u64) -> Option<Backing<'_>> {
-        let seg = &self.segments[self.segment_index(paddr)?];
+        let seg = self.segments.get(self.segment_index(paddr)?)?;
         let len = seg.range.end - paddr;
         Some(match seg.source {
             SegmentSource::Zero => Backing::Zero { len },
-            SegmentSource::File { file, offset } => Backing::File {
-                file: &self.files[file].1,
-                offset: offset + (paddr - seg.range.start),
-                len,
-            },
+            SegmentSource::File { file, offset } => {
+                let f = &self.files.get(file)?.1;
+                let offset = offset + (paddr - seg.range.start);
+                match file_extent(f, offset) {
+                    Some(Extent::Zero(n)) => Backing::Zero { len: n.min(len) },
+                    Some(Extent::Data(n) | Extent::Missing(n)) => Backing::File {
+                        file: f,
+                        offset,
+                        len: n.min(len),
+                    },
+                    // Past the end of the file (a truncated input: reading says so) or
+                    // a file that cannot tell.
+                    None => Backing::File {
+                        file: f,
+                        offset,
+                        len,
+                    },
+                }
+            }
         })
     }
 }

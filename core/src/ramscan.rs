@@ -23,7 +23,7 @@
 use std::fs::File;
 
 use crate::error::Result;
-use crate::memory::{Backing, PhysicalMemory};
+use crate::memory::{Backing, Extent, PhysicalMemory};
 use crate::vmcoreinfo::VmcoreInfo;
 
 /// How much a scan may do.
@@ -237,36 +237,42 @@ pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan
         let mut at = r.start.next_multiple_of(PAGE);
         while at < r.end {
             let left = r.end - at;
-            match mem.backing(at) {
-                // Whole pages of zeros hold no candidate and no banner: skipped. A page
-                // that is zero only in part is looked at.
-                Some(Backing::Zero { len }) if len.min(left) >= PAGE => {
-                    let skip = len.min(left) / PAGE * PAGE;
+            // Known zeros (holes of a sparse image, zero fill) hold no candidate and no
+            // banner: skipped without reading. A page that is zero only in part is looked
+            // at. Reads stop where a hole starts (rounded up to a page).
+            let mut len = block.min(left);
+            match mem.extent(at, left) {
+                Extent::Zero(n) if n >= PAGE => {
+                    let skip = n.min(left) / PAGE * PAGE;
                     scan.zero_bytes += skip;
                     at += skip;
                     continue;
                 }
-                Some(Backing::File { file, offset, len }) => {
-                    // Whole pages, unless this is the end of the range.
-                    let len = len.min(left).min(window);
-                    let len = if len == left { len } else { len / PAGE * PAGE };
-                    let hole = next_data(file, offset, len) / PAGE * PAGE;
-                    if hole > 0 {
-                        // A hole in the file: zeros, skipped as above.
-                        scan.zero_bytes += hole;
-                        at += hole;
-                        continue;
+                Extent::Data(n) => {
+                    let data = n.next_multiple_of(PAGE).max(PAGE).min(left);
+                    if let Some(Backing::File {
+                        file,
+                        offset,
+                        len: flen,
+                    }) = mem.backing(at)
+                    {
+                        // Whole pages, unless this is the end of the range.
+                        let len = flen.min(data).min(window);
+                        let len = if len == left { len } else { len / PAGE * PAGE };
+                        if let Some(map) = map_file(file, offset, len).filter(|_| len > 0) {
+                            scan.bytes += len;
+                            look_at(mem, at, map.bytes(), limits, &finder, &mut scan);
+                            at += len;
+                            continue;
+                        }
                     }
-                    if let Some(map) = map_file(file, offset, len).filter(|_| len > 0) {
-                        scan.bytes += len;
-                        look_at(mem, at, map.bytes(), limits, &finder, &mut scan);
-                        at += len;
-                        continue;
-                    }
+                    len = len.min(data);
                 }
-                _ => {}
+                Extent::Missing(n) => {
+                    len = len.min(n.next_multiple_of(PAGE).max(PAGE)).min(left);
+                }
+                Extent::Zero(_) => {}
             }
-            let len = block.min(left);
             buf.resize(len as usize, 0);
             if let Err(e) = mem.read_at(at, &mut buf) {
                 if scan.unreadable.len() < 8 {
@@ -305,18 +311,6 @@ fn look_at(
         let Some(form) = form_at(p) else { continue };
         let page = at + i as u64 * PAGE;
         take_candidate(mem, page, form, limits, scan);
-    }
-}
-
-/// How many bytes from `offset` (at most `len`) are a hole of `file`: 0 when `offset`
-/// holds data or the file system does not say.
-fn next_data(file: &File, offset: u64, len: u64) -> u64 {
-    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset)) {
-        Ok(d) if d > offset => (d - offset).min(len),
-        Ok(_) => 0,
-        // No data after `offset` (ENXIO): the rest is a hole.
-        Err(rustix::io::Errno::NXIO) => len,
-        Err(_) => 0,
     }
 }
 

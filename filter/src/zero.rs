@@ -1,7 +1,7 @@
 //! Zero pages, decided from contents, for outputs that cannot leave a zero page out by
 //! themselves (ELF, raw, LiME; the kdump writer checks each page as it compresses it).
 
-use dumpconv_core::{is_zero, PhysicalMemory};
+use dumpconv_core::{is_zero, Extent, PhysicalMemory};
 use rayon::prelude::*;
 
 /// Pages per parallel piece.
@@ -30,14 +30,37 @@ pub fn zero_pages(
             .map(|&(s, e)| {
                 let mut buf = vec![0u8; page_size as usize];
                 let mut out: Vec<(u64, u64)> = Vec::new();
-                for pfn in s..e {
-                    let ok = mem.read_at(pfn * page_size, &mut buf).is_ok() && is_zero(&buf);
-                    if ok {
-                        match out.last_mut() {
-                            Some(l) if l.1 == pfn => l.1 = pfn + 1,
-                            _ => out.push((pfn, pfn + 1)),
+                let mut push = |a: u64, b: u64| match out.last_mut() {
+                    Some(l) if l.1 == a => l.1 = b,
+                    _ => out.push((a, b)),
+                };
+                let mut pfn = s;
+                while pfn < e {
+                    // Whole pages the memory knows are zero (holes of a sparse input,
+                    // zero fill) are zero pages without reading; the others are read.
+                    let pages = match mem.extent(pfn * page_size, (e - pfn) * page_size) {
+                        Extent::Zero(n) if n >= page_size => {
+                            let k = (n / page_size).min(e - pfn);
+                            push(pfn, pfn + k);
+                            pfn += k;
+                            continue;
+                        }
+                        // Pages the input does not hold are not zero pages.
+                        Extent::Missing(n) if n >= page_size => {
+                            pfn += (n / page_size).min(e - pfn);
+                            continue;
+                        }
+                        Extent::Data(n) | Extent::Missing(n) => {
+                            n.div_ceil(page_size).clamp(1, e - pfn)
+                        }
+                        Extent::Zero(_) => 1,
+                    };
+                    for p in pfn..pfn + pages {
+                        if mem.read_at(p * page_size, &mut buf).is_ok() && is_zero(&buf) {
+                            push(p, p + 1);
                         }
                     }
+                    pfn += pages;
                 }
                 out
             })

@@ -29,7 +29,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dumpconv_core::{Backing, Dump, Error, PhysRange, PhysicalMemory, Result};
+use dumpconv_core::{Backing, Dump, Error, Extent, PhysRange, PhysicalMemory, Result};
 
 use crate::detect;
 use crate::input::{Input, HEAD_LEN};
@@ -611,6 +611,9 @@ impl PhysicalMemory for Relabelled {
     }
     fn backing(&self, paddr: u64) -> Option<Backing<'_>> {
         self.inner.backing(paddr)
+    }
+    fn extent(&self, paddr: u64, max: u64) -> Extent {
+        self.inner.extent(paddr, max)
     }
     fn total_bytes(&self) -> u64 {
         self.inner.total_bytes()

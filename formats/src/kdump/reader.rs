@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use dumpconv_core::memory::read_in_pieces;
-use dumpconv_core::{Arch, Dump, Error, PhysRange, PhysicalMemory, Result, VmcoreInfo};
+use dumpconv_core::{Arch, Dump, Error, Extent, PhysRange, PhysicalMemory, Result, VmcoreInfo};
 
 use super::codec::{decompress_page, Codec};
 use super::layout::{
@@ -319,6 +319,45 @@ impl KdumpMemory {
 impl PhysicalMemory for KdumpMemory {
     fn ranges(&self) -> &[PhysRange] {
         &self.ranges
+    }
+
+    /// Pages the 2nd bitmap leaves out are [`Extent::Missing`] (reading them fails with
+    /// "excluded from the dump"); the others are data, read from the descriptors.
+    fn extent(&self, paddr: u64, max: u64) -> Extent {
+        let bs = self.block_size;
+        let pfn = paddr / bs;
+        let i = self.parts.partition_point(|p| p.end_pfn <= pfn);
+        let part = match self.parts.get(i) {
+            Some(p) if p.start_pfn <= pfn => p,
+            // In no part of a split set: reading says so.
+            _ => return Extent::Data(max),
+        };
+        let rel = pfn - part.start_pfn;
+        let pages = ((paddr % bs).saturating_add(max))
+            .div_ceil(bs)
+            .min(part.end_pfn - pfn);
+        let dumpable = bit(&part.dumpable, rel);
+        let uniform = if dumpable { 0xff } else { 0 };
+        let mut n = 1u64;
+        while n < pages {
+            let at = rel + n;
+            if at.is_multiple_of(8)
+                && pages - n >= 8
+                && part.dumpable.get((at / 8) as usize) == Some(&uniform)
+            {
+                n += 8;
+            } else if bit(&part.dumpable, at) == dumpable {
+                n += 1;
+            } else {
+                break;
+            }
+        }
+        let len = (n * bs - paddr % bs).min(max);
+        if dumpable {
+            Extent::Data(len)
+        } else {
+            Extent::Missing(len)
+        }
     }
 
     fn read_at(&self, paddr: u64, buf: &mut [u8]) -> Result<()> {

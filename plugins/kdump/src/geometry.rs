@@ -5,15 +5,17 @@
 //! 0                    main header (1 block)
 //! bs                   sub header + note blob (sub_hdr_size blocks)
 //! bitmap_off           1st bitmap (RAM) | 2nd bitmap (dumpable), each block aligned
-//! desc_off             one 24-byte descriptor slot per RAM page, in PFN order
+//! desc_off             one 24-byte descriptor per dumpable page, in PFN order
 //! zero_off             the shared zero block (not written with exclude-zero)
 //! data_off             page data, in PFN order
 //! ```
-//! The descriptor table has a slot for every RAM page so that its size, and so the data
-//! offset, is known before compression. When pages drop out of the 2nd bitmap
-//! (exclude-zero, or pages the input could not supply) the table's unused tail stays a
-//! hole: readers find descriptors by counting 2nd-bitmap bits and data by each
-//! descriptor's offset, never by assuming the data follows the last descriptor.
+//! The descriptor table has exactly one slot per page of the 2nd bitmap as it is known
+//! before compression ([`Geometry::place`]): every page of the plan, less the pages known
+//! to drop out before any is compressed (with exclude-zero: holes of the input and zero
+//! pages, found by a first pass). So the data follows the table and the file has no
+//! hole. Only a page that drops out later (one the input cannot supply after all) leaves
+//! a slot unused at the table's end; readers find descriptors by counting 2nd-bitmap
+//! bits and data by each descriptor's offset, so that stays a valid file.
 
 use dumpconv_core::note::NoteKind;
 use dumpconv_core::{Arch, DumpPlan, Error, Result};
@@ -44,6 +46,8 @@ pub(crate) struct Geometry {
     /// Bytes of one bitmap (block aligned).
     pub bitmap_len: u64,
     pub desc_off: u64,
+    /// Descriptor slots in the table (set by [`Geometry::place`]).
+    pub desc_slots: u64,
     pub zero_off: u64,
     /// Where the first page's data goes.
     pub data_off: u64,
@@ -55,6 +59,7 @@ pub(crate) struct Geometry {
     pub ram_bitmap: Vec<u8>,
     /// The 2nd bitmap before any page drops out while writing: the plan's ranges.
     pub data_bitmap: Vec<u8>,
+    exclude_zero: bool,
 }
 
 impl Geometry {
@@ -126,14 +131,6 @@ impl Geometry {
         let bitmap_blocks = 2 * bitmap_len / bs;
         let bitmap_off = (1 + sub_hdr_blocks) * bs;
         let desc_off = bitmap_off + 2 * bitmap_len;
-        let zero_off = desc_off
-            .checked_add(total_pages.saturating_mul(PAGE_DESC_SIZE as u64))
-            .ok_or_else(|| Error::invalid("kdump: descriptor table overflows 64 bits"))?;
-        let data_off = if opts.exclude_zero {
-            zero_off
-        } else {
-            zero_off + bs
-        };
 
         // VMCOREINFO: point into the note blob at the descriptor of the first
         // VMCOREINFO note, as makedumpfile and QEMU do.
@@ -218,20 +215,40 @@ impl Geometry {
             }
             b
         };
-        Ok(Geometry {
+        let mut geo = Geometry {
             layout,
             bs,
             page_runs,
             bitmap_off,
             bitmap_len,
             desc_off,
-            zero_off,
-            data_off,
+            desc_slots: 0,
+            zero_off: 0,
+            data_off: 0,
             header,
             sub_blocks,
             ram_bitmap,
             data_bitmap,
-        })
+            exclude_zero: opts.exclude_zero,
+        };
+        geo.place(total_pages)?;
+        Ok(geo)
+    }
+
+    /// Size the descriptor table for `dumpable` pages and put the zero block and the data
+    /// right after it.
+    pub(crate) fn place(&mut self, dumpable: u64) -> Result<()> {
+        self.desc_slots = dumpable;
+        self.zero_off = self
+            .desc_off
+            .checked_add(dumpable.saturating_mul(PAGE_DESC_SIZE as u64))
+            .ok_or_else(|| Error::invalid("kdump: descriptor table overflows 64 bits"))?;
+        self.data_off = if self.exclude_zero {
+            self.zero_off
+        } else {
+            self.zero_off + self.bs
+        };
+        Ok(())
     }
 
     /// The main header block with `status` (bs bytes).

@@ -25,7 +25,9 @@ mod options;
 mod pipeline;
 mod utsname;
 
-use dumpconv_core::{DumpPlan, DumpWriter, Error, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_core::{
+    DumpPlan, DumpWriter, Error, PhysRange, PhysicalMemory, Progress, Result, Sink,
+};
 use dumpconv_formats::flattened;
 use dumpconv_formats::kdump::layout::{
     set_bit, PageDesc, DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE,
@@ -38,11 +40,13 @@ pub use utsname::PLACEHOLDER_VERSION;
 
 use encode::{PageEncoder, Stored};
 use geometry::Geometry;
-use pipeline::{Batch, WorkCtx};
+use pipeline::{Batch, Kind, WorkCtx};
 
 /// Pages per batch: 2 MiB of memory at 4 KiB pages. Fixed, so the output does not
 /// depend on the thread count.
 const BATCH_BYTES: u64 = 2 << 20;
+/// Known-zero pages per batch (nothing to read: descriptors only).
+const ZERO_BATCH_BYTES: u64 = 64 << 20;
 /// Batches in flight per thread.
 const WINDOW_PER_THREAD: usize = 4;
 /// Flattened output: data and descriptors are gathered into records of about this
@@ -129,25 +133,100 @@ pub fn write_kdump(
     }
     let bs = geo.bs as usize;
     let threads = opts.threads.max(1);
-    let encoders = (0..threads)
-        .map(|_| PageEncoder::new(opts.codec, opts.level, bs))
-        .collect::<Result<Vec<_>>>()?;
+    let window = threads * WINDOW_PER_THREAD;
     let batch_pages = (BATCH_BYTES / geo.bs).max(1);
-
-    let mut out = Output::new(&geo, sink, opts);
+    let zero_batch_pages = (ZERO_BATCH_BYTES / geo.bs).max(1);
+    let ctx = WorkCtx {
+        mem,
+        ranges: &plan.ranges,
+        bs: geo.bs,
+    };
     progress.start("writing kdump", plan.total_bytes());
+    // Which pages are known zero without reading (holes of the input, zero fill).
+    let spans = match pipeline::spans(mem, &plan.ranges, &geo.page_runs, geo.bs) {
+        Ok(s) => s,
+        Err(e) => {
+            progress.finish();
+            return Err(e);
+        }
+    };
+    // Pages that leave the 2nd bitmap before any is compressed, so that the descriptor
+    // table holds exactly the dumpable pages and the data follows it: pages the input
+    // does not hold (known without reading), and with exclude-zero, found by a first
+    // pass, known zeros (without reading) and the pages of the rest that are all zero.
+    let total: u64 = geo.page_runs.iter().map(|(s, e)| e - s).sum();
+    let mut unavailable = 0u64;
+    for &(s, e, _) in spans.iter().filter(|s| s.2 == Kind::Missing) {
+        pipeline::clear_bits(&mut geo.data_bitmap, s, e);
+        unavailable += e - s;
+        progress.advance(ctx.bytes_in(PhysRange::new(s * geo.bs, e * geo.bs)));
+    }
+    let mut dropped = unavailable;
+    if opts.exclude_zero {
+        let bm = &mut geo.data_bitmap;
+        let r = pipeline::run(
+            pipeline::jobs(spans.iter().copied(), batch_pages, zero_batch_pages),
+            vec![Vec::new(); threads],
+            window,
+            |buf: &mut Vec<u8>, job| ctx.scan(job, buf),
+            |scan| {
+                let mut run: Option<(u64, u64)> = None;
+                for pfn in scan.dropped {
+                    run = match run {
+                        Some((s, e)) if e == pfn => Some((s, pfn + 1)),
+                        Some((s, e)) => {
+                            pipeline::clear_bits(bm, s, e);
+                            dropped += e - s;
+                            Some((pfn, pfn + 1))
+                        }
+                        None => Some((pfn, pfn + 1)),
+                    };
+                }
+                if let Some((s, e)) = run {
+                    pipeline::clear_bits(bm, s, e);
+                    dropped += e - s;
+                }
+                unavailable += scan.unavailable;
+                progress.advance(scan.dropped_bytes);
+                Ok(())
+            },
+        );
+        if let Err(e) = r {
+            progress.finish();
+            return Err(e);
+        }
+    }
+    if let Err(e) = geo.place(total - dropped) {
+        progress.finish();
+        return Err(e);
+    }
+    let encoders = (0..threads)
+        .map(|_| PageEncoder::new(opts.codec, opts.level, bs).map(|e| (e, Vec::new())))
+        .collect::<Result<Vec<_>>>()?;
+
+    let geo = &geo;
+    let mut out = Output::new(geo, sink, opts);
+    out.unavailable = unavailable;
     let mut result = out.begin();
     if result.is_ok() {
-        let ctx = WorkCtx {
-            mem,
-            ranges: &plan.ranges,
-            bs: geo.bs,
+        // With exclude-zero: the pages the first pass kept. Else every page, the known
+        // zeros without reading.
+        let main: Box<dyn Iterator<Item = pipeline::Span>> = if opts.exclude_zero {
+            Box::new(
+                spans
+                    .iter()
+                    .filter(|s| s.2 == Kind::Data)
+                    .flat_map(|&(s, e, _)| pipeline::set_runs(&geo.data_bitmap, s, e))
+                    .map(|(s, e)| (s, e, Kind::Data)),
+            )
+        } else {
+            Box::new(spans.iter().copied())
         };
         result = pipeline::run(
-            pipeline::jobs(&geo.page_runs, batch_pages),
-            &ctx,
+            pipeline::jobs(main, batch_pages, zero_batch_pages),
             encoders,
-            threads * WINDOW_PER_THREAD,
+            window,
+            |(enc, buf): &mut (PageEncoder, Vec<u8>), job| ctx.process(job, enc, buf),
             |batch| {
                 let n = batch.bytes;
                 out.consume(batch)?;
@@ -304,12 +383,23 @@ impl<'a> Output<'a> {
             flags: 0,
             page_flags: 0,
         };
-        let mut descs = Vec::with_capacity(batch.pages.len() * PAGE_DESC_SIZE);
+        let npages: u64 = batch.runs.iter().map(|(s, e)| e - s).sum();
+        let mut descs = Vec::with_capacity(npages as usize * PAGE_DESC_SIZE);
         let mut cleared = Vec::new();
         let mut at = self.data_pos;
         let pfns = batch.runs.iter().flat_map(|&(s, e)| s..e);
-        for (pfn, page) in pfns.zip(&batch.pages) {
-            match *page {
+        let mut stored = batch.pages.iter().copied();
+        for pfn in pfns {
+            // A known-zero batch has no per-page entries: every page is zero.
+            let page = if batch.known_zero {
+                Stored::Zero
+            } else {
+                match stored.next() {
+                    Some(p) => p,
+                    None => break,
+                }
+            };
+            match page {
                 Stored::Zero if !self.exclude_zero => descs.extend_from_slice(&zero_desc.encode()),
                 Stored::Zero => cleared.push(pfn),
                 Stored::Unavailable => {
@@ -346,7 +436,16 @@ impl<'a> Output<'a> {
                 set_bit(bm, pfn, false);
             }
         }
-        self.desc_count += (descs.len() / PAGE_DESC_SIZE) as u64;
+        let new_descs = (descs.len() / PAGE_DESC_SIZE) as u64;
+        if self.desc_count + new_descs > g.desc_slots {
+            // The first pass counted fewer dumpable pages than there are: only if the
+            // input changed between the passes.
+            return Err(Error::internal(format!(
+                "kdump: more dumpable pages than the {} descriptor slots counted before                  writing (did the input change while it was read?)",
+                g.desc_slots
+            )));
+        }
+        self.desc_count += new_descs;
         self.desc_buf.extend_from_slice(&descs);
         let limit = if self.stream {
             DESC_FLUSH_STREAM

@@ -5,8 +5,9 @@
 //! reader can skip a block without decompressing it). All-zero blocks are left out, as
 //! AVML does: readers fill the gap with zeros.
 
+use dumpconv_core::memory::for_each_extent;
 use dumpconv_core::{
-    is_zero, DumpPlan, DumpWriter, PhysRange, PhysicalMemory, Progress, Result, Sink,
+    is_zero, DumpPlan, DumpWriter, Extent, PhysRange, PhysicalMemory, Progress, Result, Sink,
 };
 use dumpconv_formats::avml::AVML_BLOCK;
 use dumpconv_formats::lime::RangeHeader;
@@ -55,8 +56,13 @@ impl AvmlWriter {
                 let end = r.end.min(start.saturating_add(AVML_BLOCK));
                 let block = PhysRange::new(start, end);
                 let data = &mut buf[..block.len() as usize];
-                mem.read_at(start, data)?;
-                if is_zero(data) {
+                // Known zeros (holes of a sparse input, zero fill) are not read; a
+                // block of nothing else is left out without reading.
+                let known_zero = mem.extent(start, block.len()) == Extent::Zero(block.len());
+                if !known_zero {
+                    fill_block(mem, block, data)?;
+                }
+                if known_zero || is_zero(data) {
                     stats.zero_blocks += 1;
                 } else {
                     packed.clear();
@@ -79,6 +85,19 @@ impl AvmlWriter {
         progress.finish();
         Ok(stats)
     }
+}
+
+/// Fill `data` with the bytes of `block`: known zeros without reading, the rest read.
+fn fill_block(mem: &dyn PhysicalMemory, block: PhysRange, data: &mut [u8]) -> Result<()> {
+    for_each_extent(mem, block, |addr, e| {
+        let at = (addr - block.start) as usize;
+        let part = &mut data[at..at + e.len() as usize];
+        match e {
+            Extent::Zero(_) => part.fill(0),
+            Extent::Data(_) | Extent::Missing(_) => mem.read_at(addr, part)?,
+        }
+        Ok(())
+    })
 }
 
 impl DumpWriter for AvmlWriter {

@@ -2,7 +2,7 @@
 //! into holes. Shared by the raw writer and the ELF writer (whose memory area is a raw
 //! copy of the plan's ranges).
 
-use dumpconv_core::{is_zero, Backing, Error, PhysRange, PhysicalMemory, Progress, Result, Sink};
+use dumpconv_core::{is_zero, Error, Extent, PhysRange, PhysicalMemory, Progress, Result, Sink};
 
 /// Bytes read from memory at a time. Large enough that per-read overhead (a positioned
 /// read, a segment look-up) vanishes, small enough to stay in L2/L3-ish territory and
@@ -53,7 +53,7 @@ impl RangeCopier {
 
     /// Append the bytes of `range` at the sink's current position. Zero blocks
     /// ([`ZERO_BLOCK`] aligned in physical address space, partial blocks at the range
-    /// edges included) and memory the source knows to be zero ([`Backing::Zero`]) go
+    /// edges included) and memory the source knows to be zero ([`Extent::Zero`]) go
     /// through `sink.skip`. Progress advances by every byte of the range.
     pub fn copy(
         &mut self,
@@ -65,22 +65,25 @@ impl RangeCopier {
         let mut stats = CopyStats::default();
         let mut addr = range.start;
         while addr < range.end {
-            // Known zeros (an ELF p_filesz < p_memsz tail, for instance): no read at all.
-            if let Some(Backing::Zero { len }) = mem.backing(addr) {
-                let n = len.min(range.end - addr);
-                if n > 0 {
+            // Known zeros (a hole of a sparse input, an ELF p_filesz < p_memsz tail):
+            // no read at all.
+            let data_end = match mem.extent(addr, range.end - addr) {
+                Extent::Zero(len) => {
+                    let n = len.clamp(1, range.end - addr);
                     sink.skip(n)?;
                     stats.skipped += n;
                     progress.advance(n);
                     addr += n;
                     continue;
                 }
-            }
+                // Missing bytes are read too: the read says which page is missing.
+                Extent::Data(len) | Extent::Missing(len) => addr + len.clamp(1, range.end - addr),
+            };
             // End chunks on CHUNK-aligned addresses so every chunk after the first starts
-            // on a block boundary.
+            // on a block boundary, and where the data ends (a hole follows).
             let chunk_end = (addr / CHUNK + 1)
                 .checked_mul(CHUNK)
-                .map_or(range.end, |e| e.min(range.end));
+                .map_or(data_end, |e| e.min(data_end));
             let n = (chunk_end - addr) as usize;
             let buf = &mut self.buf[..n];
             mem.read_at(addr, buf)?;

@@ -97,7 +97,16 @@ impl Image {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("image.raw");
-        std::fs::write(&path, &data).unwrap();
+        // Only the ranges are written: the gaps stay holes (pc_ranges reaches 4 GiB).
+        {
+            use std::os::unix::fs::FileExt;
+            let f = File::create(&path).unwrap();
+            for r in ranges {
+                f.write_all_at(&data[r.start as usize..r.end as usize], r.start)
+                    .unwrap();
+            }
+            f.set_len(end).unwrap();
+        }
         let f = Arc::new(File::open(&path).unwrap());
         let segments = ranges
             .iter()
