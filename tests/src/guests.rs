@@ -396,6 +396,21 @@ pub fn run(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The string gdb (`gdb`: "gdb" or "gdb-multiarch") prints at virtual address `vaddr` of
+/// the ELF core `core`, read as architecture `arch` ("i386:x86-64", "i386", "aarch64").
+pub fn gdb_string(gdb: &str, core: &Path, arch: &str, vaddr: u64) -> String {
+    let out = run(std::process::Command::new(gdb)
+        .arg("-batch")
+        .arg("-nx")
+        .arg("-ex")
+        .arg(format!("set architecture {arch}"))
+        .arg("-ex")
+        .arg(format!("core-file {}", core.display()))
+        .arg("-ex")
+        .arg(format!("printf \"%s\", (char *){vaddr:#x}")));
+    out.lines().last().unwrap_or("").trim_end().to_string()
+}
+
 /// Run crash (the host's) on `dump` with `vmlinux` and the commands `cmds`; returns its
 /// output without the lines that name the dump file (so two dumps' sessions compare).
 /// Panics when crash fails.

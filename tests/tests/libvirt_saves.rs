@@ -20,12 +20,13 @@ mod inputs_util;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{assert_cpus_equal_info_registers, crash_session, guest, run, Guest};
+use dumpconv_tests::guests::{
+    assert_cpus_equal_info_registers, crash_session, gdb_string, guest, Guest,
+};
 use inputs_util::*;
 
 const DIR: &str = "libvirt-x86_64-pc";
@@ -189,17 +190,8 @@ fn check(file: &str, format: &str, xml: bool) {
         None,
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = run(Command::new("gdb")
-        .arg("-batch")
-        .arg("-nx")
-        .arg("-ex")
-        .arg("set architecture i386:x86-64")
-        .arg("-ex")
-        .arg(format!("core-file {}", out.display()))
-        .arg("-ex")
-        .arg(format!("printf \"%s\", (char *){addr:#x}")));
     assert_eq!(
-        got.lines().last().unwrap_or("").trim_end(),
+        gdb_string("gdb", &out, "i386:x86-64", addr),
         banner,
         "{what}"
     );

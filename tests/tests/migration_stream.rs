@@ -27,7 +27,9 @@ use std::process::Command;
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{assert_cpus_equal_info_registers, crash_session, guest, run, Guest};
+use dumpconv_tests::guests::{
+    assert_cpus_equal_info_registers, crash_session, gdb_string, guest, Guest,
+};
 use inputs_util::*;
 
 const SAVEFILES: &[&str] = &[
@@ -216,17 +218,8 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
                 None,
             );
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let got = run(Command::new(gdb)
-                .arg("-batch")
-                .arg("-nx")
-                .arg("-ex")
-                .arg(format!("set architecture {arch}"))
-                .arg("-ex")
-                .arg(format!("core-file {}", out.display()))
-                .arg("-ex")
-                .arg(format!("printf \"%s\", (char *){addr:#x}")));
             assert_eq!(
-                got.lines().last().unwrap_or("").trim_end(),
+                gdb_string(gdb, &out, arch, addr),
                 g.banner(),
                 "{}",
                 path.display()

@@ -8,7 +8,7 @@ use std::process::Command;
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::{CpuState, NoProgress};
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{as_u64, crash_session, guests, is_canonical, run, Guest};
+use dumpconv_tests::guests::{as_u64, crash_session, gdb_string, guests, is_canonical, run, Guest};
 use dumpconv_x86::{paging_mode, PagingMode};
 
 fn scratch() -> tempfile::TempDir {
@@ -211,20 +211,6 @@ fn notes_survive_elf_to_elf_byte_for_byte() {
     }
 }
 
-/// gdb prints the string at a virtual address of an ELF core.
-fn gdb_string(core: &Path, arch: &str, vaddr: u64) -> String {
-    let out = run(Command::new("gdb")
-        .arg("-batch")
-        .arg("-nx")
-        .arg("-ex")
-        .arg(format!("set architecture {arch}"))
-        .arg("-ex")
-        .arg(format!("core-file {}", core.display()))
-        .arg("-ex")
-        .arg(format!("printf \"%s\", (char *){vaddr:#x}")));
-    out.lines().last().unwrap_or("").trim_end().to_string()
-}
-
 fn gdb_arch(g: &Guest) -> &'static str {
     if g.is_x86_64() {
         "i386:x86-64"
@@ -254,7 +240,7 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
                 ..base
             };
             convert(&input, &Output::Path(out.clone()), &o, &NoProgress).unwrap();
-            let got = gdb_string(&out, gdb_arch(&g), banner_addr);
+            let got = gdb_string("gdb", &out, gdb_arch(&g), banner_addr);
             assert_eq!(
                 got.trim_end(),
                 g.banner(),

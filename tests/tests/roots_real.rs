@@ -13,7 +13,7 @@ use std::process::Command;
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::elf::read::read_load_headers;
-use dumpconv_tests::guests::{guest, guests, load_pages, run};
+use dumpconv_tests::guests::{gdb_string, guest, guests, load_pages, run};
 
 /// The `dumpconv` binary of this profile, built if needed.
 fn dumpconv_bin() -> PathBuf {
@@ -72,19 +72,6 @@ fn loads(path: &Path) -> Vec<(u64, u64, u64)> {
         .iter()
         .map(|h| (h.vaddr, h.paddr, h.filesz))
         .collect()
-}
-
-fn gdb_string(core: &Path, arch: &str, vaddr: u64) -> String {
-    let out = run(Command::new("gdb")
-        .arg("-batch")
-        .arg("-nx")
-        .arg("-ex")
-        .arg(format!("set architecture {arch}"))
-        .arg("-ex")
-        .arg(format!("core-file {}", core.display()))
-        .arg("-ex")
-        .arg(format!("printf \"%s\", (char *){vaddr:#x}")));
-    out.lines().last().unwrap_or("").trim_end().to_string()
 }
 
 #[test]
@@ -190,7 +177,7 @@ fn paging_without_cpu_state_or_flags_on_every_guest() {
             let arch = if g.is_x86_64() { "i386:x86-64" } else { "i386" };
             for o in &outs {
                 assert_eq!(
-                    gdb_string(o, arch, banner),
+                    gdb_string("gdb", o, arch, banner),
                     g.banner(),
                     "{}: {}",
                     g.name,
