@@ -1,0 +1,23 @@
+//! QEMU migration streams (`formats::migration::open`: sections, RAM records, the
+//! VMDESCRIPTION walk of device state, vCPU registers, the `vmcoreinfo` device) and
+//! libvirt save files (`formats::migration::libvirt::open`: the header in either byte
+//! order, the domain XML, an uncompressed, gzip, xz or zstd stream after it), then
+//! reads. An input starting with "LibvirtQemud" goes to the libvirt reader, anything
+//! else to the stream reader.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+use dumpconv_formats::migration;
+
+fuzz_target!(|data: &[u8]| {
+    let path = dumpconv_fuzz::write_input("migration.in", data);
+    let opts = dumpconv_formats::OpenOptions::default();
+    let dump = if data.starts_with(b"LibvirtQemud") {
+        migration::libvirt::open(&path, &opts)
+    } else {
+        migration::open(&path, &opts)
+    };
+    if let Ok(dump) = dump {
+        dumpconv_fuzz::exercise(&dump, data);
+    }
+});
