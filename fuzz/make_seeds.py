@@ -18,7 +18,11 @@ gzip, xz and zstd) with a small domain XML.
 the page holding the "Linux version " banner, behind the target's 16-byte header; and
 the `walk` seeds' RAM (the bundled sample's page tables) behind that header.
 
-    python3 fuzz/make_seeds.py      (writes fuzz/seeds/migration, fuzz/seeds/ramscan_roots)
+`page_filter`: the `vmcoreinfo` seeds' real VMCOREINFO texts, each followed by the
+target's header (256 RAM pages; 4-byte pointers for i386) and 16 KiB of kernel memory
+(zeros, and a copy of the same guest's VMCOREINFO note page from `ramscan_roots`).
+
+    python3 fuzz/make_seeds.py   (writes fuzz/seeds/{migration,ramscan_roots,page_filter})
 """
 import gzip
 import json
@@ -296,6 +300,19 @@ def main():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(b)
         print(f"ramscan_roots/{name}: {len(b)} bytes")
+    out_dir = os.path.join(seeds, "page_filter")
+    os.makedirs(out_dir, exist_ok=True)
+    vdir = os.path.join(seeds, "vmcoreinfo")
+    for txt in sorted(os.listdir(vdir)):
+        with open(os.path.join(vdir, txt), "rb") as f:
+            text = f.read()
+        ptr4 = 1 if txt.startswith("i386") else 0
+        hdr = struct.pack("<IHBBBB", 0, 255, 0, 0, ptr4, 0) + bytes(6)
+        for kind, kmem in (("zero", bytes(16384)), ("ff", b"\xff" * 16384)):
+            name = f"{txt.rsplit('.', 1)[0]}-{kind}"
+            with open(os.path.join(out_dir, name), "wb") as f:
+                f.write(text + b"\0" + hdr + kmem)
+            print(f"page_filter/{name}: {len(text) + 17 + len(kmem)} bytes")
 
 
 if __name__ == "__main__":

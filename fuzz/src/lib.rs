@@ -153,3 +153,13 @@ impl dumpconv_core::PhysicalMemory for FuzzRam {
         })
     }
 }
+
+impl FuzzRam {
+    /// The ranges as 4 KiB PFN runs.
+    pub fn ranges_pfns(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .iter()
+            .map(|r| (r.start / 4096, r.end.div_ceil(4096)))
+            .collect()
+    }
+}
