@@ -75,10 +75,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = c.excluded_pfns(level);
         let _ = c.excluded_count(level);
     }
-    let mem = dumpconv_fuzz::FuzzRam::new(s1 << 12, kmem.to_vec(), usize::from(h[9]) << 12, 1 << 20);
-    let pfns: Vec<(u64, u64)> = mem
-        .ranges_pfns()
-        .into_iter()
-        .collect();
+    let mem =
+        dumpconv_fuzz::FuzzRam::new(s1 << 12, kmem.to_vec(), usize::from(h[9]) << 12, 1 << 20);
+    let pfns: Vec<(u64, u64)> = mem.ranges_pfns().into_iter().collect();
     let _ = dumpconv_filter::zero::zero_pages(&mem, &pfns, 4096, 1);
 });
