@@ -522,14 +522,15 @@ def paging_cases():
 # ---------------------------------------------------------------- QEMU migration stream
 
 
-def qevm_start(machine=b"pc-i440fx-7.2"):
+def qevm_start(machine=b"pc-i440fx-7.2", block=b"pc.ram"):
     """A stream up to its first device section: "QEVM", version 3, CONFIGURATION, a ram
-    section (START, MEM_SIZE of one 4 KiB block pc.ram, one zero page, EOS, footer)."""
+    section (START, MEM_SIZE of one 4 KiB block, one zero page, EOS, footer)."""
+    name = bytes([len(block)]) + block
     s = b"QEVM" + struct.pack(">I", 3)
     s += b"\x07" + struct.pack(">I", len(machine)) + machine
     s += b"\x01" + struct.pack(">I", 2) + b"\x03ram" + struct.pack(">II", 0, 4)
-    s += struct.pack(">Q", 0x1000 | 0x04) + b"\x06pc.ram" + struct.pack(">Q", 0x1000)
-    s += struct.pack(">Q", 0x02) + b"\x06pc.ram" + b"\x00"
+    s += struct.pack(">Q", 0x1000 | 0x04) + name + struct.pack(">Q", 0x1000)
+    s += struct.pack(">Q", 0x02) + name + b"\x00"
     s += struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2)
     return s
 
@@ -558,6 +559,16 @@ def migration_cases():
                                  "array_len": 1 << 24}]})
     case("mig-vmdesc-empty-elements.qevm", s + qevm_end(devs), "info", 1,
          ["VMDESCRIPTION", "take no bytes", "field x", "%#x" % first])
+    # Fuzzing finding (migration target, timeout): an arm64 vCPU's system registers
+    # are `cpreg_vmstate_array_len` pairs of fields; the count (up to 2^32) was walked
+    # with a search of every field per element. The stream opens; the vCPU lacks them.
+    s = qevm_start(b"virt-7.2", b"mach-virt.ram")
+    s += b"\x04" + struct.pack(">I", 3) + b"\x03cpu" + struct.pack(">II", 0, 22)
+    s += b"\xff\xff\xff\xff" + b"\x7e" + struct.pack(">I", 3)
+    devs = [{"name": "cpu", "instance_id": 0,
+             "fields": [{"name": "cpreg_vmstate_array_len", "type": "int32 le", "size": 4}]}]
+    case("mig-arm64-cpreg-count-2p32.qevm", s + qevm_end(devs), "info", 0,
+         ["cpu 0: not in its cpu section", "sctlr_el1"])
 
 
 def main():
