@@ -17,7 +17,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-targets=(detect_open elf kdump lime avml raw_ram_map vmcoreinfo notes cpu_state_json walk convert batch_manifest split migration ramscan_roots page_filter)
+targets=(detect_open elf kdump lime avml raw_ram_map vmcoreinfo notes cpu_state_json walk convert batch_manifest split qcow2 migration ramscan_roots page_filter)
 target=${1:-all}
 seconds=${2:-300}
 

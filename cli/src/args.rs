@@ -32,12 +32,14 @@ Input formats are detected by content: ELF cores (QEMU dump-guest-memory, virsh 
 LiME (lime.ko format=lime, avml convert --format lime), AVML (avml --compress, snappy
 per range), QEMU migration streams (migrate to a file, virsh save, virsh dump without
 --memory-only; x86 pc/q35 and arm64 virt machines; CPU state and VMCOREINFO
-included) and libvirt save files, raw images (file offset = physical address; give
+included), QEMU >= 9 mapped-ram files (migrate file: with multifd + mapped-ram), libvirt
+save files, savevm snapshots in qcow2 images (--snapshot NAME|ID; default the newest;
+`dumpconv info IMAGE` lists them), raw images (file offset = physical address; give
 --ram-map to declare holes; LiME format=padded is one).
 
-Any of these may be wrapped in gzip, zlib, lz4, zstd or xz (one level), and INPUT may
-be `-` (standard input) or a named pipe. Such inputs are first decompressed/copied as a
-stream into an unlinked temporary file in --spill-dir ($DUMPCONV_SPILL_DIR, else
+Any of these may be wrapped in gzip, zlib, lz4, zstd, xz, bzip2 or lzop (one level), and
+INPUT may be `-` (standard input) or a named pipe. Such inputs are first
+decompressed/copied as a stream into an unlinked temporary file in --spill-dir ($DUMPCONV_SPILL_DIR, else
 $TMPDIR): memory stays bounded, but that takes disk space up to the decompressed size
 (all-zero pages are left sparse and cost nothing). --max-spill SIZE refuses an input
 that decompresses to more than SIZE (no limit by default).

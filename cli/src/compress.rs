@@ -33,6 +33,10 @@ impl StreamCodec {
 /// zstd's own command-line default, a good speed/size balance for memory images.
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
+/// Bytes of input per multithreaded zstd job at levels up to [`ZSTD_DEFAULT_LEVEL`]: one
+/// window of level 3 (2 MiB).
+pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// The codecs `--compress` accepts for formats other than kdump, for messages.
 pub const STREAM_CODEC_NAMES: &str = "zstd, lz4 or none";
 
@@ -147,6 +151,15 @@ impl<W: Write + Send> CompressedSink<W> {
                     // normal single zstd frame whatever the count.
                     z.multithread(u32::try_from(threads).unwrap_or(u32::MAX))
                         .map_err(setup)?;
+                    if level <= ZSTD_DEFAULT_LEVEL {
+                        // libzstd's jobs are 4 windows (8 MiB at level 3), and it keeps
+                        // about 2 x workers + 3 of them: 72 MiB RSS with 2 workers. Jobs of
+                        // one window need less than half that, and cost no size here
+                        // (BENCHMARKS.md, 2026-12-05, issue 19). Higher levels keep
+                        // libzstd's choice.
+                        z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
+                            .map_err(setup)?;
+                    }
                 }
                 Encoder::Zstd(z)
             }

@@ -159,6 +159,8 @@ pub struct Kernels {
     pub scan_bytes: u64,
     /// "Linux version " positions from the RAM scan (for the last-resort root scan).
     pub banners: Vec<u64>,
+    /// Whether the RAM scan looked for banners (it does not when a kernel is known).
+    pub banners_scanned: bool,
     /// CPUs with paging whose walker cannot translate one address (a plugin that only
     /// walks whole): which kernel they run is unknown, so they are not set aside.
     pub untestable_cpus: Vec<u32>,
@@ -203,8 +205,21 @@ pub fn find_kernels(
     let mut crashed_by_copy: Vec<Vec<u8>> = Vec::new();
     if scan {
         let t = Instant::now();
-        let s = scan_ram(dump.memory.as_ref(), &ScanLimits::default())?;
+        // The banners serve only the last-resort root scan, which runs when no kernel is
+        // known without RAM (no VMCOREINFO note or file) or when asked for: otherwise
+        // only page starts are looked at.
+        let banners = infos.is_empty() || opts.root_source == Some(RootSource::Scan);
+        let limits = ScanLimits {
+            max_banners: if banners {
+                ScanLimits::default().max_banners
+            } else {
+                0
+            },
+            ..ScanLimits::default()
+        };
+        let s = scan_ram(dump.memory.as_ref(), &limits)?;
         out.scanned = true;
+        out.banners_scanned = banners;
         out.scan_time = t.elapsed();
         out.scan_bytes = s.bytes;
         out.banners = s.banners;
@@ -751,7 +766,7 @@ fn scan_choice(
     warnings: &mut Vec<String>,
 ) -> Result<Option<RootChoice>> {
     let arch = opts.arch.or(dump.arch);
-    let banners = if kernels.scanned {
+    let banners = if kernels.scanned && kernels.banners_scanned {
         kernels.banners.clone()
     } else {
         scan_ram(

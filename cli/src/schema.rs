@@ -169,6 +169,12 @@ pub const OPTIONS: &[OptDef] = &[
         ..def("max-spill", Kind::Number, Scope::Input, INPUT)
     },
     OptDef {
+        value_name: "NAME|ID",
+        help: "The `savevm` snapshot of a qcow2 image to read, by name or ID (default: the \
+               only one with VM state, else the newest; `dumpconv info IMAGE` lists them).",
+        ..def("snapshot", Kind::Text, Scope::Input, INPUT)
+    },
+    OptDef {
         value_name: "ARCH",
         help: "Architecture of a raw image, by its `uname -m` name (ELF and kdump inputs say \
                it themselves); `dumpconv plugins` lists the architectures the walkers handle.",
@@ -578,6 +584,7 @@ pub fn build(map: &OptionMap) -> Result<ConvertOptions> {
     o.open.input_format = get("input-format").map(str::to_string);
     o.open.spill_dir = get("spill-dir").map(PathBuf::from);
     o.open.max_spill = num("max-spill")?;
+    o.open.snapshot = get("snapshot").map(str::to_string);
     if let Some(m) = get("ram-map") {
         let p = Path::new(m);
         o.open.ram_map = Some(if p.is_file() {

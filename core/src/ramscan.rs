@@ -5,19 +5,25 @@
 //! own: the text (`vmcoreinfo_data`, one zeroed page, `KEY=value\n` lines, NUL after the
 //! last) and the ELF note the kernel exports through `/sys/kernel/vmcoreinfo`
 //! (`vmcoreinfo_note`, page-aligned: `n_namesz` 11, `n_descsz`, `n_type` 0,
-//! "VMCOREINFO\0" padded to 12 bytes, then the same text). [`scan_ram`] reads RAM once,
-//! in large sequential blocks through [`PhysicalMemory`] (bounded memory: one block), and
-//! looks only at page starts for either form. Every candidate is checked as text
+//! "VMCOREINFO\0" padded to 12 bytes, then the same text). [`scan_ram`] goes through RAM
+//! once and looks only at page starts for either form: RAM stored in a file is mapped a
+//! window at a time (no copy; holes and known-zero ranges skipped unread), other memory
+//! is read in large sequential blocks through [`PhysicalMemory`] (bounded memory: one
+//! block). Every candidate is checked as text
 //! ([`check_text`]): a truncated or garbled copy is rejected with the reason. Identical
 //! texts are one finding with several copies (the note's address first: it is what
 //! `/sys/kernel/vmcoreinfo` gives). The number of candidates looked at and of distinct
 //! findings is bounded, so RAM full of copies costs bounded time and memory.
 //!
 //! The same pass records where "Linux version " (the start of `linux_banner`) occurs,
-//! for the last-resort root scan ([`crate::ArchWalker::scan_roots`]).
+//! for the last-resort root scan ([`crate::ArchWalker::scan_roots`]), unless
+//! [`ScanLimits::max_banners`] is 0: finding them means reading every byte, not only
+//! page starts.
+
+use std::fs::File;
 
 use crate::error::Result;
-use crate::memory::PhysicalMemory;
+use crate::memory::{Backing, PhysicalMemory};
 use crate::vmcoreinfo::VmcoreInfo;
 
 /// How much a scan may do.
@@ -74,6 +80,8 @@ pub struct RamScan {
     pub skipped: u64,
     /// Bytes of RAM read.
     pub bytes: u64,
+    /// Bytes of RAM known to be zero (holes of the input file, zero segments): not read.
+    pub zero_bytes: u64,
     /// Blocks that could not be read (a damaged compressed page...): address and error,
     /// first 8.
     pub unreadable: Vec<(u64, String)>,
@@ -213,15 +221,52 @@ fn read_candidate(
 
 /// Look through the RAM of `mem` for VMCOREINFO (see the module documentation).
 /// Errors only if nothing at all can be read; unreadable blocks are listed.
+///
+/// RAM stored in a file is mapped (a window of at most `limits.block` x 8 at a time) and
+/// only page starts are touched, unless banners are wanted ([`ScanLimits::max_banners`]
+/// not 0): no copy through a buffer, and holes in the file (`SEEK_DATA`) and known-zero
+/// ranges are skipped without reading (neither can hold a candidate or a banner). Other
+/// memory (compressed pages...) is read in blocks of `limits.block`.
 pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan> {
     let block = (limits.block as u64).max(PAGE) / PAGE * PAGE;
+    let window = block.saturating_mul(8);
     let mut scan = RamScan::default();
     let mut buf = Vec::new();
     let finder = memchr::memmem::Finder::new(BANNER);
     for r in mem.ranges().to_vec() {
         let mut at = r.start.next_multiple_of(PAGE);
         while at < r.end {
-            let len = block.min(r.end - at);
+            let left = r.end - at;
+            match mem.backing(at) {
+                // Whole pages of zeros hold no candidate and no banner: skipped. A page
+                // that is zero only in part is looked at.
+                Some(Backing::Zero { len }) if len.min(left) >= PAGE => {
+                    let skip = len.min(left) / PAGE * PAGE;
+                    scan.zero_bytes += skip;
+                    at += skip;
+                    continue;
+                }
+                Some(Backing::File { file, offset, len }) => {
+                    // Whole pages, unless this is the end of the range.
+                    let len = len.min(left).min(window);
+                    let len = if len == left { len } else { len / PAGE * PAGE };
+                    let hole = next_data(file, offset, len) / PAGE * PAGE;
+                    if hole > 0 {
+                        // A hole in the file: zeros, skipped as above.
+                        scan.zero_bytes += hole;
+                        at += hole;
+                        continue;
+                    }
+                    if let Some(map) = map_file(file, offset, len).filter(|_| len > 0) {
+                        scan.bytes += len;
+                        look_at(mem, at, map.bytes(), limits, &finder, &mut scan);
+                        at += len;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            let len = block.min(left);
             buf.resize(len as usize, 0);
             if let Err(e) = mem.read_at(at, &mut buf) {
                 if scan.unreadable.len() < 8 {
@@ -231,24 +276,92 @@ pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan
                 continue;
             }
             scan.bytes += len;
-            if scan.banners.len() < limits.max_banners {
-                for i in finder.find_iter(&buf) {
-                    if scan.banners.len() >= limits.max_banners {
-                        break;
-                    }
-                    scan.banners.push(at + i as u64);
-                }
-            }
-            for (i, p) in buf.chunks(PAGE as usize).enumerate() {
-                let Some(form) = form_at(p) else { continue };
-                let page = at + i as u64 * PAGE;
-                take_candidate(mem, page, form, limits, &mut scan);
-            }
+            look_at(mem, at, &buf, limits, &finder, &mut scan);
             at += len;
         }
     }
     Ok(scan)
 }
+
+/// Look for banners (if wanted) and candidates in `bytes`, the RAM at `at` (a page
+/// start).
+fn look_at(
+    mem: &dyn PhysicalMemory,
+    at: u64,
+    bytes: &[u8],
+    limits: &ScanLimits,
+    finder: &memchr::memmem::Finder<'_>,
+    scan: &mut RamScan,
+) {
+    if scan.banners.len() < limits.max_banners {
+        for i in finder.find_iter(bytes) {
+            if scan.banners.len() >= limits.max_banners {
+                break;
+            }
+            scan.banners.push(at + i as u64);
+        }
+    }
+    for (i, p) in bytes.chunks(PAGE as usize).enumerate() {
+        let Some(form) = form_at(p) else { continue };
+        let page = at + i as u64 * PAGE;
+        take_candidate(mem, page, form, limits, scan);
+    }
+}
+
+/// How many bytes from `offset` (at most `len`) are a hole of `file`: 0 when `offset`
+/// holds data or the file system does not say.
+fn next_data(file: &File, offset: u64, len: u64) -> u64 {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset)) {
+        Ok(d) if d > offset => (d - offset).min(len),
+        Ok(_) => 0,
+        // No data after `offset` (ENXIO): the rest is a hole.
+        Err(rustix::io::Errno::NXIO) => len,
+        Err(_) => 0,
+    }
+}
+
+/// A read-only mapping of part of an input file.
+struct FileWindow {
+    map: memmap2::Mmap,
+    skip: usize,
+    len: usize,
+}
+
+impl FileWindow {
+    fn bytes(&self) -> &[u8] {
+        self.map.get(self.skip..self.skip + self.len).unwrap_or(&[])
+    }
+}
+
+/// Map `len` bytes of `file` at `offset`, or None (the caller reads instead) when the
+/// file is shorter or the mapping fails.
+fn map_file(file: &File, offset: u64, len: u64) -> Option<FileWindow> {
+    let end = offset.checked_add(len)?;
+    if file.metadata().ok()?.len() < end {
+        return None;
+    }
+    let start = offset / MAP_ALIGN * MAP_ALIGN;
+    let skip = usize::try_from(offset - start).ok()?;
+    let len = usize::try_from(len).ok()?;
+    let map_len = skip.checked_add(len)?;
+    // SAFETY: the mapping is read-only and private to this function's caller, and lies
+    // within the file's current size (checked above). The input files are opened
+    // read-only and dumpconv never writes them; as with any mapped file, another process
+    // truncating the input while it is scanned would fault (SIGBUS), which is the one
+    // risk taken for not copying RAM through a buffer.
+    #[allow(unsafe_code)]
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(start)
+            .len(map_len)
+            .map(file)
+    }
+    .ok()?;
+    Some(FileWindow { map, skip, len })
+}
+
+/// Mapping offsets are rounded down to this (a multiple of any host page size).
+const MAP_ALIGN: u64 = 64 << 10;
 
 fn take_candidate(
     mem: &dyn PhysicalMemory,
@@ -390,6 +503,93 @@ mod tests {
         assert_eq!(s.found.len(), 8);
         assert_eq!(s.candidates, 100);
         assert_eq!(s.skipped, pages as u64 - 8);
+    }
+
+    /// The mapped path (RAM in a file, with holes and a zero segment) finds what the
+    /// placement says, as the buffered path does for the same bytes.
+    #[test]
+    fn file_backed_ram_with_holes_and_unaligned_offset() {
+        use crate::memory::{Segment, SegmentMemory, SegmentSource};
+        use std::io::{Seek, SeekFrom, Write};
+        use std::path::PathBuf;
+        use std::sync::Arc;
+
+        // The file: 100 bytes of header, then 3 MiB of "RAM" at file offset 100 (not
+        // page aligned): text at page 2, a hole of 1 MiB from page 16, the note at page
+        // 300, a banner inside page 400, the rest a hole to the end.
+        let pages = 768u64;
+        let off = 100u64;
+        let mut f = tempfile::tempfile().unwrap();
+        let mut put = |at: u64, b: &[u8]| {
+            f.seek(SeekFrom::Start(off + at)).unwrap();
+            f.write_all(b).unwrap();
+        };
+        put(0, &[0x55; 16 * 4096]);
+        put(2 * 4096, TEXT);
+        put(2 * 4096 + TEXT.len() as u64, &[0]);
+        put(300 * 4096 - 8192, &[0x55; 8192]);
+        put(300 * 4096, &note(TEXT));
+        put(400 * 4096 + 1000, b"Linux version 6.1.0 (x)");
+        f.set_len(off + pages * 4096).unwrap();
+        let mut whole = vec![0u8; (pages * 4096) as usize];
+        f.seek(SeekFrom::Start(off)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut whole).unwrap();
+        // Physical layout: the file's RAM at 1 MiB, a zero segment of 2 MiB after it.
+        let base = 1 << 20;
+        let mem = SegmentMemory::new(
+            vec![(PathBuf::from("t"), Arc::new(f))],
+            vec![
+                Segment {
+                    range: PhysRange::with_len(base, pages * 4096),
+                    source: SegmentSource::File {
+                        file: 0,
+                        offset: off,
+                    },
+                },
+                Segment {
+                    range: PhysRange::with_len(base + pages * 4096, 2 << 20),
+                    source: SegmentSource::Zero,
+                },
+            ],
+        )
+        .unwrap();
+        // Small blocks: several windows, a window boundary inside the data.
+        let limits = ScanLimits {
+            block: 32 * 4096,
+            ..ScanLimits::default()
+        };
+        let s = scan_ram(&mem, &limits).unwrap();
+        assert_eq!(s.found.len(), 1, "{s:?}");
+        assert_eq!(s.found[0].phys, base + 300 * 4096);
+        assert!(s.found[0].is_note);
+        assert_eq!(s.found[0].copies, vec![base + 2 * 4096, base + 300 * 4096]);
+        assert_eq!(s.banners, vec![base + 400 * 4096 + 1000]);
+        assert_eq!(s.rejected_count, 0);
+        assert_eq!(s.bytes + s.zero_bytes, pages * 4096 + (2 << 20));
+        assert!(s.zero_bytes >= 2 << 20, "the zero segment is not read");
+
+        // The same bytes through the buffered path.
+        let mut all = vec![0u8; (base + pages * 4096 + (2 << 20)) as usize];
+        all[base as usize..(base + pages * 4096) as usize].copy_from_slice(&whole);
+        let vm = VecMem(
+            all,
+            vec![PhysRange::with_len(base, pages * 4096 + (2 << 20))],
+        );
+        let r = scan_ram(&vm, &limits).unwrap();
+        assert_eq!(r.found, s.found);
+        assert_eq!(r.banners, s.banners);
+
+        // Without banners wanted, none are looked for.
+        let s = scan_ram(
+            &mem,
+            &ScanLimits {
+                max_banners: 0,
+                ..limits
+            },
+        )
+        .unwrap();
+        assert!(s.banners.is_empty());
+        assert_eq!(s.found.len(), 1);
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub static PROBES: &[Probe] = &[
         open: crate::migration::libvirt::open,
     },
     Probe {
+        name: "qcow2-savevm",
+        matches: crate::qcow2::probe,
+        open: crate::qcow2::open,
+    },
+    Probe {
         name: "qemu-migration",
         matches: crate::migration::probe,
         open: crate::migration::open,
@@ -103,7 +108,17 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     if crate::wrapped::is_stream(path) {
         return crate::wrapped::open_stream(path, opts);
     }
-    let (_, open) = detect_with(path, opts)?;
+    let (det, open) = detect_with(path, opts)?;
+    if let Some(want) = &opts.snapshot {
+        if det.format != "qcow2-savevm" {
+            return Err(Error::invalid(format!(
+                "--snapshot {want:?}: {} is a {} input, not a qcow2 image (only qcow2 \
+                 images hold savevm snapshots)",
+                path.display(),
+                det.format
+            )));
+        }
+    }
     open(path, opts)
 }
 

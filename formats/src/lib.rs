@@ -11,9 +11,11 @@ pub mod input;
 pub mod kdump;
 pub mod lime;
 mod lz4_frame_end;
+pub mod lzop;
 pub mod migration;
 pub mod notes;
 pub mod options;
+pub mod qcow2;
 pub mod raw;
 pub mod wrapped;
 

@@ -22,4 +22,7 @@ pub struct OpenOptions {
     /// fails as soon as it does. A guard against decompression bombs, whose all-zero
     /// pages cost no disk but minutes of CPU (see [`crate::wrapped`]).
     pub max_spill: Option<u64>,
+    /// The `savevm` snapshot of a qcow2 image to read, by ID or name (`--snapshot`);
+    /// default: the only one with VM state, else the newest (see [`crate::qcow2`]).
+    pub snapshot: Option<String>,
 }

@@ -1,9 +1,10 @@
-//! QEMU migration streams (`formats::migration::open`: sections, RAM records, the
-//! VMDESCRIPTION walk of device state, vCPU registers, the `vmcoreinfo` device) and
-//! libvirt save files (`formats::migration::libvirt::open`: the header in either byte
-//! order, the domain XML, an uncompressed, gzip, xz or zstd stream after it), then
-//! reads. An input starting with "LibvirtQemud" goes to the libvirt reader, anything
-//! else to the stream reader.
+//! QEMU migration streams (`formats::migration::open`: sections, RAM records, mapped-ram
+//! files' bitmaps and page offsets, the VMDESCRIPTION walk of device state, vCPU
+//! registers, the `vmcoreinfo` device) and libvirt save files
+//! (`formats::migration::libvirt::open`: the header in either byte order, the domain
+//! XML, the stream after it uncompressed or in any of libvirt's codecs), then reads. An
+//! input starting with "LibvirtQemud" goes to the libvirt reader, anything else to the
+//! stream reader.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

@@ -24,6 +24,7 @@ EXPECTED.tsv columns (tab-separated):
 import gzip
 import json
 import lzma
+import zlib
 import os
 import shutil
 import struct
@@ -498,6 +499,255 @@ def misc_cases():
     # journal first and converts elf64-good.elf.
 
 
+# ---------------------------------------------------------------- VM save files
+# QEMU migration streams (docs/formats.md#qemu-migration-stream), mapped-ram files and
+# qcow2 images with a savevm snapshot (docs/formats.md#qcow2-savevm-snapshots), built
+# here from those descriptions.
+
+
+def qevm_head(caps=()):
+    """QEVM, version 3, the configuration section (machine pc-i440fx-7.2) with a
+    capabilities subsection when caps are given."""
+    v = b"QEVM" + struct.pack(">I", 3) + b"\x07" + struct.pack(">I", 13) + b"pc-i440fx-7.2"
+    if caps:
+        sub = b"configuration/capabilities"
+        v += b"\x05" + bytes([len(sub)]) + sub + struct.pack(">II", 1, len(caps))
+        for c in caps:
+            v += bytes([len(c)]) + c.encode()
+    return v
+
+
+def name8(s):
+    return bytes([len(s)]) + s.encode()
+
+
+def ram_start(blocks):
+    """START of section 2 "ram" version 4 and its MEM_SIZE record (without the blocks)."""
+    total = sum(n for _, n in blocks)
+    return b"\x01" + struct.pack(">I", 2) + name8("ram") + struct.pack(">IIQ", 0, 4, total | 4)
+
+
+def stream_pages():
+    """pc.ram of 2 pages: 'a' then a zero page (small files: the corpus stays < 1 MiB)."""
+    return [b"a" * 4096, None]
+
+
+def qevm_stream():
+    """A plain stream of pc.ram and pc.bios (1 page)."""
+    n = len(stream_pages()) * 4096
+    v = qevm_head() + ram_start([("pc.ram", n), ("pc.bios", 0x1000)])
+    v += name8("pc.ram") + struct.pack(">Q", n) + name8("pc.bios") + struct.pack(">Q", 0x1000)
+    v += struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2)
+    v += b"\x02" + struct.pack(">I", 2)
+    first = True
+    for i, pg in enumerate(stream_pages()):
+        flags = 0x08 if pg is not None else 0x02
+        if not first:
+            flags |= 0x20
+        v += struct.pack(">Q", i * 4096 | flags)
+        if first:
+            v += name8("pc.ram")
+            first = False
+        v += pg if pg is not None else b"\0"
+    # pc.bios's page sent as bytes, all zero (not placed in guest memory: x86 pc keeps
+    # its RAM in pc.ram): zero clusters in a qcow2 image's copy of the stream
+    v += struct.pack(">Q", 0x08) + name8("pc.bios") + b"\0" * 4096
+    v += struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2)
+    return v + b"\x00"
+
+
+def mapped_ram_file(version=1, bitmap_at=None, pages_at=None, extra_page_record=False):
+    """A mapped-ram file: pc.ram (page 1 zero, so absent from the bitmap), followed by
+    its 28-byte header, its bitmap and its pages (right after the bitmap here, to keep
+    the file small; QEMU aligns them to 1 MiB)."""
+    blocks = [("pc.ram", stream_pages())]
+    v = qevm_head(["mapped-ram"]) + ram_start([(n, len(p) * 4096) for n, p in blocks])
+    for bi, (n, pages) in enumerate(blocks):
+        v += name8(n) + struct.pack(">Q", len(pages) * 4096)
+        hdr_at = len(v)
+        bm = sum(1 << i for i, pg in enumerate(pages) if pg is not None)
+        bmb = bm.to_bytes((len(pages) + 7) // 8, "little")
+        b_at = hdr_at + 28
+        p_at = b_at + len(bmb)
+        if bi == 0 and bitmap_at is not None:
+            b_at = bitmap_at
+        if bi == 0 and pages_at is not None:
+            p_at = pages_at
+        v += struct.pack(">IQQQ", version, 4096, b_at, p_at)
+        if bi == 0 and (bitmap_at is not None or pages_at is not None or version != 1):
+            return v + bmb  # a lying header: the rest does not matter
+        v += bmb
+        v += b"\0" * (p_at - len(v))
+        for pg in pages:
+            v += pg if pg is not None else b"\0" * 4096
+    v += struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2)
+    if extra_page_record:
+        v += b"\x02" + struct.pack(">I", 2) + struct.pack(">Q", 0x02) + name8("pc.ram") + b"\0"
+        v += struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2)
+    return v + b"\x00"
+
+
+def zstd_compress(data):
+    return subprocess.run(["zstd", "-q", "-c", "--no-check"], input=data, check=True,
+                          stdout=subprocess.PIPE).stdout
+
+
+def qcow2_image(vmstate, cluster_bits=9, compression=0, extl2=False, snaps=None,
+                incompat=0, crypt=0, version=3):
+    """A qcow2 image of a 32 KiB virtual disk (no data) with one snapshot holding
+    `vmstate`. Clusters: 0 header, 1 active L1 (empty), 2 the snapshot's L1, 3 its L2,
+    then the VM state's clusters, then the snapshot table. Of the VM state's clusters,
+    two of three are compressed (zlib raw deflate, or zstd), an all-zero one is unallocated
+    (or, every other time, a zero-flag entry), the rest plain. Returns (bytes, facts)."""
+    cs = 1 << cluster_bits
+    width = 16 if extl2 else 8
+    l2_entries = cs // width
+    per_l1 = cs * l2_entries
+    disk = 32 * 1024
+    base = (disk + per_l1 - 1) // per_l1 * per_l1
+    nclusters = (len(vmstate) + cs - 1) // cs
+    assert base % cs == 0 and nclusters + (base // cs) % l2_entries <= l2_entries
+    l1_index = base // per_l1
+    l1_size = l1_index + 1
+    data = bytearray(b"\0" * (4 * cs))
+    l2 = bytearray(b"\0" * cs)
+    facts = {"compressed": 0, "zero": 0, "plain": 0}
+    zero_toggle = 0
+    compressed = []  # (l2 index, compressed bytes): packed after the plain clusters
+    for i in range(nclusters):
+        chunk = vmstate[i * cs:(i + 1) * cs].ljust(cs, b"\0")
+        l2i = (base // cs + i) % l2_entries
+        bitmap = 0
+        if chunk == b"\0" * cs:
+            zero_toggle ^= 1
+            facts["zero"] += 1
+            if extl2:
+                entry, bitmap = 0, 0xffffffff << 32  # all subclusters read as zero
+            else:
+                entry = 1 if zero_toggle and version >= 3 else 0
+        elif i % 8 != 0 and not extl2:
+            if compression == 1:
+                comp = zstd_compress(chunk)
+            else:
+                c = zlib.compressobj(9, zlib.DEFLATED, -12)
+                comp = c.compress(chunk) + c.flush()
+            compressed.append((l2i, comp))
+            facts["compressed"] += 1
+            continue
+        else:
+            off = len(data)
+            data += chunk
+            entry, bitmap = (1 << 63) | off, (0xffffffff if extl2 else 0)
+            facts["plain"] += 1
+        struct.pack_into(">Q", l2, l2i * width, entry)
+        if extl2:
+            struct.pack_into(">Q", l2, l2i * width + 8, bitmap)
+    x = 62 - (cluster_bits - 8)
+    for l2i, comp in compressed:
+        off = len(data)
+        data += comp
+        nsect = (off + len(comp) - 1) // 512 - off // 512
+        struct.pack_into(">Q", l2, l2i * width, (1 << 62) | (nsect << x) | off)
+    data[3 * cs:4 * cs] = l2
+    l1 = bytearray(b"\0" * cs)
+    struct.pack_into(">Q", l1, l1_index * 8, (1 << 63) | 3 * cs)
+    data[2 * cs:3 * cs] = l1
+    snap_at = (len(data) + 7) // 8 * 8
+    data += b"\0" * (snap_at - len(data))
+    if snaps is None:
+        snaps = [("1", "snap-a", 1700000000)]
+    for sid, sname, date in snaps:
+        extra = struct.pack(">QQ", len(vmstate), disk)
+        e = struct.pack(">QIHHIIQII", 2 * cs, l1_size, len(sid), len(sname), date, 0,
+                        13 * 10**9, len(vmstate), len(extra))
+        e += extra + sid.encode() + sname.encode()
+        e += b"\0" * ((-len(e)) % 8)
+        data += e
+    inc = incompat | (8 if compression else 0) | (16 if extl2 else 0)
+    hdr = struct.pack(">4sIQIIQIIQQIIQ", b"QFI\xfb", version, 0, 0, cluster_bits, disk, crypt,
+                      l1_size, cs, 0, 0, len(snaps), snap_at)
+    if version >= 3:
+        hdr += struct.pack(">QQQII", inc, 0, 0, 4, 112) + bytes([compression]) + b"\0" * 7
+    hdr += b"\0" * 8  # end of header extensions
+    data[0:len(hdr)] = hdr
+    return bytes(data), facts
+
+
+def savefile_cases():
+    # tests/tests/migration_stream.rs checks that the good files convert to these pages
+    st = qevm_stream()
+    # multifd without mapped-ram: the main channel carries MULTIFD_FLUSH, the pages went
+    # to other channels
+    flush = st.replace(struct.pack(">Q", 0x10) + b"\x7e" + struct.pack(">I", 2) + b"\x02",
+                       struct.pack(">Q", 0x200) + struct.pack(">Q", 0x10) + b"\x7e"
+                       + struct.pack(">I", 2) + b"\x02", 1)
+    assert flush != st
+    # cut after the flush record: the error comes before the rest is read
+    cut = flush.index(struct.pack(">Q", 0x200)) + 16
+    case("qevm-multifd.migstream", flush[:cut], "convert", 1, ["multifd", "0x"])
+    mr = mapped_ram_file()
+    case("mapped-ram-good.mapped-ram", mr, "convert", 0, [], "--format raw")
+    case("mapped-ram-bitmap-past-eof.mapped-ram", mapped_ram_file(bitmap_at=1 << 40),
+         "convert", 1, ["bitmap_offset", "pc.ram", "0x"])
+    case("mapped-ram-pages-past-eof.mapped-ram", mapped_ram_file(pages_at=1 << 30),
+         "convert", 1, ["pages_offset", "pc.ram", "0x"])
+    case("mapped-ram-truncated.mapped-ram", mr[:0x200], "convert", 1,
+         ["pages_offset", "truncated"])
+    case("mapped-ram-version.mapped-ram", mapped_ram_file(version=2), "convert", 1,
+         ["version 2", "pc.ram"])
+    case("mapped-ram-page-record.mapped-ram", mapped_ram_file(extra_page_record=True),
+         "convert", 1, ["page record in a mapped-ram file"])
+    # qcow2 with a savevm snapshot whose VM state is the good stream
+    good, facts = qcow2_image(st)
+    assert facts["compressed"] and facts["zero"] and facts["plain"], facts
+    case("qcow2-good.qcow2", good, "convert", 0, [], "--format raw")
+    case("qcow2-zstd.qcow2", qcow2_image(st, compression=1)[0], "convert", 0, [],
+         "--format raw")
+    case("qcow2-v2.qcow2", qcow2_image(st, version=2)[0], "convert", 0, [], "--format raw")
+    two, _ = qcow2_image(st, snaps=[("1", "older", 1700000000), ("2", "newer", 1700000100)])
+    case("qcow2-two-snapshots.qcow2", two, "info", 0, ["snapshot: 2 \"newer\""])
+    case("qcow2-two-snapshots.qcow2", None, "info", 0, ["snapshot: 1 \"older\""],
+         "--snapshot older")
+    case("qcow2-two-snapshots.qcow2", None, "convert", 2, ["nope", "\"older\"", "\"newer\""],
+         "--snapshot nope")
+    # truncated: the file ends inside the VM state's clusters
+    case("qcow2-truncated.qcow2", good[:5 * 512 + 100], "convert", 1, ["snapshots_offset"])
+    # an L2 entry pointing past the end of the file
+    bad = bytearray(good)
+    l2i = (32 * 1024 // 512) % 64  # first VM state cluster's L2 index
+    struct.pack_into(">Q", bad, 3 * 512 + l2i * 8, (1 << 63) | (1 << 40))
+    case("qcow2-l2-past-eof.qcow2", bytes(bad), "convert", 1,
+         ["L2 entry 0", "0x10000000000", "past the end"])
+    # the snapshot table lies: nb_snapshots 1000, entries past the end of the file
+    bad = bytearray(good)
+    struct.pack_into(">I", bad, 60, 1000)
+    case("qcow2-snapshot-count.qcow2", bytes(bad), "convert", 1, ["snapshot table entry"])
+    # the snapshot's L1 table is too short for its VM state
+    snap_at = struct.unpack_from(">Q", good, 64)[0]
+    bad = bytearray(good)
+    struct.pack_into(">I", bad, snap_at + 8, 1)
+    case("qcow2-l1-short.qcow2", bytes(bad), "convert", 1, ["L1 table has 1 entries", "l1_size"])
+    bad = bytearray(good)
+    struct.pack_into(">Q", bad, snap_at, 1 << 40)
+    case("qcow2-l1-past-eof.qcow2", bytes(bad), "convert", 1, ["l1_table_offset"])
+    case("qcow2-data-file.qcow2", qcow2_image(st, incompat=4)[0], "convert", 1,
+         ["incompatible_features", "external data file"])
+    case("qcow2-encrypted.qcow2", qcow2_image(st, crypt=2)[0], "convert", 1,
+         ["crypt_method", "encrypted"])
+    case("qcow2-no-snapshot.qcow2", qcow2_image(st, snaps=[])[0], "convert", 1,
+         ["no snapshots", "nb_snapshots"])
+    # a compressed cluster whose data is garbage
+    bad = bytearray(good)
+    for i in range(64):
+        e = struct.unpack_from(">Q", bad, 3 * 512 + i * 8)[0]
+        if e & (1 << 62):
+            off = e & ((1 << 61) - 1)
+            bad[off:off + 16] = b"\xff" * 16
+            break
+    case("qcow2-bad-compressed.qcow2", bytes(bad), "convert", 1,
+         ["compressed cluster", "does not decompress"])
+
+
 def paging_cases():
     # x86-64 tables that point at themselves at every level (issue #17: abort after
     # 3 s; the walk now gives up at its bounds), for three CPUs sharing the root (one
@@ -582,6 +832,7 @@ def main():
         kdump_cases(tmp)
         wrapper_cases(tmp)
         misc_cases()
+        savefile_cases()
         paging_cases()
         migration_cases()
     with open(os.path.join(OUT, "EXPECTED.tsv"), "w") as f:

@@ -13,9 +13,19 @@ stopped guest, in this order:
                   of the flat view, VRAM included -> flat-ram-ranges.json)
   ram.raw         HMP-equivalent QMP `pmemsave` of each RAM range, assembled (sparse)
   phys.elf        QEMU's own `dump-guest-memory` (its VMCOREINFO note is the reference)
+  disk.qcow2      with --savevm NAME: the guest's qcow2 disk (made before the boot with
+                  qemu-img, attached with -drive if=none) after HMP `savevm NAME`: the
+                  snapshot's vmstate (a QEVM stream) is inside it; snapshots.txt is HMP
+                  `info snapshots`
   vm.migstream    QMP `migrate` to `exec:cat > vm.migstream` (the stream QEMU writes for
                   `virsh save` / `virsh dump`), polled with `query-migrate`
+  vm.mapped-ram   with --mapped-ram instead of vm.migstream: `migrate file:vm.mapped-ram`
+                  with the capabilities multifd and mapped-ram (QEMU >= 9)
   facts.json      machine type, QEMU version, sizes, timings
+
+--qemu-root ROOT runs the QEMU of a Debian root (ensure-debian13-qemu.sh) through the
+root's own loader and libraries, without chroot, with its firmware (-L ROOT/usr/share/...),
+instead of the guest's QEMU 7.2. --qemu-img is the qemu-img command for --savevm.
 
 Called by savefile.sh; see README.md ("VM save files").
 """
@@ -61,19 +71,39 @@ def main():
     ap.add_argument("--smp", type=int, default=2)
     ap.add_argument("--vga", action="store_true", help="add -device VGA (the legacy VGA window)")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--savevm", metavar="NAME", help="also HMP savevm NAME into disk.qcow2")
+    ap.add_argument("--qemu-img", default="qemu-img", help="qemu-img command (shell words)")
+    ap.add_argument("--mapped-ram", action="store_true",
+                    help="migrate file: with multifd + mapped-ram (vm.mapped-ram)")
+    ap.add_argument("--qemu-root", help="run the QEMU of this Debian root (loader, no chroot)")
     a = ap.parse_args()
     qemu, kernel, initrd, append, datadirs, cpu = base_command(a.guest_dir)
+    qemu = [qemu]
+    if a.qemu_root:
+        r = a.qemu_root
+        qemu = [f"{r}/lib64/ld-linux-x86-64.so.2", "--library-path",
+                f"{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
+                f"{r}/usr/bin/qemu-system-x86_64"]
+        datadirs = [f"{r}/usr/share/qemu", f"{r}/usr/share/seabios"]
+        os.environ["QEMU_MODULE_DIR"] = f"{r}/usr/lib/x86_64-linux-gnu/qemu"
     out = a.out
     os.makedirs(out, exist_ok=True)
+    disk = os.path.join(out, "disk.qcow2")
+    if a.savevm:
+        # small: the vmstate goes after the virtual disk's end, in the same image
+        subprocess.run(shlex.split(a.qemu_img) + ["create", "-q", "-f", "qcow2", disk, "16M"],
+                       check=True)
     console = os.path.join(out, "console.log")
     tmp = tempfile.mkdtemp(prefix="dumpconv-save-")
     sock = os.path.join(tmp, "qmp.sock")
-    cmd = [qemu, "-machine", f"{a.machine},accel=tcg", "-smp", str(a.smp), "-m", str(a.mem),
+    cmd = qemu + ["-machine", f"{a.machine},accel=tcg", "-smp", str(a.smp), "-m", str(a.mem),
            "-cpu", cpu, "-nodefaults", "-display", "none", "-no-reboot",
            "-kernel", kernel, "-initrd", initrd, "-append", append,
            "-chardev", f"file,id=ser0,path={console}", "-serial", "chardev:ser0",
            "-qmp", f"unix:{sock},server=on,wait=off", "-device", "vmcoreinfo",
            "-name", os.path.basename(out)]
+    if a.savevm:
+        cmd += ["-drive", f"file={disk},format=qcow2,if=none,id=disk0"]
     if a.vga:
         cmd += ["-device", "VGA"]
     for d in datadirs:
@@ -141,14 +171,37 @@ def main():
                 raise Fail("dump-guest-memory did not complete")
             time.sleep(0.2)
         timings["dump-guest-memory"] = time.monotonic() - t
+        if a.savevm:
+            # before the migration: a completed migration leaves the disks inactive
+            t = time.monotonic()
+            while True:
+                r = qmp.hmp(f"savevm {a.savevm}", timeout=a.timeout)
+                if "dump-guest-memory in progress" in r and time.monotonic() < t + 60:
+                    time.sleep(0.5)
+                    continue
+                break
+            if r.strip():
+                raise Fail(f"savevm {a.savevm}: {r.strip()}")
+            timings["savevm"] = time.monotonic() - t
+            save("snapshots.txt", qmp.hmp("info snapshots"))
+            if qmp.cmd("query-status").get("running"):
+                raise Fail("VM running after savevm")
         # the stream, from the stopped guest (as `virsh save` / `virsh dump` do it)
         t = time.monotonic()
-        path = os.path.join(out, "vm.migstream")
+        if a.mapped_ram:
+            path = os.path.join(out, "vm.mapped-ram")
+            qmp.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "multifd", "state": True},
+                {"capability": "mapped-ram", "state": True}])
+            uri = "file:" + path
+        else:
+            path = os.path.join(out, "vm.migstream")
+            uri = "exec:cat > " + shlex.quote(path)
         while True:
             # QEMU blocks migration until the dump's cleanup has run, which can be a
             # moment after query-dump says "completed"
             try:
-                qmp.cmd("migrate", uri="exec:cat > " + shlex.quote(path))
+                qmp.cmd("migrate", uri=uri)
                 break
             except Fail as e:
                 if "dump-guest-memory in progress" not in str(e) or time.monotonic() > t + 60:
@@ -185,12 +238,14 @@ def main():
     facts = {"machine": a.machine, "vga": a.vga, "machine_info": machines, "mem_mib": a.mem, "smp": a.smp,
              "qemu": qmp.version, "status_after": status, "ram_ranges": [
                  {"start": s, "size": n} for s, n in ranges],
-             "migstream_bytes": os.path.getsize(os.path.join(out, "vm.migstream")),
+             "migstream_bytes": os.path.getsize(path),
+             "migstream": os.path.basename(path),
+             "savevm": a.savevm,
              "timings": {k: round(v, 2) for k, v in timings.items()},
              "total_seconds": round(time.monotonic() - t_all, 2)}
     with open(os.path.join(out, "facts.json"), "w") as f:
         json.dump(facts, f, indent=1)
-    log(f"{out}: done in {facts['total_seconds']}s, stream {facts['migstream_bytes']} bytes")
+    log(f"{out}: done in {facts['total_seconds']}s, {facts['migstream']} {facts['migstream_bytes']} bytes")
 
 
 if __name__ == "__main__":

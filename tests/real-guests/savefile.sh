@@ -4,7 +4,9 @@
 #
 #   tests/real-guests/savefile.sh [--force] [NAME...]
 #
-# NAME (default: all): x86_64-pc, x86_64-q35 (512 MiB), x86_64-pc-highmem (4608 MiB and
+# NAME (default: all): x86_64-pc (512 MiB; also a qcow2 disk holding a `savevm`
+# snapshot), x86_64-pc-mapped-ram (512 MiB, Debian 13's QEMU 10: a `migrate file:` with
+# multifd + mapped-ram instead of the stream), x86_64-q35 (512 MiB), x86_64-pc-highmem (4608 MiB and
 # a VGA device: pc.ram split at 3 GiB, VGA window), x86_64-q35-highmem (3 GiB and a VGA
 # device: split at 2 GiB), arm64-virt (512 MiB, the arm64-4k guest's kernel). Each boots
 # the guest's kernel and initramfs once (QEMU 7.2 TCG, 2 vCPUs) into
@@ -18,19 +20,29 @@ HOME=${HOME:-/root}
 GUESTS=${DUMPCONV_GUEST_CACHE:-$HOME/.cache/dumpconv/guests}
 CACHE=${DUMPCONV_SAVEFILE_CACHE:-$HOME/.cache/dumpconv/savefiles}
 VERSION=2
+# a name whose captures changed since: its own version (the others are not remade)
+version_of() {
+    case "$1" in
+        x86_64-pc) echo 3 ;;
+        x86_64-pc-mapped-ram) echo 1 ;;
+        *) echo "$VERSION" ;;
+    esac
+}
 FORCE=0; WANT=()
 for a in "$@"; do
     case "$a" in
         --force) FORCE=1 ;;
-        x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt) WANT+=("$a") ;;
-        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt]..." >&2; exit 2 ;;
+        x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt) WANT+=("$a") ;;
+        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt]..." >&2; exit 2 ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem arm64-virt)
+[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-pc-mapped-ram x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem arm64-virt)
 # name -> guest whose kernel, initramfs and QEMU it boots, machine, MiB, extra options
 spec() {
     case "$1" in
-        x86_64-pc) echo "x86_64-4level pc 512" ;;
+        # --savevm and --qemu10 need Debian 13's QEMU 10 (its qemu-img, its emulator)
+        x86_64-pc) echo "x86_64-4level pc 512 --savevm dumpconv-snap --qemu10-img" ;;
+        x86_64-pc-mapped-ram) echo "x86_64-4level pc 512 --mapped-ram --qemu10" ;;
         x86_64-q35) echo "x86_64-4level q35 512" ;;
         x86_64-pc-highmem) echo "x86_64-4level pc 4608 --vga" ;;
         x86_64-q35-highmem) echo "x86_64-4level q35 3072 --vga" ;;
@@ -43,7 +55,7 @@ flock -w 3600 9
 t0=$(date +%s.%N)
 todo=()
 for n in "${WANT[@]}"; do
-    if [ "$FORCE" = 0 ] && grep -qx "savefile-version $VERSION" "$CACHE/$n/complete" 2>/dev/null; then
+    if [ "$FORCE" = 0 ] && grep -qx "savefile-version $(version_of "$n")" "$CACHE/$n/complete" 2>/dev/null; then
         echo "savefile $n: cached ($CACHE/$n)" >&2
     else
         todo+=("$n")
@@ -56,6 +68,11 @@ if [ ${#todo[@]} -gt 0 ]; then
         [[ " ${need[*]-} " == *" $g "* ]] || need+=("$g")
     done
     bash "$HERE/ensure-guests.sh" "${need[@]}"
+    if [[ " $(for n in "${todo[@]}"; do spec "$n"; done) " == *--qemu10* ]]; then
+        bash "$HERE/../reference-tools/ensure-debian13-qemu.sh"
+    fi
+    D13=${DUMPCONV_DEBIAN13:-$HOME/.cache/dumpconv/debian13}
+    QEMU_IMG="$D13/lib64/ld-linux-x86-64.so.2 --library-path $D13/lib/x86_64-linux-gnu:$D13/usr/lib/x86_64-linux-gnu $D13/usr/bin/qemu-img"
     # TCG of qemu-system-x86_64 7.2 is a module (ensure-guests.sh README); harmless for arm
     qemu=$(awk '{print $1; exit}' "$GUESTS/x86_64-4level/qemu-cmdline.txt" 2>/dev/null || true)
     if [ -n "$qemu" ]; then
@@ -65,12 +82,14 @@ if [ ${#todo[@]} -gt 0 ]; then
     for n in "${todo[@]}"; do
         rm -rf "${CACHE:?}/$n"
         read -r g machine mem extra <<<"$(spec "$n")"
+        extra=${extra/--qemu10-img/}
+        extra=${extra/--qemu10/--qemu-root $D13}
         t1=$(date +%s.%N)
         # shellcheck disable=SC2086
         nice python3 "$HERE/savefile.py" --guest-dir "$GUESTS/$g" --out "$CACHE/$n" \
-            --machine "$machine" --mem "$mem" $extra
+            --machine "$machine" --mem "$mem" --qemu-img "$QEMU_IMG" $extra
         echo "savefile $n: $(awk -v a="$t1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s" >&2
-        printf 'savefile-version %s\ncaptured %s\n' "$VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$CACHE/$n/complete"
+        printf 'savefile-version %s\ncaptured %s\n' "$(version_of "$n")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$CACHE/$n/complete"
     done
 fi
 echo "savefiles: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s" >&2

@@ -296,6 +296,92 @@ pub fn guest(name: &str) -> Option<Guest> {
     }
 }
 
+/// `info registers -a` → per CPU, (register name as the readers name it, value).
+pub fn info_registers(text: &str) -> Vec<Vec<(String, u64)>> {
+    let mut cpus: Vec<Vec<(String, u64)>> = Vec::new();
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    for line in text.lines() {
+        if line.starts_with("CPU#") {
+            cpus.push(Vec::new());
+            continue;
+        }
+        let Some(c) = cpus.last_mut() else { continue };
+        // "RAX=... RBX=..." / "R8 =..." / "RIP=... RFL=..." / "CR0=... CR2=..." / "EFER=..."
+        let l = line.replace(" =", "=");
+        for tok in l.split_whitespace() {
+            if let Some((k, v)) = tok.split_once('=') {
+                let name = match k {
+                    "PC" | "SP" | "PSTATE" => k.to_ascii_lowercase(),
+                    k if k.starts_with('X') && k[1..].parse::<u32>().is_ok() => {
+                        format!("x{}", k[1..].parse::<u32>().unwrap_or(0))
+                    }
+                    "RFL" => "rflags".to_string(),
+                    "EFER" | "CR0" | "CR2" | "CR3" | "CR4" => k.to_ascii_lowercase(),
+                    k if k.starts_with('R') && v.len() == 16 => k.to_ascii_lowercase(),
+                    _ => continue,
+                };
+                if let Ok(x) = u64::from_str_radix(v, 16) {
+                    c.push((name, x));
+                }
+            }
+        }
+        // "CS =0010 0000000000000000 ffffffff 00af9b00 DPL=0 CS64 [-RA]"
+        // "GDT=     fffffe0000001000 0000007f"
+        let mut w = l.split_whitespace();
+        if let Some(first) = w.next() {
+            let Some((seg, rest)) = first.split_once('=') else {
+                continue;
+            };
+            let seg = seg.to_ascii_lowercase();
+            let fields: Vec<&str> = if rest.is_empty() {
+                w.collect()
+            } else {
+                std::iter::once(rest).chain(w).collect()
+            };
+            match seg.as_str() {
+                "es" | "cs" | "ss" | "ds" | "fs" | "gs" | "ldt" | "tr" if fields.len() >= 4 => {
+                    c.push((format!("{seg}.selector"), hex(fields[0])));
+                    c.push((format!("{seg}.base"), hex(fields[1])));
+                    c.push((format!("{seg}.limit"), hex(fields[2])));
+                    c.push((format!("{seg}.flags"), hex(fields[3])));
+                }
+                "gdt" | "idt" if fields.len() >= 2 => {
+                    c.push((format!("{seg}.base"), hex(fields[0])));
+                    c.push((format!("{seg}.limit"), hex(fields[1])));
+                }
+                _ => {}
+            }
+        }
+    }
+    cpus
+}
+
+/// Every register of QEMU's `info registers -a` (`text`) equals the one of the same CPU
+/// in `cpus` (read from `what`), and the vCPU counts are equal.
+pub fn assert_cpus_equal_info_registers(what: &str, cpus: &[dumpconv_core::CpuState], text: &str) {
+    let want = info_registers(text);
+    assert_eq!(cpus.len(), want.len(), "{what}: vCPU count");
+    for (cpu, regs) in cpus.iter().zip(&want) {
+        assert!(regs.len() > 30, "{what}: parsed {regs:?}");
+        for (name, v) in regs {
+            // `info registers` prints a segment's cached flags without their low
+            // byte (base bits 23:16 of the descriptor: TR of CPU 1 has 0x03 there,
+            // and QEMU's own CPU note keeps it, as we do)
+            let got = if name.ends_with(".flags") {
+                cpu.reg(name).map(|f| f & 0x00ff_ff00)
+            } else {
+                cpu.reg(name)
+            };
+            assert_eq!(
+                got,
+                Some(*v),
+                "{what} cpu {}: {name} (info registers: {v:#x})",
+                cpu.index
+            );
+        }
+    }
+}
+
 /// Run a command, returning stdout; panics with stderr on failure.
 pub fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd

@@ -1,11 +1,12 @@
 //! Compressed wrappers and streamed inputs, through the real `dumpconv` binary: every
-//! wrapper (gzip, zlib, lz4, zstd, xz) around every input format (raw, ELF,
+//! wrapper (gzip, zlib, lz4, zstd, xz, bzip2, lzop) around every input format (raw, ELF,
 //! kdump-flattened, LiME, AVML) converts to the same bytes as the plain input; `-`
 //! (standard input) and named pipes convert like the file; a wrapped raw image takes
 //! `--ram-map`; `info` reports the wrapped format.
 //!
 //! The wrapped files are made by the real command-line tools where installed (gzip,
-//! zstd, xz, lz4; scripts/test.sh installs them) and by the crates otherwise (always for
+//! zstd, xz, lz4, bzip2, lzop; scripts/test.sh installs them; lzop has no crate, so its
+//! tool is required) and by the crates otherwise (always for
 //! zlib, which has no common tool). Inputs are 64 MiB cuts of the x86_64-4level guest
 //! (the QEMU kdump file whole, converted with --length 64M) to keep CI time low.
 
@@ -21,7 +22,7 @@ use dumpconv_tests::guests::{guests, Guest};
 use inputs_util::*;
 
 const CUT: u64 = 64 << 20;
-const WRAPPERS: &[&str] = &["gzip", "zlib", "lz4", "zstd", "xz"];
+const WRAPPERS: &[&str] = &["gzip", "zlib", "lz4", "zstd", "xz", "bzip2", "lzop"];
 
 fn guest() -> Option<Guest> {
     guests().into_iter().find(|g| g.name == "x86_64-4level")
@@ -37,6 +38,9 @@ fn wrap(input: &Path, wrapper: &str) -> PathBuf {
         "zstd" => Some(format!("zstd -q -1 -c '{i}' > '{o}'")),
         "xz" => Some(format!("xz -0 -T2 -c '{i}' > '{o}'")),
         "lz4" => Some(format!("lz4 -q -1 -c '{i}' > '{o}'")),
+        "bzip2" => Some(format!("bzip2 -1 -c '{i}' > '{o}'")),
+        // no Rust lzop writer: the tool is required (scripts/test.sh installs it)
+        "lzop" => Some(format!("lzop -1 -c '{i}' > '{o}'")),
         _ => None,
     };
     if let Some(cmd) = tool_cmd.filter(|_| on_path(wrapper)) {
@@ -66,7 +70,12 @@ fn wrap(input: &Path, wrapper: &str) -> PathBuf {
             e.write_all(&data).unwrap();
             e.finish().unwrap()
         }
-        other => panic!("unknown wrapper {other}"),
+        "bzip2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("no tool and no crate to make {other} files: install {other}"),
     };
     write(&out, &bytes);
     out
@@ -156,6 +165,9 @@ fn every_wrapper_on_every_format_converts_like_the_plain_input() {
         let plain = d.join(format!("{name}.plain.elf"));
         convert(input.as_os_str(), extra, &plain, None);
         for w in WRAPPERS {
+            if *w == "lzop" && !on_path("lzop") {
+                continue;
+            }
             // Wrapped copies of the real kdump file go in the scratch dir too.
             let src = if input.starts_with(d) {
                 input.clone()

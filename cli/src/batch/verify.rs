@@ -139,6 +139,7 @@ pub fn verify(
         ram_map: None,
         spill_dir: opts.open.spill_dir.clone(),
         max_spill: opts.open.max_spill,
+        snapshot: None,
     };
     let out = dumpconv_formats::open(output, &out_opts)?;
     let output_digest = memory_digest_with(out.memory.as_ref(), &ranges, as_zero, progress)?;

@@ -16,13 +16,13 @@
 //!
 //! The XML is NUL-terminated; the stream starts at 92 + data_len.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dumpconv_core::{Dump, Error, Result};
 
 use crate::input::{Input, MAX_METADATA};
 use crate::options::OpenOptions;
+use crate::wrapped::Wrapper;
 
 pub const SAVE_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
 pub const PART_MAGIC: &[u8; 16] = b"LibvirtQemudPart";
@@ -114,7 +114,14 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
             super::open_input(&input, payload)?,
             "libvirt+qemu-migration",
         ),
-        1 | 3 | 5 => {
+        1..=5 => {
+            let w = match hdr.compression {
+                1 => Wrapper::Gzip,
+                2 => Wrapper::Bzip2,
+                3 => Wrapper::Xz,
+                4 => Wrapper::Lzop,
+                _ => Wrapper::Zstd,
+            };
             let shown = PathBuf::from(format!(
                 "{} ({codec} decompressed, after the libvirt header)",
                 path.display()
@@ -123,18 +130,12 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
             std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(payload))
                 .map_err(|e| Error::io(path, e))?;
             let r = std::io::BufReader::with_capacity(1 << 20, f);
-            let mut dec: Box<dyn Read> = match hdr.compression {
-                1 => Box::new(flate2::read::MultiGzDecoder::new(r)),
-                3 => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
-                _ => Box::new(
-                    zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(path, e))?,
-                ),
-            };
+            let mut dec = w.decoder(r).map_err(|e| Error::io(path, e))?;
             let spill = crate::wrapped::spill(
                 &mut dec,
                 &crate::wrapped::spill_dir(opts),
                 &shown,
-                None,
+                Some(w),
                 crate::wrapped::max_spill(opts)?,
             )?;
             let fd_path = PathBuf::from(format!(
@@ -144,23 +145,14 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
             let inner = Input::open(&fd_path).and_then(|i| super::open_input(&i, 0));
             drop(spill);
             let d = inner.map_err(|e| relabel(e, &fd_path, &shown))?;
-            let name = match hdr.compression {
-                1 => "libvirt+gzip+qemu-migration",
-                3 => "libvirt+xz+qemu-migration",
+            let name = match w {
+                Wrapper::Gzip => "libvirt+gzip+qemu-migration",
+                Wrapper::Bzip2 => "libvirt+bzip2+qemu-migration",
+                Wrapper::Xz => "libvirt+xz+qemu-migration",
+                Wrapper::Lzop => "libvirt+lzop+qemu-migration",
                 _ => "libvirt+zstd+qemu-migration",
             };
             (d, name)
-        }
-        2 | 4 => {
-            return Err(err(
-                28,
-                format!(
-                    "the stream after the header is {codec}-compressed, which this build \
-                     cannot decompress: `tail -c +{} FILE | {codec} -dc > FILE.stream` \
-                     gives the migration stream, which dumpconv reads",
-                    payload + 1
-                ),
-            ))
         }
         c => {
             return Err(err(

@@ -26,6 +26,7 @@ mod cpu;
 mod cursor;
 pub mod layout;
 pub mod libvirt;
+pub mod mapped_ram;
 pub mod vmdesc;
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub const VMDESCRIPTION: u8 = 0x06;
 pub const CONFIGURATION: u8 = 0x07;
 pub const COMMAND: u8 = 0x08;
 pub const FOOTER: u8 = 0x7e;
+/// The COMMAND section's command that QEMU >= 9.1 sends before the device state.
+pub const CMD_SWITCHOVER_START: u64 = 11;
 
 // RAM record flags.
 pub const RAM_ZERO: u64 = 0x02;
@@ -113,6 +116,8 @@ struct Parsed {
     warnings: Vec<String>,
     vmdesc_at: Option<u64>,
     target_page_bits: Option<u32>,
+    /// The configuration lists the `mapped-ram` capability ([`mapped_ram`]).
+    mapped_ram: bool,
 }
 
 fn section_label(s: &SectionInfo) -> String {
@@ -267,6 +272,14 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
         ),
         ("vCPUs".into(), cpus.len().to_string()),
     ];
+    if p.mapped_ram {
+        details.push((
+            "mapped-ram".into(),
+            "yes: pages at fixed offsets, one bitmap per RAM block (QEMU >= 9 `migrate \
+             file:` with the mapped-ram capability)"
+                .into(),
+        ));
+    }
     if let Some(b) = p.target_page_bits {
         details.push(("target page bits".into(), b.to_string()));
     }
@@ -331,6 +344,7 @@ fn parse(input: &Input, start: u64) -> Result<Parsed> {
         warnings: Vec::new(),
         vmdesc_at: None,
         target_page_bits: None,
+        mapped_ram: false,
     };
     // By id: a stream of many short sections costs one look-up each, not a scan.
     let mut sections: HashMap<u32, SectionInfo> = HashMap::new();
@@ -458,10 +472,20 @@ fn parse(input: &Input, start: u64) -> Result<Parsed> {
                 return Err(cur.err_at(at, "VMDESCRIPTION before the EOF marker"));
             }
             COMMAND => {
+                cur.what = "command section".into();
+                let cmd = cur.be_uint(2)?;
+                let len = cur.be_uint(2)?;
+                // SWITCHOVER_START (QEMU >= 9.1): the source is about to send the device
+                // state; nothing to do for a reader of a file
+                if cmd == CMD_SWITCHOVER_START && len == 0 {
+                    continue;
+                }
                 return Err(cur.err_at(
                     at,
-                    "a COMMAND section (postcopy or a packaged stream): only precopy streams \
-                     (a save to a file) are supported",
+                    format!(
+                        "command {cmd} ({len} bytes): postcopy or a packaged stream; only \
+                         precopy streams (a save to a file) are supported"
+                    ),
                 ));
             }
             FOOTER => return Err(cur.err_at(at, "a section footer outside any section")),
@@ -506,10 +530,11 @@ fn configuration_subsections(cur: &mut Cursor, p: &mut Parsed) -> Result<()> {
                 let n = cur.be_u32()?;
                 for _ in 0..n {
                     let cap = cur.name8()?;
-                    if matches!(
-                        cap.as_str(),
-                        "x-ignore-shared" | "mapped-ram" | "postcopy-ram" | "multifd"
-                    ) {
+                    if cap == "mapped-ram" {
+                        p.mapped_ram = true;
+                        continue;
+                    }
+                    if matches!(cap.as_str(), "x-ignore-shared" | "postcopy-ram" | "multifd") {
                         return Err(cur.err_at(
                             at,
                             format!(
@@ -569,7 +594,9 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
             } else if flags & RAM_HOOK != 0 {
                 "an RDMA hook record"
             } else if flags & RAM_MULTIFD_FLUSH != 0 {
-                "a multifd flush (pages travel in other channels, not in this file)"
+                "a multifd flush: a multifd migration without mapped-ram, whose pages \
+                 travel in other channels, not in this file (with multifd, save with the \
+                 mapped-ram capability to `migrate file:PATH`)"
             } else {
                 "the obsolete FULL flag"
             };
@@ -636,15 +663,23 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
                         ),
                     ));
                 }
+                let pages = if p.mapped_ram {
+                    mapped_ram::block(cur, &name, len)?
+                } else {
+                    vec![MISSING; pages as usize]
+                };
                 st.by_name.insert(name.clone(), p.blocks.len());
-                p.blocks.push(Block {
-                    name,
-                    len,
-                    pages: vec![MISSING; pages as usize],
-                });
+                p.blocks.push(Block { name, len, pages });
             }
         }
         if flags & (RAM_ZERO | RAM_PAGE) != 0 {
+            if p.mapped_ram {
+                return Err(cur.err_at(
+                    at,
+                    "a page record in a mapped-ram file (its pages are at fixed offsets, \
+                     given by each block's bitmap)",
+                ));
+            }
             if flags & RAM_ZERO != 0 && flags & RAM_PAGE != 0 {
                 return Err(cur.err_at(at, "RAM record with both ZERO and PAGE"));
             }
