@@ -133,6 +133,10 @@ impl Sink for HashingSink<'_> {
     fn finish(&mut self) -> Result<()> {
         self.inner.finish()
     }
+
+    fn check_len(&mut self, len: u64) -> Result<()> {
+        self.inner.check_len(len)
+    }
 }
 
 /// A writer that hashes what goes through it (a compressor's output on its way to the

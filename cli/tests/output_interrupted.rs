@@ -165,3 +165,73 @@ fn kill_9_at_a_random_point_leaves_no_file() {
     }
     assert_eq!(std::fs::read(&input).unwrap(), before, "the input changed");
 }
+
+/// A LiME file of one 4 KiB page at physical `at` (header: magic "EMiL", version 1,
+/// first and last address, reserved).
+fn lime_one_page(dir: &Path, at: u64) -> PathBuf {
+    let p = dir.join("high.lime");
+    let mut v = Vec::new();
+    v.extend_from_slice(&0x4c69_4d45u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v.extend_from_slice(&at.to_le_bytes());
+    v.extend_from_slice(&(at + 0xfff).to_le_bytes());
+    v.extend_from_slice(&0u64.to_le_bytes());
+    v.extend((0..4096u32).map(|i| (i % 251) as u8 + 1));
+    std::fs::write(&p, v).unwrap();
+    p
+}
+
+/// Issue #17: a raw image is as long as its highest address, and a file system refuses
+/// a file past its largest size (EFBIG: ext4 takes 16 TiB, one LiME page at 2^48 asks
+/// for 256 TiB). The raw writer asks before writing and says why, instead of failing
+/// with a bare "File too large" at the offset where the write broke. The file system's
+/// limit is played by RLIMIT_FSIZE (8 MiB, SIGXFSZ ignored so the call fails with
+/// EFBIG as on a real file system); the page is at 64 MiB. ELF stores only the RAM and
+/// converts the same input under the same limit.
+#[test]
+fn raw_output_longer_than_the_file_system_allows_is_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = lime_one_page(tmp.path(), 64 << 20);
+    let before = std::fs::read(&input).unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let run = |out: &str| {
+        let script = format!(
+            "trap '' XFSZ; exec {b} convert {i} -o {o} --quiet",
+            b = sh_quote(Path::new(bin())),
+            i = sh_quote(&input),
+            o = sh_quote(&out_dir.join(out)),
+        );
+        Command::new("prlimit")
+            .args(["--fsize=8388608", "sh", "-c", &script])
+            .env_remove("DUMPCONV_PLUGIN_PATH")
+            .env("HOME", tmp.path())
+            .output()
+    };
+    let o = match run("out.raw") {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIP: prlimit (util-linux) is not available: {e}");
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "stderr: {err}");
+    for words in [
+        "out.raw",
+        "highest physical address",
+        "0x4001000",
+        "longer than the file system allows",
+        "--format elf|lime",
+    ] {
+        assert!(err.contains(words), "{words:?} not in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(listing(&out_dir), Vec::<String>::new(), "stderr: {err}");
+
+    let o = run("out.elf").unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert_eq!(listing(&out_dir), vec!["out.elf".to_string()]);
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input changed");
+}

@@ -28,6 +28,13 @@ pub trait Sink: Send {
 
     /// Flush everything; the output is complete when this returns Ok.
     fn finish(&mut self) -> Result<()>;
+
+    /// Check, before writing, that the output can be `len` bytes long: a file system
+    /// refuses files past its largest size (EFBIG; ext4 with 4 KiB blocks: 16 TiB), and
+    /// a raw image is as long as its highest address. Streams accept any length.
+    fn check_len(&mut self, _len: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 const FILE_BUFFER: usize = 1 << 20;
@@ -125,6 +132,18 @@ impl Sink for FileSink {
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| self.err(offset, e))
+    }
+
+    /// Grows the file to `len` (a sparse hole) and back: the file system answers at
+    /// once, before anything is written, where writing would fail at that offset.
+    fn check_len(&mut self, len: u64) -> Result<()> {
+        self.flush_buf()?;
+        let now = self.file.metadata().map_err(|e| self.err(0, e))?.len();
+        if len > now {
+            self.file.set_len(len).map_err(|e| self.err(len, e))?;
+            self.file.set_len(now).map_err(|e| self.err(now, e))?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {

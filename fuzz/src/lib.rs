@@ -98,3 +98,68 @@ pub fn exercise(dump: &Dump, data: &[u8]) {
         let _ = v.kernel_offset();
     }
 }
+
+/// Fuzzed RAM: `bytes` at physical `base`, as one range or two (a hole of `gap` bytes
+/// after the first `split` bytes).
+pub struct FuzzRam {
+    pieces: Vec<(u64, usize, usize)>,
+    bytes: Vec<u8>,
+    ranges: Vec<dumpconv_core::PhysRange>,
+}
+
+impl FuzzRam {
+    /// `bytes` padded to whole 4 KiB pages; `split` and `gap` rounded to pages.
+    pub fn new(base: u64, mut bytes: Vec<u8>, split: usize, gap: u64) -> FuzzRam {
+        let len = bytes.len().div_ceil(4096).max(1) * 4096;
+        bytes.resize(len, 0);
+        let split = (split / 4096 * 4096).min(len);
+        let gap = gap / 4096 * 4096;
+        let mut pieces = vec![(base, 0, split)];
+        if gap == 0 || split == 0 || split == len {
+            pieces = vec![(base, 0, len)];
+        } else {
+            pieces.push((base + split as u64 + gap, split, len));
+        }
+        let ranges = pieces
+            .iter()
+            .map(|&(at, s, e)| dumpconv_core::PhysRange::with_len(at, (e - s) as u64))
+            .collect();
+        FuzzRam {
+            pieces,
+            bytes,
+            ranges,
+        }
+    }
+}
+
+impl dumpconv_core::PhysicalMemory for FuzzRam {
+    fn ranges(&self) -> &[dumpconv_core::PhysRange] {
+        &self.ranges
+    }
+
+    fn read_at(&self, paddr: u64, buf: &mut [u8]) -> dumpconv_core::Result<()> {
+        dumpconv_core::memory::read_in_pieces(paddr, buf, |addr, out| {
+            let piece = self
+                .pieces
+                .iter()
+                .find(|&&(at, s, e)| addr >= at && addr - at < (e - s) as u64);
+            let Some(&(at, s, e)) = piece else {
+                return Err(dumpconv_core::Error::Hole { paddr: addr });
+            };
+            let off = s + (addr - at) as usize;
+            let n = out.len().min(e - off);
+            out[..n].copy_from_slice(&self.bytes[off..off + n]);
+            Ok(n)
+        })
+    }
+}
+
+impl FuzzRam {
+    /// The ranges as 4 KiB PFN runs.
+    pub fn ranges_pfns(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .iter()
+            .map(|r| (r.start / 4096, r.end.div_ceil(4096)))
+            .collect()
+    }
+}

@@ -30,6 +30,16 @@ fn get(f: &Fields, name: &str) -> Option<u64> {
     f.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
+/// The element index `i` of a field named `array[i]` (decimal, as the walk names it).
+fn element(name: &str, array: &str) -> Option<u64> {
+    let digits = name
+        .strip_prefix(array)?
+        .strip_prefix('[')?
+        .strip_suffix(']')?;
+    let i: u64 = digits.parse().ok()?;
+    (i.to_string() == digits).then_some(i)
+}
+
 /// The vCPUs of the `cpu` sections, in instance order, and the architecture their
 /// state says (x86_64 when the first vCPU is in long mode, as QEMU's dump decides).
 pub fn x86_cpus(
@@ -203,13 +213,20 @@ pub fn arm64_cpus(devices: &[(String, u32, Fields)], warnings: &mut Vec<String>)
         } else {
             n
         };
-        let ids: Vec<(u64, u64)> = (0..n)
-            .filter_map(|i| {
-                Some((
-                    get(f, &format!("cpreg_vmstate_indexes[{i}]"))?,
-                    get(f, &format!("cpreg_vmstate_values[{i}]"))?,
-                ))
-            })
+        // One pass over the fields, not a search per element: the count comes from
+        // the input (up to 2^32), and a fuzzed one made a 30 KB stream take minutes.
+        let mut indexes = std::collections::BTreeMap::new();
+        let mut values = std::collections::BTreeMap::new();
+        for (name, v) in f {
+            if let Some(i) = element(name, "cpreg_vmstate_indexes").filter(|&i| i < n) {
+                indexes.entry(i).or_insert(*v);
+            } else if let Some(i) = element(name, "cpreg_vmstate_values").filter(|&i| i < n) {
+                values.entry(i).or_insert(*v);
+            }
+        }
+        let ids: Vec<(u64, u64)> = indexes
+            .iter()
+            .filter_map(|(i, id)| Some((*id, *values.get(i)?)))
             .collect();
         let mut missing = Vec::new();
         for (name, enc) in ARM64_SYSREGS {

@@ -18,6 +18,10 @@ pub struct Cursor<'a> {
     buf_len: usize,
     /// What is being read, for errors ("section 2 \"ram\"").
     pub what: String,
+    /// Fields and elements of device state walked so far that took no bytes (a
+    /// VMDESCRIPTION's size-0 fields and empty structs): bounded for the whole stream
+    /// ([`super::vmdesc`]), since the input's size does not bound them.
+    pub free_visits: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -29,6 +33,7 @@ impl<'a> Cursor<'a> {
             buf_at: 0,
             buf_len: 0,
             what: "file header".into(),
+            free_visits: 0,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod libvirt;
 pub mod mapped_ram;
 pub mod vmdesc;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -345,7 +346,8 @@ fn parse(input: &Input, start: u64) -> Result<Parsed> {
         target_page_bits: None,
         mapped_ram: false,
     };
-    let mut sections: Vec<SectionInfo> = Vec::new();
+    // By id: a stream of many short sections costs one look-up each, not a scan.
+    let mut sections: HashMap<u32, SectionInfo> = HashMap::new();
     let mut vmdesc: Option<Option<(u64, Value)>> = None;
     let mut vmdesc_next = 0usize;
     let mut ram = RamState::default();
@@ -383,8 +385,7 @@ fn parse(input: &Input, start: u64) -> Result<Parsed> {
                     version,
                 };
                 cur.what = section_label(&s);
-                sections.retain(|o| o.id != id);
-                sections.push(s.clone());
+                sections.insert(id, s.clone());
                 if s.name == "ram" {
                     if s.version != RAM_VERSION {
                         return Err(cur.err_at(
@@ -451,16 +452,12 @@ fn parse(input: &Input, start: u64) -> Result<Parsed> {
             }
             SECTION_PART | SECTION_END => {
                 let id = cur.be_u32()?;
-                let s = sections
-                    .iter()
-                    .find(|s| s.id == id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        cur.err_at(
-                            at,
-                            format!("section part for section {id}, which never started"),
-                        )
-                    })?;
+                let s = sections.get(&id).cloned().ok_or_else(|| {
+                    cur.err_at(
+                        at,
+                        format!("section part for section {id}, which never started"),
+                    )
+                })?;
                 cur.what = section_label(&s);
                 if s.name != "ram" {
                     return Err(cur.err_at(
@@ -577,6 +574,9 @@ struct RamState {
     pages: u64,
     /// Block of the previous page record (for CONTINUE).
     last: Option<usize>,
+    /// Index in `Parsed::blocks` by name: page records name their block, and a
+    /// MEM_SIZE record may list as many blocks as the file has 9-byte pieces.
+    by_name: HashMap<String, usize>,
 }
 
 fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()> {
@@ -643,7 +643,7 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
                             ),
                         )
                     })?;
-                if p.blocks.iter().any(|b| b.name == name) {
+                if st.by_name.contains_key(&name) {
                     return Err(cur.err_at(bat, format!("RAM block {name:?} listed twice")));
                 }
                 // The index is 8 bytes per page. Every page is sent at least once, in
@@ -668,6 +668,7 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
                 } else {
                     vec![MISSING; pages as usize]
                 };
+                st.by_name.insert(name.clone(), p.blocks.len());
                 p.blocks.push(Block { name, len, pages });
             }
         }
@@ -688,15 +689,12 @@ fn ram_records(cur: &mut Cursor, p: &mut Parsed, st: &mut RamState) -> Result<()
                 })?
             } else {
                 let name = cur.name8()?;
-                p.blocks
-                    .iter()
-                    .position(|b| b.name == name)
-                    .ok_or_else(|| {
-                        cur.err_at(
-                            at,
-                            format!("RAM page of block {name:?}, which MEM_SIZE did not list"),
-                        )
-                    })?
+                st.by_name.get(&name).copied().ok_or_else(|| {
+                    cur.err_at(
+                        at,
+                        format!("RAM page of block {name:?}, which MEM_SIZE did not list"),
+                    )
+                })?
             };
             st.last = Some(bi);
             let b = &mut p.blocks[bi];

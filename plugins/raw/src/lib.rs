@@ -35,6 +35,7 @@ impl RawWriter {
     ) -> Result<CopyStats> {
         check_ranges(&plan.ranges, mem)?;
         check_stream_holes(plan, sink)?;
+        check_file_len(plan, sink)?;
         if plan.mappings.is_some() {
             progress
                 .warn("a raw image is physical: the virtual mappings (--paging) are not written");
@@ -84,6 +85,41 @@ fn check_stream_holes(plan: &DumpPlan, sink: &dyn Sink) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A raw file is as long as the end of its last range: ask the file system first
+/// whether it takes a file that long (one LiME page at 2^48 makes a 256 TiB sparse
+/// file, which ext4 refuses), so the error says why instead of failing at that offset
+/// midway (issue #17).
+fn check_file_len(plan: &DumpPlan, sink: &mut dyn Sink) -> Result<()> {
+    if !sink.is_seekable() {
+        return Ok(());
+    }
+    let end = plan.ranges.last().map_or(0, |r| r.end);
+    let len = sink.position().saturating_add(end);
+    match sink.check_len(len) {
+        Err(dumpconv_core::Error::Output {
+            path,
+            offset,
+            source,
+        }) if source.kind() == std::io::ErrorKind::FileTooLarge => {
+            Err(dumpconv_core::Error::Output {
+                path,
+                offset,
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "a raw image is as long as its highest physical address: this one \
+                         would be {len:#x} bytes (RAM ends at {end:#x}), longer than the file \
+                         system allows for one file ({source}); write ELF or LiME \
+                         (--format elf|lime), which store only the RAM, or to a file system \
+                         that takes larger files"
+                    ),
+                ),
+            })
+        }
+        other => other,
+    }
 }
 
 impl DumpWriter for RawWriter {
