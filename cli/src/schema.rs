@@ -147,7 +147,9 @@ pub const OPTIONS: &[OptDef] = &[
     OptDef {
         value_name: "RANGES|FILE",
         help: "RAM ranges of a raw image, inclusive: `0-0x9ffff,0x100000-0xbfffffff`, or a \
-               file holding a copy of /proc/iomem (\"System RAM\" lines are used).",
+               file holding a copy of /proc/iomem (\"System RAM\" lines are used). On a VM \
+               save file whose machine type has no known layout: where its largest RAM \
+               block goes, laid across the ranges in order.",
         file: true,
         ..def("ram-map", Kind::Text, Scope::Input, INPUT)
     },

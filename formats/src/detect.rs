@@ -65,6 +65,10 @@ pub static PROBES: &[Probe] = &[
     },
 ];
 
+/// The formats besides raw that take a RAM map (`--ram-map`): VM save files, whose
+/// machine type may have no known RAM layout.
+const RAM_MAP_FORMATS: &[&str] = &["libvirt-save", "qcow2-savevm", "qemu-migration"];
+
 /// Name of the raw format, which has no probe.
 pub const RAW: &str = "raw";
 
@@ -161,9 +165,10 @@ pub fn detect_with(path: &Path, opts: &OpenOptions) -> Result<(Detected, OpenFn)
         if name == RAW {
             return found(RAW, DetectedBy::Forced, crate::raw::open as OpenFn);
         }
-        if opts.ram_map.is_some() {
+        if opts.ram_map.is_some() && !RAM_MAP_FORMATS.contains(&name) {
             return Err(Error::invalid(format!(
-                "a RAM map only applies to raw images, not to input format {name:?}"
+                "a RAM map only applies to raw images and VM save files, not to input \
+                 format {name:?}"
             )));
         }
         return match PROBES.iter().find(|p| p.name == name) {
@@ -175,6 +180,15 @@ pub fn detect_with(path: &Path, opts: &OpenOptions) -> Result<(Detected, OpenFn)
         };
     }
     if opts.ram_map.is_some() {
+        // A RAM map declares a raw image's RAM, or places a VM save file's RAM for a
+        // machine type with no known layout: every other format knows its own RAM.
+        if let Some(p) = PROBES
+            .iter()
+            .filter(|p| RAM_MAP_FORMATS.contains(&p.name))
+            .find(|p| (p.matches)(&head, input.len))
+        {
+            return found(p.name, DetectedBy::Signature, p.open);
+        }
         return found(RAW, DetectedBy::Forced, crate::raw::open as OpenFn);
     }
     if let Some(p) = PROBES.iter().find(|p| (p.matches)(&head, input.len)) {

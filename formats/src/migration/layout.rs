@@ -160,9 +160,77 @@ pub fn place(m: Machine, blocks: &[(String, u64)], vga: bool) -> Result<Vec<Plac
     Ok(out)
 }
 
+/// Place a machine's RAM as the user declared it (`--ram-map`, for a machine type with no
+/// known rule): the stream's largest RAM block laid across `ranges` (sorted, disjoint) in
+/// address order, each range taking the block's next bytes. The ranges must hold the
+/// whole block, no more and no less: a map that drops or invents RAM is refused. A
+/// layout that skips bytes of the block (the VGA window of x86 `pc` machines) cannot be
+/// declared this way; those machines have their rule above.
+pub fn place_declared(
+    blocks: &[(String, u64)],
+    ranges: &[PhysRange],
+) -> Result<Vec<Placement>, String> {
+    let Some((block, (name, len))) = blocks
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, (_, l))| (*l, std::cmp::Reverse(*i)))
+    else {
+        return Err("the stream has no RAM block".into());
+    };
+    let declared: u64 = ranges.iter().map(PhysRange::len).sum();
+    if declared != *len {
+        return Err(format!(
+            "the RAM map declares {declared:#x} bytes, but the largest RAM block, \
+             {name:?}, holds {len:#x}: give ranges that add up to the block"
+        ));
+    }
+    let mut at = 0;
+    Ok(ranges
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let p = Placement {
+                block,
+                block_offset: at,
+                phys: *r,
+            };
+            at += r.len();
+            p
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_layout_lays_the_largest_block_across_the_ranges() {
+        let blocks = vec![
+            ("pc.bios".to_string(), 0x4_0000),
+            ("ram".to_string(), 0x3000_0000),
+        ];
+        let ranges = [
+            PhysRange::new(0, 0x1000_0000),
+            PhysRange::new(0x1_0000_0000, 0x1_2000_0000),
+        ];
+        let p = place_declared(&blocks, &ranges).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].block, p[0].block_offset, p[0].phys),
+            (1, 0, ranges[0])
+        );
+        assert_eq!(
+            (p[1].block, p[1].block_offset, p[1].phys),
+            (1, 0x1000_0000, ranges[1])
+        );
+        let short = place_declared(&blocks, &ranges[..1]).unwrap_err();
+        assert!(
+            short.contains("0x10000000") && short.contains("\"ram\""),
+            "{short}"
+        );
+        assert!(place_declared(&[], &ranges).is_err());
+    }
 
     #[test]
     fn machine_names() {

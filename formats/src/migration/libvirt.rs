@@ -111,7 +111,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     let codec = codec_name(hdr.compression);
     let (mut dump, format) = match hdr.compression {
         0 => (
-            super::open_input(&input, payload)?,
+            super::open_input(&input, payload, opts)?,
             "libvirt+qemu-migration",
         ),
         1..=5 => {
@@ -142,7 +142,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
                 "/proc/self/fd/{}",
                 std::os::fd::AsRawFd::as_raw_fd(&spill.file)
             ));
-            let inner = Input::open(&fd_path).and_then(|i| super::open_input(&i, 0));
+            let inner = Input::open(&fd_path).and_then(|i| super::open_input(&i, 0, opts));
             drop(spill);
             let d = inner.map_err(|e| relabel(e, &fd_path, &shown))?;
             let name = match w {

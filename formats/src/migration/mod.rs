@@ -128,13 +128,15 @@ fn section_label(s: &SectionInfo) -> String {
 }
 
 /// Open a migration stream.
-pub fn open(path: &Path, _opts: &OpenOptions) -> Result<Dump> {
+pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
     let input = Input::open(path)?;
-    open_input(&input, 0)
+    open_input(&input, 0, opts)
 }
 
 /// Open the stream that starts at `start` in `input` (after a libvirt header, say).
-pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
+/// `opts.ram_map`, if given, places the RAM instead of the machine type's rule
+/// ([`layout::place_declared`]).
+pub fn open_input(input: &Input, start: u64, opts: &OpenOptions) -> Result<Dump> {
     let mut p = parse(input, start)?;
     let machine_name = p.machine.clone().ok_or_else(|| {
         Error::format(
@@ -145,37 +147,54 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
              where its RAM blocks are in guest-physical memory) is unknown",
         )
     })?;
-    let mach = layout::machine(&machine_name).ok_or_else(|| {
-        Error::format(
-            input.path.clone(),
-            start + 8,
-            FMT,
-            format!(
-                "configuration section: machine type {machine_name:?} has no known RAM \
-                 layout (known: pc-i440fx-*, pc-q35-*, virt-*); its RAM blocks are {}. \
-                 Convert the stream to raw with QEMU instead (load it with \
-                 `-incoming \"exec:cat FILE\"` and run `dump-guest-memory`), or report the \
-                 machine's layout",
-                block_list(&p.blocks)
-            ),
-        )
-    })?;
-    let vga = p.device_names.iter().any(|n| {
-        n.contains("VGA") || n.contains("vga") || n.contains("cirrus") || n.contains("qxl")
-    });
     let pairs: Vec<(String, u64)> = p.blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
-    let placed = layout::place(mach, &pairs, vga).map_err(|want| {
-        Error::format(
-            input.path.clone(),
-            start + 8,
-            FMT,
-            format!(
-                "machine {machine_name:?} keeps its RAM in block {want:?}, but the stream's \
-                 blocks are {}",
-                block_list(&p.blocks)
-            ),
-        )
-    })?;
+    // A VGA device cuts its window out of the machine's RAM (the rule, not a declared map).
+    let vga = opts.ram_map.is_none()
+        && p.device_names.iter().any(|n| {
+            n.contains("VGA") || n.contains("vga") || n.contains("cirrus") || n.contains("qxl")
+        });
+    let placed = match (&opts.ram_map, layout::machine(&machine_name)) {
+        (Some(map), _) => layout::place_declared(&pairs, map).map_err(|why| {
+            Error::format(
+                input.path.clone(),
+                start + 8,
+                FMT,
+                format!(
+                    "--ram-map for machine {machine_name:?}: {why} (the stream's blocks are {})",
+                    block_list(&p.blocks)
+                ),
+            )
+        })?,
+        (None, None) => {
+            return Err(Error::format(
+                input.path.clone(),
+                start + 8,
+                FMT,
+                format!(
+                    "configuration section: machine type {machine_name:?} has no known RAM \
+                     layout (known: pc-i440fx-*, pc-q35-*, virt-*); its RAM blocks are {}. \
+                     Give the layout with --ram-map RANGES (the largest block laid across \
+                     the guest-physical ranges in order, e.g. \
+                     --ram-map 0-0xbfffffff,0x100000000-0x13fffffff), or convert the stream \
+                     to raw with QEMU (load it with `-incoming \"exec:cat FILE\"` and run \
+                     `dump-guest-memory`)",
+                    block_list(&p.blocks)
+                ),
+            ))
+        }
+        (None, Some(mach)) => layout::place(mach, &pairs, vga).map_err(|want| {
+            Error::format(
+                input.path.clone(),
+                start + 8,
+                FMT,
+                format!(
+                    "machine {machine_name:?} keeps its RAM in block {want:?}, but the \
+                         stream's blocks are {}",
+                    block_list(&p.blocks)
+                ),
+            )
+        })?,
+    };
     // Every page of a placed piece must have been sent: never a silently short RAM.
     for pl in &placed {
         let b = &p.blocks[pl.block];
@@ -219,18 +238,32 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
     let memory = Arc::new(StreamMemory::new(input, &mut p.blocks, &placed));
 
     let mut warnings = p.warnings;
-    let (cpus, arch) = match mach {
-        layout::Machine::I440fx { .. } | layout::Machine::Q35 { .. } => {
+    let arm64 = |devices: &_, warnings: &mut Vec<String>| {
+        let cpus = cpu::arm64_cpus(devices, warnings);
+        // an AArch64 vCPU's state has 31 x registers; a 32-bit arm guest would not
+        let arch = cpus
+            .first()
+            .filter(|c| c.regs.contains("x30"))
+            .map(|_| dumpconv_core::Arch::AARCH64);
+        (cpus, arch)
+    };
+    let (cpus, arch) = match layout::machine(&machine_name) {
+        Some(layout::Machine::I440fx { .. } | layout::Machine::Q35 { .. }) => {
             cpu::x86_cpus(&p.devices, &mut warnings)
         }
-        layout::Machine::ArmVirt => {
-            let cpus = cpu::arm64_cpus(&p.devices, &mut warnings);
-            // an AArch64 vCPU's state has 31 x registers; a 32-bit arm guest would not
-            let arch = cpus
-                .first()
-                .filter(|c| c.regs.contains("x30"))
-                .map(|_| dumpconv_core::Arch::AARCH64);
-            (cpus, arch)
+        Some(layout::Machine::ArmVirt) => arm64(&p.devices, &mut warnings),
+        // A machine type whose RAM the user declared: its vCPUs say what they are.
+        // (An AArch64 vCPU is recognised by its x registers; anything else is decoded as
+        // x86, whose reader warns of the fields it misses.)
+        None => {
+            let mut arm64_warnings = Vec::new();
+            let a = arm64(&p.devices, &mut arm64_warnings);
+            if a.1.is_some() {
+                warnings.extend(arm64_warnings);
+                a
+            } else {
+                cpu::x86_cpus(&p.devices, &mut warnings)
+            }
         }
     };
     let vmcoreinfo = cpu::vmcoreinfo(&p.devices, memory.as_ref(), &mut warnings);
@@ -282,6 +315,12 @@ pub fn open_input(input: &Input, start: u64) -> Result<Dump> {
     }
     if let Some(b) = p.target_page_bits {
         details.push(("target page bits".into(), b.to_string()));
+    }
+    if opts.ram_map.is_some() {
+        details.push((
+            "RAM layout".into(),
+            "declared by --ram-map (the largest RAM block across the ranges in order)".into(),
+        ));
     }
     if vga {
         details.push((

@@ -912,7 +912,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Dump> {
         file: Arc::new(tmp),
         len: vm.len(),
     };
-    let mut dump = crate::migration::open_input(&inner, 0)?;
+    let mut dump = crate::migration::open_input(&inner, 0, opts)?;
     let h = &img.header;
     let mut details = vec![
         (
