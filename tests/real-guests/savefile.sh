@@ -8,10 +8,12 @@
 # snapshot), x86_64-pc-mapped-ram (512 MiB, Debian 13's QEMU 10: a `migrate file:` with
 # multifd + mapped-ram instead of the stream), x86_64-q35 (512 MiB), x86_64-pc-highmem (4608 MiB and
 # a VGA device: pc.ram split at 3 GiB, VGA window), x86_64-q35-highmem (3 GiB and a VGA
-# device: split at 2 GiB), arm64-virt (512 MiB, the arm64-4k guest's kernel). Each boots
+# device: split at 2 GiB), arm64-virt (512 MiB, the arm64-4k guest's kernel), and
+# x86_64-la57, x86_64-kaslr, i386-pae, i386-2level (512 MiB, pc: the guest of that name,
+# booted as ensure-guests.sh boots it: its QEMU binary, -cpu and command line). Each boots
 # the guest's kernel and initramfs once (QEMU 7.2 TCG, 2 vCPUs) into
 # ${DUMPCONV_SAVEFILE_CACHE:-~/.cache/dumpconv/savefiles}/NAME/. Needs the x86_64-4level
-# / arm64-4k guests (ensure-guests.sh, called here; a no-op when they are cached). Idempotent: a
+# / arm64-4k guests (and the one of each name above) (ensure-guests.sh, called here; a no-op when they are cached). Idempotent: a
 # directory with a `complete` stamp of the current version is skipped.
 {
 set -euo pipefail
@@ -25,6 +27,7 @@ version_of() {
     case "$1" in
         x86_64-pc) echo 3 ;;
         x86_64-pc-mapped-ram) echo 1 ;;
+        x86_64-la57|x86_64-kaslr|i386-pae|i386-2level) echo 1 ;;
         *) echo "$VERSION" ;;
     esac
 }
@@ -32,11 +35,12 @@ FORCE=0; WANT=()
 for a in "$@"; do
     case "$a" in
         --force) FORCE=1 ;;
-        x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt) WANT+=("$a") ;;
-        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt]..." >&2; exit 2 ;;
+        x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt|x86_64-la57|x86_64-kaslr|i386-pae|i386-2level) WANT+=("$a") ;;
+        *) echo "usage: $0 [--force] [x86_64-pc|x86_64-pc-mapped-ram|x86_64-q35|x86_64-pc-highmem|x86_64-q35-highmem|arm64-virt|x86_64-la57|x86_64-kaslr|i386-pae|i386-2level]..." >&2; exit 2 ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-pc-mapped-ram x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem arm64-virt)
+[ ${#WANT[@]} -gt 0 ] || WANT=(x86_64-pc x86_64-pc-mapped-ram x86_64-q35 x86_64-pc-highmem x86_64-q35-highmem arm64-virt
+    x86_64-la57 x86_64-kaslr i386-pae i386-2level)
 # name -> guest whose kernel, initramfs and QEMU it boots, machine, MiB, extra options
 spec() {
     case "$1" in
@@ -47,6 +51,9 @@ spec() {
         x86_64-pc-highmem) echo "x86_64-4level pc 4608 --vga" ;;
         x86_64-q35-highmem) echo "x86_64-4level q35 3072 --vga" ;;
         arm64-virt) echo "arm64-4k virt 512" ;;
+        # the suite's other x86 guests, each as ensure-guests.sh boots it (its QEMU, -cpu,
+        # cmdline: la57 paging, KASLR, 32-bit PAE / 2-level paging)
+        x86_64-la57|x86_64-kaslr|i386-pae|i386-2level) echo "$1 pc 512" ;;
     esac
 }
 mkdir -p "$CACHE"

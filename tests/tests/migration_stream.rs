@@ -8,6 +8,11 @@
 //! QEMU's notes byte for byte; gdb reads linux_banner from our `--paging` ELF and crash
 //! opens our kdump. Missing files skip unless DUMPCONV_REQUIRE_GUESTS=1.
 //!
+//! x86_64-la57, x86_64-kaslr, i386-pae and i386-2level boot the suite's guest of that
+//! name (its kernel, QEMU binary, -cpu and command line) instead: 5-level paging, a
+//! KASLR kernel, and 32-bit vCPUs (qemu-system-i386, whose `target_ulong` registers are
+//! 32-bit fields on the wire) are checked the same way ([`kernel_guest`]).
+//!
 //! The same checks run on every VM save file of a capture ([`save_inputs`]): x86_64-pc
 //! also has `disk.qcow2`, a qcow2 image holding a `savevm` snapshot of the same stopped
 //! guest (QEMU 7.2), and x86_64-pc-mapped-ram is Debian 13's QEMU 10 writing `migrate
@@ -39,7 +44,22 @@ const SAVEFILES: &[&str] = &[
     "x86_64-pc-highmem",
     "x86_64-q35-highmem",
     "arm64-virt",
+    "x86_64-la57",
+    "x86_64-kaslr",
+    "i386-pae",
+    "i386-2level",
 ];
+
+/// The guest whose kernel (System.map, banner, vmlinux) a save file boots: the
+/// x86_64-4level guest's for the machine variants, arm64-4k's for arm64-virt, and the
+/// guest of the same name for the suite's other x86 guests (la57, KASLR, i386).
+fn kernel_guest(save: &str) -> &str {
+    match save {
+        "x86_64-la57" | "x86_64-kaslr" | "i386-pae" | "i386-2level" => save,
+        s if s.starts_with("arm64") => "arm64-4k",
+        _ => "x86_64-4level",
+    }
+}
 
 fn savefile_cache() -> PathBuf {
     if let Some(d) = std::env::var_os("DUMPCONV_SAVEFILE_CACHE") {
@@ -67,7 +87,13 @@ fn savefiles() -> Vec<Guest> {
                 dir,
                 meta: serde_json::json!({
                     "ram_ranges": r,
-                    "arch": if name.starts_with("arm64") { "aarch64" } else { "x86_64" },
+                    "arch": if name.starts_with("arm64") {
+                        "aarch64"
+                    } else if name.starts_with("i386") {
+                        "i386"
+                    } else {
+                        "x86_64"
+                    },
                 }),
             }),
             _ => {
@@ -126,6 +152,15 @@ fn stream_registers_equal_info_registers() {
             let d = dumpconv_formats::open(&path, &OpenOptions::default()).unwrap();
             let text = std::fs::read_to_string(s.file("registers.txt")).unwrap();
             assert_cpus_equal_info_registers(&path.display().to_string(), &d.cpus, &text);
+            // every field a vCPU's section should have is there (qemu-system-i386's
+            // sections have 8 general registers and EFER only when it is not zero)
+            let warned: Vec<&String> = d
+                .details
+                .iter()
+                .filter(|(k, v)| k == "warning" && v.starts_with("cpu "))
+                .map(|(_, v)| v)
+                .collect();
+            assert!(warned.is_empty(), "{}: {warned:?}", path.display());
         }
     }
 }
@@ -149,8 +184,9 @@ fn our_elf_notes_equal_qemus_dump_of_the_same_guest() {
             let qemu =
                 dumpconv_formats::open(&s.file("phys.elf"), &OpenOptions::default()).unwrap();
             assert!(ours.vmcoreinfo.is_some(), "{}", s.name);
-            if s.is_x86_64() {
+            if !s.is_aarch64() {
                 // NT_PRSTATUS and QEMU CPU notes of every vCPU, and VMCOREINFO: byte for byte
+                // (x86_64 and i386)
                 assert_eq!(ours.notes, qemu.notes, "{}", path.display());
                 continue;
             }
@@ -187,15 +223,17 @@ fn our_elf_notes_equal_qemus_dump_of_the_same_guest() {
 
 #[test]
 fn gdb_reads_linux_banner_from_our_paging_elf() {
-    // the save files boot the kernels of the x86_64-4level and arm64-4k guests: their
-    // System.map and banner; the KASLR offset is the stream's own (VMCOREINFO)
+    // each save file boots the kernel of [`kernel_guest`]: its System.map and banner;
+    // the KASLR offset is the stream's own (VMCOREINFO)
     for s in savefiles() {
-        let (guest_name, gdb, arch) = if s.is_x86_64() {
-            ("x86_64-4level", "gdb", "i386:x86-64")
+        let (gdb, arch) = if s.is_x86_64() {
+            ("gdb", "i386:x86-64")
+        } else if s.is_aarch64() {
+            ("gdb-multiarch", "aarch64")
         } else {
-            ("arm64-4k", "gdb-multiarch", "aarch64")
+            ("gdb", "i386")
         };
-        let Some(g) = guest(guest_name) else {
+        let Some(g) = guest(kernel_guest(&s.name)) else {
             continue;
         };
         for (path, _) in save_inputs(&s) {
@@ -230,15 +268,27 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
 
 #[test]
 fn crash_opens_our_kdump() {
-    let Some(g) = guest("x86_64-4level") else {
-        return;
-    };
     if Command::new("crash").arg("--version").output().is_err() {
         assert!(!required(), "crash is not installed");
         return;
     }
-    // x86_64-pc (its stream and its qcow2 snapshot) and the mapped-ram file
-    for s in savefiles().into_iter().take(2) {
+    // x86_64-pc (its stream and its qcow2 snapshot), the mapped-ram file, and the la57
+    // and KASLR guests, each with its own kernel's vmlinux. Not the i386 guests: the
+    // host's crash is an x86_64 build that refuses i386 dumps (QEMU's own kdump of
+    // them included, see kdump_real.rs), and their captures keep no vmlinux.
+    const CRASH: &[&str] = &[
+        "x86_64-pc",
+        "x86_64-pc-mapped-ram",
+        "x86_64-la57",
+        "x86_64-kaslr",
+    ];
+    for s in savefiles()
+        .into_iter()
+        .filter(|s| CRASH.contains(&s.name.as_str()))
+    {
+        let Some(g) = guest(kernel_guest(&s.name)) else {
+            continue;
+        };
         for (path, _) in save_inputs(&s) {
             let tmp = scratch_dir();
             let out = tmp.path().join("vmcore");

@@ -7,6 +7,9 @@
 //! `env.gdt`, `env.idt`, `env.cr[0|2|3|4]`, `env.efer`, `env.kernelgsbase`,
 //! `env.a20_mask` (an int32). They become the same register names the QEMU CPU-note
 //! reader gives ([`crate::notes::qemu`]), EFER included (the note has none).
+//! qemu-system-i386's sections have 32-bit fields, `env.regs[0..8]` only, no
+//! `env.kernelgsbase`, and `env.efer` only in the subsection `cpu/efer32`, which QEMU
+//! sends when EFER is not zero: absent, EFER is 0.
 //!
 //! The `vmcoreinfo` device (`-device vmcoreinfo`) keeps what the guest kernel wrote
 //! through fw_cfg: `vmcoreinfo.guest_format` (1: an ELF note), `vmcoreinfo.size` and
@@ -52,12 +55,17 @@ pub fn x86_cpus(
     let mut cpus = Vec::new();
     for (_, inst, f) in secs {
         let mut c = CpuState::new(*inst, None);
+        // qemu-system-i386 (a 32-bit `target_ulong`) has 8 general registers and no
+        // `env.kernelgsbase`; its EFER is in the subsection `cpu/efer32`, sent only when
+        // EFER is not zero
+        let target32 = get(f, "env.regs[7]").is_some() && get(f, "env.regs[8]").is_none();
         let mut missing = Vec::new();
         let mut put = |c: &mut CpuState, reg: &str, field: &str| match get(f, field) {
             Some(v) => c.set_reg(reg, v),
             None => missing.push(field.to_string()),
         };
-        for (i, r) in REGS.iter().enumerate() {
+        let nregs = if target32 { 8 } else { REGS.len() };
+        for (i, r) in REGS.iter().enumerate().take(nregs) {
             put(&mut c, r, &format!("env.regs[{i}]"));
         }
         put(&mut c, "rip", "env.eip");
@@ -84,8 +92,12 @@ pub fn x86_cpus(
         for cr in [0, 2, 3, 4] {
             put(&mut c, &format!("cr{cr}"), &format!("env.cr[{cr}]"));
         }
-        put(&mut c, "efer", "env.efer");
-        put(&mut c, "kernel_gs_base", "env.kernelgsbase");
+        if target32 {
+            c.set_reg("efer", get(f, "env.efer").unwrap_or(0));
+        } else {
+            put(&mut c, "efer", "env.efer");
+            put(&mut c, "kernel_gs_base", "env.kernelgsbase");
+        }
         if let Some(a20) = get(f, "env.a20_mask") {
             // an int32 on the wire: -1 (all ones) when A20 is enabled
             c.set_reg("a20_mask", a20 as u32 as i32 as i64 as u64);
@@ -245,4 +257,62 @@ pub fn arm64_cpus(devices: &[(String, u32, Fields)], warnings: &mut Vec<String>)
         cpus.push(c);
     }
     cpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields of one `cpu` section: `regs` general registers, `efer` if sent.
+    fn section(regs: usize, efer: Option<u64>, kernelgsbase: bool) -> Fields {
+        let mut f: Fields = (0..regs)
+            .map(|i| (format!("env.regs[{i}]"), 0x100 + i as u64))
+            .collect();
+        f.push(("env.eip".into(), 0xc100_0000));
+        f.push(("env.eflags".into(), 0x46));
+        for seg in (0..6).map(|i| format!("env.segs[{i}]")).chain(
+            ["ldt", "tr", "gdt", "idt"]
+                .iter()
+                .map(|s| format!("env.{s}")),
+        ) {
+            for part in ["selector", "limit", "flags", "base"] {
+                f.push((format!("{seg}.{part}"), 0));
+            }
+        }
+        for cr in [0, 2, 3, 4] {
+            f.push((format!("env.cr[{cr}]"), 0));
+        }
+        if let Some(e) = efer {
+            f.push(("env.efer".into(), e));
+        }
+        if kernelgsbase {
+            f.push(("env.kernelgsbase".into(), 0));
+        }
+        f
+    }
+
+    #[test]
+    fn i386_target_sections_have_8_registers_and_efer_only_when_not_zero() {
+        // qemu-system-i386 without NX: no cpu/efer32 subsection, so no env.efer
+        for (efer, want) in [(None, 0), (Some(0x800), 0x800)] {
+            let mut w = Vec::new();
+            let devs = vec![("cpu".to_string(), 0, section(8, efer, false))];
+            let (cpus, arch) = x86_cpus(&devs, &mut w);
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!(arch, Some(Arch::I386));
+            assert_eq!(cpus[0].reg("efer"), Some(want));
+            assert_eq!(cpus[0].reg("rdi"), Some(0x107));
+            assert_eq!(cpus[0].reg("r8"), None);
+        }
+    }
+
+    #[test]
+    fn x86_64_target_section_without_efer_is_warned() {
+        let mut w = Vec::new();
+        let devs = vec![("cpu".to_string(), 0, section(16, None, true))];
+        let (cpus, _) = x86_cpus(&devs, &mut w);
+        assert_eq!(cpus[0].reg("r15"), Some(0x10f));
+        assert_eq!(cpus[0].reg("efer"), None);
+        assert!(w.len() == 1 && w[0].contains("env.efer"), "{w:?}");
+    }
 }
