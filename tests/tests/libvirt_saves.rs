@@ -180,16 +180,12 @@ fn check(file: &str, format: &str, xml: bool) {
     // `--paging` and nothing else: gdb reads linux_banner
     let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
     let out = tmp.path().join("paging.elf");
-    let o = dumpconv_with_stdin(
-        &[
-            OsStr::new("--paging"),
-            path.as_os_str(),
-            OsStr::new("-o"),
-            out.as_os_str(),
-        ],
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dumpconv_ok(&[
+        OsStr::new("--paging"),
+        path.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
     assert_eq!(
         gdb_string("gdb", &out, "i386:x86-64", addr),
         banner,

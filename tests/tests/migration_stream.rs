@@ -246,16 +246,12 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
             let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
             let tmp = scratch_dir();
             let out = tmp.path().join("paging.elf");
-            let o = dumpconv_with_stdin(
-                &[
-                    OsStr::new("--paging"),
-                    path.as_os_str(),
-                    OsStr::new("-o"),
-                    out.as_os_str(),
-                ],
-                None,
-            );
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            dumpconv_ok(&[
+                OsStr::new("--paging"),
+                path.as_os_str(),
+                OsStr::new("-o"),
+                out.as_os_str(),
+            ]);
             assert_eq!(
                 gdb_string(gdb, &out, arch, addr),
                 g.banner(),

@@ -33,7 +33,7 @@ use dumpconv_tests::guests::{guest, Guest};
 use dumpconv_tests::reference_tools::{
     crash_d13, debian13, makedumpfile_output, vmlinux, Bind, Debian13, TOOLS,
 };
-use inputs_util::dumpconv_ok;
+use inputs_util::dumpconv_convert;
 
 const CRASH_CMDS: &[&str] = &["sys", "bt -a", "log"];
 
@@ -47,15 +47,7 @@ fn without_dumpfile(s: &str) -> String {
 
 fn convert(input: &Path, out: &Path, extra: &[&str]) {
     let t = Instant::now();
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "convert".as_ref(),
-        "-q".as_ref(),
-        input.as_ref(),
-        "-o".as_ref(),
-        out.as_ref(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    dumpconv_ok(&args);
+    dumpconv_convert(input, out, extra);
     eprintln!(
         "dumpconv {} -> {}: {:.2} s",
         input.display(),

@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use dumpconv_tests::guests::{cache_dir, guest, Guest};
-use inputs_util::dumpconv_ok;
+use inputs_util::dumpconv_convert;
 
 fn env_is(name: &str, value: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == value)
@@ -105,18 +105,6 @@ fn run_vol(vol: &Path, file: &Path, plugin: &str) -> Result<(String, Vec<String>
     Ok((out, layers))
 }
 
-fn convert(input: &Path, out: &Path, extra: &[&str]) {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "convert".as_ref(),
-        "-q".as_ref(),
-        input.as_ref(),
-        "-o".as_ref(),
-        out.as_ref(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    dumpconv_ok(&args);
-}
-
 /// The guest kernel's ISF, if the cache has one.
 fn isf(g: &Guest) -> Option<PathBuf> {
     let release = g.meta["kernel_release"].as_str()?;
@@ -146,7 +134,7 @@ fn matrix(name: &str) {
         ),
     ];
     for (_, path, extra, _) in &outputs {
-        convert(&src, path, extra);
+        dumpconv_convert(&src, path, extra);
     }
     let banner = g.banner();
     assert!(!banner.is_empty(), "{name}: no banner.txt");

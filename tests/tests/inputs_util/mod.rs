@@ -81,6 +81,19 @@ pub fn dumpconv_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
     );
 }
 
+/// `dumpconv convert -q INPUT -o OUT EXTRA...`, required to succeed.
+pub fn dumpconv_convert(input: &Path, out: &Path, extra: &[&str]) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "convert".as_ref(),
+        "-q".as_ref(),
+        input.as_ref(),
+        "-o".as_ref(),
+        out.as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    dumpconv_ok(&args);
+}
+
 /// A tool on PATH (or at `path`), or None with a printed reason; with
 /// DUMPCONV_REQUIRE_GUESTS=1 a missing tool fails the test.
 pub fn tool(name: &str, extra: Option<PathBuf>) -> Option<PathBuf> {
