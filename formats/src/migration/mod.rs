@@ -147,14 +147,15 @@ pub fn open_input(input: &Input, start: u64, opts: &OpenOptions) -> Result<Dump>
              where its RAM blocks are in guest-physical memory) is unknown",
         )
     })?;
-    let pairs: Vec<(String, u64)> = p.blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
+    // (name, length) of each RAM block, in stream order: placement, `info`.
+    let names: Vec<(String, u64)> = p.blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
     // A VGA device cuts its window out of the machine's RAM (the rule, not a declared map).
     let vga = opts.ram_map.is_none()
         && p.device_names.iter().any(|n| {
             n.contains("VGA") || n.contains("vga") || n.contains("cirrus") || n.contains("qxl")
         });
     let placed = match (&opts.ram_map, layout::machine(&machine_name)) {
-        (Some(map), _) => layout::place_declared(&pairs, map).map_err(|why| {
+        (Some(map), _) => layout::place_declared(&names, map).map_err(|why| {
             Error::format(
                 input.path.clone(),
                 start + 8,
@@ -182,7 +183,7 @@ pub fn open_input(input: &Input, start: u64, opts: &OpenOptions) -> Result<Dump>
                 ),
             ))
         }
-        (None, Some(mach)) => layout::place(mach, &pairs, vga).map_err(|want| {
+        (None, Some(mach)) => layout::place(mach, &names, vga).map_err(|want| {
             Error::format(
                 input.path.clone(),
                 start + 8,
@@ -233,7 +234,6 @@ pub fn open_input(input: &Input, start: u64, opts: &OpenOptions) -> Result<Dump>
                 * PAGE
         })
         .sum();
-    let names: Vec<(String, u64)> = p.blocks.iter().map(|b| (b.name.clone(), b.len)).collect();
     // the page index moves into the memory (no copy: it is 8 bytes per guest page)
     let memory = Arc::new(StreamMemory::new(input, &mut p.blocks, &placed));
 
