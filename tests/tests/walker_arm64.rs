@@ -788,6 +788,27 @@ fn roots_from_vmcoreinfo() {
     assert!(Aarch64Walker
         .roots_from_vmcoreinfo(Arch::AARCH64, &vi("PAGESIZE=4096\n"))
         .is_none());
+    // A damaged text (fuzz finding): a VA_BITS no kernel has, with the VA size from
+    // T1SZ, gives no pre-4.6 root (it used to shift by VA_BITS - 1: an overflow).
+    for bits in ["96", "65", "0"] {
+        let v = vi(&format!(
+            "PAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffa4b5e6c58000\n\
+             NUMBER(PHYS_OFFSET)=0x40000000\nNUMBER(TCR_EL1_T1SZ)=0x10\n\
+             NUMBER(VA_BITS)={bits}\n"
+        ));
+        assert!(
+            Aarch64Walker
+                .roots_from_vmcoreinfo(Arch::AARCH64, &v)
+                .is_none(),
+            "VA_BITS={bits}"
+        );
+    }
+    // A 52-bit kernel on a 48-bit CPU whose root would pass 2^64: none.
+    let v = vi("PAGESIZE=65536\nSYMBOL(swapper_pg_dir)=ffffffffffffff00\n\
+                NUMBER(kimage_voffset)=0x0\nNUMBER(VA_BITS)=52\nNUMBER(TCR_EL1_T1SZ)=16\n");
+    assert!(Aarch64Walker
+        .roots_from_vmcoreinfo(Arch::AARCH64, &v)
+        .is_none());
 }
 
 /// Two CPUs sharing the kernel half (TTBR1) with different processes (TTBR0): the

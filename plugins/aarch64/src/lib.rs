@@ -198,14 +198,16 @@ impl ArchWalker for Aarch64Walker {
             Some(off) => sym.wrapping_sub(off as u64),
             None => {
                 let phys_offset = v.number("PHYS_OFFSET")? as u64;
-                let page_offset = u64::MAX << (config_va? - 1);
+                // A VA_BITS no arm64 kernel has (from a damaged text) gives no root.
+                let bits = config_va.filter(|b| (25..=52).contains(b))?;
+                let page_offset = u64::MAX << (bits - 1);
                 sym.checked_sub(page_offset)?.wrapping_add(phys_offset)
             }
         };
         if g == Granule::K64 && config_va == Some(52) && va == 48 {
             // Entries of the 52-bit top table (L1, VA[51:42]) below the 48-bit range's
             // first: (2^10 - 2^6) of them, 8 bytes each.
-            root += ((1 << 10) - (1 << 6)) * 8;
+            root = root.checked_add(((1 << 10) - (1 << 6)) * 8)?;
         }
         Some(kernel_cpu(arch, g, va, root))
     }
