@@ -2,15 +2,17 @@
 # Whole-output zstd (issue 19, goal (c)): `dumpconv IN -o X.F.zst --threads T` against the
 # zstd command compressing the same bytes (`zstd -3 -T T X.F`, X.F being what dumpconv
 # writes without .zst), with two zstd commands:
-#   - zstd 1.5.7, the libzstd version the zstd crate bundles (zstd-sys 2.1.2+zstd.1.5.7):
-#     Debian 13's, from tests/reference-tools/ensure-debian13-zstd.sh, run on the host
-#     through the Debian 13 root's loader, or any ZSTD157=/path/to/zstd;
+#   - zstd 1.5.7, the libzstd version the zstd crate bundles (zstd-sys 2.1.2+zstd.1.5.7),
+#     twice: Debian 13's package (tests/reference-tools/ensure-debian13-zstd.sh, run on the
+#     host through the Debian 13 root's loader), and upstream's build of the same sources
+#     (bench/build-zstd157.sh, or any ZSTD157=/path/to/zstd);
 #   - the host's zstd (Debian 12: 1.5.4), whose compressor lacks 1.5.7's block
 #     pre-splitter (a few % of CPU, ~1 % of size), so it is not the same library.
-# Without a 1.5.7 command the script says so and compares with the host's only.
+# Each is used when present; without a 1.5.7 command the script says so.
 #
 # Usage: [DUMPCONV_BIN=target/release/dumpconv] [GUEST=x86_64-4level] [FORMATS="lime elf raw"]
 #        [THREADS="2 1"] [N=5] [BENCH_DIR=/dev/shm] [ZSTD157=...] bash bench/zstd.sh
+# (first, once: bash bench/build-zstd157.sh; as root tests/reference-tools/ensure-debian13-zstd.sh)
 #
 # Every round runs the commands one after the other (interleaved), N rounds; each row
 # prints the best and the median of the wall time and of the CPU time (`perf stat -e
@@ -36,33 +38,37 @@ LEVEL=3
 [ -f "$IN" ] || { echo "no input $IN (tests/real-guests/ensure-guests.sh)" >&2; exit 2; }
 command -v zstd >/dev/null || { echo "no zstd command on the host" >&2; exit 2; }
 
-# The zstd 1.5.7 command: ZSTD157, else Debian 13's (installed when we are root).
-Z157=()
-if [ -n "${ZSTD157:-}" ]; then
-    [ -x "$ZSTD157" ] || { echo "ZSTD157=$ZSTD157 is not a program" >&2; exit 2; }
-    Z157=("$ZSTD157")
-else
-    . "$REPO/tests/reference-tools/debian13-zstd.sh"
-    if [ ! -f "$DEBIAN13_ROOT/.dumpconv-debian13-zstd" ] && [ "$(id -u)" = 0 ] \
-        && [ -f "$DEBIAN13_ROOT/.dumpconv-debian13" ]; then
-        bash "$REPO/tests/reference-tools/ensure-debian13-zstd.sh" || true
-    fi
-    if [ -f "$DEBIAN13_ROOT/.dumpconv-debian13-zstd" ]; then
-        Z157=("${DEBIAN13_ZSTD[@]}")
-    fi
+# The reference commands, each a key (column "x KEY"), a label and a command line:
+#   d13   Debian 13's zstd 1.5.7 (installed here when we are root and the root exists);
+#   up    ZSTD157, default the upstream build of bench/build-zstd157.sh when present;
+#   host  the host's zstd.
+REFS=()
+declare -A LABEL=()
+. "$REPO/tests/reference-tools/debian13-zstd.sh"
+if [ ! -f "$DEBIAN13_ROOT/.dumpconv-debian13-zstd" ] && [ "$(id -u)" = 0 ] \
+    && [ -f "$DEBIAN13_ROOT/.dumpconv-debian13" ]; then
+    bash "$REPO/tests/reference-tools/ensure-debian13-zstd.sh" || true
 fi
-HOSTV=$(zstd -V | grep -o 'v[0-9.]*' | head -1)
-REFS=(host)
-if [ ${#Z157[@]} -gt 0 ]; then
-    V157=$("${Z157[@]}" -V | grep -o 'v[0-9.]*' | head -1)
-    REFS=(d13 host)
-    [ "$V157" = v1.5.7 ] || echo "note: ZSTD157 is $V157, not v1.5.7" >&2
-else
+if [ -f "$DEBIAN13_ROOT/.dumpconv-debian13-zstd" ]; then
+    Z_d13=("${DEBIAN13_ZSTD[@]}"); REFS+=(d13)
+    LABEL[d13]="zstd $("${Z_d13[@]}" -V | grep -o 'v[0-9.]*' | head -1) Debian 13"
+fi
+ZSTD157=${ZSTD157:-$HOME/.cache/dumpconv/tools/zstd-1.5.7/zstd}
+if [ -x "$ZSTD157" ]; then
+    Z_up=("$ZSTD157"); REFS+=(up)
+    LABEL[up]="zstd $("${Z_up[@]}" -V | grep -o 'v[0-9.]*' | head -1) upstream"
+fi
+Z_host=(zstd); REFS+=(host)
+LABEL[host]="zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1) host"
+for r in "${REFS[@]}"; do
+    case ${LABEL[$r]} in *v1.5.7*) HAVE157=1 ;; esac
+done
+if [ -z "${HAVE157:-}" ]; then
     echo "note: no zstd 1.5.7 command (tests/reference-tools/ensure-debian13-zstd.sh as root, or" \
-         "ZSTD157=...): comparing with the host's zstd $HOSTV only, a different library version" \
-         "than the one dumpconv links (1.5.7)" >&2
+         "bench/build-zstd157.sh, or ZSTD157=...): comparing with ${LABEL[host]} only, not the" \
+         "libzstd version dumpconv links (1.5.7)" >&2
 fi
-refname() { case $1 in d13) echo "zstd $V157" ;; host) echo "zstd $HOSTV" ;; esac; }
+refname() { echo "${LABEL[$1]}"; }
 
 work=$(mktemp -d "${BENCH_DIR:-/dev/shm}/dumpconv-zstd.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -92,7 +98,7 @@ stats() {
 }
 
 echo "dumpconv: $BIN ($("$BIN" --version | head -1)); input: $IN"
-echo "zstd commands: $(for r in "${REFS[@]}"; do printf '%s  ' "$(refname $r)"; done)"
+for r in "${REFS[@]}"; do echo "x $r: $(refname "$r")"; done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)," \
      "$(. /etc/os-release && echo "$PRETTY_NAME"); load $(cut -d' ' -f1-3 /proc/loadavg) at the start;" \
      "N=$N rounds, CPU from $([ $PERF = 1 ] && echo 'perf task-clock' || echo 'user+sys')"
@@ -102,13 +108,13 @@ for fmt in $FORMATS; do
     echo
     echo "== $fmt: $(stat -c %s "$plain") bytes ($(du -k "$plain" | cut -f1) KiB allocated)"
     printf '%-40s %15s %17s %8s %11s' "" "wall best/med s" "cpu best/med ms" "rss KiB" "bytes"
-    for r in "${REFS[@]}"; do printf ' %11s' "x $(refname "$r" | cut -d' ' -f2)"; done
+    for r in "${REFS[@]}"; do printf ' %11s' "x $r"; done
     echo
     for th in $THREADS; do
         rm -f "$work"/[a-z]*-"$th"
         for _ in $(seq "$N"); do
             for r in "${REFS[@]}"; do
-                if [ "$r" = d13 ]; then z=("${Z157[@]}"); else z=(zstd); fi
+                eval "z=(\"\${Z_$r[@]}\")"
                 measure "$r-$th" "${z[@]}" -q -f -$LEVEL -T"$th" "$plain" -o "$work/ref-$r.zst"
             done
             measure "conv-$th" "$BIN" -q --force "$IN" -o "$work/o.$fmt"
