@@ -160,9 +160,9 @@ impl<W: Write + Send> CompressedSink<W> {
                     if level <= ZSTD_DEFAULT_LEVEL {
                         // libzstd's jobs are 4 windows (8 MiB at level 3), and it keeps
                         // about 2 x workers + 3 of them: 72 MiB RSS with 2 workers. Jobs of
-                        // one window need less than half that, and cost no size here
-                        // (BENCHMARKS.md, 2026-12-05, issue 19). Higher levels keep
-                        // libzstd's choice.
+                        // one window need less than half that, for no size on most guests
+                        // (0.46 % on x86_64-highmem; BENCHMARKS.md, 2026-12-05, issue 19).
+                        // Higher levels keep libzstd's choice.
                         z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
                             .map_err(setup)?;
                         // Loading a 256 KiB history into the hash tables per 2 MiB job was
