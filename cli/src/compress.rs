@@ -37,6 +37,12 @@ pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 /// window of level 3 (2 MiB).
 pub const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
+/// libzstd's `ZSTD_c_overlapLog` with [`ZSTD_JOB_SIZE`]: each multithreaded job starts by
+/// loading the end of the previous one as history, `window >> (9 - log)` bytes: 64 KiB
+/// at 4, where libzstd's default for level 3 (6) loads 256 KiB, an eighth of a 2 MiB job.
+/// 64 KiB is the share libzstd's default gives its own 8 MiB jobs (1/32).
+pub const ZSTD_OVERLAP_LOG: u32 = 4;
+
 /// The codecs `--compress` accepts for formats other than kdump, for messages.
 pub const STREAM_CODEC_NAMES: &str = "zstd, lz4 or none";
 
@@ -154,11 +160,19 @@ impl<W: Write + Send> CompressedSink<W> {
                     if level <= ZSTD_DEFAULT_LEVEL {
                         // libzstd's jobs are 4 windows (8 MiB at level 3), and it keeps
                         // about 2 x workers + 3 of them: 72 MiB RSS with 2 workers. Jobs of
-                        // one window need less than half that, and cost no size here
-                        // (BENCHMARKS.md, 2026-12-05, issue 19). Higher levels keep
-                        // libzstd's choice.
+                        // one window need less than half that, for no size on most guests
+                        // (0.46 % on x86_64-highmem; BENCHMARKS.md, 2026-12-05, issue 19).
+                        // Higher levels keep libzstd's choice.
                         z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))
                             .map_err(setup)?;
+                        // Loading a 256 KiB history into the hash tables per 2 MiB job was
+                        // 8-13 % of the CPU on memory images (zero runs compress fast,
+                        // hashing them does not); 64 KiB saves 6-11 % for 0.04-0.8 % of
+                        // size (BENCHMARKS.md, issue 19 goal (c) against zstd 1.5.7).
+                        z.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(
+                            ZSTD_OVERLAP_LOG,
+                        ))
+                        .map_err(setup)?;
                     }
                 }
                 Encoder::Zstd(z)
