@@ -2,10 +2,11 @@
 //!
 //! A kdump bitmap has one bit per page up to the highest address: 8 MiB per bitmap at
 //! 256 GiB of address space, 512 MiB at 16 TiB, even when the RAM is a few ranges high
-//! up. [`PageBitmap`] keeps only the chunks of the bitmap that hold a set bit, and a
-//! chunk whose bits are all set as a marker, so it costs at most one bit per page of
-//! RAM (far less for long runs), and the writer renders the file's bitmap bytes from it
-//! a block at a time ([`PageBitmap::render`]).
+//! up. [`PageBitmap`] keeps runs of chunks whose bits are all set (one entry per run,
+//! however long) and the chunks with some bits set, nothing for clear chunks: it costs
+//! at most one bit per page of RAM, far less for long runs, and nothing for the address
+//! space between. The writer renders the file's bitmap bytes from it a block at a time
+//! ([`PageBitmap::render`]).
 
 use std::collections::BTreeMap;
 
@@ -14,19 +15,38 @@ const CHUNK_BITS: u64 = 1 << 15;
 const CHUNK_BYTES: usize = (CHUNK_BITS / 8) as usize;
 
 #[derive(Debug, Clone)]
-enum Chunk {
-    /// Every bit set.
-    Full,
-    /// Some bits set: `ones` of them (never 0 or `CHUNK_BITS`).
+enum Node {
+    /// Chunks `[key, end)`, every bit set: a run of RAM costs one node however long.
+    Full { end: u64 },
+    /// Chunk `key` alone, `ones` bits set (never 0 or `CHUNK_BITS`).
     Bits { bits: Box<[u8]>, ones: u32 },
 }
 
+impl Node {
+    /// The chunk after the node's last.
+    fn end(&self, key: u64) -> u64 {
+        match self {
+            Node::Full { end } => *end,
+            Node::Bits { .. } => key + 1,
+        }
+    }
+}
+
+/// What one chunk holds, taken out of the map.
+enum ChunkState {
+    Clear,
+    Full,
+    Bits(Box<[u8]>, u32),
+}
+
 /// A set of PFNs as an LSB-first bitmap (bit `n` of byte `n / 8` is PFN `n`, as in a
-/// kdump file), holding only the chunks with a set bit.
+/// kdump file): runs of whole chunks with every bit set, and the chunks with some bits
+/// set; all other chunks are clear. Nodes are disjoint, and no two runs of full chunks
+/// touch (they are merged).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PageBitmap {
-    /// Chunk index → chunk; an absent chunk is all clear.
-    chunks: BTreeMap<u64, Chunk>,
+    /// First chunk → node.
+    nodes: BTreeMap<u64, Node>,
 }
 
 fn ones(b: &[u8]) -> u32 {
@@ -58,6 +78,12 @@ fn fill_bits(bits: &mut [u8], s: usize, e: usize, value: bool) -> i64 {
     i64::from(ones(slice)) - before
 }
 
+/// A piece of rendered bitmap: bytes `[o, o + n)` of the window are all ones, or a copy.
+enum Piece<'a> {
+    Ones(usize, usize),
+    Copy(usize, &'a [u8]),
+}
+
 impl PageBitmap {
     /// The bitmap with bits `[s, e)` set for each run.
     pub(crate) fn from_runs<'a>(runs: impl IntoIterator<Item = &'a (u64, u64)>) -> Self {
@@ -69,7 +95,76 @@ impl PageBitmap {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.nodes.is_empty()
+    }
+
+    /// The nodes over chunks `[c0, c1)`, in order.
+    fn nodes_over(&self, c0: u64, c1: u64) -> impl Iterator<Item = (u64, &Node)> + '_ {
+        let first = self
+            .nodes
+            .range(..=c0)
+            .next_back()
+            .filter(|(&k, n)| n.end(k) > c0)
+            .map_or(c0, |(&k, _)| k);
+        let r = (c0 < c1).then(|| self.nodes.range(first..c1));
+        r.into_iter().flatten().map(|(&k, n)| (k, n))
+    }
+
+    /// Cut a run of full chunks that crosses the start of chunk `c` in two there.
+    fn split_at(&mut self, c: u64) {
+        let cut = match self.nodes.range(..c).next_back() {
+            Some((&k, &Node::Full { end })) if end > c => Some((k, end)),
+            _ => None,
+        };
+        if let Some((k, end)) = cut {
+            self.nodes.insert(k, Node::Full { end: c });
+            self.nodes.insert(c, Node::Full { end });
+        }
+    }
+
+    /// Clear chunks `[c0, c1)` whole.
+    fn remove_chunks(&mut self, c0: u64, c1: u64) {
+        self.split_at(c0);
+        self.split_at(c1);
+        let keys: Vec<u64> = self.nodes.range(c0..c1).map(|(&k, _)| k).collect();
+        for k in keys {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// Mark chunks `[c0, c1)` (clear now) full, merged with the full runs either side.
+    fn insert_full(&mut self, mut c0: u64, mut c1: u64) {
+        if let Some((&k, &Node::Full { end })) = self.nodes.range(..c0).next_back() {
+            if end == c0 {
+                c0 = k;
+            }
+        }
+        if let Some(&Node::Full { end }) = self.nodes.get(&c1) {
+            self.nodes.remove(&c1);
+            c1 = end;
+        }
+        self.nodes.insert(c0, Node::Full { end: c1 });
+    }
+
+    /// Take chunk `c` out of the map, saying what it held.
+    fn take_chunk(&mut self, c: u64) -> ChunkState {
+        let holder = self
+            .nodes
+            .range(..=c)
+            .next_back()
+            .filter(|(&k, n)| n.end(k) > c)
+            .map(|(&k, n)| (k, matches!(n, Node::Full { .. })));
+        match holder {
+            None => ChunkState::Clear,
+            Some((_, true)) => {
+                self.remove_chunks(c, c + 1);
+                ChunkState::Full
+            }
+            Some((k, false)) => match self.nodes.remove(&k) {
+                Some(Node::Bits { bits, ones }) => ChunkState::Bits(bits, ones),
+                _ => ChunkState::Clear,
+            },
+        }
     }
 
     /// Set (`value`) or clear bits `[start, end)`.
@@ -78,41 +173,39 @@ impl PageBitmap {
         while n < end {
             let c = n / CHUNK_BITS;
             let base = c * CHUNK_BITS;
-            let to = end.min(base + CHUNK_BITS);
-            let whole = n == base && to == base + CHUNK_BITS;
-            if whole {
+            if n == base && end - n >= CHUNK_BITS {
+                let c1 = c + (end - n) / CHUNK_BITS;
+                self.remove_chunks(c, c1);
                 if value {
-                    self.chunks.insert(c, Chunk::Full);
-                } else {
-                    self.chunks.remove(&c);
+                    self.insert_full(c, c1);
                 }
-            } else {
-                let (s, e) = ((n - base) as usize, (to - base) as usize);
-                let next = match self.chunks.remove(&c) {
-                    None if !value => None,
-                    Some(Chunk::Full) if value => Some(Chunk::Full),
-                    cur => {
-                        let (mut bits, o) = match cur {
-                            None => (vec![0u8; CHUNK_BYTES].into_boxed_slice(), 0),
-                            Some(Chunk::Full) => (
-                                vec![0xffu8; CHUNK_BYTES].into_boxed_slice(),
-                                CHUNK_BITS as u32,
-                            ),
-                            Some(Chunk::Bits { bits, ones }) => (bits, ones),
-                        };
-                        let o = (i64::from(o) + fill_bits(&mut bits, s, e, value)) as u32;
-                        match o {
-                            0 => None,
-                            o if u64::from(o) == CHUNK_BITS => Some(Chunk::Full),
-                            o => Some(Chunk::Bits { bits, ones: o }),
-                        }
-                    }
-                };
-                if let Some(ch) = next {
-                    self.chunks.insert(c, ch);
+                n = c1 * CHUNK_BITS;
+                continue;
+            }
+            let to = end.min(base + CHUNK_BITS);
+            let (s, e) = ((n - base) as usize, (to - base) as usize);
+            n = to;
+            let (mut bits, o) = match (self.take_chunk(c), value) {
+                (ChunkState::Clear, false) => continue,
+                (ChunkState::Full, true) => {
+                    self.insert_full(c, c + 1);
+                    continue;
+                }
+                (ChunkState::Clear, true) => (vec![0u8; CHUNK_BYTES].into_boxed_slice(), 0),
+                (ChunkState::Full, false) => (
+                    vec![0xffu8; CHUNK_BYTES].into_boxed_slice(),
+                    CHUNK_BITS as u32,
+                ),
+                (ChunkState::Bits(bits, o), _) => (bits, o),
+            };
+            let o = (i64::from(o) + fill_bits(&mut bits, s, e, value)) as u32;
+            match o {
+                0 => {}
+                o if u64::from(o) == CHUNK_BITS => self.insert_full(c, c + 1),
+                o => {
+                    self.nodes.insert(c, Node::Bits { bits, ones: o });
                 }
             }
-            n = to;
         }
     }
 
@@ -127,22 +220,19 @@ impl PageBitmap {
     }
 
     /// The runs of set bits inside `[start, end)`, in order, lazily; a run crossing
-    /// chunks is one run.
+    /// nodes is one run.
     pub(crate) fn set_runs(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let chunks = if start < end {
-            Some(
-                self.chunks
-                    .range(start / CHUNK_BITS..=(end - 1) / CHUNK_BITS),
-            )
+        let (c0, c1) = if start < end {
+            (start / CHUNK_BITS, (end - 1) / CHUNK_BITS + 1)
         } else {
-            None
+            (0, 0)
         };
-        let mut pieces = chunks.into_iter().flatten().flat_map(move |(&c, chunk)| {
-            let base = c * CHUNK_BITS;
-            let (s, e) = (start.max(base), end.min(base + CHUNK_BITS));
-            let runs: Box<dyn Iterator<Item = (u64, u64)> + '_> = match chunk {
-                Chunk::Full => Box::new(std::iter::once((s, e))),
-                Chunk::Bits { bits, .. } => Box::new(
+        let mut pieces = self.nodes_over(c0, c1).flat_map(move |(k, node)| {
+            let base = k * CHUNK_BITS;
+            let (s, e) = (start.max(base), end.min(node.end(k) * CHUNK_BITS));
+            let runs: Box<dyn Iterator<Item = (u64, u64)> + '_> = match node {
+                Node::Full { .. } => Box::new(std::iter::once((s, e))),
+                Node::Bits { bits, .. } => Box::new(
                     crate::pipeline::set_runs(bits, s - base, e - base)
                         .map(move |(a, b)| (a + base, b + base)),
                 ),
@@ -165,64 +255,62 @@ impl PageBitmap {
         })
     }
 
-    /// For each chunk overlapping the bitmap bytes `[first_byte, first_byte + out.len())`:
-    /// the chunk, and the overlapping bytes as (offset in `out`, offset in the chunk, len).
-    fn overlaps(
-        &self,
-        first_byte: u64,
-        len: usize,
-    ) -> impl Iterator<Item = (&Chunk, usize, usize, usize)> + '_ {
+    /// The set parts of the bitmap bytes `[first_byte, first_byte + len)`, as pieces
+    /// placed relative to `first_byte`.
+    fn pieces(&self, first_byte: u64, len: usize) -> impl Iterator<Item = Piece<'_>> + '_ {
         let cb = CHUNK_BYTES as u64;
         let end_byte = first_byte + len as u64;
-        let range = if len > 0 {
-            Some(self.chunks.range(first_byte / cb..=(end_byte - 1) / cb))
+        let (c0, c1) = if len > 0 {
+            (first_byte / cb, (end_byte - 1) / cb + 1)
         } else {
-            None
+            (0, 0)
         };
-        range.into_iter().flatten().map(move |(&c, chunk)| {
-            let cs = c * cb;
-            let (s, e) = (cs.max(first_byte), (cs + cb).min(end_byte));
-            (
-                chunk,
-                (s - first_byte) as usize,
-                (s - cs) as usize,
-                (e - s) as usize,
-            )
+        self.nodes_over(c0, c1).map(move |(k, node)| {
+            let ns = k * cb;
+            let (s, e) = (ns.max(first_byte), (node.end(k) * cb).min(end_byte));
+            let o = (s - first_byte) as usize;
+            match node {
+                Node::Full { .. } => Piece::Ones(o, (e - s) as usize),
+                Node::Bits { bits, .. } => {
+                    let c = (s - ns) as usize;
+                    Piece::Copy(o, &bits[c..c + (e - s) as usize])
+                }
+            }
         })
     }
 
     /// Write the bitmap's bytes `[first_byte, first_byte + out.len())` into `out`.
     pub(crate) fn render(&self, first_byte: u64, out: &mut [u8]) {
         out.fill(0);
-        for (chunk, o, c, n) in self.overlaps(first_byte, out.len()) {
-            match chunk {
-                Chunk::Full => out[o..o + n].fill(0xff),
-                Chunk::Bits { bits, .. } => out[o..o + n].copy_from_slice(&bits[c..c + n]),
+        for p in self.pieces(first_byte, out.len()) {
+            match p {
+                Piece::Ones(o, n) => out[o..o + n].fill(0xff),
+                Piece::Copy(o, b) => out[o..o + b.len()].copy_from_slice(b),
             }
         }
     }
 
     /// Clear in `out` (the bytes from `first_byte` on) the bits this bitmap has set.
     pub(crate) fn clear_from(&self, first_byte: u64, out: &mut [u8]) {
-        for (chunk, o, c, n) in self.overlaps(first_byte, out.len()) {
-            match chunk {
-                Chunk::Full => out[o..o + n].fill(0),
-                Chunk::Bits { bits, .. } => {
-                    for (x, b) in out[o..o + n].iter_mut().zip(&bits[c..c + n]) {
-                        *x &= !b;
+        for p in self.pieces(first_byte, out.len()) {
+            match p {
+                Piece::Ones(o, n) => out[o..o + n].fill(0),
+                Piece::Copy(o, b) => {
+                    for (x, y) in out[o..o + b.len()].iter_mut().zip(b) {
+                        *x &= !y;
                     }
                 }
             }
         }
     }
 
-    /// True if some bit of the bytes `[first_byte, first_byte + len)` may be set.
+    /// True if a bit of the bytes `[first_byte, first_byte + len)` may be set (a node
+    /// covers part of them).
     pub(crate) fn touches(&self, first_byte: u64, len: u64) -> bool {
-        let (s, e) = (first_byte * 8, (first_byte + len) * 8);
-        s < e
+        let cb = CHUNK_BYTES as u64;
+        len > 0
             && self
-                .chunks
-                .range(s / CHUNK_BITS..=(e - 1) / CHUNK_BITS)
+                .nodes_over(first_byte / cb, (first_byte + len - 1) / cb + 1)
                 .next()
                 .is_some()
     }
@@ -258,7 +346,7 @@ mod tests {
         let nbits = 5 * CHUNK_BITS + 77;
         let bytes = nbits.div_ceil(8) as usize;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for round in 0..40 {
+        for round in 0..200 {
             let mut plain = vec![0u8; bytes];
             let mut b = PageBitmap::default();
             for _ in 0..60 {
@@ -291,13 +379,13 @@ mod tests {
                 b.clear_from(s as u64, &mut all);
                 let want: Vec<u8> = plain[s..e].iter().map(|x| !x).collect();
                 assert_eq!(all, want);
+                let cb = CHUNK_BYTES as u64;
                 assert!(
                     e == s
                         || b.touches(s as u64, (e - s) as u64)
-                            == b.chunks
-                                .keys()
-                                .any(|&c| c * CHUNK_BYTES as u64 + CHUNK_BYTES as u64 > s as u64
-                                    && (c * CHUNK_BYTES as u64) < e as u64)
+                            == b.nodes
+                                .iter()
+                                .any(|(&k, n)| n.end(k) * cb > s as u64 && k * cb < e as u64)
                 );
             }
             // Runs of set bits against the plain bitmap, bit by bit.
@@ -316,22 +404,35 @@ mod tests {
                 }
             }
             assert_eq!(b.set_runs(s, e).collect::<Vec<_>>(), want, "round {round}");
-            // No chunk kept that is all clear; a full chunk is kept as such.
-            for (c, ch) in &b.chunks {
-                if let Chunk::Bits { bits, ones: o } = ch {
-                    assert_eq!(*o, ones(bits), "chunk {c}");
-                    assert!(*o > 0 && u64::from(*o) < CHUNK_BITS, "chunk {c}");
-                }
+            check_nodes(&b, &format!("round {round}"));
+        }
+    }
+
+    /// Nodes disjoint and in order, full runs merged, partial chunks' counts right and
+    /// neither 0 nor full.
+    fn check_nodes(b: &PageBitmap, what: &str) {
+        let mut prev: Option<(u64, bool)> = None; // (end, full)
+        for (&k, n) in &b.nodes {
+            assert!(n.end(k) > k, "{what}: node {k}");
+            if let Some((end, full)) = prev {
+                assert!(end <= k, "{what}: node {k} overlaps");
+                let touching_runs = full && end == k && matches!(n, Node::Full { .. });
+                assert!(!touching_runs, "{what}: full runs not merged at {k}");
             }
+            if let Node::Bits { bits, ones: o } = n {
+                assert_eq!(*o, ones(bits), "{what}: chunk {k}");
+                assert!(*o > 0 && u64::from(*o) < CHUNK_BITS, "{what}: chunk {k}");
+            }
+            prev = Some((n.end(k), matches!(n, Node::Full { .. })));
         }
     }
 
     #[test]
-    fn a_high_range_costs_its_chunks_only() {
+    fn memory_follows_the_runs_not_the_address_space() {
         // 64 pages at 2^44 / 4 KiB: one chunk, not 2^32 / 8 bytes.
         let pfn = 1u64 << 32;
         let mut b = PageBitmap::from_runs(&[(pfn, pfn + 64)]);
-        assert_eq!(b.chunks.len(), 1);
+        assert_eq!(b.nodes.len(), 1);
         assert_eq!(
             b.set_runs(0, u64::MAX).collect::<Vec<_>>(),
             vec![(pfn, pfn + 64)]
@@ -342,11 +443,26 @@ mod tests {
             w,
             [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]
         );
-        // A whole-chunk run is one marker; clearing all of it drops it.
-        b.set_range(0, 4 * CHUNK_BITS);
-        assert!(matches!(b.chunks.get(&0), Some(Chunk::Full)));
-        b.clear_range(0, 4 * CHUNK_BITS);
-        b.clear_range(pfn, pfn + 64);
+        // 64 TiB of RAM from page 1 on: one partial chunk and one run of full chunks;
+        // clearing pages inside it splits the run around one partial chunk.
+        let all = 1u64 << 34;
+        b.set_range(1, all);
+        assert_eq!(b.nodes.len(), 2);
+        b.clear_range(5 * CHUNK_BITS + 3, 5 * CHUNK_BITS + 4);
+        assert_eq!(b.nodes.len(), 4);
+        check_nodes(&b, "split");
+        assert_eq!(
+            b.set_runs(0, u64::MAX).collect::<Vec<_>>(),
+            vec![(1, 5 * CHUNK_BITS + 3), (5 * CHUNK_BITS + 4, all)]
+        );
+        // Setting the page again merges the run back.
+        b.set_range(5 * CHUNK_BITS + 3, 5 * CHUNK_BITS + 4);
+        assert_eq!(b.nodes.len(), 2);
+        check_nodes(&b, "merged");
+        let mut w = vec![0u8; 4];
+        b.render(all / 8 - 2, &mut w);
+        assert_eq!(w, [0xff, 0xff, 0, 0]);
+        b.clear_range(0, all);
         assert!(b.is_empty());
     }
 }

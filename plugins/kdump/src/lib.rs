@@ -9,7 +9,9 @@
 //!   32-bit structs for i386; `utsname` the kernel's own, read from `init_uts_ns` as
 //!   makedumpfile does (module `utsname`), `machine` "x86_64" / "i686" (what crash
 //!   expects); timestamp from VMCOREINFO `CRASHTIME`.
-//! - Both bitmaps, LSB first, block aligned, the 2nd at exactly half of the area.
+//! - Both bitmaps, LSB first, block aligned, the 2nd at exactly half of the area; never
+//!   held whole (module `bitmap`): made and written 1 MiB at a time, so memory follows
+//!   the RAM, not the highest address.
 //! - One shared zero block written first; every all-zero page points at it (QEMU's
 //!   scheme), unless `exclude-zero` drops zero pages from the 2nd bitmap.
 //! - Pages the input cannot supply (excluded from, or lost in, a kdump input) are
@@ -173,19 +175,7 @@ pub fn write_kdump(
             window,
             |buf: &mut Vec<u8>, job| ctx.scan(job, buf),
             |scan| {
-                let mut run: Option<(u64, u64)> = None;
-                for pfn in scan.dropped {
-                    run = match run {
-                        Some((s, e)) if e == pfn => Some((s, pfn + 1)),
-                        Some((s, e)) => {
-                            bm.clear_range(s, e);
-                            dropped += e - s;
-                            Some((pfn, pfn + 1))
-                        }
-                        None => Some((pfn, pfn + 1)),
-                    };
-                }
-                if let Some((s, e)) = run {
+                for (s, e) in scan.dropped {
                     bm.clear_range(s, e);
                     dropped += e - s;
                 }

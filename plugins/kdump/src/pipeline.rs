@@ -247,8 +247,9 @@ pub(crate) struct WorkCtx<'a> {
 /// What the first pass (exclude-zero) found in a batch.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    /// Pages that leave the 2nd bitmap: all zero, or not supplied by the input.
-    pub dropped: Vec<u64>,
+    /// Pages that leave the 2nd bitmap (all zero, or not supplied by the input), as
+    /// sorted runs `[start, end)`: a known-zero batch is its runs, not a page list.
+    pub dropped: Vec<(u64, u64)>,
     pub unavailable: u64,
     /// Bytes of memory of the dropped pages, for progress.
     pub dropped_bytes: u64,
@@ -334,7 +335,7 @@ impl WorkCtx<'_> {
         let mut scan = Scan::default();
         if job.known_zero {
             for &(s, e) in &job.runs {
-                scan.dropped.extend(s..e);
+                push_run(&mut scan.dropped, s, e);
                 scan.dropped_bytes += self.bytes_in(PhysRange::new(s * self.bs, e * self.bs));
             }
             return Ok(scan);
@@ -344,7 +345,7 @@ impl WorkCtx<'_> {
         for (i, (pfn, page)) in pfns.zip(buf.chunks_exact(self.bs as usize)).enumerate() {
             let gone = unavailable.get(i).copied().unwrap_or(false);
             if gone || is_zero(page) {
-                scan.dropped.push(pfn);
+                push_run(&mut scan.dropped, pfn, pfn + 1);
                 scan.unavailable += u64::from(gone);
                 scan.dropped_bytes +=
                     self.bytes_in(PhysRange::new(pfn * self.bs, (pfn + 1) * self.bs));
