@@ -185,6 +185,20 @@ impl PageBitmap {
             let to = end.min(base + CHUNK_BITS);
             let (s, e) = ((n - base) as usize, (to - base) as usize);
             n = to;
+            // A partly set chunk changed in place (the first pass of exclude-zero clears
+            // page runs one by one).
+            if let Some(Node::Bits { bits, ones }) = self.nodes.get_mut(&c) {
+                let o = (i64::from(*ones) + fill_bits(bits, s, e, value)) as u32;
+                if o != 0 && u64::from(o) != CHUNK_BITS {
+                    *ones = o;
+                    continue;
+                }
+                self.nodes.remove(&c);
+                if o != 0 {
+                    self.insert_full(c, c + 1);
+                }
+                continue;
+            }
             let (mut bits, o) = match (self.take_chunk(c), value) {
                 (ChunkState::Clear, false) => continue,
                 (ChunkState::Full, true) => {
