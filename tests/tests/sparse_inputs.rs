@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inputs_util;
 mod kdump_util;
 
 use std::collections::BTreeMap;
@@ -478,5 +479,137 @@ fn kdump_of_a_filtered_kdump_is_compact() {
         assert_eq!(rx.is_ok(), ry.is_ok(), "pfn {pfn:#x}");
         assert_eq!(rx.is_ok(), nonzero.contains(&pfn), "pfn {pfn:#x}");
         assert!(x == y, "pfn {pfn:#x}");
+    }
+}
+
+/// Address-space limit of the conversion below: what the writer needs, with room to
+/// spare (it passes at 64 MiB), and half of what whole bitmaps of a 4 TiB address space
+/// take (two of 132 MiB; main before this test failed under 256 MiB).
+const HIGH_RAM_AS_BOUND: u64 = 128 << 20;
+
+/// Issue #19: the kdump writer's memory does not grow with the address space. A LiME
+/// file (written here from LiME's published layout) with 1 MiB of RAM at 0 and 128 GiB
+/// at 4 TiB, all a hole but four pages: its kdump bitmaps are 132 MiB each, one bit per
+/// page up to 4 TiB + 128 GiB (the 128 GiB is what makes the RAM dense enough for kdump:
+/// sparser RAM is refused, the file would be mostly bitmap). Converted by the real
+/// binary with exclude-zero under `prlimit --as` (seekable, and flattened on standard
+/// output), then read back: the RAM ranges, the data pages byte for byte, every other
+/// page excluded.
+#[test]
+fn kdump_of_ram_high_up_converts_in_memory_independent_of_the_address_space() {
+    use dumpconv_core::memory::for_each_extent;
+    use dumpconv_core::Extent;
+    use std::process::{Command, Stdio};
+
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let ok = Command::new("prlimit")
+        .args([&format!("--as={HIGH_RAM_AS_BOUND}"), "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP: prlimit (util-linux) cannot limit a process here");
+        return;
+    }
+    let dir = scratch();
+    let low = PhysRange::new(0, MIB);
+    let high = PhysRange::new(1 << 42, (1 << 42) + (128 << 30));
+    // (physical address, bytes): the low RAM whole, four pages of the high range.
+    let data: Vec<(u64, Vec<u8>)> = vec![
+        (0, noise(11, MIB as usize)),
+        (high.start, noise(12, 4096)),
+        (high.start + 4096, noise(13, 4096)),
+        (high.start + 0x1234_5000, noise(14, 4096)),
+        (high.end - 4096, noise(15, 4096)),
+    ];
+    let lime = dir.path().join("high.lime");
+    let f = File::create(&lime).unwrap();
+    let header = |r: PhysRange| {
+        let mut h = Vec::with_capacity(32);
+        h.extend_from_slice(&0x4c69_4d45u32.to_le_bytes());
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&r.start.to_le_bytes());
+        h.extend_from_slice(&(r.end - 1).to_le_bytes());
+        h.extend_from_slice(&0u64.to_le_bytes());
+        h
+    };
+    // Range data follows each 32-byte header.
+    let file_off = |paddr: u64| {
+        if low.contains(paddr) {
+            32 + paddr
+        } else {
+            32 + low.len() + 32 + (paddr - high.start)
+        }
+    };
+    f.write_all_at(&header(low), 0).unwrap();
+    f.write_all_at(&header(high), 32 + low.len()).unwrap();
+    f.set_len(file_off(high.end)).unwrap();
+    for (at, d) in &data {
+        f.write_all_at(d, file_off(*at)).unwrap();
+    }
+    f.sync_all().unwrap();
+    let allocated = std::fs::metadata(&lime).unwrap().blocks() * 512;
+    if allocated > 64 * MIB {
+        eprintln!("SKIP: this file system keeps no holes ({allocated} bytes allocated)");
+        return;
+    }
+
+    let bin = inputs_util::dumpconv_bin();
+    for (name, stream) in [("high.kdump", false), ("high.flat", true)] {
+        let out = dir.path().join(name);
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--as={HIGH_RAM_AS_BOUND}"))
+            .arg("--")
+            .arg(&bin)
+            .arg("convert")
+            .arg(&lime)
+            .args(["--exclude-zero", "--threads", "2", "--quiet"])
+            // Thread stacks count against --as: a fixed number on any machine.
+            .env("RAYON_NUM_THREADS", "2")
+            .env_remove("DUMPCONV_PLUGIN_PATH")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        if stream {
+            c.args(["--format", "kdump", "--compress", "zstd", "-o", "-"])
+                .stdout(File::create(&out).unwrap());
+        } else {
+            c.arg("-o").arg(&out).stdout(Stdio::null());
+        }
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {:?} under --as={HIGH_RAM_AS_BOUND}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+
+        let d = open(&out);
+        assert_eq!(d.memory.ranges(), &[low, high], "{name}");
+        let mut got: Vec<(u64, u64)> = Vec::new();
+        for r in [low, high] {
+            for_each_extent(&*d.memory, r, |at, e| {
+                match e {
+                    Extent::Data(n) => got.push((at, at + n)),
+                    Extent::Missing(_) => {}
+                    Extent::Zero(n) => panic!("{name}: {n:#x} bytes of zero fill at {at:#x}"),
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        // The data pages and nothing else (exclude-zero dropped the rest).
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        for (at, d) in &data {
+            let e = at + d.len() as u64;
+            match want.last_mut() {
+                Some(last) if last.1 == *at => last.1 = e,
+                _ => want.push((*at, e)),
+            }
+        }
+        assert_eq!(got, want, "{name}: pages with data");
+        for (at, bytes) in &data {
+            let mut buf = vec![0u8; bytes.len()];
+            d.memory.read_at(*at, &mut buf).unwrap();
+            assert!(buf == *bytes, "{name}: bytes at {at:#x}");
+        }
     }
 }

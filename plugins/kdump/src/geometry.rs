@@ -21,10 +21,11 @@ use dumpconv_core::note::NoteKind;
 use dumpconv_core::{Arch, DumpPlan, Error, Result};
 use dumpconv_formats::elf::note::{encode_notes, note_size};
 use dumpconv_formats::kdump::layout::{
-    bitmap_len, set_bits, DiskDumpHeader, Layout, SubHeader, Utsname, HEADER_VERSION,
-    PAGE_DESC_SIZE, SIG_KDUMP,
+    bitmap_len, DiskDumpHeader, Layout, SubHeader, Utsname, HEADER_VERSION, PAGE_DESC_SIZE,
+    SIG_KDUMP,
 };
 
+use crate::bitmap::PageBitmap;
 use crate::options::KdumpOptions;
 use crate::utsname::plan_vmcoreinfo;
 
@@ -54,11 +55,11 @@ pub(crate) struct Geometry {
     pub header: DiskDumpHeader,
     /// Sub header and notes, padded to whole blocks.
     pub sub_blocks: Vec<u8>,
-    /// The 1st bitmap, `bitmap_len` bytes: the plan's ranges and the pages its filter
-    /// left out.
-    pub ram_bitmap: Vec<u8>,
+    /// The 1st bitmap (`bitmap_len` bytes in the file): the plan's ranges and the pages
+    /// its filter left out.
+    pub ram_bitmap: PageBitmap,
     /// The 2nd bitmap before any page drops out while writing: the plan's ranges.
-    pub data_bitmap: Vec<u8>,
+    pub data_bitmap: PageBitmap,
     exclude_zero: bool,
 }
 
@@ -113,18 +114,19 @@ impl Geometry {
         let offset_note = bs + sub_size;
         let sub_hdr_blocks = (sub_size + notes.len() as u64).div_ceil(bs);
         let bitmap_len = bitmap_len(max_mapnr, bs);
-        // The bitmaps span every page up to the highest address and are held in memory:
-        // bound them by the RAM they describe (issue #17: one LiME page at 2^48 asked
-        // for 16 GiB of bitmaps). A real machine's RAM fills a good part of its address
-        // span; RAM spread 64 times thinner than that, past 8 MiB of bitmap, is refused.
+        // The bitmaps span every page up to the highest address. They are not held in
+        // memory (crate::bitmap keeps the chunks with RAM, the file gets them a block at
+        // a time), but the file holds them whole: bound them by the RAM they describe
+        // (issue #17: one LiME page at 2^48 asked for 16 GiB of bitmaps). A real
+        // machine's RAM fills a good part of its address span; RAM spread 64 times
+        // thinner than that, past 8 MiB of bitmap, is refused.
         let ram_bits_len = total_pages.div_ceil(8);
         if bitmap_len > MAX_SPARSE_BITMAP && bitmap_len / 64 > ram_bits_len {
             return Err(Error::invalid(format!(
                 "kdump: the input's highest RAM address {:#x} needs two bitmaps of \
                  {bitmap_len:#x} bytes each for {total_pages} pages of RAM: kdump cannot \
-                 store memory this sparse without writing (and holding) mostly empty \
-                 bitmaps; write ELF or LiME instead (-o OUT.elf), which store only the \
-                 ranges",
+                 store memory this sparse without writing mostly empty bitmaps; write \
+                 ELF or LiME instead (-o OUT.elf), which store only the ranges",
                 max_mapnr.saturating_mul(bs).saturating_sub(1)
             )));
         }
@@ -202,19 +204,11 @@ impl Geometry {
             nr_cpus: i32::try_from(nr_cpus).unwrap_or(i32::MAX),
             ..Default::default()
         };
-        let mut data_bitmap = vec![0u8; bitmap_len as usize];
-        for &(s, e) in &page_runs {
-            set_bits(&mut data_bitmap, s, e);
+        let data_bitmap = PageBitmap::from_runs(&page_runs);
+        let mut ram_bitmap = data_bitmap.clone();
+        for &(s, e) in &excluded_runs {
+            ram_bitmap.set_range(s, e);
         }
-        let ram_bitmap = if excluded_runs.is_empty() {
-            data_bitmap.clone()
-        } else {
-            let mut b = data_bitmap.clone();
-            for &(s, e) in &excluded_runs {
-                set_bits(&mut b, s, e);
-            }
-            b
-        };
         let mut geo = Geometry {
             layout,
             bs,

@@ -9,7 +9,9 @@
 //!   32-bit structs for i386; `utsname` the kernel's own, read from `init_uts_ns` as
 //!   makedumpfile does (module `utsname`), `machine` "x86_64" / "i686" (what crash
 //!   expects); timestamp from VMCOREINFO `CRASHTIME`.
-//! - Both bitmaps, LSB first, block aligned, the 2nd at exactly half of the area.
+//! - Both bitmaps, LSB first, block aligned, the 2nd at exactly half of the area; never
+//!   held whole (module `bitmap`): made and written 1 MiB at a time, so memory follows
+//!   the RAM, not the highest address.
 //! - One shared zero block written first; every all-zero page points at it (QEMU's
 //!   scheme), unless `exclude-zero` drops zero pages from the 2nd bitmap.
 //! - Pages the input cannot supply (excluded from, or lost in, a kdump input) are
@@ -19,6 +21,7 @@
 //! Options (`DumpPlan::options`): `compress=zlib|lzo|snappy|zstd|none` (default zlib),
 //! `level=N`, `threads=N|auto`, `exclude-zero[=true]`, `keep-partial[=true]`.
 
+mod bitmap;
 mod encode;
 mod geometry;
 mod options;
@@ -29,15 +32,14 @@ use dumpconv_core::{
     DumpPlan, DumpWriter, Error, PhysRange, PhysicalMemory, Progress, Result, Sink,
 };
 use dumpconv_formats::flattened;
-use dumpconv_formats::kdump::layout::{
-    set_bit, PageDesc, DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE,
-};
+use dumpconv_formats::kdump::layout::{PageDesc, DUMP_DH_COMPRESSED_INCOMPLETE, PAGE_DESC_SIZE};
 use dumpconv_formats::kdump::Codec;
 
 pub use geometry::machine_name;
 pub use options::{default_threads, KdumpOptions, DEFAULT_CODEC, OPTION_KEYS};
 pub use utsname::PLACEHOLDER_VERSION;
 
+use bitmap::PageBitmap;
 use encode::{PageEncoder, Stored};
 use geometry::Geometry;
 use pipeline::{Batch, Kind, WorkCtx};
@@ -57,6 +59,9 @@ const FLAT_DATA_RECORD: usize = 4 << 20;
 /// records).
 const DESC_FLUSH_SEEKABLE: usize = 64 << 10;
 const DESC_FLUSH_STREAM: usize = 1 << 20;
+/// Bytes of a bitmap made and written at a time: the bitmaps (one bit per page up to
+/// the highest address, 512 MiB each at 16 TiB) are never held whole.
+const BITMAP_BLOCK: u64 = 1 << 20;
 
 /// Store one page the way the writer does: compressed with `codec` when that is
 /// smaller than the page, else raw. Returns the stored bytes and the page descriptor's
@@ -157,7 +162,7 @@ pub fn write_kdump(
     let total: u64 = geo.page_runs.iter().map(|(s, e)| e - s).sum();
     let mut unavailable = 0u64;
     for &(s, e, _) in spans.iter().filter(|s| s.2 == Kind::Missing) {
-        pipeline::clear_bits(&mut geo.data_bitmap, s, e);
+        geo.data_bitmap.clear_range(s, e);
         unavailable += e - s;
         progress.advance(ctx.bytes_in(PhysRange::new(s * geo.bs, e * geo.bs)));
     }
@@ -170,20 +175,8 @@ pub fn write_kdump(
             window,
             |buf: &mut Vec<u8>, job| ctx.scan(job, buf),
             |scan| {
-                let mut run: Option<(u64, u64)> = None;
-                for pfn in scan.dropped {
-                    run = match run {
-                        Some((s, e)) if e == pfn => Some((s, pfn + 1)),
-                        Some((s, e)) => {
-                            pipeline::clear_bits(bm, s, e);
-                            dropped += e - s;
-                            Some((pfn, pfn + 1))
-                        }
-                        None => Some((pfn, pfn + 1)),
-                    };
-                }
-                if let Some((s, e)) = run {
-                    pipeline::clear_bits(bm, s, e);
+                for (s, e) in scan.dropped {
+                    bm.clear_range(s, e);
                     dropped += e - s;
                 }
                 unavailable += scan.unavailable;
@@ -216,7 +209,7 @@ pub fn write_kdump(
                 spans
                     .iter()
                     .filter(|s| s.2 == Kind::Data)
-                    .flat_map(|&(s, e, _)| pipeline::set_runs(&geo.data_bitmap, s, e))
+                    .flat_map(|&(s, e, _)| geo.data_bitmap.set_runs(s, e))
                     .map(|(s, e)| (s, e, Kind::Data)),
             )
         } else {
@@ -276,8 +269,9 @@ struct Output<'a> {
     stream: bool,
     exclude_zero: bool,
     status: u32,
-    /// The 2nd bitmap, copied from the 1st when the first bit is cleared.
-    dumpable: Option<Vec<u8>>,
+    /// Pages that left the 2nd bitmap while writing (the file's 2nd bitmap is
+    /// `geo.data_bitmap` less these).
+    cleared: PageBitmap,
     /// Descriptors committed so far (= next descriptor index).
     desc_count: u64,
     /// Descriptors not yet written, starting at index `desc_count - len/24`.
@@ -303,7 +297,7 @@ impl<'a> Output<'a> {
             stream,
             exclude_zero: opts.exclude_zero,
             status: opts.codec.flag(),
-            dumpable: None,
+            cleared: PageBitmap::default(),
             desc_count: 0,
             desc_buf: Vec::new(),
             data_pos: geo.data_off,
@@ -344,7 +338,8 @@ impl<'a> Output<'a> {
             let cut = g.layout.status_offset();
             self.record(0, &header[..cut])?;
             self.record(g.bs, &g.sub_blocks)?;
-            self.record(g.bitmap_off, &g.ram_bitmap)?;
+            self.raw(&flattened::record_header(g.bitmap_off, g.bitmap_len))?;
+            self.write_bitmap(&g.ram_bitmap, &PageBitmap::default(), None)?;
             if !self.exclude_zero {
                 self.record(g.zero_off, &zero)?;
             }
@@ -354,10 +349,11 @@ impl<'a> Output<'a> {
             let header = g.header_block(self.status | DUMP_DH_COMPRESSED_INCOMPLETE);
             self.sink.write_all(&header)?;
             self.sink.write_all(&g.sub_blocks)?;
-            self.sink.write_all(&g.ram_bitmap)?;
+            let none = PageBitmap::default();
+            self.write_bitmap(&g.ram_bitmap, &none, None)?;
             // Every page of the plan's ranges dumpable until a page says otherwise;
-            // rewritten at the end if one does.
-            self.sink.write_all(&g.data_bitmap)?;
+            // rewritten at the end where one does.
+            self.write_bitmap(&g.data_bitmap, &none, None)?;
             self.sink.skip(g.zero_off - g.desc_off)?;
             if !self.exclude_zero {
                 self.sink.write_all(&zero)?;
@@ -369,6 +365,30 @@ impl<'a> Output<'a> {
                     g.data_off
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Write `bm` less the bits of `less` (`bitmap_len` bytes) a block at a time:
+    /// appended at the current position (on a stream, the payload of a record whose
+    /// header went out), or with `at`, over the bitmap written at that offset, only the
+    /// blocks where `less` has a bit.
+    fn write_bitmap(&mut self, bm: &PageBitmap, less: &PageBitmap, at: Option<u64>) -> Result<()> {
+        let len = self.geo.bitmap_len;
+        let mut block = vec![0u8; BITMAP_BLOCK.min(len) as usize];
+        let mut done = 0u64;
+        while done < len {
+            let n = BITMAP_BLOCK.min(len - done);
+            if at.is_none() || less.touches(done, n) {
+                let b = &mut block[..n as usize];
+                bm.render(done, b);
+                less.clear_from(done, b);
+                match at {
+                    Some(off) => self.sink.write_at(off + done, b)?,
+                    None => self.raw(b)?,
+                }
+            }
+            done += n;
         }
         Ok(())
     }
@@ -428,13 +448,8 @@ impl<'a> Output<'a> {
             self.sink.write_all(&batch.data)?;
             self.data_pos = at;
         }
-        if !cleared.is_empty() {
-            let bm = self
-                .dumpable
-                .get_or_insert_with(|| self.geo.data_bitmap.clone());
-            for pfn in cleared {
-                set_bit(bm, pfn, false);
-            }
+        for pfn in cleared {
+            self.cleared.set_range(pfn, pfn + 1);
         }
         let new_descs = (descs.len() / PAGE_DESC_SIZE) as u64;
         if self.desc_count + new_descs > g.desc_slots {
@@ -502,9 +517,11 @@ impl<'a> Output<'a> {
         if self.stream {
             self.flush_data()?;
             if !self.tail_written {
-                let bm = self.dumpable.take();
-                let r = self.record(bm2_off, bm.as_deref().unwrap_or(&g.data_bitmap));
-                self.dumpable = bm;
+                let cleared = std::mem::take(&mut self.cleared);
+                let r = self
+                    .raw(&flattened::record_header(bm2_off, g.bitmap_len))
+                    .and_then(|()| self.write_bitmap(&g.data_bitmap, &cleared, None));
+                self.cleared = cleared;
                 r?;
                 let header = g.header_block(self.status);
                 let cut = g.layout.status_offset();
@@ -513,9 +530,10 @@ impl<'a> Output<'a> {
                 self.tail_written = true;
             }
         } else {
-            if let Some(bm) = self.dumpable.take() {
-                let r = self.sink.write_at(bm2_off, &bm);
-                self.dumpable = Some(bm);
+            if !self.cleared.is_empty() {
+                let cleared = std::mem::take(&mut self.cleared);
+                let r = self.write_bitmap(&g.data_bitmap, &cleared, Some(bm2_off));
+                self.cleared = cleared;
                 r?;
             }
             let header = g.header_block(self.status);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dumpconv_core::memory::for_each_extent;
 use dumpconv_core::{is_zero, Error, Extent, PhysRange, PhysicalMemory, Result};
-use dumpconv_formats::kdump::layout::{bit, set_bit};
+use dumpconv_formats::kdump::layout::bit;
 
 use crate::encode::{PageEncoder, Stored};
 
@@ -189,24 +189,6 @@ pub(crate) fn set_runs(bm: &[u8], start: u64, end: u64) -> impl Iterator<Item = 
     })
 }
 
-/// Clear bits `[start, end)`, whole bytes at a time where it can.
-pub(crate) fn clear_bits(bm: &mut [u8], start: u64, end: u64) {
-    let mut n = start;
-    while n < end {
-        if n.is_multiple_of(8) && end - n >= 8 {
-            let first = (n / 8) as usize;
-            let count = ((end - n) / 8) as usize;
-            if let Some(s) = bm.get_mut(first..first + count) {
-                s.fill(0);
-            }
-            n += count as u64 * 8;
-        } else {
-            set_bit(bm, n, false);
-            n += 1;
-        }
-    }
-}
-
 /// Cut spans into jobs: at most `batch_pages` pages to read, or `zero_batch_pages`
 /// known-zero pages, never both kinds in one job (missing pages are in none). Fixed sizes, so the jobs (and the
 /// output) do not depend on the thread count.
@@ -265,8 +247,9 @@ pub(crate) struct WorkCtx<'a> {
 /// What the first pass (exclude-zero) found in a batch.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    /// Pages that leave the 2nd bitmap: all zero, or not supplied by the input.
-    pub dropped: Vec<u64>,
+    /// Pages that leave the 2nd bitmap (all zero, or not supplied by the input), as
+    /// sorted runs `[start, end)`: a known-zero batch is its runs, not a page list.
+    pub dropped: Vec<(u64, u64)>,
     pub unavailable: u64,
     /// Bytes of memory of the dropped pages, for progress.
     pub dropped_bytes: u64,
@@ -352,7 +335,7 @@ impl WorkCtx<'_> {
         let mut scan = Scan::default();
         if job.known_zero {
             for &(s, e) in &job.runs {
-                scan.dropped.extend(s..e);
+                push_run(&mut scan.dropped, s, e);
                 scan.dropped_bytes += self.bytes_in(PhysRange::new(s * self.bs, e * self.bs));
             }
             return Ok(scan);
@@ -362,7 +345,7 @@ impl WorkCtx<'_> {
         for (i, (pfn, page)) in pfns.zip(buf.chunks_exact(self.bs as usize)).enumerate() {
             let gone = unavailable.get(i).copied().unwrap_or(false);
             if gone || is_zero(page) {
-                scan.dropped.push(pfn);
+                push_run(&mut scan.dropped, pfn, pfn + 1);
                 scan.unavailable += u64::from(gone);
                 scan.dropped_bytes +=
                     self.bytes_in(PhysRange::new(pfn * self.bs, (pfn + 1) * self.bs));
@@ -563,18 +546,16 @@ mod tests {
     }
 
     #[test]
-    fn set_runs_and_clear_bits() {
-        // Bits 3..20 and 30..31 set, then 8..16 cleared.
+    fn set_runs_of_a_bitmap() {
+        // Bits 3..8, 16..20 and 30..31 set.
         let mut bm = vec![0u8; 8];
-        dumpconv_formats::kdump::layout::set_bits(&mut bm, 3, 20);
+        dumpconv_formats::kdump::layout::set_bits(&mut bm, 3, 8);
+        dumpconv_formats::kdump::layout::set_bits(&mut bm, 16, 20);
         dumpconv_formats::kdump::layout::set_bits(&mut bm, 30, 31);
-        clear_bits(&mut bm, 8, 16);
         let r: Vec<_> = set_runs(&bm, 0, 64).collect();
         assert_eq!(r, vec![(3, 8), (16, 20), (30, 31)]);
         let r: Vec<_> = set_runs(&bm, 4, 17).collect();
         assert_eq!(r, vec![(4, 8), (16, 17)]);
-        clear_bits(&mut bm, 0, 64);
-        assert!(bm.iter().all(|&b| b == 0));
     }
 
     /// Memory whose ranges' extents are given: known-zero where said, data elsewhere.
