@@ -23,7 +23,7 @@
 use std::fs::File;
 
 use crate::error::Result;
-use crate::memory::{Backing, Extent, PhysRange, PhysicalMemory};
+use crate::memory::{Backing, Extent, PhysicalMemory};
 use crate::vmcoreinfo::VmcoreInfo;
 
 /// How much a scan may do.
@@ -38,21 +38,6 @@ pub struct ScanLimits {
     pub max_found: usize,
     /// "Linux version " positions kept.
     pub max_banners: usize,
-    /// Threads that read RAM (each a contiguous share of at least one mapping window,
-    /// 8 blocks).
-    pub threads: usize,
-}
-
-impl ScanLimits {
-    /// [`ScanLimits::block`] in whole pages.
-    fn block_len(&self) -> u64 {
-        (self.block as u64).max(PAGE) / PAGE * PAGE
-    }
-
-    /// The most of a file mapped at once, and the least RAM a thread gets.
-    fn window(&self) -> u64 {
-        self.block_len().saturating_mul(8)
-    }
 }
 
 impl Default for ScanLimits {
@@ -62,7 +47,6 @@ impl Default for ScanLimits {
             max_candidates: 4096,
             max_found: 16,
             max_banners: 256,
-            threads: 2,
         }
     }
 }
@@ -243,116 +227,13 @@ fn read_candidate(
 /// not 0): no copy through a buffer, and holes in the file (`SEEK_DATA`) and known-zero
 /// ranges are skipped without reading (neither can hold a candidate or a banner). Other
 /// memory (compressed pages...) is read in blocks of `limits.block`.
-///
-/// The pass over RAM runs on up to [`ScanLimits::threads`] threads, each over one
-/// contiguous share of the RAM, collecting page starts that look like either form and
-/// banner positions; the candidates are then examined one after another in address
-/// order, so the result is the same whatever the thread count.
 pub fn scan_ram(mem: &dyn PhysicalMemory, limits: &ScanLimits) -> Result<RamScan> {
-    let shares = split_ram(mem.ranges(), limits.threads.max(1), limits.window());
-    let parts: Vec<Pass> = if shares.len() <= 1 {
-        shares.iter().map(|s| pass(mem, s, limits)).collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = shares
-                .iter()
-                .map(|s| scope.spawn(move || pass(mem, s, limits)))
-                .collect();
-            handles
-                .into_iter()
-                // A pass does not panic; if one did, its share counts as unreadable.
-                .zip(&shares)
-                .map(|(h, s)| {
-                    h.join().unwrap_or_else(|_| Pass {
-                        unreadable: s
-                            .first()
-                            .map(|r| vec![(r.start, "scan thread failed".to_string())])
-                            .unwrap_or_default(),
-                        ..Pass::default()
-                    })
-                })
-                .collect()
-        })
-    };
+    let block = (limits.block as u64).max(PAGE) / PAGE * PAGE;
+    let window = block.saturating_mul(8);
     let mut scan = RamScan::default();
-    for part in parts {
-        scan.bytes += part.bytes;
-        scan.zero_bytes += part.zero_bytes;
-        for u in part.unreadable {
-            if scan.unreadable.len() < 8 {
-                scan.unreadable.push(u);
-            }
-        }
-        for b in part.banners {
-            if scan.banners.len() < limits.max_banners {
-                scan.banners.push(b);
-            }
-        }
-        for (page, form) in part.candidates {
-            take_candidate(mem, page, form, limits, &mut scan);
-        }
-        scan.skipped += part.uncollected;
-    }
-    Ok(scan)
-}
-
-/// What one thread's pass over its share of RAM collected, in address order.
-#[derive(Debug, Default)]
-struct Pass {
-    bytes: u64,
-    zero_bytes: u64,
-    unreadable: Vec<(u64, String)>,
-    banners: Vec<u64>,
-    /// Page starts that look like a note or a text (at most `max_candidates`).
-    candidates: Vec<(u64, Form)>,
-    /// Candidates past that bound: never examined, counted as skipped.
-    uncollected: u64,
-}
-
-/// Cut RAM into at most `threads` contiguous shares of about equal size and at least
-/// `min_share` bytes each (below that, starting a thread costs more than it saves), at
-/// page boundaries.
-fn split_ram(ranges: &[PhysRange], threads: usize, min_share: u64) -> Vec<Vec<PhysRange>> {
-    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-    let n = (threads as u64).min(total / min_share.max(PAGE)).max(1);
-    let per = (total / n).next_multiple_of(PAGE).max(PAGE);
-    let mut shares = vec![Vec::new()];
-    let mut room = per;
-    for r in ranges {
-        let mut start = r.start;
-        while start < r.end {
-            if room == 0 && (shares.len() as u64) < n {
-                shares.push(Vec::new());
-                room = per;
-            }
-            let len = if (shares.len() as u64) < n {
-                (r.end - start).min(room)
-            } else {
-                r.end - start
-            };
-            let mut end = start + len;
-            // Cut at a page boundary (the last share takes what is left).
-            if end < r.end {
-                end = end.next_multiple_of(PAGE).min(r.end);
-            }
-            if let Some(s) = shares.last_mut() {
-                s.push(PhysRange::new(start, end));
-            }
-            room = room.saturating_sub(end - start);
-            start = end;
-        }
-    }
-    shares
-}
-
-/// One thread's pass: page starts and banners of `share`.
-fn pass(mem: &dyn PhysicalMemory, share: &[PhysRange], limits: &ScanLimits) -> Pass {
-    let block = limits.block_len();
-    let window = limits.window();
-    let mut out = Pass::default();
     let mut buf = Vec::new();
     let finder = memchr::memmem::Finder::new(BANNER);
-    for r in share {
+    for r in mem.ranges().to_vec() {
         let mut at = r.start.next_multiple_of(PAGE);
         while at < r.end {
             let left = r.end - at;
@@ -363,7 +244,7 @@ fn pass(mem: &dyn PhysicalMemory, share: &[PhysRange], limits: &ScanLimits) -> P
             match mem.extent(at, left) {
                 Extent::Zero(n) if n >= PAGE => {
                     let skip = n.min(left) / PAGE * PAGE;
-                    out.zero_bytes += skip;
+                    scan.zero_bytes += skip;
                     at += skip;
                     continue;
                 }
@@ -379,8 +260,8 @@ fn pass(mem: &dyn PhysicalMemory, share: &[PhysRange], limits: &ScanLimits) -> P
                         let len = flen.min(data).min(window);
                         let len = if len == left { len } else { len / PAGE * PAGE };
                         if let Some(map) = map_file(file, offset, len).filter(|_| len > 0) {
-                            out.bytes += len;
-                            look_at(at, map.bytes(), limits, &finder, &mut out);
+                            scan.bytes += len;
+                            look_at(mem, at, map.bytes(), limits, &finder, &mut scan);
                             at += len;
                             continue;
                         }
@@ -397,43 +278,42 @@ fn pass(mem: &dyn PhysicalMemory, share: &[PhysRange], limits: &ScanLimits) -> P
             }
             buf.resize(len as usize, 0);
             if let Err(e) = mem.read_at(at, &mut buf) {
-                if out.unreadable.len() < 8 {
-                    out.unreadable.push((at, e.to_string()));
+                if scan.unreadable.len() < 8 {
+                    scan.unreadable.push((at, e.to_string()));
                 }
                 at += len;
                 continue;
             }
-            out.bytes += len;
-            look_at(at, &buf, limits, &finder, &mut out);
+            scan.bytes += len;
+            look_at(mem, at, &buf, limits, &finder, &mut scan);
             at += len;
         }
     }
-    out
+    Ok(scan)
 }
 
-/// Note banners (if wanted) and candidates in `bytes`, the RAM at `at` (a page start).
+/// Look for banners (if wanted) and candidates in `bytes`, the RAM at `at` (a page
+/// start).
 fn look_at(
+    mem: &dyn PhysicalMemory,
     at: u64,
     bytes: &[u8],
     limits: &ScanLimits,
     finder: &memchr::memmem::Finder<'_>,
-    out: &mut Pass,
+    scan: &mut RamScan,
 ) {
-    if out.banners.len() < limits.max_banners {
+    if scan.banners.len() < limits.max_banners {
         for i in finder.find_iter(bytes) {
-            if out.banners.len() >= limits.max_banners {
+            if scan.banners.len() >= limits.max_banners {
                 break;
             }
-            out.banners.push(at + i as u64);
+            scan.banners.push(at + i as u64);
         }
     }
     for (i, p) in bytes.chunks(PAGE as usize).enumerate() {
         let Some(form) = form_at(p) else { continue };
-        if out.candidates.len() < limits.max_candidates {
-            out.candidates.push((at + i as u64 * PAGE, form));
-        } else {
-            out.uncollected += 1;
-        }
+        let page = at + i as u64 * PAGE;
+        take_candidate(mem, page, form, limits, scan);
     }
 }
 
@@ -684,6 +564,12 @@ mod tests {
         assert_eq!(s.rejected_count, 0);
         assert_eq!(s.bytes + s.zero_bytes, pages * 4096 + (2 << 20));
         assert!(s.zero_bytes >= 2 << 20, "the zero segment is not read");
+        if s.zero_bytes > 2 << 20 {
+            // The file system reports holes: only the pages holding data are read (21
+            // pages of data, each straddling two file blocks at offset 100), not a whole
+            // block after each page that is zero in part.
+            assert!(s.bytes <= 40 * 4096, "{} bytes read", s.bytes);
+        }
 
         // The same bytes through the buffered path.
         let mut all = vec![0u8; (base + pages * 4096 + (2 << 20)) as usize];
@@ -707,87 +593,6 @@ mod tests {
         .unwrap();
         assert!(s.banners.is_empty());
         assert_eq!(s.found.len(), 1);
-    }
-
-    /// Threads change nothing: the same findings, rejections, skips, banners and byte
-    /// counts from one thread as from several, also when the candidate and finding
-    /// bounds are hit in the middle of a share.
-    #[test]
-    fn same_result_whatever_the_thread_count() {
-        let pages = 1500usize;
-        let mut m = vec![0u8; pages * 4096];
-        for p in (0..pages).step_by(7) {
-            let t = if p % 3 == 0 {
-                format!(
-                    "OSRELEASE=6.1.0-{}\nPAGESIZE=4096\nSYMBOL(_stext)=1\n",
-                    p % 40
-                )
-            } else {
-                format!("OSRELEASE=6.1.0-{p}\nPAGESIZE=40")
-            };
-            m[p * 4096..p * 4096 + t.len()].copy_from_slice(t.as_bytes());
-            let b = b"Linux version 6.1.0";
-            m[p * 4096 + 2000..p * 4096 + 2000 + b.len()].copy_from_slice(b);
-        }
-        // Three ranges with gaps, the first not page aligned at its end.
-        let mem = VecMem(
-            m,
-            vec![
-                PhysRange::new(0, 300 * 4096 + 100),
-                PhysRange::new(301 * 4096, 900 * 4096),
-                PhysRange::new(950 * 4096, pages as u64 * 4096),
-            ],
-        );
-        for (cands, found) in [(4096, 64), (100, 8), (30, 4)] {
-            let limits = |threads| ScanLimits {
-                block: 8 * 4096,
-                max_candidates: cands,
-                max_found: found,
-                max_banners: 50,
-                threads,
-            };
-            let one = scan_ram(&mem, &limits(1)).unwrap();
-            assert!(one.candidates > 0 && one.banners.len() == 50, "{one:?}");
-            assert_eq!(one.skipped > 0, cands < 4096, "{:?}", one.skipped);
-            for threads in [2, 3, 8, 64] {
-                let total: u64 = mem.1.iter().map(|r| r.end - r.start).sum();
-                let most = (total / limits(threads).window()) as usize;
-                assert_eq!(
-                    split_ram(&mem.1, threads, limits(threads).window()).len(),
-                    threads.min(most)
-                );
-                assert_eq!(
-                    scan_ram(&mem, &limits(threads)).unwrap(),
-                    one,
-                    "{threads} threads"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn shares_cover_ram_exactly_at_page_boundaries() {
-        let ranges = vec![
-            PhysRange::new(0, 10 * 4096 + 5),
-            PhysRange::new(20 * 4096, 95 * 4096),
-        ];
-        for threads in 1..12 {
-            let shares = split_ram(&ranges, threads, 4096);
-            assert!(shares.len() <= threads && !shares.is_empty());
-            let flat: Vec<PhysRange> = shares.iter().flatten().copied().collect();
-            let mut joined: Vec<PhysRange> = Vec::new();
-            for r in flat {
-                match joined.last_mut() {
-                    Some(l) if l.end == r.start => l.end = r.end,
-                    _ => joined.push(r),
-                }
-            }
-            assert_eq!(joined, ranges, "{threads} threads: {shares:?}");
-            for s in &shares[..shares.len() - 1] {
-                let end = s.last().unwrap().end;
-                assert!(end % 4096 == 0 || ranges.iter().any(|r| r.end == end));
-            }
-        }
     }
 
     #[test]

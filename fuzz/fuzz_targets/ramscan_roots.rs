@@ -40,7 +40,6 @@ fuzz_target!(|data: &[u8]| {
         max_candidates: 64,
         max_found: 4,
         max_banners: 16,
-        threads: 1 + usize::from(h[1] >> 7),
     };
     let _ = scan_ram(&mem, &limits);
 
