@@ -5,6 +5,7 @@
 //! kernel's own root from VMCOREINFO when a walker finds one there, else a CPU of the
 //! dump with paging on. Nothing here knows an architecture.
 
+use dumpconv_core::memory::subtract_ranges;
 use dumpconv_core::{
     ArchWalker, CpuState, DumpPlan, DumpWriter, Error, PhysRange, PhysicalMemory, PlanFilter,
     Progress, Result,
@@ -200,7 +201,7 @@ pub fn apply_filter(
         .iter()
         .map(|&(s, e)| PhysRange::new(s * ps, e * ps))
         .collect();
-    plan.ranges = subtract(&plan.ranges, &excluded);
+    plan.ranges = subtract_ranges(&plan.ranges, &excluded);
     if level.excludes(Class::Zero) {
         let writer_does = writer
             .options()
@@ -225,7 +226,7 @@ pub fn apply_filter(
                 .iter()
                 .map(|&(s, e)| PhysRange::new(s * ps, e * ps))
                 .collect();
-            plan.ranges = subtract(&plan.ranges, &zr);
+            plan.ranges = subtract_ranges(&plan.ranges, &zr);
             excluded = merge(&excluded, &zr);
         }
     }
@@ -303,35 +304,6 @@ fn classify_plan(
         }
     }
     Err(last_err)
-}
-
-/// `a` minus `b` (both sorted and disjoint).
-pub fn subtract(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
-    let mut out = Vec::with_capacity(a.len());
-    let mut j = 0;
-    for r in a {
-        let mut start = r.start;
-        while j < b.len() && b[j].end <= start {
-            j += 1;
-        }
-        let mut k = j;
-        while start < r.end {
-            match b.get(k) {
-                Some(x) if x.start < r.end => {
-                    if x.start > start {
-                        out.push(PhysRange::new(start, x.start));
-                    }
-                    start = start.max(x.end);
-                    k += 1;
-                }
-                _ => {
-                    out.push(PhysRange::new(start, r.end));
-                    break;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Union of two sorted, disjoint range lists.

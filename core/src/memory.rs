@@ -71,6 +71,35 @@ pub fn normalize_ranges(mut ranges: Vec<PhysRange>) -> Vec<PhysRange> {
     out
 }
 
+/// `a` less `b`, both sorted and disjoint (as [`normalize_ranges`] leaves them).
+pub fn subtract_ranges(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut j = 0;
+    for r in a {
+        let mut start = r.start;
+        while j < b.len() && b[j].end <= start {
+            j += 1;
+        }
+        let mut k = j;
+        while start < r.end {
+            match b.get(k) {
+                Some(x) if x.start < r.end => {
+                    if x.start > start {
+                        out.push(PhysRange::new(start, x.start));
+                    }
+                    start = start.max(x.end);
+                    k += 1;
+                }
+                _ => {
+                    out.push(PhysRange::new(start, r.end));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Intersect a normalized range list with `[begin, begin+len)`.
 pub fn clip_ranges(ranges: &[PhysRange], window: PhysRange) -> Vec<PhysRange> {
     ranges.iter().filter_map(|r| r.intersect(&window)).collect()
@@ -466,6 +495,53 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(data).unwrap();
         SegmentMemory::new(vec![(PathBuf::from("t"), Arc::new(f))], segs).unwrap()
+    }
+
+    /// Against a per-address reference over a small space: every pair of lists cut
+    /// from a few patterns, edges touching, overlapping and inside one another.
+    #[test]
+    fn subtract_ranges_matches_a_per_address_reference() {
+        let lists: Vec<Vec<PhysRange>> = vec![
+            vec![],
+            vec![PhysRange::new(0, 40)],
+            vec![
+                PhysRange::new(2, 5),
+                PhysRange::new(5, 9),
+                PhysRange::new(20, 30),
+            ],
+            vec![
+                PhysRange::new(0, 1),
+                PhysRange::new(8, 21),
+                PhysRange::new(29, 35),
+            ],
+            vec![
+                PhysRange::new(3, 4),
+                PhysRange::new(10, 12),
+                PhysRange::new(39, 40),
+            ],
+        ];
+        let set = |l: &[PhysRange]| {
+            (0..40u64)
+                .filter(|&a| l.iter().any(|r| r.contains(a)))
+                .collect::<Vec<_>>()
+        };
+        for a in &lists {
+            for b in &lists {
+                let a = normalize_ranges(a.clone());
+                let b = normalize_ranges(b.clone());
+                let got = subtract_ranges(&a, &b);
+                let want: Vec<u64> = set(&a)
+                    .into_iter()
+                    .filter(|x| !set(&b).contains(x))
+                    .collect();
+                assert_eq!(set(&got), want, "{a:?} less {b:?}");
+                assert_eq!(
+                    normalize_ranges(got.clone()),
+                    got,
+                    "sorted, disjoint, not empty"
+                );
+            }
+        }
     }
 
     #[test]

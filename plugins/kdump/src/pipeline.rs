@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dumpconv_core::memory::for_each_extent;
+use dumpconv_core::memory::{for_each_extent, subtract_ranges};
 use dumpconv_core::{is_zero, Error, Extent, PhysRange, PhysicalMemory, Result};
 use dumpconv_formats::kdump::layout::bit;
 
@@ -62,35 +62,6 @@ fn push_run(runs: &mut Vec<(u64, u64)>, s: u64, e: u64) {
     }
 }
 
-/// `a` less `b` (both sorted, merged).
-fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut j = 0usize;
-    for &(s, e) in a {
-        let mut cur = s;
-        while b.get(j).is_some_and(|r| r.1 <= cur) {
-            j += 1;
-        }
-        let mut k = j;
-        while cur < e {
-            match b.get(k) {
-                Some(&(bs, be)) if bs < e => {
-                    if bs > cur {
-                        out.push((cur, bs));
-                    }
-                    cur = cur.max(be);
-                    k += 1;
-                }
-                _ => {
-                    out.push((cur, e));
-                    cur = e;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Cut `page_runs` (sorted, disjoint) into spans of pages to read, known-zero pages
 /// (every byte of the page inside the plan's `ranges` is [`Extent::Zero`]: a hole of the
 /// input, zero fill) and pages the input does not hold, in PFN order. A page with any
@@ -115,7 +86,14 @@ pub(crate) fn spans(
             Ok(())
         })?;
     }
-    let missing = subtract(&missing, &data);
+    // Pages with a missing byte and no data byte (runs of page frames, as ranges).
+    let frames = |runs: &[(u64, u64)]| -> Vec<PhysRange> {
+        runs.iter().map(|&(s, e)| PhysRange::new(s, e)).collect()
+    };
+    let missing: Vec<(u64, u64)> = subtract_ranges(&frames(&missing), &frames(&data))
+        .into_iter()
+        .map(|r| (r.start, r.end))
+        .collect();
     // Pages that are not zero, by kind, sorted and disjoint.
     let mut marked: Vec<(u64, u64, Kind)> = data
         .iter()
