@@ -368,7 +368,7 @@ pub fn probe(head: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -396,8 +396,9 @@ mod tests {
         assert!(e.to_string().contains("cut short"), "{e}");
     }
 
-    /// `lzop` with `args` over `data`, or None when the tool is not installed.
-    fn lzop(args: &[&str], data: &[u8]) -> Option<Vec<u8>> {
+    /// `data` through the real `lzop -c ARGS`, or None when lzop is not installed.
+    /// Also serves the wrapper tests (`wrapped.rs`), there being no Rust lzop writer.
+    pub(crate) fn lzop(args: &[&str], data: &[u8]) -> Option<Vec<u8>> {
         use std::io::Write;
         let mut c = std::process::Command::new("lzop")
             .args(args)

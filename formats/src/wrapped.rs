@@ -656,19 +656,7 @@ mod tests {
             }
             // No Rust lzop writer: the real tool (scripts/test.sh installs it).
             Wrapper::Lzop => {
-                let mut c = std::process::Command::new("lzop")
-                    .args(["-c", "-1"])
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut stdin = c.stdin.take().unwrap();
-                let data = data.to_vec();
-                let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
-                let out = c.wait_with_output().unwrap();
-                feeder.join().unwrap();
-                assert!(out.status.success());
-                out.stdout
+                crate::lzop::tests::lzop(&["-1"], data).expect("lzop (scripts/test.sh installs it)")
             }
         }
     }
