@@ -24,9 +24,7 @@ use std::path::{Path, PathBuf};
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{
-    assert_cpus_equal_info_registers, crash_session, gdb_string, guest, Guest,
-};
+use dumpconv_tests::guests::{assert_cpus_equal_info_registers, crash_session, guest, Guest};
 use inputs_util::*;
 
 const DIR: &str = "libvirt-x86_64-pc";
@@ -180,14 +178,8 @@ fn check(file: &str, format: &str, xml: bool) {
     // `--paging` and nothing else: gdb reads linux_banner
     let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
     let out = tmp.path().join("paging.elf");
-    dumpconv_ok(&[
-        OsStr::new("--paging"),
-        path.as_os_str(),
-        OsStr::new("-o"),
-        out.as_os_str(),
-    ]);
     assert_eq!(
-        gdb_string("gdb", &out, "i386:x86-64", addr),
+        paging_elf_string(&path, &out, "gdb", "i386:x86-64", addr),
         banner,
         "{what}"
     );

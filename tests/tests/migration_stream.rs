@@ -32,9 +32,7 @@ use std::process::Command;
 use dumpconv::{convert, ConvertOptions, Output, PagingOptions};
 use dumpconv_core::NoProgress;
 use dumpconv_formats::OpenOptions;
-use dumpconv_tests::guests::{
-    assert_cpus_equal_info_registers, crash_session, gdb_string, guest, Guest,
-};
+use dumpconv_tests::guests::{assert_cpus_equal_info_registers, crash_session, guest, Guest};
 use inputs_util::*;
 
 const SAVEFILES: &[&str] = &[
@@ -246,14 +244,8 @@ fn gdb_reads_linux_banner_from_our_paging_elf() {
             let addr = g.symbol("linux_banner").unwrap().wrapping_add(offset);
             let tmp = scratch_dir();
             let out = tmp.path().join("paging.elf");
-            dumpconv_ok(&[
-                OsStr::new("--paging"),
-                path.as_os_str(),
-                OsStr::new("-o"),
-                out.as_os_str(),
-            ]);
             assert_eq!(
-                gdb_string(gdb, &out, arch, addr),
+                paging_elf_string(&path, &out, gdb, arch, addr),
                 g.banner(),
                 "{}",
                 path.display()

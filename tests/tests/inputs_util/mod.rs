@@ -81,6 +81,18 @@ pub fn dumpconv_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
     );
 }
 
+/// `dumpconv --paging INPUT -o OUT` (required to succeed), then the string gdb (`gdb`,
+/// with `set architecture ARCH`) reads at virtual address `vaddr` of OUT.
+pub fn paging_elf_string(input: &Path, out: &Path, gdb: &str, arch: &str, vaddr: u64) -> String {
+    dumpconv_ok(&[
+        "--paging".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    dumpconv_tests::guests::gdb_string(gdb, out, arch, vaddr)
+}
+
 /// `dumpconv convert -q INPUT -o OUT EXTRA...`, required to succeed.
 pub fn dumpconv_convert(input: &Path, out: &Path, extra: &[&str]) {
     let mut args: Vec<&std::ffi::OsStr> = vec![
