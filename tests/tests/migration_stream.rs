@@ -639,6 +639,17 @@ fn libvirt_save_files_read_like_the_stream() {
     }
 }
 
+/// `dumpconv info FILE` fails with exit 1, naming the file and saying `words`.
+fn info_fails_naming_the_file(p: &Path, words: &str) {
+    let o = dumpconv_with_stdin(&[OsStr::new("info"), p.as_os_str()], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&p.display().to_string()) && err.contains(words),
+        "{err}"
+    );
+}
+
 #[test]
 fn libvirt_unfinished_save_and_unknown_codec() {
     let dir = scratch();
@@ -646,38 +657,20 @@ fn libvirt_unfinished_save_and_unknown_codec() {
     part.extend_from_slice(&good_stream());
     let p = dir.path().join("part.save");
     write(&p, &part);
-    let o = dumpconv_with_stdin(&[OsStr::new("info"), p.as_os_str()], None);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&p.display().to_string()) && err.contains("unfinished libvirt save"),
-        "{err}"
-    );
+    info_fails_naming_the_file(&p, "unfinished libvirt save");
     // bzip2 and lzop are read now (libvirt_saves.rs): a codec libvirt does not know
     // is the error, naming the header field
     let mut unknown = libvirt_header(b"LibvirtQemudSave", 2, 6);
     unknown.extend_from_slice(b"BZh91AY&SY");
     let p = dir.path().join("codec6.save");
     write(&p, &unknown);
-    let o = dumpconv_with_stdin(&[OsStr::new("info"), p.as_os_str()], None);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&p.display().to_string()) && err.contains("unknown compression 6"),
-        "{err}"
-    );
+    info_fails_naming_the_file(&p, "unknown compression 6");
     // a bzip2 payload cut short: truncated, said of the file
     let mut bz = libvirt_header(b"LibvirtQemudSave", 2, 2);
     bz.extend_from_slice(b"BZh91AY&SY");
     let p = dir.path().join("bzip2.save");
     write(&p, &bz);
-    let o = dumpconv_with_stdin(&[OsStr::new("info"), p.as_os_str()], None);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&p.display().to_string()) && err.contains("bzip2 stream is truncated"),
-        "{err}"
-    );
+    info_fails_naming_the_file(&p, "bzip2 stream is truncated");
     // a synthetic stream behind a version-2 header reads the same as alone
     let mut ok = libvirt_header(b"LibvirtQemudSave", 2, 0);
     ok.extend_from_slice(&good_stream());
