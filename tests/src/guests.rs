@@ -120,6 +120,15 @@ impl Guest {
         checked
     }
 
+    /// `mem` (read from `path`) holds exactly the guest's RAM ranges, no more (a VM save
+    /// file carries QEMU's RAM blocks only: no ROM, no VGA window), and every byte of
+    /// them equals the pmemsave image `ram.raw`.
+    pub fn assert_ram_is_exactly_pmemsave(&self, path: &Path, mem: &dyn PhysicalMemory) {
+        let got: Vec<(u64, u64)> = mem.ranges().iter().map(|r| (r.start, r.len())).collect();
+        assert_eq!(got, self.ram_ranges(), "{}: RAM ranges", path.display());
+        self.assert_ram_equals_pmemsave(path, mem);
+    }
+
     /// Every RAM range of the guest is in `mem` (read from `path`) and every byte of it
     /// equals the pmemsave image `ram.raw`. Extra ranges in `mem` are allowed: QEMU's
     /// physical dumps of x86 also hold the BIOS ROM (0xfffc0000, 256 KiB), which a
